@@ -1,0 +1,35 @@
+//! syncbrok's Storage: an append-only log of checksummed records in segment files.
+//!
+//! - **Exclusive write**: one writer thread owns the active segment and commits appends in
+//!   groups, one `pwrite` and at most one `fdatasync` per group ([`FsyncPolicy`]).
+//! - **Concurrent read**: records are read by [`Location`] with positional reads, from any
+//!   thread, without a lock on the I/O.
+//! - **Recovery**: [`Log::open`] replays from the latest checkpoint (or the start), cuts a torn
+//!   tail, and refuses corruption elsewhere with its file and offset unless asked to repair.
+//! - **Reclaiming space**: [`Log::delete_segment`] and [`Log::compact_segment`] for segments
+//!   before the latest checkpoint; the broker decides what is live.
+//!
+//! Storage knows nothing of HTTP, queues' rules or delivery: it stores [`Record`]s. The byte
+//! format and the assumptions about the disk are in `docs/format.md`.
+
+mod codec;
+mod error;
+mod frame;
+pub mod io;
+pub mod limits;
+mod log;
+mod record;
+mod recovery;
+mod segment;
+pub mod sim;
+mod writer;
+
+pub use codec::DecodeError;
+pub use error::{AppendError, OpenError, ReadError, ReclaimError};
+pub use frame::{FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
+pub use log::{Config, FsyncPolicy, Log, Relocation, SegmentInfo};
+pub use record::{Ack, DeadReason, Published, Record, SubscriberId};
+pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,463 @@
+//! Opening a log: find the segments, load the latest checkpoint, replay the records after it,
+//! cut a torn tail, then start the writer.
+//!
+//! The rules (also in `docs/format.md`):
+//! - Every segment but the last was fsynced before the next one was created, so damage there is
+//!   corruption: [`OpenError::Corrupted`] naming file and offset, unless `repair` is set, in
+//!   which case the segment is cut at the damage and the loss reported.
+//! - The last segment may end in a torn write: from the first invalid frame on, it is cut off
+//!   with a warning ([`RecoveryReport::torn_tail`]).
+//! - Nothing is changed on disk until [`Recovery::finish`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::OpenError;
+use crate::frame::{Location, SEGMENT_HEADER_BYTES, check_segment_header, segment_header};
+use crate::io::{Backend, BackendFile};
+use crate::log::{Config, Log, LogInner};
+use crate::record::Record;
+use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, parse_segment_name, segment_name};
+use crate::writer::{
+    CHECKPOINT_FILE, CHECKPOINT_FILE_BYTES, Inbox, Shared, Writer, decode_checkpoint_pointer,
+};
+
+/// A record read back during recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub location: Location,
+    pub record: Record,
+    /// Set when compaction copied this record here from an older segment: the broker already
+    /// knows the record and should only move its index entry.
+    pub relocated_from: Option<Location>,
+}
+
+/// The state snapshot recovery starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub location: Location,
+    /// The parts given to [`Log::checkpoint`], in order.
+    pub parts: Vec<Bytes>,
+}
+
+/// Bytes dropped from the end of the last segment: a write that was in progress at the crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub reason: String,
+}
+
+/// Bytes dropped by `repair` from a damaged sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRange {
+    pub file: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub reason: String,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments on disk after recovery.
+    pub segments: usize,
+    pub records_replayed: u64,
+    pub checkpoint: Option<Location>,
+    pub torn_tail: Option<TornTail>,
+    pub repaired: Vec<LostRange>,
+}
+
+/// A log being recovered: iterate it to replay the records after the checkpoint, then call
+/// [`Recovery::finish`] to get the [`Log`].
+pub struct Recovery {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    files: BTreeMap<u32, Arc<dyn BackendFile>>,
+    /// Segments still to scan, in order.
+    to_scan: Vec<u32>,
+    next_index: usize,
+    /// Where the first scanned segment starts (after the checkpoint parts, or its header).
+    first_offset: u64,
+    scanner: Option<Scanner>,
+    scanning: u32,
+    checkpoint: Option<Checkpoint>,
+    report: RecoveryReport,
+    /// Cuts to make in [`Recovery::finish`]: (segment, new length).
+    cuts: Vec<(u32, u64)>,
+    /// The last segment's header must be (re)written: it was torn or never written.
+    rewrite_last_header: bool,
+    failed: bool,
+}
+
+fn io_err(backend: &dyn Backend, name: &str) -> impl FnOnce(std::io::Error) -> OpenError {
+    let file = backend.describe(name);
+    move |source| OpenError::Io { file, source }
+}
+
+impl Log {
+    /// Opens the log in `backend`'s directory, creating it if empty. Iterate the returned
+    /// [`Recovery`] to replay, then call [`Recovery::finish`].
+    pub fn open(backend: Arc<dyn Backend>, config: Config) -> Result<Recovery, OpenError> {
+        config.validate().map_err(OpenError::InvalidConfig)?;
+        let mut ids = Vec::new();
+        let mut has_pointer = false;
+        for name in backend.list().map_err(io_err(&*backend, "."))? {
+            if let Some(id) = parse_segment_name(&name) {
+                ids.push(id);
+            } else if name == CHECKPOINT_FILE {
+                has_pointer = true;
+            }
+        }
+        ids.sort_unstable();
+
+        let mut files = BTreeMap::new();
+        for &id in &ids {
+            let name = segment_name(id);
+            let f = backend.open(&name).map_err(io_err(&*backend, &name))?;
+            files.insert(id, f);
+        }
+
+        let pointer = if has_pointer {
+            let f = backend
+                .open(CHECKPOINT_FILE)
+                .map_err(io_err(&*backend, CHECKPOINT_FILE))?;
+            let mut b = vec![0u8; CHECKPOINT_FILE_BYTES];
+            let read = f.len().and_then(|len| {
+                if len == CHECKPOINT_FILE_BYTES as u64 {
+                    f.read_exact_at(&mut b, 0).map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            });
+            let valid = read.map_err(io_err(&*backend, CHECKPOINT_FILE))?;
+            let at = valid.then(|| decode_checkpoint_pointer(&b)).flatten();
+            Some(at.ok_or_else(|| OpenError::Corrupted {
+                file: backend.describe(CHECKPOINT_FILE),
+                offset: 0,
+                reason: "checkpoint pointer is damaged".into(),
+            })?)
+        } else {
+            None
+        };
+
+        // Replay needs every segment from the checkpoint's (or the very first) to the last.
+        let first_needed = pointer.map_or(1, |p| p.segment);
+        if let Some(&last) = ids.last() {
+            for id in first_needed..=last {
+                if !files.contains_key(&id) {
+                    return Err(OpenError::MissingSegment {
+                        file: backend.describe(&segment_name(id)),
+                        first: first_needed,
+                        last,
+                    });
+                }
+            }
+        } else if let Some(p) = pointer {
+            return Err(OpenError::MissingSegment {
+                file: backend.describe(&segment_name(p.segment)),
+                first: p.segment,
+                last: p.segment,
+            });
+        }
+        let to_scan: Vec<u32> = ids.iter().copied().filter(|&id| id >= first_needed).collect();
+
+        let mut recovery = Recovery {
+            backend,
+            config,
+            files,
+            to_scan,
+            next_index: 0,
+            first_offset: FIRST_FRAME_OFFSET,
+            scanner: None,
+            scanning: 0,
+            checkpoint: None,
+            report: RecoveryReport::default(),
+            cuts: Vec::new(),
+            rewrite_last_header: ids.is_empty(),
+            failed: false,
+        };
+        if let Some(at) = pointer {
+            recovery.load_checkpoint(at)?;
+        }
+        Ok(recovery)
+    }
+}
+
+impl Recovery {
+    /// The checkpoint replay starts from, if there is one.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    fn name(&self, segment: u32) -> String {
+        self.backend.describe(&segment_name(segment))
+    }
+
+    fn is_last(&self, segment: u32) -> bool {
+        self.to_scan.last() == Some(&segment)
+    }
+
+    /// Reads the checkpoint parts at `at` and leaves the scanner just after them.
+    fn load_checkpoint(&mut self, at: Location) -> Result<(), OpenError> {
+        let file = self.backend.describe(&segment_name(at.segment));
+        let corrupted = |offset: u64, reason: String| OpenError::Corrupted {
+            file: file.clone(),
+            offset,
+            reason: format!("checkpoint: {reason}"),
+        };
+        self.first_offset = u64::from(at.offset);
+        let mut parts = Vec::new();
+        let mut expected = None;
+        while expected != Some(parts.len()) {
+            let scanned = match self.next_scanned()? {
+                Some(s) => s,
+                None => return Err(corrupted(u64::from(at.offset), "parts missing".into())),
+            };
+            let offset = u64::from(scanned.location.offset);
+            match Record::decode(scanned.kind, scanned.payload) {
+                Ok(Record::Checkpoint { part, parts: n, state }) if part as usize == parts.len() => {
+                    expected = Some(n as usize);
+                    parts.push(state);
+                }
+                Ok(_) => return Err(corrupted(offset, "not a checkpoint part".into())),
+                Err(e) => return Err(corrupted(offset, e.to_string())),
+            }
+        }
+        self.report.checkpoint = Some(at);
+        self.checkpoint = Some(Checkpoint {
+            location: at,
+            parts,
+        });
+        Ok(())
+    }
+
+    /// The next frame of the scan, moving across segments, handling torn tails and damage.
+    fn next_scanned(&mut self) -> Result<Option<crate::segment::Scanned>, OpenError> {
+        loop {
+            if self.scanner.is_none() {
+                let Some(&segment) = self.to_scan.get(self.next_index) else {
+                    return Ok(None);
+                };
+                self.next_index += 1;
+                self.scanning = segment;
+                let start = if self.next_index == 1 {
+                    self.first_offset
+                } else {
+                    FIRST_FRAME_OFFSET
+                };
+                if let Some(scanner) = self.open_segment(segment, start)? {
+                    self.scanner = Some(scanner);
+                }
+                continue;
+            }
+            let segment = self.scanning;
+            let scanner = self.scanner.as_mut().expect("checked above");
+            match scanner.next_record() {
+                Ok(Some(s)) => return Ok(Some(s)),
+                Ok(None) => self.scanner = None,
+                Err(ScanError::Io(e)) => return Err(io_err(&*self.backend, &segment_name(segment))(e)),
+                Err(ScanError::Bad { offset, reason }) => {
+                    let dropped = scanner.file_len() - offset;
+                    self.scanner = None;
+                    self.damaged(segment, offset, dropped, reason)?;
+                }
+            }
+        }
+    }
+
+    /// Opens a segment for scanning after checking its header; `None` if it holds nothing.
+    fn open_segment(&mut self, segment: u32, start: u64) -> Result<Option<Scanner>, OpenError> {
+        let file = self.files[&segment].clone();
+        let name = segment_name(segment);
+        let len = file.len().map_err(io_err(&*self.backend, &name))?;
+        let mut header = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
+        file.read_exact_at(&mut header, 0)
+            .map_err(io_err(&*self.backend, &name))?;
+        if let Err(e) = check_segment_header(&header, segment) {
+            if self.is_last(segment) {
+                // Created just before the crash: its header never made it to disk.
+                self.report.torn_tail = Some(TornTail {
+                    file: self.name(segment),
+                    offset: 0,
+                    bytes_dropped: len,
+                    reason: e.to_string(),
+                });
+                tracing::warn!(file = %self.name(segment), error = %e, "the last segment has no valid header; starting it afresh");
+                self.cuts.push((segment, 0));
+                self.rewrite_last_header = true;
+                return Ok(None);
+            }
+            if !self.config.repair {
+                return Err(OpenError::Corrupted {
+                    file: self.name(segment),
+                    offset: 0,
+                    reason: e.to_string(),
+                });
+            }
+            self.report.repaired.push(LostRange {
+                file: self.name(segment),
+                offset: 0,
+                bytes_dropped: len,
+                reason: e.to_string(),
+            });
+            tracing::warn!(file = %self.name(segment), error = %e, "repair: dropping a segment with a damaged header");
+            self.cuts.push((segment, 0));
+            return Ok(None);
+        }
+        Scanner::new(file, segment, start)
+            .map(Some)
+            .map_err(io_err(&*self.backend, &name))
+    }
+
+    /// Handles an invalid frame at `offset`: a torn tail in the last segment, corruption (or
+    /// a repair) elsewhere.
+    fn damaged(
+        &mut self,
+        segment: u32,
+        offset: u64,
+        dropped: u64,
+        reason: String,
+    ) -> Result<(), OpenError> {
+        let file = self.name(segment);
+        if self.is_last(segment) {
+            tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
+            self.report.torn_tail = Some(TornTail {
+                file,
+                offset,
+                bytes_dropped: dropped,
+                reason,
+            });
+        } else if self.config.repair {
+            tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "repair: dropping the damaged rest of a segment");
+            self.report.repaired.push(LostRange {
+                file,
+                offset,
+                bytes_dropped: dropped,
+                reason,
+            });
+        } else {
+            self.failed = true;
+            return Err(OpenError::Corrupted {
+                file,
+                offset,
+                reason,
+            });
+        }
+        self.cuts.push((segment, offset));
+        Ok(())
+    }
+
+    /// Replays everything that is left (discarding it) and opens the log for appends.
+    pub fn finish(mut self) -> Result<(Log, RecoveryReport), OpenError> {
+        for item in self.by_ref() {
+            item?;
+        }
+        let backend = self.backend.clone();
+        for &(segment, len) in &self.cuts {
+            let name = segment_name(segment);
+            let f = &self.files[&segment];
+            f.set_len(len)
+                .and_then(|()| f.sync_data())
+                .map_err(io_err(&*backend, &name))?;
+        }
+        let (active, active_file) = match self.files.last_key_value() {
+            Some((id, f)) => (*id, f.clone()),
+            None => {
+                let name = segment_name(1);
+                let f = backend.create(&name).map_err(io_err(&*backend, &name))?;
+                self.files.insert(1, f.clone());
+                (1, f)
+            }
+        };
+        let active_name = segment_name(active);
+        if self.rewrite_last_header {
+            active_file
+                .set_len(0)
+                .and_then(|()| active_file.write_all_at(&segment_header(active), 0))
+                .and_then(|()| active_file.sync_data())
+                .and_then(|()| backend.sync_dir())
+                .map_err(io_err(&*backend, &active_name))?;
+        }
+        let active_len = active_file
+            .len()
+            .map_err(io_err(&*backend, &active_name))?;
+        self.report.segments = self.files.len();
+
+        let shared = Arc::new(Shared {
+            backend,
+            segments: std::sync::RwLock::new(self.files),
+            checkpoint: Mutex::new(self.checkpoint.as_ref().map(|c| c.location)),
+            inbox: Inbox::new(self.config.inbox_requests),
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            fsync: self.config.fsync,
+            segment_bytes: self.config.segment_bytes,
+            active,
+            active_file,
+            active_len,
+            buf: Vec::new(),
+            dirty_since: None,
+            poisoned: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("syncbrok-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| OpenError::Io {
+                file: "writer thread".into(),
+                source,
+            })?;
+        let log = Log::from_inner(LogInner {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        });
+        Ok((log, self.report))
+    }
+}
+
+impl Iterator for Recovery {
+    type Item = Result<Replayed, OpenError>;
+
+    /// The next record after the checkpoint, in log order. Checkpoint records are not
+    /// replayed. Stops at the first error.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let scanned = match self.next_scanned() {
+                Ok(Some(s)) => s,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            let offset = u64::from(scanned.location.offset);
+            match Record::decode(scanned.kind, scanned.payload) {
+                Ok(Record::Checkpoint { .. }) => continue,
+                Ok(record) => {
+                    self.report.records_replayed += 1;
+                    return Some(Ok(Replayed {
+                        location: scanned.location,
+                        record,
+                        relocated_from: scanned.relocated_from,
+                    }));
+                }
+                Err(e) => {
+                    // The checksum held, so this is not a torn write: a bug or a newer format.
+                    self.failed = true;
+                    return Some(Err(OpenError::Corrupted {
+                        file: self.name(scanned.location.segment),
+                        offset,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+}

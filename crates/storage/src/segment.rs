@@ -1,0 +1,218 @@
+//! Segment files: their names, and a sequential scanner that reads one segment in large windows
+//! and yields its records one by one, flattening batch and relocation frames.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::frame::{
+    FRAME_HEADER_BYTES, LOCATION_BYTES, Location, SEGMENT_HEADER_BYTES, announced_len, parse_frame,
+};
+use crate::io::BackendFile;
+use crate::limits::SCAN_WINDOW_BYTES;
+use crate::record::kind;
+
+/// File name of a segment: its id, zero-padded so that names sort in log order.
+pub(crate) fn segment_name(segment: u32) -> String {
+    format!("{segment:010}.log")
+}
+
+/// The id in a segment file name, if `name` is one.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One record found by a scan.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanned {
+    pub location: Location,
+    pub kind: u8,
+    pub payload: Bytes,
+    /// The record's own frame (header and payload), for compaction to copy.
+    pub frame: Bytes,
+    /// Where compaction found this record before copying it here.
+    pub relocated_from: Option<Location>,
+}
+
+/// Why a scan stopped before the end of the segment.
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    /// The bytes at `offset` (a top-level frame) are not a valid frame.
+    Bad { offset: u64, reason: String },
+    Io(io::Error),
+}
+
+/// Reads the records of one segment from a starting offset to its end.
+pub(crate) struct Scanner {
+    file: Arc<dyn BackendFile>,
+    segment: u32,
+    file_len: u64,
+    /// Offset of the next top-level frame.
+    pos: u64,
+    window: Bytes,
+    window_start: u64,
+    /// Records of the last top-level frame not yet handed out.
+    pending: VecDeque<Scanned>,
+}
+
+impl Scanner {
+    /// A scanner starting at `offset` (after the segment header, or at a checkpoint).
+    pub(crate) fn new(
+        file: Arc<dyn BackendFile>,
+        segment: u32,
+        offset: u64,
+    ) -> io::Result<Scanner> {
+        let file_len = file.len()?;
+        Ok(Scanner {
+            file,
+            segment,
+            file_len,
+            pos: offset,
+            window: Bytes::new(),
+            window_start: 0,
+            pending: VecDeque::new(),
+        })
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Makes sure `[at, at + len)` is inside the window, reading a new window if not.
+    fn ensure(&mut self, at: u64, len: usize) -> io::Result<()> {
+        let window_end = self.window_start + self.window.len() as u64;
+        if at >= self.window_start && at + len as u64 <= window_end {
+            return Ok(());
+        }
+        let available = (self.file_len - at) as usize;
+        let size = len.max(SCAN_WINDOW_BYTES).min(available);
+        let mut buf = vec![0u8; size];
+        self.file.read_exact_at(&mut buf, at)?;
+        self.window = Bytes::from(buf);
+        self.window_start = at;
+        Ok(())
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> ScanError {
+        ScanError::Bad {
+            offset: self.pos,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next record, `None` at the clean end of the segment.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Scanned>, ScanError> {
+        if let Some(s) = self.pending.pop_front() {
+            return Ok(Some(s));
+        }
+        if self.pos == self.file_len {
+            return Ok(None);
+        }
+        let remaining = self.file_len - self.pos;
+        if remaining < FRAME_HEADER_BYTES as u64 {
+            return Err(self.bad(format!(
+                "{remaining} bytes at the end are too few for a frame header"
+            )));
+        }
+        self.ensure(self.pos, FRAME_HEADER_BYTES)
+            .map_err(ScanError::Io)?;
+        let rel = (self.pos - self.window_start) as usize;
+        let Some(total) = announced_len(&self.window[rel..]) else {
+            return Err(self.bad("frame length is over the limit"));
+        };
+        if total as u64 > remaining {
+            return Err(self.bad(format!(
+                "frame of {total} bytes runs past the end of the file ({remaining} bytes left)"
+            )));
+        }
+        self.ensure(self.pos, total).map_err(ScanError::Io)?;
+        let rel = (self.pos - self.window_start) as usize;
+        let bytes = self.window.slice(rel..rel + total);
+        let frame = parse_frame(&bytes).map_err(|e| self.bad(e.to_string()))?;
+        let frame_offset = self.pos;
+        let location = |rel_offset: usize, len: usize| Location {
+            segment: self.segment,
+            offset: (frame_offset + rel_offset as u64) as u32,
+            len: len as u32,
+        };
+        match frame.kind {
+            kind::BATCH => {
+                if frame.payload.is_empty() {
+                    return Err(self.bad("empty batch"));
+                }
+                let mut rel_offset = FRAME_HEADER_BYTES;
+                let mut rest = frame.payload.clone();
+                while !rest.is_empty() {
+                    let inner = parse_frame(&rest)
+                        .map_err(|e| self.bad(format!("inside a batch: {e}")))?;
+                    if inner.kind == kind::BATCH || inner.kind == kind::RELOCATED {
+                        return Err(self.bad("a batch holds a framing record"));
+                    }
+                    self.pending.push_back(Scanned {
+                        location: location(rel_offset, inner.len),
+                        kind: inner.kind,
+                        payload: inner.payload,
+                        frame: rest.slice(..inner.len),
+                        relocated_from: None,
+                    });
+                    rel_offset += inner.len;
+                    rest = rest.slice(inner.len..);
+                }
+            }
+            kind::RELOCATED => {
+                if frame.payload.len() < LOCATION_BYTES {
+                    return Err(self.bad("relocation frame too short"));
+                }
+                let from = Location::decode(&frame.payload[..LOCATION_BYTES]);
+                let rest = frame.payload.slice(LOCATION_BYTES..);
+                let inner = parse_frame(&rest)
+                    .map_err(|e| self.bad(format!("inside a relocation: {e}")))?;
+                if inner.len != rest.len() || inner.kind == kind::BATCH || inner.kind == kind::RELOCATED
+                {
+                    return Err(self.bad("malformed relocation frame"));
+                }
+                self.pending.push_back(Scanned {
+                    location: location(FRAME_HEADER_BYTES + LOCATION_BYTES, inner.len),
+                    kind: inner.kind,
+                    payload: inner.payload,
+                    frame: rest,
+                    relocated_from: Some(from),
+                });
+            }
+            k => self.pending.push_back(Scanned {
+                location: location(0, frame.len),
+                kind: k,
+                payload: frame.payload.clone(),
+                frame: bytes,
+                relocated_from: None,
+            }),
+        }
+        self.pos += total as u64;
+        Ok(self.pending.pop_front())
+    }
+}
+
+/// The offset of the first frame in a segment.
+pub(crate) const FIRST_FRAME_OFFSET: u64 = SEGMENT_HEADER_BYTES as u64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_sort_and_parse_back() {
+        assert_eq!(segment_name(7), "0000000007.log");
+        assert_eq!(parse_segment_name("0000000007.log"), Some(7));
+        assert_eq!(parse_segment_name(&segment_name(u32::MAX)), Some(u32::MAX));
+        assert_eq!(parse_segment_name("7.log"), None);
+        assert_eq!(parse_segment_name("000000000x.log"), None);
+        assert_eq!(parse_segment_name("0000000007.tmp"), None);
+        assert!(segment_name(9) < segment_name(10));
+    }
+}

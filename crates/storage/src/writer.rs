@@ -1,0 +1,547 @@
+//! The writer: one OS thread that owns the active segment ("exclusive write").
+//!
+//! Appenders encode their records on their own thread and queue the bytes in the inbox. The
+//! writer takes everything queued (up to [`WRITE_BATCH_BYTES_MAX`]), writes it with one `pwrite`,
+//! runs one `fdatasync` if any append in the group asked for durability, and then completes every
+//! waiter of the group. While an fsync runs, new appends pile up in the inbox and share the next
+//! one: that is group commit, and it is why durable appends scale with concurrency.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::error::AppendError;
+use crate::frame::{Location, SEGMENT_HEADER_BYTES, Unit, segment_header};
+use crate::io::{Backend, BackendFile};
+use crate::limits::{LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
+use crate::log::FsyncPolicy;
+use crate::segment::segment_name;
+
+/// Name of the file that points at the latest complete checkpoint.
+pub(crate) const CHECKPOINT_FILE: &str = "CHECKPOINT";
+const CHECKPOINT_TMP_FILE: &str = "CHECKPOINT.tmp";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"SBCHKPT1";
+/// Bytes of the checkpoint pointer file: magic, location, crc32c.
+pub(crate) const CHECKPOINT_FILE_BYTES: usize = 8 + 12 + 4;
+
+pub(crate) fn encode_checkpoint_pointer(at: Location) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECKPOINT_FILE_BYTES);
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    at.encode(&mut out);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+pub(crate) fn decode_checkpoint_pointer(b: &[u8]) -> Option<Location> {
+    if b.len() != CHECKPOINT_FILE_BYTES || &b[..8] != CHECKPOINT_MAGIC {
+        return None;
+    }
+    let stored = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
+    (stored == crc32c::crc32c(&b[..20])).then(|| Location::decode(&b[8..20]))
+}
+
+/// When an append's waiter is completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Once written (in the page cache). Synced later by any durable append, or within
+    /// [`LAZY_SYNC_DELAY_MS`] (or the fsync interval).
+    Written,
+    /// As the fsync policy says: after fsync for `always`, after the write otherwise.
+    Policy,
+    /// After fsync, whatever the policy (compaction must not delete a segment before its copies
+    /// are on disk).
+    Synced,
+}
+
+pub(crate) type AppendReply = oneshot::Sender<Result<Vec<Location>, AppendError>>;
+
+pub(crate) enum Request {
+    Append {
+        units: Vec<Unit>,
+        wait: Wait,
+        reply: AppendReply,
+    },
+    /// Write the units (checkpoint parts), sync, then point the checkpoint file at the first.
+    Checkpoint { units: Vec<Unit>, reply: AppendReply },
+    Sync {
+        reply: oneshot::Sender<Result<(), AppendError>>,
+    },
+}
+
+impl Request {
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Append { units, .. } | Request::Checkpoint { units, .. } => {
+                units.iter().map(|u| u.bytes.len()).sum()
+            }
+            Request::Sync { .. } => 0,
+        }
+    }
+}
+
+/// The bounded queue between appenders and the writer.
+pub(crate) struct Inbox {
+    state: Mutex<InboxState>,
+    wake: Condvar,
+    /// One permit per free slot: appenders wait here when the writer falls behind.
+    slots: Semaphore,
+}
+
+struct InboxState {
+    requests: VecDeque<Request>,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inbox {
+    pub(crate) fn new(capacity: usize) -> Inbox {
+        Inbox {
+            state: Mutex::new(InboxState {
+                requests: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            slots: Semaphore::new(capacity),
+        }
+    }
+
+    /// Queues a request, waiting for a free slot if the inbox is full.
+    pub(crate) async fn submit(&self, request: Request) -> Result<(), AppendError> {
+        let permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        permit.forget();
+        let mut st = lock(&self.state);
+        if st.closed {
+            self.slots.add_permits(1);
+            return Err(AppendError::Closed);
+        }
+        st.requests.push_back(request);
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops accepting; the writer drains what is queued, syncs and exits.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.slots.close();
+        self.wake.notify_all();
+    }
+}
+
+/// The segments every reader can see, by id. Readers clone an `Arc` under a short read lock and
+/// do their I/O without any lock.
+pub(crate) type SegmentMap = RwLock<BTreeMap<u32, Arc<dyn BackendFile>>>;
+
+/// What the writer shares with the [`crate::Log`] handles.
+pub(crate) struct Shared {
+    pub backend: Arc<dyn Backend>,
+    pub segments: SegmentMap,
+    pub checkpoint: Mutex<Option<Location>>,
+    pub inbox: Inbox,
+}
+
+impl Shared {
+    pub(crate) fn checkpoint(&self) -> Option<Location> {
+        *lock(&self.checkpoint)
+    }
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub active: u32,
+    pub active_file: Arc<dyn BackendFile>,
+    /// Bytes of the active segment written so far.
+    pub active_len: u64,
+    /// Reused buffer for one group's write.
+    pub buf: Vec<u8>,
+    /// When unsynced data was first written, if there is any.
+    pub dirty_since: Option<Instant>,
+    /// Set after an fsync failure; every later request fails with it.
+    pub poisoned: Option<String>,
+}
+
+/// A request of the current group, waiting for the group's write and sync.
+enum Pending {
+    Append {
+        locations: Vec<Location>,
+        wait: Wait,
+        reply: AppendReply,
+    },
+    Checkpoint {
+        locations: Vec<Location>,
+        reply: AppendReply,
+    },
+    Sync {
+        reply: oneshot::Sender<Result<(), AppendError>>,
+    },
+}
+
+impl Pending {
+    fn needs_sync(&self, fsync: FsyncPolicy) -> bool {
+        match self {
+            Pending::Append { wait, .. } => match wait {
+                Wait::Written => false,
+                Wait::Policy => fsync == FsyncPolicy::Always,
+                Wait::Synced => true,
+            },
+            Pending::Checkpoint { .. } | Pending::Sync { .. } => true,
+        }
+    }
+
+    fn fail(self, e: &AppendError) {
+        match self {
+            Pending::Append { reply, .. } | Pending::Checkpoint { reply, .. } => {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+            Pending::Sync { reply } => {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// The writer thread's loop: runs until the inbox is closed and drained.
+    pub(crate) fn run(mut self) {
+        loop {
+            let batch = {
+                let mut st = lock(&self.shared.inbox.state);
+                loop {
+                    if !st.requests.is_empty() {
+                        break take_batch(&mut st.requests);
+                    }
+                    if st.closed {
+                        drop(st);
+                        self.sync_if_dirty();
+                        return;
+                    }
+                    match self.sync_deadline() {
+                        None => st = self.shared.inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                        Some(deadline) => {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                drop(st);
+                                self.sync_if_dirty();
+                                st = lock(&self.shared.inbox.state);
+                            } else {
+                                st = self
+                                    .shared
+                                    .inbox
+                                    .wake
+                                    .wait_timeout(st, deadline - now)
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .0;
+                            }
+                        }
+                    }
+                }
+            };
+            self.shared.inbox.slots.add_permits(batch.len());
+            self.process(batch);
+        }
+    }
+
+    /// When written-but-unsynced data must be synced by, if there is any.
+    fn sync_deadline(&self) -> Option<Instant> {
+        let since = self.dirty_since?;
+        match self.fsync {
+            FsyncPolicy::Always => Some(since + Duration::from_millis(LAZY_SYNC_DELAY_MS)),
+            FsyncPolicy::Interval(d) => Some(since + d),
+            FsyncPolicy::Never => None,
+        }
+    }
+
+    fn sync_if_dirty(&mut self) {
+        if self.dirty_since.is_some() && self.poisoned.is_none() {
+            if let Err(e) = self.sync() {
+                tracing::error!(error = %e, "background fsync of the log failed");
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), AppendError> {
+        if let Some(p) = &self.poisoned {
+            return Err(AppendError::Poisoned(p.clone()));
+        }
+        match self.active_file.sync_data() {
+            Ok(()) => {
+                self.dirty_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!(
+                    "fsync of {} failed: {e}",
+                    self.shared.backend.describe(&segment_name(self.active))
+                );
+                tracing::error!("{msg}; refusing further appends");
+                self.poisoned = Some(msg.clone());
+                Err(AppendError::Poisoned(msg))
+            }
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        let mut group: Vec<Pending> = Vec::with_capacity(batch.len());
+        self.buf.clear();
+        for request in batch {
+            if let Some(p) = &self.poisoned {
+                Pending::from_request(request).fail(&AppendError::Poisoned(p.clone()));
+                continue;
+            }
+            match request {
+                Request::Sync { reply } => group.push(Pending::Sync { reply }),
+                Request::Append { units, wait, reply } => {
+                    match self.stage(&units, &mut group) {
+                        Ok(locations) => group.push(Pending::Append {
+                            locations,
+                            wait,
+                            reply,
+                        }),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Request::Checkpoint { units, reply } => match self.stage(&units, &mut group) {
+                    Ok(locations) => group.push(Pending::Checkpoint { locations, reply }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+            }
+        }
+        self.commit(group);
+    }
+
+    /// Adds a request's units to the group's buffer, rolling to a new segment when the active
+    /// one is full. Returns the locations of the request's records.
+    ///
+    /// Only checkpoints and compaction send several units in one request; their units may land
+    /// in two segments, and if a roll fails halfway, the units already written are harmless
+    /// (a checkpoint nothing points at, copies of records that still exist).
+    fn stage(
+        &mut self,
+        units: &[Unit],
+        group: &mut Vec<Pending>,
+    ) -> Result<Vec<Location>, AppendError> {
+        let mut locations = Vec::with_capacity(units.iter().map(|u| u.records.len()).sum());
+        for unit in units {
+            let used = self.active_len + self.buf.len() as u64;
+            let full = used + unit.bytes.len() as u64 > self.segment_bytes;
+            if full && used > SEGMENT_HEADER_BYTES as u64 {
+                self.flush_and_roll(group)?;
+            }
+            let offset = self.active_len + self.buf.len() as u64;
+            self.buf.extend_from_slice(&unit.bytes);
+            for (at, len) in &unit.records {
+                locations.push(Location {
+                    segment: self.active,
+                    offset: (offset + u64::from(*at)) as u32,
+                    len: *len,
+                });
+            }
+        }
+        Ok(locations)
+    }
+
+    /// Writes and syncs what is buffered (completing the waiters of the group so far), then
+    /// starts a new segment.
+    fn flush_and_roll(&mut self, group: &mut Vec<Pending>) -> Result<(), AppendError> {
+        let finished = std::mem::take(group);
+        if let Err(e) = self.write_buf().and_then(|()| self.sync()) {
+            for p in finished {
+                p.fail(&e);
+            }
+            return Err(e);
+        }
+        self.complete(finished);
+        self.roll()
+    }
+
+    /// Writes the buffer at the end of the active segment. On failure the segment is cut back,
+    /// so that no part of the failed write is ever read or recovered.
+    fn write_buf(&mut self) -> Result<(), AppendError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.active_file.write_all_at(&self.buf, self.active_len) {
+            self.buf.clear();
+            if let Err(cut) = self.active_file.set_len(self.active_len) {
+                let msg = format!("could not cut back a failed write ({e}): {cut}");
+                tracing::error!("{msg}; refusing further appends");
+                self.poisoned = Some(msg);
+            }
+            return Err(AppendError::from_write(e));
+        }
+        self.active_len += self.buf.len() as u64;
+        self.buf.clear();
+        self.dirty_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Starts the next segment. The previous one was synced by the caller, so that only the
+    /// last segment can ever hold a torn write.
+    fn roll(&mut self) -> Result<(), AppendError> {
+        let next = self.active.checked_add(1).ok_or_else(|| {
+            AppendError::Io(std::io::Error::other("segment ids exhausted"))
+        })?;
+        let name = segment_name(next);
+        let created = (|| {
+            let file = self.shared.backend.create(&name)?;
+            file.write_all_at(&segment_header(next), 0)?;
+            file.sync_data()?;
+            self.shared.backend.sync_dir()?;
+            Ok::<_, std::io::Error>(file)
+        })();
+        match created {
+            Ok(file) => {
+                self.shared
+                    .segments
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(next, file.clone());
+                self.active = next;
+                self.active_file = file;
+                self.active_len = SEGMENT_HEADER_BYTES as u64;
+                self.dirty_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a half-made segment would only be found as a torn header.
+                let _ = self.shared.backend.remove(&name);
+                Err(AppendError::from_write(e))
+            }
+        }
+    }
+
+    /// Writes the group, syncs if any member needs it, and completes every waiter.
+    fn commit(&mut self, group: Vec<Pending>) {
+        if let Err(e) = self.write_buf() {
+            for p in group {
+                p.fail(&e);
+            }
+            return;
+        }
+        let needs_sync = group.iter().any(|p| p.needs_sync(self.fsync));
+        if needs_sync {
+            // Lazy appends do not wait for the fsync.
+            let (lazy, rest): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .partition(|p| !p.needs_sync(self.fsync));
+            self.complete(lazy);
+            if let Err(e) = self.sync() {
+                for p in rest {
+                    p.fail(&e);
+                }
+                return;
+            }
+            self.complete(rest);
+        } else {
+            self.complete(group);
+        }
+    }
+
+    /// Completes waiters whose data is written (and synced if they asked).
+    fn complete(&mut self, group: Vec<Pending>) {
+        for p in group {
+            match p {
+                Pending::Append {
+                    locations, reply, ..
+                } => {
+                    let _ = reply.send(Ok(locations));
+                }
+                Pending::Sync { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Pending::Checkpoint { locations, reply } => {
+                    let result = match locations.first() {
+                        Some(first) => self.point_checkpoint_at(*first).map(|()| locations),
+                        None => Err(AppendError::Io(std::io::Error::other(
+                            "a checkpoint needs at least one part",
+                        ))),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Replaces the checkpoint pointer atomically: temporary file, fsync, rename, directory sync.
+    fn point_checkpoint_at(&mut self, at: Location) -> Result<(), AppendError> {
+        let backend = &self.shared.backend;
+        let written = (|| {
+            let tmp = backend.create(CHECKPOINT_TMP_FILE)?;
+            tmp.write_all_at(&encode_checkpoint_pointer(at), 0)?;
+            tmp.sync_data()?;
+            backend.rename(CHECKPOINT_TMP_FILE, CHECKPOINT_FILE)?;
+            backend.sync_dir()
+        })();
+        written.map_err(AppendError::from_write)?;
+        *lock(&self.shared.checkpoint) = Some(at);
+        Ok(())
+    }
+}
+
+impl Pending {
+    /// A request that will not be staged, only failed.
+    fn from_request(request: Request) -> Pending {
+        match request {
+            Request::Append { wait, reply, .. } => Pending::Append {
+                locations: Vec::new(),
+                wait,
+                reply,
+            },
+            Request::Checkpoint { reply, .. } => Pending::Checkpoint {
+                locations: Vec::new(),
+                reply,
+            },
+            Request::Sync { reply } => Pending::Sync { reply },
+        }
+    }
+}
+
+/// Takes queued requests up to [`WRITE_BATCH_BYTES_MAX`] bytes (always at least one).
+fn take_batch(queue: &mut VecDeque<Request>) -> Vec<Request> {
+    let mut batch = Vec::with_capacity(queue.len().min(1024));
+    let mut bytes = 0;
+    while let Some(r) = queue.front() {
+        let b = r.bytes();
+        if !batch.is_empty() && bytes + b > WRITE_BATCH_BYTES_MAX {
+            break;
+        }
+        bytes += b;
+        batch.extend(queue.pop_front());
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_pointers_roundtrip_and_detect_damage() {
+        let at = Location {
+            segment: 3,
+            offset: 1024,
+            len: 77,
+        };
+        let mut b = encode_checkpoint_pointer(at);
+        assert_eq!(decode_checkpoint_pointer(&b), Some(at));
+        b[10] ^= 0x40;
+        assert_eq!(decode_checkpoint_pointer(&b), None);
+        assert_eq!(decode_checkpoint_pointer(&b[..5]), None);
+    }
+}
