@@ -34,6 +34,9 @@ pub trait BackendFile: Send + Sync {
     /// Makes every written byte, and the length, durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends the file. Not durable until [`BackendFile::sync_data`].
     fn set_len(&self, len: u64) -> io::Result<()>;
 }

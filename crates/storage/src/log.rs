@@ -63,14 +63,13 @@ impl Config {
                 self.segment_bytes
             ));
         }
-        if self.inbox_requests == 0 || self.inbox_requests > tokio::sync::Semaphore::MAX_PERMITS
-        {
+        if self.inbox_requests == 0 || self.inbox_requests > tokio::sync::Semaphore::MAX_PERMITS {
             return Err("inbox_requests must be at least 1".into());
         }
-        if let FsyncPolicy::Interval(d) = self.fsync {
-            if d.is_zero() {
-                return Err("fsync interval must be above zero (use `always`)".into());
-            }
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && d.is_zero()
+        {
+            return Err("fsync interval must be above zero (use `always`)".into());
         }
         Ok(())
     }
@@ -229,7 +228,9 @@ impl Log {
                 source,
             })?;
         let frame = parse_frame(&Bytes::from(buf)).map_err(|e| corrupted(e.to_string()))?;
-        if frame.len != at.len as usize || frame.kind == kind::BATCH || frame.kind == kind::RELOCATED
+        if frame.len != at.len as usize
+            || frame.kind == kind::BATCH
+            || frame.kind == kind::RELOCATED
         {
             return Err(corrupted(format!(
                 "location does not hold one record (frame of {} bytes, kind {})",
@@ -354,8 +355,7 @@ impl Log {
                 }
             })?;
             // Old checkpoints are never needed again: replay starts at the latest one.
-            if matches!(record, Record::Checkpoint { .. }) || !is_live(scanned.location, &record)
-            {
+            if matches!(record, Record::Checkpoint { .. }) || !is_live(scanned.location, &record) {
                 continue;
             }
             froms.push(scanned.location);

@@ -70,11 +70,19 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A queue was created; `settings` is the broker's own encoding of its settings.
-    QueueCreated { queue: String, settings: Bytes },
+    QueueCreated {
+        queue: String,
+        settings: Bytes,
+    },
     /// A queue's settings changed; `settings` is the full new value, not a delta.
-    QueueUpdated { queue: String, settings: Bytes },
+    QueueUpdated {
+        queue: String,
+        settings: Bytes,
+    },
     /// A queue and all its messages were deleted.
-    QueueDeleted { queue: String },
+    QueueDeleted {
+        queue: String,
+    },
     SubscriberAdded {
         queue: String,
         subscriber: SubscriberId,
@@ -90,7 +98,9 @@ pub enum Record {
     },
     Published(Published),
     /// Acknowledgements, batched: losing one only causes a redelivery.
-    Acked { acks: Vec<Ack> },
+    Acked {
+        acks: Vec<Ack>,
+    },
     /// A failed attempt, so attempt counts and the last error survive restarts.
     DeliveryFailed {
         message: Uuid,
@@ -130,7 +140,11 @@ pub enum Record {
     /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`] only;
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
     /// the records after it.
-    Checkpoint { part: u32, parts: u32, state: Bytes },
+    Checkpoint {
+        part: u32,
+        parts: u32,
+        state: Bytes,
+    },
 }
 
 /// Kind numbers of the records. Stable on disk.
@@ -407,16 +421,18 @@ pub(crate) mod tests {
                 proptest::option::of(text),
                 any::<u32>()
             )
-                .prop_map(|(queue, subscriber, endpoint, handler, secret, max_in_flight)| {
-                    Record::SubscriberAdded {
-                        queue,
-                        subscriber,
-                        endpoint,
-                        handler,
-                        secret,
-                        max_in_flight,
+                .prop_map(
+                    |(queue, subscriber, endpoint, handler, secret, max_in_flight)| {
+                        Record::SubscriberAdded {
+                            queue,
+                            subscriber,
+                            endpoint,
+                            handler,
+                            secret,
+                            max_in_flight,
+                        }
                     }
-                }),
+                ),
             (text, any::<u64>())
                 .prop_map(|(queue, subscriber)| Record::SubscriberRemoved { queue, subscriber }),
             (

@@ -163,7 +163,11 @@ impl Log {
                 last: p.segment,
             });
         }
-        let to_scan: Vec<u32> = ids.iter().copied().filter(|&id| id >= first_needed).collect();
+        let to_scan: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id >= first_needed)
+            .collect();
 
         let mut recovery = Recovery {
             backend,
@@ -219,7 +223,11 @@ impl Recovery {
             };
             let offset = u64::from(scanned.location.offset);
             match Record::decode(scanned.kind, scanned.payload) {
-                Ok(Record::Checkpoint { part, parts: n, state }) if part as usize == parts.len() => {
+                Ok(Record::Checkpoint {
+                    part,
+                    parts: n,
+                    state,
+                }) if part as usize == parts.len() => {
                     expected = Some(n as usize);
                     parts.push(state);
                 }
@@ -259,7 +267,9 @@ impl Recovery {
             match scanner.next_record() {
                 Ok(Some(s)) => return Ok(Some(s)),
                 Ok(None) => self.scanner = None,
-                Err(ScanError::Io(e)) => return Err(io_err(&*self.backend, &segment_name(segment))(e)),
+                Err(ScanError::Io(e)) => {
+                    return Err(io_err(&*self.backend, &segment_name(segment))(e));
+                }
                 Err(ScanError::Bad { offset, reason }) => {
                     let dropped = scanner.file_len() - offset;
                     self.scanner = None;
@@ -382,9 +392,12 @@ impl Recovery {
                 .and_then(|()| backend.sync_dir())
                 .map_err(io_err(&*backend, &active_name))?;
         }
-        let active_len = active_file
-            .len()
+        // What was replayed may still be only in the page cache (a clean restart after a
+        // failed fsync, or `fsync: never`): make it durable before the broker acts on it.
+        active_file
+            .sync_data()
             .map_err(io_err(&*backend, &active_name))?;
+        let active_len = active_file.len().map_err(io_err(&*backend, &active_name))?;
         self.report.segments = self.files.len();
 
         let shared = Arc::new(Shared {

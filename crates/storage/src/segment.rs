@@ -44,7 +44,10 @@ pub(crate) struct Scanned {
 #[derive(Debug)]
 pub(crate) enum ScanError {
     /// The bytes at `offset` (a top-level frame) are not a valid frame.
-    Bad { offset: u64, reason: String },
+    Bad {
+        offset: u64,
+        reason: String,
+    },
     Io(io::Error),
 }
 
@@ -149,8 +152,8 @@ impl Scanner {
                 let mut rel_offset = FRAME_HEADER_BYTES;
                 let mut rest = frame.payload.clone();
                 while !rest.is_empty() {
-                    let inner = parse_frame(&rest)
-                        .map_err(|e| self.bad(format!("inside a batch: {e}")))?;
+                    let inner =
+                        parse_frame(&rest).map_err(|e| self.bad(format!("inside a batch: {e}")))?;
                     if inner.kind == kind::BATCH || inner.kind == kind::RELOCATED {
                         return Err(self.bad("a batch holds a framing record"));
                     }
@@ -173,7 +176,9 @@ impl Scanner {
                 let rest = frame.payload.slice(LOCATION_BYTES..);
                 let inner = parse_frame(&rest)
                     .map_err(|e| self.bad(format!("inside a relocation: {e}")))?;
-                if inner.len != rest.len() || inner.kind == kind::BATCH || inner.kind == kind::RELOCATED
+                if inner.len != rest.len()
+                    || inner.kind == kind::BATCH
+                    || inner.kind == kind::RELOCATED
                 {
                     return Err(self.bad("malformed relocation frame"));
                 }

@@ -103,6 +103,13 @@ impl SimDisk {
         lock(&self.state).fail_next_sync = true;
     }
 
+    /// Disarms injected faults that have not fired.
+    pub fn clear_faults(&self) {
+        let mut s = lock(&self.state);
+        s.fail_next_write = false;
+        s.fail_next_sync = false;
+    }
+
     /// Power loss: decides, sector by sector, what of the unsynced data survives, and takes the
     /// disk down until [`SimDisk::restart`]. Processes still holding files see errors.
     pub fn crash(&self) {
@@ -121,7 +128,7 @@ impl SimDisk {
             let mut out = vec![0u8; len];
             for sector_start in (0..len).step_by(SECTOR_BYTES) {
                 let end = (sector_start + SECTOR_BYTES).min(len);
-                let take_new = s.next() % 2 == 0;
+                let take_new = s.next().is_multiple_of(2);
                 for (i, b) in out[sector_start..end].iter_mut().enumerate() {
                     let at = sector_start + i;
                     let old = d.get(at).copied().unwrap_or(0);

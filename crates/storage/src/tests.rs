@@ -91,7 +91,10 @@ async fn segments_roll_and_every_record_stays_readable() {
         written.push((log.append(std::slice::from_ref(&r)).await.unwrap()[0], r));
     }
     let segments = log.segments();
-    assert!(segments.len() > 3, "expected several segments, got {segments:?}");
+    assert!(
+        segments.len() > 3,
+        "expected several segments, got {segments:?}"
+    );
     for s in &segments {
         // A segment passes its target only by the last frame written into it.
         assert!(s.bytes <= crate::limits::SEGMENT_BYTES_MIN + 400, "{s:?}");
@@ -103,7 +106,11 @@ async fn segments_roll_and_every_record_stays_readable() {
     let again = open(fs(&dir), small_segments()).unwrap();
     assert_eq!(again.replayed.len(), 60);
     assert_eq!(
-        again.replayed.iter().map(|r| r.location).collect::<Vec<_>>(),
+        again
+            .replayed
+            .iter()
+            .map(|r| r.location)
+            .collect::<Vec<_>>(),
         written.iter().map(|(at, _)| *at).collect::<Vec<_>>()
     );
 }
@@ -142,11 +149,19 @@ async fn a_torn_tail_is_cut_with_a_report_and_appends_continue() {
 
     let again = open(fs(&dir), Config::default()).unwrap();
     assert_eq!(records(&again.replayed), kept);
-    let torn = again.report.torn_tail.clone().expect("a torn tail is reported");
+    let torn = again
+        .report
+        .torn_tail
+        .clone()
+        .expect("a torn tail is reported");
     assert_eq!(torn.offset, u64::from(last.offset));
     assert_eq!(torn.bytes_dropped, torn_at - u64::from(last.offset));
     let after = message(9, 64);
-    again.log.append(std::slice::from_ref(&after)).await.unwrap();
+    again
+        .log
+        .append(std::slice::from_ref(&after))
+        .await
+        .unwrap();
     again.log.close();
 
     let third = open(fs(&dir), Config::default()).unwrap();
@@ -322,7 +337,10 @@ async fn segments_are_deleted_only_before_the_checkpoint() {
             ..
         })
     ));
-    let cp = log.checkpoint(vec![Bytes::from_static(b"s")]).await.unwrap();
+    let cp = log
+        .checkpoint(vec![Bytes::from_static(b"s")])
+        .await
+        .unwrap();
     assert!(matches!(
         log.delete_segment(cp.segment),
         Err(ReclaimError::NotBeforeCheckpoint { .. })
@@ -378,7 +396,10 @@ async fn compaction_moves_live_records_forward_and_replay_sees_the_moves() {
     let relocated: Vec<_> = again
         .replayed
         .iter()
-        .filter_map(|r| r.relocated_from.map(|from| (from, r.location, r.record.clone())))
+        .filter_map(|r| {
+            r.relocated_from
+                .map(|from| (from, r.location, r.record.clone()))
+        })
         .collect();
     assert_eq!(relocated.len(), live.len());
     for ((from, to, record), m) in relocated.iter().zip(&moves) {
@@ -554,7 +575,9 @@ fn a_damaged_checkpoint_pointer_is_corruption() {
         .unwrap();
     rt.block_on(async {
         let log = open(Arc::new(disk.clone()), Config::default()).unwrap().log;
-        log.checkpoint(vec![Bytes::from_static(b"x")]).await.unwrap();
+        log.checkpoint(vec![Bytes::from_static(b"x")])
+            .await
+            .unwrap();
         log.close();
     });
     let mut pointer = disk.read_file("CHECKPOINT").unwrap();

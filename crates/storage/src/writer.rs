@@ -65,7 +65,10 @@ pub(crate) enum Request {
         reply: AppendReply,
     },
     /// Write the units (checkpoint parts), sync, then point the checkpoint file at the first.
-    Checkpoint { units: Vec<Unit>, reply: AppendReply },
+    Checkpoint {
+        units: Vec<Unit>,
+        reply: AppendReply,
+    },
     Sync {
         reply: oneshot::Sender<Result<(), AppendError>>,
     },
@@ -228,7 +231,14 @@ impl Writer {
                         return;
                     }
                     match self.sync_deadline() {
-                        None => st = self.shared.inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                        None => {
+                            st = self
+                                .shared
+                                .inbox
+                                .wake
+                                .wait(st)
+                                .unwrap_or_else(|e| e.into_inner())
+                        }
                         Some(deadline) => {
                             let now = Instant::now();
                             if now >= deadline {
@@ -264,10 +274,11 @@ impl Writer {
     }
 
     fn sync_if_dirty(&mut self) {
-        if self.dirty_since.is_some() && self.poisoned.is_none() {
-            if let Err(e) = self.sync() {
-                tracing::error!(error = %e, "background fsync of the log failed");
-            }
+        if self.dirty_since.is_some()
+            && self.poisoned.is_none()
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(error = %e, "background fsync of the log failed");
         }
     }
 
@@ -302,18 +313,16 @@ impl Writer {
             }
             match request {
                 Request::Sync { reply } => group.push(Pending::Sync { reply }),
-                Request::Append { units, wait, reply } => {
-                    match self.stage(&units, &mut group) {
-                        Ok(locations) => group.push(Pending::Append {
-                            locations,
-                            wait,
-                            reply,
-                        }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                Request::Append { units, wait, reply } => match self.stage(&units, &mut group) {
+                    Ok(locations) => group.push(Pending::Append {
+                        locations,
+                        wait,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
-                }
+                },
                 Request::Checkpoint { units, reply } => match self.stage(&units, &mut group) {
                     Ok(locations) => group.push(Pending::Checkpoint { locations, reply }),
                     Err(e) => {
@@ -394,9 +403,10 @@ impl Writer {
     /// Starts the next segment. The previous one was synced by the caller, so that only the
     /// last segment can ever hold a torn write.
     fn roll(&mut self) -> Result<(), AppendError> {
-        let next = self.active.checked_add(1).ok_or_else(|| {
-            AppendError::Io(std::io::Error::other("segment ids exhausted"))
-        })?;
+        let next = self
+            .active
+            .checked_add(1)
+            .ok_or_else(|| AppendError::Io(std::io::Error::other("segment ids exhausted")))?;
         let name = segment_name(next);
         let created = (|| {
             let file = self.shared.backend.create(&name)?;
@@ -437,9 +447,8 @@ impl Writer {
         let needs_sync = group.iter().any(|p| p.needs_sync(self.fsync));
         if needs_sync {
             // Lazy appends do not wait for the fsync.
-            let (lazy, rest): (Vec<_>, Vec<_>) = group
-                .into_iter()
-                .partition(|p| !p.needs_sync(self.fsync));
+            let (lazy, rest): (Vec<_>, Vec<_>) =
+                group.into_iter().partition(|p| !p.needs_sync(self.fsync));
             self.complete(lazy);
             if let Err(e) = self.sync() {
                 for p in rest {
