@@ -1,1 +1,42 @@
-fn main() {}
+//! `syncbrok-bench`: benchmarks that report ratios measured in one run, because this machine
+//! is shared and absolute figures drift. Each workload prints a table and, with `--json`, one
+//! JSON object per result line for machines.
+//!
+//! Workloads so far:
+//! - `storage`: durable appends of 1 KiB records with 1, 16 and 64 concurrent appenders under
+//!   `fsync: always`, next to this disk's own fdatasync/s measured in the same run (the ratio
+//!   shows group commit), and the time to reopen a log of 1 million records.
+
+mod storage_bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "syncbrok-bench",
+    about = "Benchmarks of syncbrok, reported as ratios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// The storage log: group commit against raw fdatasync, and replay speed.
+    Storage(storage_bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.workload {
+        Workload::Storage(args) => storage_bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("syncbrok-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

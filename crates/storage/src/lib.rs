@@ -30,6 +30,7 @@ pub use frame::{FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
 pub use log::{Config, FsyncPolicy, Log, Relocation, SegmentInfo};
 pub use record::{Ack, DeadReason, Published, Record, SubscriberId};
 pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
+pub use writer::LogStats;
 
 #[cfg(test)]
 mod tests;

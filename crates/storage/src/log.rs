@@ -15,7 +15,7 @@ use crate::limits::{
 };
 use crate::record::{Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
-use crate::writer::{Request, Shared, Wait};
+use crate::writer::{LogStats, Request, Shared, Wait};
 
 /// When appended data is made durable (SPEC §4 `storage.fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub struct Config {
     pub repair: bool,
     /// Append requests that may wait for the writer before appenders are held back.
     pub inbox_requests: usize,
+    /// Zero-fill each segment before it is used (one segment ahead, on a helper thread), so
+    /// that fsyncs need not journal file growth. Costs one segment of disk in advance.
+    pub preallocate: bool,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Always,
             repair: false,
             inbox_requests: INBOX_REQUESTS_DEFAULT,
+            preallocate: true,
         }
     }
 }
@@ -195,6 +199,11 @@ impl Log {
             .first()
             .copied()
             .ok_or_else(|| AppendError::Io(std::io::Error::other("empty checkpoint")))
+    }
+
+    /// The writer's running totals since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        self.shared().stats.snapshot()
     }
 
     /// The latest durable checkpoint, if any.

@@ -19,9 +19,13 @@ use crate::frame::{Location, SEGMENT_HEADER_BYTES, check_segment_header, segment
 use crate::io::{Backend, BackendFile};
 use crate::log::{Config, Log, LogInner};
 use crate::record::Record;
-use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, parse_segment_name, segment_name};
+use crate::segment::{
+    FIRST_FRAME_OFFSET, ScanError, Scanner, last_nonzero, parse_segment_name, preallocate,
+    segment_name, zero_range,
+};
 use crate::writer::{
-    CHECKPOINT_FILE, CHECKPOINT_FILE_BYTES, Inbox, Shared, Writer, decode_checkpoint_pointer,
+    CHECKPOINT_FILE, CHECKPOINT_FILE_BYTES, Inbox, PREALLOC_FILE, Shared, Writer,
+    decode_checkpoint_pointer,
 };
 
 /// A record read back during recovery.
@@ -86,8 +90,12 @@ pub struct Recovery {
     scanning: u32,
     checkpoint: Option<Checkpoint>,
     report: RecoveryReport,
-    /// Cuts to make in [`Recovery::finish`]: (segment, new length).
-    cuts: Vec<(u32, u64)>,
+    /// Ranges to zero in [`Recovery::finish`]: (segment, from, to).
+    cuts: Vec<(u32, u64, u64)>,
+    /// Where the valid data of the last segment ends: appends resume there.
+    last_data_end: Option<u64>,
+    /// A preallocated segment left over by the previous run, to delete.
+    stale_prealloc: bool,
     /// The last segment's header must be (re)written: it was torn or never written.
     rewrite_last_header: bool,
     failed: bool,
@@ -105,11 +113,14 @@ impl Log {
         config.validate().map_err(OpenError::InvalidConfig)?;
         let mut ids = Vec::new();
         let mut has_pointer = false;
+        let mut stale_prealloc = false;
         for name in backend.list().map_err(io_err(&*backend, "."))? {
             if let Some(id) = parse_segment_name(&name) {
                 ids.push(id);
             } else if name == CHECKPOINT_FILE {
                 has_pointer = true;
+            } else if name == PREALLOC_FILE {
+                stale_prealloc = true;
             }
         }
         ids.sort_unstable();
@@ -181,6 +192,8 @@ impl Log {
             checkpoint: None,
             report: RecoveryReport::default(),
             cuts: Vec::new(),
+            last_data_end: None,
+            stale_prealloc,
             rewrite_last_header: ids.is_empty(),
             failed: false,
         };
@@ -266,14 +279,24 @@ impl Recovery {
             let scanner = self.scanner.as_mut().expect("checked above");
             match scanner.next_record() {
                 Ok(Some(s)) => return Ok(Some(s)),
-                Ok(None) => self.scanner = None,
+                Ok(None) => {
+                    let end = scanner.data_end();
+                    self.scanner = None;
+                    if self.is_last(segment) {
+                        self.last_data_end = Some(end);
+                    }
+                }
                 Err(ScanError::Io(e)) => {
                     return Err(io_err(&*self.backend, &segment_name(segment))(e));
                 }
                 Err(ScanError::Bad { offset, reason }) => {
-                    let dropped = scanner.file_len() - offset;
+                    let file_len = scanner.file_len();
                     self.scanner = None;
-                    self.damaged(segment, offset, dropped, reason)?;
+                    let file = self.files[&segment].clone();
+                    let end = last_nonzero(&*file, offset, file_len)
+                        .map_err(io_err(&*self.backend, &segment_name(segment)))?
+                        .map_or(offset, |at| at + 1);
+                    self.damaged(segment, offset, end, reason)?;
                 }
             }
         }
@@ -297,8 +320,9 @@ impl Recovery {
                     reason: e.to_string(),
                 });
                 tracing::warn!(file = %self.name(segment), error = %e, "the last segment has no valid header; starting it afresh");
-                self.cuts.push((segment, 0));
+                self.cuts.push((segment, 0, len));
                 self.rewrite_last_header = true;
+                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
                 return Ok(None);
             }
             if !self.config.repair {
@@ -315,7 +339,7 @@ impl Recovery {
                 reason: e.to_string(),
             });
             tracing::warn!(file = %self.name(segment), error = %e, "repair: dropping a segment with a damaged header");
-            self.cuts.push((segment, 0));
+            self.cuts.push((segment, 0, len));
             return Ok(None);
         }
         Scanner::new(file, segment, start)
@@ -329,10 +353,11 @@ impl Recovery {
         &mut self,
         segment: u32,
         offset: u64,
-        dropped: u64,
+        end: u64,
         reason: String,
     ) -> Result<(), OpenError> {
         let file = self.name(segment);
+        let dropped = end - offset;
         if self.is_last(segment) {
             tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
             self.report.torn_tail = Some(TornTail {
@@ -357,7 +382,10 @@ impl Recovery {
                 reason,
             });
         }
-        self.cuts.push((segment, offset));
+        if self.is_last(segment) {
+            self.last_data_end = Some(offset);
+        }
+        self.cuts.push((segment, offset, end));
         Ok(())
     }
 
@@ -367,27 +395,38 @@ impl Recovery {
             item?;
         }
         let backend = self.backend.clone();
-        for &(segment, len) in &self.cuts {
+        for &(segment, from, to) in &self.cuts {
             let name = segment_name(segment);
-            let f = &self.files[&segment];
-            f.set_len(len)
-                .and_then(|()| f.sync_data())
-                .map_err(io_err(&*backend, &name))?;
+            zero_range(&*self.files[&segment], from, to).map_err(io_err(&*backend, &name))?;
+        }
+        if self.stale_prealloc {
+            backend
+                .remove(PREALLOC_FILE)
+                .map_err(io_err(&*backend, PREALLOC_FILE))?;
         }
         let (active, active_file) = match self.files.last_key_value() {
             Some((id, f)) => (*id, f.clone()),
             None => {
                 let name = segment_name(1);
-                let f = backend.create(&name).map_err(io_err(&*backend, &name))?;
+                let f = if self.config.preallocate {
+                    let f = preallocate(&*backend, PREALLOC_FILE, self.config.segment_bytes)
+                        .map_err(io_err(&*backend, PREALLOC_FILE))?;
+                    backend
+                        .rename(PREALLOC_FILE, &name)
+                        .map_err(io_err(&*backend, &name))?;
+                    f
+                } else {
+                    backend.create(&name).map_err(io_err(&*backend, &name))?
+                };
                 self.files.insert(1, f.clone());
+                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
                 (1, f)
             }
         };
         let active_name = segment_name(active);
         if self.rewrite_last_header {
             active_file
-                .set_len(0)
-                .and_then(|()| active_file.write_all_at(&segment_header(active), 0))
+                .write_all_at(&segment_header(active), 0)
                 .and_then(|()| active_file.sync_data())
                 .and_then(|()| backend.sync_dir())
                 .map_err(io_err(&*backend, &active_name))?;
@@ -397,7 +436,10 @@ impl Recovery {
         active_file
             .sync_data()
             .map_err(io_err(&*backend, &active_name))?;
-        let active_len = active_file.len().map_err(io_err(&*backend, &active_name))?;
+        let active_len = match self.last_data_end {
+            Some(end) => end,
+            None => active_file.len().map_err(io_err(&*backend, &active_name))?,
+        };
         self.report.segments = self.files.len();
 
         let shared = Arc::new(Shared {
@@ -405,8 +447,9 @@ impl Recovery {
             segments: std::sync::RwLock::new(self.files),
             checkpoint: Mutex::new(self.checkpoint.as_ref().map(|c| c.location)),
             inbox: Inbox::new(self.config.inbox_requests),
+            stats: Default::default(),
         });
-        let writer = Writer {
+        let mut writer = Writer {
             shared: shared.clone(),
             fsync: self.config.fsync,
             segment_bytes: self.config.segment_bytes,
@@ -416,7 +459,14 @@ impl Recovery {
             buf: Vec::new(),
             dirty_since: None,
             poisoned: None,
+            last_group_synced: 0,
+            last_group_end: std::time::Instant::now(),
+            sync_micros_avg: 0,
+            preallocate: self.config.preallocate,
+            prepared: Arc::new(Mutex::new(None)),
+            preparer: None,
         };
+        writer.prepare_next_segment();
         let handle = std::thread::Builder::new()
             .name("syncbrok-log-writer".into())
             .spawn(move || writer.run())

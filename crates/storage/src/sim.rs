@@ -8,8 +8,8 @@
 //!   written since the last sync independently holds its new or its old content (zeros past the
 //!   old end), and the file's length lands anywhere between its durable and written lengths.
 //!
-//! Faults can also be injected: the next write fails with `ENOSPC` after writing part of its
-//! buffer, or the next `sync_data` fails.
+//! Faults can also be injected into segment (`*.log`) files: the next write fails with `ENOSPC`
+//! after writing part of its buffer, or the next `sync_data` fails.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -68,6 +68,13 @@ impl DiskState {
         x ^= x >> 27;
         self.rng = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Injected faults hit segment files only, not the preallocation helper's file.
+    fn is_segment(&self, data: &SharedFile) -> bool {
+        self.files
+            .iter()
+            .any(|(name, f)| name.ends_with(".log") && Arc::ptr_eq(f, data))
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -273,7 +280,7 @@ impl BackendFile for SimFile {
             if s.down {
                 return Err(down_error());
             }
-            let fail = std::mem::take(&mut s.fail_next_write);
+            let fail = s.is_segment(&self.data) && std::mem::take(&mut s.fail_next_write);
             let keep = if fail { s.below(buf.len()) } else { buf.len() };
             (fail, keep)
         };
@@ -296,7 +303,7 @@ impl BackendFile for SimFile {
             if s.down {
                 return Err(down_error());
             }
-            if std::mem::take(&mut s.fail_next_sync) {
+            if s.is_segment(&self.data) && std::mem::take(&mut s.fail_next_sync) {
                 return Err(io::Error::from_raw_os_error(5)); // EIO
             }
         }
@@ -350,7 +357,7 @@ mod tests {
     #[test]
     fn an_injected_write_failure_writes_a_prefix_and_reports_enospc() {
         let disk = SimDisk::new(1);
-        let f = disk.create("a").unwrap();
+        let f = disk.create("a.log").unwrap();
         disk.fail_next_write();
         let err = f.write_all_at(&[1u8; 100], 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(28));

@@ -7,6 +7,7 @@
 //! one: that is group commit, and it is why durable appends scale with concurrency.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,12 @@ use tokio::sync::{Semaphore, oneshot};
 use crate::error::AppendError;
 use crate::frame::{Location, SEGMENT_HEADER_BYTES, Unit, segment_header};
 use crate::io::{Backend, BackendFile};
-use crate::limits::{LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
+use crate::limits::{GROUP_COMMIT_WAIT_MAX_US, LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
 use crate::log::FsyncPolicy;
 use crate::segment::segment_name;
+
+/// Name of the next segment while it is being preallocated, before the roll renames it.
+pub(crate) const PREALLOC_FILE: &str = "prealloc.tmp";
 
 /// Name of the file that points at the latest complete checkpoint.
 pub(crate) const CHECKPOINT_FILE: &str = "CHECKPOINT";
@@ -96,6 +100,10 @@ pub(crate) struct Inbox {
 struct InboxState {
     requests: VecDeque<Request>,
     closed: bool,
+    /// The writer sleeps on the condvar and wants a wake-up once `wake_at` requests are queued.
+    /// Appenders notify only then, which saves a futex call per append under load.
+    writer_waiting: bool,
+    wake_at: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +116,8 @@ impl Inbox {
             state: Mutex::new(InboxState {
                 requests: VecDeque::new(),
                 closed: false,
+                writer_waiting: false,
+                wake_at: 1,
             }),
             wake: Condvar::new(),
             slots: Semaphore::new(capacity),
@@ -128,8 +138,11 @@ impl Inbox {
             return Err(AppendError::Closed);
         }
         st.requests.push_back(request);
+        let wake = st.writer_waiting && st.requests.len() >= st.wake_at;
         drop(st);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -151,6 +164,38 @@ pub(crate) struct Shared {
     pub segments: SegmentMap,
     pub checkpoint: Mutex<Option<Location>>,
     pub inbox: Inbox,
+    pub stats: Counters,
+}
+
+/// Running totals kept by the writer, read by [`crate::Log::stats`] (metrics, benchmarks).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub writes: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub rolls: AtomicU64,
+}
+
+/// A snapshot of the writer's running totals since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// `pwrite` calls: one per group commit (plus one per segment roll mid-group).
+    pub writes: u64,
+    pub bytes: u64,
+    /// `fdatasync` calls on segments; appends per sync shows group commit at work.
+    pub syncs: u64,
+    pub rolls: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> LogStats {
+        LogStats {
+            writes: self.writes.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            rolls: self.rolls.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Shared {
@@ -173,6 +218,18 @@ pub(crate) struct Writer {
     pub dirty_since: Option<Instant>,
     /// Set after an fsync failure; every later request fails with it.
     pub poisoned: Option<String>,
+    /// Waiters completed by the last group's fsync (0 if it needed none).
+    pub last_group_synced: usize,
+    pub last_group_end: Instant,
+    /// Moving average of fsync durations, in microseconds.
+    pub sync_micros_avg: u64,
+    /// Zero-fill the next segment ahead of the roll (see [`crate::segment::preallocate`]).
+    pub preallocate: bool,
+    /// The next segment, zero-filled and synced, once the preparing thread is done.
+    pub prepared: Arc<Mutex<Option<Arc<dyn BackendFile>>>>,
+    /// The preparing thread, joined before the writer exits: it holds the backend (and so the
+    /// data directory's lock).
+    pub preparer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A request of the current group, waiting for the group's write and sync.
@@ -218,49 +275,78 @@ impl Pending {
 impl Writer {
     /// The writer thread's loop: runs until the inbox is closed and drained.
     pub(crate) fn run(mut self) {
-        loop {
-            let batch = {
-                let mut st = lock(&self.shared.inbox.state);
-                loop {
-                    if !st.requests.is_empty() {
-                        break take_batch(&mut st.requests);
-                    }
-                    if st.closed {
-                        drop(st);
-                        self.sync_if_dirty();
-                        return;
-                    }
-                    match self.sync_deadline() {
-                        None => {
-                            st = self
-                                .shared
-                                .inbox
-                                .wake
-                                .wait(st)
-                                .unwrap_or_else(|e| e.into_inner())
-                        }
-                        Some(deadline) => {
-                            let now = Instant::now();
-                            if now >= deadline {
-                                drop(st);
-                                self.sync_if_dirty();
-                                st = lock(&self.shared.inbox.state);
-                            } else {
-                                st = self
-                                    .shared
-                                    .inbox
-                                    .wake
-                                    .wait_timeout(st, deadline - now)
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .0;
-                            }
-                        }
-                    }
-                }
-            };
+        while let Some(batch) = self.next_batch() {
             self.shared.inbox.slots.add_permits(batch.len());
             self.process(batch);
         }
+        if let Some(preparer) = self.preparer.take() {
+            let _ = preparer.join();
+        }
+    }
+
+    /// Waits for the next group of requests; `None` once the inbox is closed and drained.
+    ///
+    /// Group commit: the appenders completed by the last fsync come straight back with their
+    /// next append. Taking the inbox at once would start the next fsync with only those who
+    /// queued while it ran, and the appenders would settle into two cohorts taking turns, each
+    /// half the size. So the writer waits until the last group's appenders plus those already
+    /// queued are back, but never longer than about one fsync (at most
+    /// [`GROUP_COMMIT_WAIT_MAX_US`]). A lone appender never waits: it is the whole target.
+    fn next_batch(&mut self) -> Option<Vec<Request>> {
+        let shared = self.shared.clone();
+        let inbox = &shared.inbox;
+        let mut st = lock(&inbox.state);
+        // The appenders known to be active: those the last fsync completed, who are on their
+        // way back, and those who queued up while it ran.
+        let target = self.last_group_synced + st.requests.len();
+        loop {
+            let queued = st.requests.len();
+            let now = Instant::now();
+            if queued > 0 {
+                let gather_until = self.last_group_end + self.gather_wait();
+                if queued >= target || st.closed || now >= gather_until {
+                    return Some(take_batch(&mut st.requests));
+                }
+                st.wake_at = target;
+                st.writer_waiting = true;
+                st = inbox
+                    .wake
+                    .wait_timeout(st, gather_until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                st.writer_waiting = false;
+                continue;
+            }
+            if st.closed {
+                drop(st);
+                self.sync_if_dirty();
+                return None;
+            }
+            st.wake_at = 1;
+            st.writer_waiting = true;
+            match self.sync_deadline() {
+                None => st = inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) if now < deadline => {
+                    st = inbox
+                        .wake
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Some(_) => {
+                    st.writer_waiting = false;
+                    drop(st);
+                    self.sync_if_dirty();
+                    st = lock(&inbox.state);
+                }
+            }
+            st.writer_waiting = false;
+        }
+    }
+
+    /// How long to wait for the last group's appenders to come back: about one fsync.
+    fn gather_wait(&self) -> Duration {
+        Duration::from_micros(self.sync_micros_avg.min(GROUP_COMMIT_WAIT_MAX_US))
     }
 
     /// When written-but-unsynced data must be synced by, if there is any.
@@ -286,8 +372,13 @@ impl Writer {
         if let Some(p) = &self.poisoned {
             return Err(AppendError::Poisoned(p.clone()));
         }
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         match self.active_file.sync_data() {
             Ok(()) => {
+                let micros = started.elapsed().as_micros() as u64;
+                // Exponential moving average over about eight syncs.
+                self.sync_micros_avg = (self.sync_micros_avg * 7 + micros) / 8;
                 self.dirty_since = None;
                 Ok(())
             }
@@ -394,6 +485,11 @@ impl Writer {
             }
             return Err(AppendError::from_write(e));
         }
+        let stats = &self.shared.stats;
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.active_len += self.buf.len() as u64;
         self.buf.clear();
         self.dirty_since.get_or_insert_with(Instant::now);
@@ -408,11 +504,19 @@ impl Writer {
             .checked_add(1)
             .ok_or_else(|| AppendError::Io(std::io::Error::other("segment ids exhausted")))?;
         let name = segment_name(next);
+        let prepared = lock(&self.prepared).take();
+        let backend = self.shared.backend.clone();
         let created = (|| {
-            let file = self.shared.backend.create(&name)?;
+            let file = match prepared {
+                Some(file) => {
+                    backend.rename(PREALLOC_FILE, &name)?;
+                    file
+                }
+                None => backend.create(&name)?,
+            };
             file.write_all_at(&segment_header(next), 0)?;
             file.sync_data()?;
-            self.shared.backend.sync_dir()?;
+            backend.sync_dir()?;
             Ok::<_, std::io::Error>(file)
         })();
         match created {
@@ -426,14 +530,46 @@ impl Writer {
                 self.active_file = file;
                 self.active_len = SEGMENT_HEADER_BYTES as u64;
                 self.dirty_since = None;
+                self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
+                self.prepare_next_segment();
                 Ok(())
             }
             Err(e) => {
                 // Best effort: a half-made segment would only be found as a torn header.
-                let _ = self.shared.backend.remove(&name);
+                let _ = backend.remove(&name);
                 Err(AppendError::from_write(e))
             }
         }
+    }
+
+    /// Zero-fills the next segment on a helper thread, so that the roll finds it ready and
+    /// the writer never stalls on it. If it is not ready in time, the roll creates a plain file.
+    pub(crate) fn prepare_next_segment(&mut self) {
+        if !self.preallocate || lock(&self.prepared).is_some() {
+            return;
+        }
+        if let Some(running) = self.preparer.take() {
+            if !running.is_finished() {
+                self.preparer = Some(running);
+                return;
+            }
+            let _ = running.join();
+        }
+        let backend = self.shared.backend.clone();
+        let bytes = self.segment_bytes;
+        let prepared = self.prepared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("syncbrok-log-prealloc".into())
+            .spawn(move || {
+                match crate::segment::preallocate(&*backend, PREALLOC_FILE, bytes) {
+                    Ok(file) => *lock(&prepared) = Some(file),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not preallocate the next segment; it will grow as written");
+                        let _ = backend.remove(PREALLOC_FILE);
+                    }
+                }
+            });
+        self.preparer = spawned.ok();
     }
 
     /// Writes the group, syncs if any member needs it, and completes every waiter.
@@ -456,10 +592,13 @@ impl Writer {
                 }
                 return;
             }
+            self.last_group_synced = rest.len();
             self.complete(rest);
         } else {
+            self.last_group_synced = 0;
             self.complete(group);
         }
+        self.last_group_end = Instant::now();
     }
 
     /// Completes waiters whose data is written (and synced if they asked).

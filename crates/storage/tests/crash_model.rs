@@ -97,18 +97,22 @@ impl Model {
     }
 }
 
-fn config(fsync: FsyncPolicy) -> Config {
+fn config(fsync: FsyncPolicy, preallocate: bool) -> Config {
     Config {
         segment_bytes: storage::limits::SEGMENT_BYTES_MIN,
         fsync,
+        preallocate,
         ..Config::default()
     }
 }
 
 /// Opens the log and checks recovery against the model; the model then holds what survived.
-fn reopen(disk: &SimDisk, fsync: FsyncPolicy, model: &mut Model) -> Result<Log, TestCaseError> {
-    let mut recovery = Log::open(Arc::new(disk.clone()), config(fsync))
-        .map_err(|e| TestCaseError::fail(format!("open failed: {e}")))?;
+fn reopen(disk: &SimDisk, setup: Setup, model: &mut Model) -> Result<Log, TestCaseError> {
+    let mut recovery = Log::open(
+        Arc::new(disk.clone()),
+        config(setup.fsync, setup.preallocate),
+    )
+    .map_err(|e| TestCaseError::fail(format!("open failed: {e}")))?;
     let checkpoint = recovery.checkpoint().map(|c| c.parts.clone());
     prop_assert_eq!(
         &checkpoint,
@@ -159,7 +163,14 @@ fn reopen(disk: &SimDisk, fsync: FsyncPolicy, model: &mut Model) -> Result<Log, 
     Ok(log)
 }
 
-fn run(seed: u64, fsync: FsyncPolicy, ops: Vec<Op>) -> Result<(), TestCaseError> {
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    fsync: FsyncPolicy,
+    preallocate: bool,
+}
+
+fn run(seed: u64, setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let fsync = setup.fsync;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -174,7 +185,7 @@ fn run(seed: u64, fsync: FsyncPolicy, ops: Vec<Op>) -> Result<(), TestCaseError>
         next_id: 0,
         next_group: 0,
     };
-    let mut log = reopen(&disk, fsync, &mut model)?;
+    let mut log = reopen(&disk, setup, &mut model)?;
     for op in ops {
         match op {
             Op::Append {
@@ -261,19 +272,19 @@ fn run(seed: u64, fsync: FsyncPolicy, ops: Vec<Op>) -> Result<(), TestCaseError>
                 disk.crash();
                 drop(log);
                 disk.restart();
-                log = reopen(&disk, fsync, &mut model)?;
+                log = reopen(&disk, setup, &mut model)?;
             }
             Op::Reopen => {
                 log.close();
                 disk.clear_faults();
-                log = reopen(&disk, fsync, &mut model)?;
+                log = reopen(&disk, setup, &mut model)?;
             }
         }
     }
     disk.crash();
     drop(log);
     disk.restart();
-    reopen(&disk, fsync, &mut model)?.close();
+    reopen(&disk, setup, &mut model)?.close();
     Ok(())
 }
 
@@ -284,8 +295,9 @@ proptest! {
     fn acknowledged_records_survive_random_crashes(
         seed in any::<u64>(),
         fsync in policy_strategy(),
+        preallocate in any::<bool>(),
         ops in proptest::collection::vec(op_strategy(), 1..40),
     ) {
-        run(seed, fsync, ops)?;
+        run(seed, Setup { fsync, preallocate }, ops)?;
     }
 }
