@@ -32,11 +32,6 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// A single frame larger than this is written on its own.
 pub const WRITE_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Longest the writer waits for the appenders of its last group to come back before it starts
-/// the next write and fsync (it waits about one fsync's duration, never more than this). Bounds
-/// the latency group commit may add to an append.
-pub const GROUP_COMMIT_WAIT_MAX_US: u64 = 1000;
-
 /// Default number of append requests that may wait in the writer's inbox. When it is full,
 /// appenders wait (back-pressure) instead of buffering without bound.
 pub const INBOX_REQUESTS_DEFAULT: usize = 4096;

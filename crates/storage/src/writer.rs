@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, oneshot};
 use crate::error::AppendError;
 use crate::frame::{Location, SEGMENT_HEADER_BYTES, Unit, segment_header};
 use crate::io::{Backend, BackendFile};
-use crate::limits::{GROUP_COMMIT_WAIT_MAX_US, LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
+use crate::limits::{LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
 use crate::log::FsyncPolicy;
 use crate::segment::segment_name;
 
@@ -100,10 +100,9 @@ pub(crate) struct Inbox {
 struct InboxState {
     requests: VecDeque<Request>,
     closed: bool,
-    /// The writer sleeps on the condvar and wants a wake-up once `wake_at` requests are queued.
-    /// Appenders notify only then, which saves a futex call per append under load.
+    /// The writer sleeps on the condvar. Appenders notify only then, which saves a futex call
+    /// per append while the writer is busy.
     writer_waiting: bool,
-    wake_at: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,7 +116,6 @@ impl Inbox {
                 requests: VecDeque::new(),
                 closed: false,
                 writer_waiting: false,
-                wake_at: 1,
             }),
             wake: Condvar::new(),
             slots: Semaphore::new(capacity),
@@ -138,7 +136,7 @@ impl Inbox {
             return Err(AppendError::Closed);
         }
         st.requests.push_back(request);
-        let wake = st.writer_waiting && st.requests.len() >= st.wake_at;
+        let wake = st.writer_waiting;
         drop(st);
         if wake {
             self.wake.notify_one();
@@ -218,11 +216,6 @@ pub(crate) struct Writer {
     pub dirty_since: Option<Instant>,
     /// Set after an fsync failure; every later request fails with it.
     pub poisoned: Option<String>,
-    /// Waiters completed by the last group's fsync (0 if it needed none).
-    pub last_group_synced: usize,
-    pub last_group_end: Instant,
-    /// Moving average of fsync durations, in microseconds.
-    pub sync_micros_avg: u64,
     /// Zero-fill the next segment ahead of the roll (see [`crate::segment::preallocate`]).
     pub preallocate: bool,
     /// The next segment, zero-filled and synced, once the preparing thread is done.
@@ -286,44 +279,26 @@ impl Writer {
 
     /// Waits for the next group of requests; `None` once the inbox is closed and drained.
     ///
-    /// Group commit: the appenders completed by the last fsync come straight back with their
-    /// next append. Taking the inbox at once would start the next fsync with only those who
-    /// queued while it ran, and the appenders would settle into two cohorts taking turns, each
-    /// half the size. So the writer waits until the last group's appenders plus those already
-    /// queued are back, but never longer than about one fsync (at most
-    /// [`GROUP_COMMIT_WAIT_MAX_US`]). A lone appender never waits: it is the whole target.
+    /// The writer takes whatever is queued the moment it is free, without waiting for more.
+    /// Appenders completed by one fsync come back while the next one runs, so they settle into
+    /// two cohorts that alternate, each sharing one fsync. Waiting for the returning cohort
+    /// to make one big group was measured and lost: fewer appends per second and higher
+    /// latency (see `docs/benchmarks.md`).
     fn next_batch(&mut self) -> Option<Vec<Request>> {
         let shared = self.shared.clone();
         let inbox = &shared.inbox;
         let mut st = lock(&inbox.state);
-        // The appenders known to be active: those the last fsync completed, who are on their
-        // way back, and those who queued up while it ran.
-        let target = self.last_group_synced + st.requests.len();
         loop {
-            let queued = st.requests.len();
-            let now = Instant::now();
-            if queued > 0 {
-                let gather_until = self.last_group_end + self.gather_wait();
-                if queued >= target || st.closed || now >= gather_until {
-                    return Some(take_batch(&mut st.requests));
-                }
-                st.wake_at = target;
-                st.writer_waiting = true;
-                st = inbox
-                    .wake
-                    .wait_timeout(st, gather_until - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                st.writer_waiting = false;
-                continue;
+            if !st.requests.is_empty() {
+                return Some(take_batch(&mut st.requests));
             }
             if st.closed {
                 drop(st);
                 self.sync_if_dirty();
                 return None;
             }
-            st.wake_at = 1;
             st.writer_waiting = true;
+            let now = Instant::now();
             match self.sync_deadline() {
                 None => st = inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) if now < deadline => {
@@ -342,11 +317,6 @@ impl Writer {
             }
             st.writer_waiting = false;
         }
-    }
-
-    /// How long to wait for the last group's appenders to come back: about one fsync.
-    fn gather_wait(&self) -> Duration {
-        Duration::from_micros(self.sync_micros_avg.min(GROUP_COMMIT_WAIT_MAX_US))
     }
 
     /// When written-but-unsynced data must be synced by, if there is any.
@@ -373,12 +343,8 @@ impl Writer {
             return Err(AppendError::Poisoned(p.clone()));
         }
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         match self.active_file.sync_data() {
             Ok(()) => {
-                let micros = started.elapsed().as_micros() as u64;
-                // Exponential moving average over about eight syncs.
-                self.sync_micros_avg = (self.sync_micros_avg * 7 + micros) / 8;
                 self.dirty_since = None;
                 Ok(())
             }
@@ -592,13 +558,10 @@ impl Writer {
                 }
                 return;
             }
-            self.last_group_synced = rest.len();
             self.complete(rest);
         } else {
-            self.last_group_synced = 0;
             self.complete(group);
         }
-        self.last_group_end = Instant::now();
     }
 
     /// Completes waiters whose data is written (and synced if they asked).
