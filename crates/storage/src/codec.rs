@@ -22,6 +22,11 @@ pub enum DecodeError {
     InvalidValue { field: &'static str, value: u64 },
 }
 
+/// A count or length as `u32`, saturating (see [`Encoder::bytes`]).
+pub(crate) fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Appends encoded fields to a buffer.
 pub(crate) struct Encoder<'a> {
     buf: &'a mut Vec<u8>,
@@ -59,9 +64,11 @@ impl<'a> Encoder<'a> {
     }
 
     /// A length-prefixed (`u32`) byte string.
+    ///
+    /// A field over 4 GiB gets a wrong prefix instead of a panic: the record is then far over
+    /// [`crate::limits::RECORD_PAYLOAD_BYTES_MAX`] and refused before anything is written.
     pub(crate) fn bytes(&mut self, v: &[u8]) {
-        let len = u32::try_from(v.len()).expect("record fields are bounded far below 4 GiB");
-        self.u32(len);
+        self.u32(saturating_u32(v.len()));
         self.buf.extend_from_slice(v);
     }
 
@@ -80,8 +87,7 @@ impl<'a> Encoder<'a> {
     }
 
     pub(crate) fn u64s(&mut self, v: &[u64]) {
-        let len = u32::try_from(v.len()).expect("record fields are bounded far below 4 GiB");
-        self.u32(len);
+        self.u32(saturating_u32(v.len()));
         for x in v {
             self.u64(*x);
         }

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::{AppendError, ReadError, ReclaimError};
-use crate::frame::{Location, encode_relocated, encode_unit, parse_frame};
+use crate::frame::{FRAME_HEADER_BYTES, Location, encode_relocated, encode_unit, parse_frame};
 use crate::limits::{
-    INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    FRAME_PAYLOAD_BYTES_MAX, INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
 };
 use crate::record::{Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
@@ -230,6 +231,15 @@ impl Log {
             offset: u64::from(at.offset),
             reason,
         };
+        // A location is broker input: never allocate more than a frame can be.
+        if at.len as usize > FRAME_HEADER_BYTES + FRAME_PAYLOAD_BYTES_MAX as usize
+            || (at.len as usize) < FRAME_HEADER_BYTES
+        {
+            return Err(corrupted(format!(
+                "location length {} is not a frame's",
+                at.len
+            )));
+        }
         let mut buf = vec![0u8; at.len as usize];
         file.read_exact_at(&mut buf, u64::from(at.offset))
             .map_err(|source| ReadError::Io {

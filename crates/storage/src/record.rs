@@ -137,9 +137,10 @@ pub enum Record {
         /// Unix milliseconds.
         discarded_at_ms: u64,
     },
-    /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`] only;
+    /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`];
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
-    /// the records after it.
+    /// the records after it. Checkpoint records are never replayed, so appending one with
+    /// [`crate::Log::append`] has no effect on recovery.
     Checkpoint {
         part: u32,
         parts: u32,
@@ -226,7 +227,7 @@ impl Record {
                 e.bytes(&p.body);
             }
             Record::Acked { acks } => {
-                e.u32(u32::try_from(acks.len()).expect("ack batches are bounded"));
+                e.u32(crate::codec::saturating_u32(acks.len()));
                 for a in acks {
                     e.uuid(&a.message);
                     e.u64(a.subscriber);

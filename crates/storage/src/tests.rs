@@ -504,6 +504,49 @@ async fn a_lazy_append_is_made_durable_by_the_next_durable_one() {
     assert_eq!(records(&again.replayed), vec![ack, durable]);
 }
 
+/// Waits (bounded) until the writer has run `syncs` fsyncs, then crashes the disk: whatever the
+/// background sync covered must survive.
+async fn crash_after_background_sync(disk: &SimDisk, log: Log, syncs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.stats().syncs < syncs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background fsync within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    disk.crash();
+    drop(log);
+    disk.restart();
+}
+
+#[tokio::test]
+async fn a_lone_lazy_append_is_synced_in_the_background() {
+    let disk = SimDisk::new(12);
+    let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    let ack = Record::Acked { acks: vec![] };
+    log.append_lazy(std::slice::from_ref(&ack)).await.unwrap();
+    assert_eq!(log.stats().syncs, 0, "a lazy append does not sync at once");
+    crash_after_background_sync(&disk, log, 1).await;
+    let again = open(Arc::new(disk), test_config()).unwrap();
+    assert_eq!(records(&again.replayed), vec![ack]);
+}
+
+#[tokio::test]
+async fn the_interval_policy_syncs_in_the_background() {
+    let disk = SimDisk::new(13);
+    let config = Config {
+        fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
+        ..test_config()
+    };
+    let log = open(Arc::new(disk.clone()), config.clone()).unwrap().log;
+    let r = message(0, 10);
+    log.append(std::slice::from_ref(&r)).await.unwrap();
+    crash_after_background_sync(&disk, log, 1).await;
+    let again = open(Arc::new(disk), config).unwrap();
+    assert_eq!(records(&again.replayed), vec![r]);
+}
+
 #[tokio::test]
 async fn closing_syncs_whatever_the_policy() {
     for fsync in [
@@ -557,6 +600,33 @@ async fn oversized_appends_are_refused_before_anything_is_written() {
     let fits = message(1, crate::limits::RECORD_PAYLOAD_BYTES_MAX as usize - 200);
     let at = log.append(std::slice::from_ref(&fits)).await.unwrap()[0];
     assert_eq!(log.read(at).unwrap(), fits);
+}
+
+#[tokio::test]
+async fn a_bogus_location_is_an_error_not_a_huge_allocation() {
+    let disk = SimDisk::new(14);
+    let log = open(Arc::new(disk), test_config()).unwrap().log;
+    let at = log.append(&[message(0, 10)]).await.unwrap()[0];
+    for bogus in [
+        Location {
+            len: u32::MAX,
+            ..at
+        },
+        Location { len: 3, ..at },
+        Location {
+            offset: at.offset + 1,
+            ..at
+        },
+    ] {
+        assert!(
+            matches!(log.read(bogus), Err(ReadError::Corrupted { .. })),
+            "{bogus:?}"
+        );
+    }
+    assert!(matches!(
+        log.read(Location { segment: 99, ..at }),
+        Err(ReadError::SegmentGone { segment: 99 })
+    ));
 }
 
 #[test]
