@@ -1,0 +1,320 @@
+//! Property test of the scheduler: random DAGs of parents, random fan-outs, random outcomes
+//! (ack, give up, requeue), redrives and removals, under each `on_parent_dead` policy.
+//!
+//! Checked all along: nothing is sent to a subscriber outside the message's fan-out set, or
+//! twice at once, or after it acknowledged; no child is sent before its parent is delivered to
+//! every subscriber of the parent's fan-out set (unless the parent was removed, redriven out of
+//! order by hand, or died under `deliver`). Checked at the end, after every subscriber has
+//! drained its queue with acks: every message is delivered or dead, or waits (policy `wait`)
+//! behind a dead ancestor.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+use space::{Event, Lineage, MessageId, MessageState, OnParentDead, Scheduler, Slot, Slots};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Publish a message whose parent is the n-th published one (if any), with this fan-out.
+    Publish {
+        parent: Option<usize>,
+        fanout: u64,
+    },
+    /// Take the next message for a subscriber and leave it in flight.
+    Take {
+        slot: usize,
+    },
+    /// Resolve the n-th delivery in flight.
+    Resolve {
+        index: usize,
+        outcome: Outcome,
+    },
+    Redrive {
+        message: usize,
+    },
+    Remove {
+        message: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ack,
+    GiveUp,
+    Requeue,
+}
+
+const SLOTS: usize = 3;
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (proptest::option::weighted(0.7, 0usize..1000), 0u64..(1 << SLOTS))
+            .prop_map(|(parent, fanout)| Op::Publish { parent, fanout }),
+        5 => (0..SLOTS).prop_map(|slot| Op::Take { slot }),
+        5 => (0usize..1000, prop_oneof![
+            6 => Just(Outcome::Ack),
+            2 => Just(Outcome::GiveUp),
+            1 => Just(Outcome::Requeue),
+        ]).prop_map(|(index, outcome)| Op::Resolve { index, outcome }),
+        1 => (0usize..1000).prop_map(|message| Op::Redrive { message }),
+        1 => (0usize..1000).prop_map(|message| Op::Remove { message }),
+    ]
+}
+
+fn policy_strategy() -> impl Strategy<Value = OnParentDead> {
+    prop_oneof![
+        Just(OnParentDead::Wait),
+        Just(OnParentDead::DeadLetter),
+        Just(OnParentDead::Deliver),
+    ]
+}
+
+struct Harness {
+    s: Scheduler,
+    policy: OnParentDead,
+    slots: Vec<Slot>,
+    published: Vec<MessageId>,
+    removed: HashSet<MessageId>,
+    /// Messages released out of parent order on purpose: redriven by hand, or children of a
+    /// parent that died under `deliver` or was removed.
+    exempt: HashSet<MessageId>,
+    in_flight: Vec<(MessageId, Slot)>,
+    acked: HashSet<(MessageId, Slot)>,
+    delivered_events: HashMap<MessageId, u32>,
+    parents: HashMap<MessageId, MessageId>,
+}
+
+impl Harness {
+    fn apply(&mut self, events: &[Event]) -> Result<(), TestCaseError> {
+        for e in events {
+            if let Event::Delivered { message } = e {
+                let n = self.delivered_events.entry(*message).or_default();
+                *n += 1;
+                prop_assert_eq!(*n, 1, "{} delivered twice", message);
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, slot: Slot) -> Result<Option<MessageId>, TestCaseError> {
+        let Some(m) = self.s.next(slot) else {
+            return Ok(None);
+        };
+        let fanout = self.s.fanout(m).unwrap_or_default();
+        prop_assert!(fanout.contains(slot), "{m} sent outside its fan-out");
+        prop_assert!(
+            !self.in_flight.contains(&(m, slot)),
+            "{m} sent twice at once to {slot:?}"
+        );
+        prop_assert!(
+            !self.acked.contains(&(m, slot)),
+            "{m} sent after {slot:?} acknowledged it"
+        );
+        if let Some(p) = self.parents.get(&m).copied()
+            && !self.exempt.contains(&m)
+            && !self.removed.contains(&p)
+        {
+            let state = self.s.state(p);
+            let ok = state == Some(MessageState::Delivered)
+                || (state == Some(MessageState::Dead) && self.policy == OnParentDead::Deliver);
+            prop_assert!(ok, "{m} sent while its parent {p} is {state:?}");
+        }
+        self.in_flight.push((m, slot));
+        Ok(Some(m))
+    }
+
+    /// Marks children that go out of order legitimately.
+    fn exempt_children_of(&mut self, parent: MessageId) {
+        let children: Vec<_> = self
+            .parents
+            .iter()
+            .filter(|(_, p)| **p == parent)
+            .map(|(c, _)| *c)
+            .collect();
+        self.exempt.extend(children);
+    }
+
+    /// The root cause of a waiting message must be a dead ancestor.
+    fn has_dead_ancestor(&self, m: MessageId) -> bool {
+        let mut at = m;
+        while let Some(p) = self.parents.get(&at) {
+            match self.s.state(*p) {
+                Some(MessageState::Dead) => return true,
+                Some(MessageState::Waiting) => at = *p,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut s = Scheduler::new(policy);
+    let slots: Vec<Slot> = (0..SLOTS)
+        .map(|i| s.add_subscriber(i as u64 + 1).unwrap())
+        .collect();
+    let mut h = Harness {
+        s,
+        policy,
+        slots,
+        published: Vec::new(),
+        removed: HashSet::new(),
+        exempt: HashSet::new(),
+        in_flight: Vec::new(),
+        acked: HashSet::new(),
+        delivered_events: HashMap::new(),
+        parents: HashMap::new(),
+    };
+    let mut next_id = 1u128;
+    for op in ops {
+        match op {
+            Op::Publish { parent, fanout } => {
+                let id = Uuid::from_u128(next_id);
+                next_id += 1;
+                let parent = parent
+                    .filter(|_| !h.published.is_empty())
+                    .map(|i| h.published[i % h.published.len()]);
+                let lineage = match parent {
+                    None => Lineage::Root,
+                    Some(p) if h.removed.contains(&p) => Lineage::ChildOfRemoved(p),
+                    Some(p) => Lineage::Child(p),
+                };
+                let events = h.s.publish(id, lineage, Slots(fanout)).unwrap();
+                h.apply(&events)?;
+                if let Some(p) = parent {
+                    h.parents.insert(id, p);
+                    if h.removed.contains(&p) {
+                        h.exempt.insert(id);
+                    }
+                    if h.s.state(p) == Some(MessageState::Dead) && policy == OnParentDead::Deliver {
+                        h.exempt.insert(id);
+                    }
+                }
+                h.published.push(id);
+            }
+            Op::Take { slot } => {
+                let slot = h.slots[slot];
+                h.take(slot)?;
+            }
+            Op::Resolve { index, outcome } => {
+                if h.in_flight.is_empty() {
+                    continue;
+                }
+                let (m, slot) = h.in_flight.remove(index % h.in_flight.len());
+                let events = match outcome {
+                    Outcome::Ack => {
+                        h.acked.insert((m, slot));
+                        h.s.ack(m, slot)
+                    }
+                    Outcome::GiveUp => h.s.give_up(m, slot),
+                    Outcome::Requeue => {
+                        h.s.requeue(m, slot);
+                        Vec::new()
+                    }
+                };
+                h.apply(&events)?;
+                for e in &events {
+                    if let Event::Dead { message, .. } = e
+                        && policy == OnParentDead::Deliver
+                    {
+                        h.exempt_children_of(*message);
+                    }
+                }
+            }
+            Op::Redrive { message } => {
+                if h.published.is_empty() {
+                    continue;
+                }
+                let m = h.published[message % h.published.len()];
+                // A dead letter exists as soon as one subscriber gave up, even while others
+                // are still being served: that is what can be redriven.
+                let had_dead_letter = h.s.state(m) == Some(MessageState::Dead)
+                    || h.slots
+                        .iter()
+                        .any(|s| h.s.delivery_state(m, *s) == Some(space::DeliveryState::Dead));
+                match h.s.redrive(m) {
+                    Ok((slots, events)) => {
+                        prop_assert!(had_dead_letter, "redrove {} with no dead letter", m);
+                        prop_assert!(!slots.is_empty() || h.s.fanout(m) == Some(Slots(0)));
+                        for slot in slots.iter() {
+                            prop_assert!(
+                                !h.acked.contains(&(m, slot)),
+                                "redrove to a subscriber that acked"
+                            );
+                        }
+                        h.exempt.insert(m);
+                        h.apply(&events)?;
+                    }
+                    Err(_) => prop_assert!(!had_dead_letter, "could not redrive {}", m),
+                }
+            }
+            Op::Remove { message } => {
+                if h.published.is_empty() {
+                    continue;
+                }
+                let m = h.published[message % h.published.len()];
+                if h.s.remove(m).is_ok() {
+                    h.removed.insert(m);
+                    h.exempt_children_of(m);
+                    h.in_flight.retain(|(x, _)| *x != m);
+                }
+            }
+        }
+        let c = h.s.counts();
+        prop_assert_eq!(
+            (c.waiting + c.ready + c.delivering + c.delivered + c.dead) as usize,
+            h.s.len()
+        );
+    }
+
+    // Drain: finish what is in flight with acks, then let every subscriber take and ack all.
+    for (m, slot) in std::mem::take(&mut h.in_flight) {
+        h.acked.insert((m, slot));
+        let events = h.s.ack(m, slot);
+        h.apply(&events)?;
+    }
+    loop {
+        let mut progressed = false;
+        for i in 0..SLOTS {
+            let slot = h.slots[i];
+            while let Some(m) = h.take(slot)? {
+                h.in_flight.retain(|x| *x != (m, slot));
+                h.acked.insert((m, slot));
+                let events = h.s.ack(m, slot);
+                h.apply(&events)?;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    for m in h.published.clone() {
+        match h.s.state(m) {
+            None | Some(MessageState::Delivered) | Some(MessageState::Dead) => {}
+            Some(MessageState::Waiting) => {
+                prop_assert_eq!(policy, OnParentDead::Wait, "{} waits under {:?}", m, policy);
+                prop_assert!(h.has_dead_ancestor(m), "{} waits with no dead ancestor", m);
+            }
+            Some(other) => {
+                return Err(TestCaseError::fail(format!(
+                    "{m} is stuck {other:?} after draining"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parented_scheduling_keeps_its_rules(
+        policy in policy_strategy(),
+        ops in proptest::collection::vec(op_strategy(), 1..120),
+    ) {
+        run(policy, ops)?;
+    }
+}
