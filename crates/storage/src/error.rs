@@ -5,9 +5,13 @@ use std::io;
 
 use crate::frame::TooLarge;
 
-/// Opening (recovering) a log failed; nothing was changed on disk.
+/// Opening (recovering) a log failed. [`crate::Log::open`] and the replay change nothing on
+/// disk; only [`crate::Recovery::finish`] does (cutting a torn tail, repairs).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// `finish` was called after the replay returned an error.
+    #[error("replay stopped at an error ({0}); the log cannot be opened for appends")]
+    ReplayFailed(String),
     #[error("invalid storage configuration: {0}")]
     InvalidConfig(String),
     #[error("{file}: {source}")]

@@ -67,7 +67,7 @@ fn checksum(len_le: &[u8], kind_and_payload: &[u8]) -> u32 {
 }
 
 /// Writes a frame around a payload that `fill` appends; returns the frame's length.
-fn write_frame(out: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) -> usize {
+pub(crate) fn write_frame(out: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     out[start + 8] = kind;

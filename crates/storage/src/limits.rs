@@ -32,6 +32,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// A single frame larger than this is written on its own.
 pub const WRITE_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Longest `fsync: interval` accepted: the most data a crash may lose is this long's worth.
+pub const FSYNC_INTERVAL_MS_MAX: u64 = 60 * 60 * 1000;
+
 /// Default number of append requests that may wait in the writer's inbox. When it is full,
 /// appenders wait (back-pressure) instead of buffering without bound.
 pub const INBOX_REQUESTS_DEFAULT: usize = 4096;

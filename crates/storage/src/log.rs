@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 use crate::error::{AppendError, ReadError, ReclaimError};
 use crate::frame::{FRAME_HEADER_BYTES, Location, encode_relocated, encode_unit, parse_frame};
 use crate::limits::{
-    FRAME_PAYLOAD_BYTES_MAX, INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    FRAME_PAYLOAD_BYTES_MAX, FSYNC_INTERVAL_MS_MAX, INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 use crate::record::{Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
@@ -72,9 +72,11 @@ impl Config {
             return Err("inbox_requests must be at least 1".into());
         }
         if let FsyncPolicy::Interval(d) = self.fsync
-            && d.is_zero()
+            && (d.is_zero() || d > Duration::from_millis(FSYNC_INTERVAL_MS_MAX))
         {
-            return Err("fsync interval must be above zero (use `always`)".into());
+            return Err(format!(
+                "fsync interval {d:?} is outside (0, {FSYNC_INTERVAL_MS_MAX} ms]"
+            ));
         }
         Ok(())
     }
@@ -328,6 +330,10 @@ impl Log {
     /// `relocated_from` set.
     ///
     /// Reads the segment with blocking I/O: call it from a background task that may block.
+    ///
+    /// Apply the returned moves before the next [`Log::checkpoint`]: a snapshot taken between
+    /// the copy and the update would hold locations in the deleted segment, and replay from it
+    /// would not see the copies (they precede it).
     pub async fn compact_segment(
         &self,
         segment: u32,
@@ -357,7 +363,9 @@ impl Log {
                 Err(ScanError::Io(source)) => {
                     return Err(ReclaimError::Io { file: name, source });
                 }
-                Err(ScanError::Bad { offset, reason }) => {
+                Err(
+                    ScanError::Bad { offset, reason } | ScanError::Malformed { offset, reason },
+                ) => {
                     return Err(ReadError::Corrupted {
                         file: name,
                         offset,

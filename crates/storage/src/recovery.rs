@@ -98,7 +98,10 @@ pub struct Recovery {
     stale_prealloc: bool,
     /// The last segment's header must be (re)written: it was torn or never written.
     rewrite_last_header: bool,
-    failed: bool,
+    /// Why replay stopped, once it has: the log must not then be opened for appends.
+    failed: Option<String>,
+    /// Sealed segments whose damaged header repair zeroed: they get a fresh one.
+    rewrite_headers: Vec<u32>,
 }
 
 fn io_err(backend: &dyn Backend, name: &str) -> impl FnOnce(std::io::Error) -> OpenError {
@@ -116,6 +119,12 @@ impl Log {
         let mut stale_prealloc = false;
         for name in backend.list().map_err(io_err(&*backend, "."))? {
             if let Some(id) = parse_segment_name(&name) {
+                if id == 0 {
+                    return Err(OpenError::Unrecognised {
+                        file: backend.describe(&name),
+                        reason: "segment ids start at 1".into(),
+                    });
+                }
                 ids.push(id);
             } else if name == CHECKPOINT_FILE {
                 has_pointer = true;
@@ -157,6 +166,15 @@ impl Log {
 
         // Replay needs every segment from the checkpoint's (or the very first) to the last.
         let first_needed = pointer.map_or(1, |p| p.segment);
+        if let Some(p) = pointer
+            && ids.last().is_none_or(|&last| p.segment > last)
+        {
+            return Err(OpenError::MissingSegment {
+                file: backend.describe(&segment_name(p.segment)),
+                first: p.segment,
+                last: p.segment,
+            });
+        }
         if let Some(&last) = ids.last() {
             for id in first_needed..=last {
                 if !files.contains_key(&id) {
@@ -167,12 +185,6 @@ impl Log {
                     });
                 }
             }
-        } else if let Some(p) = pointer {
-            return Err(OpenError::MissingSegment {
-                file: backend.describe(&segment_name(p.segment)),
-                first: p.segment,
-                last: p.segment,
-            });
         }
         let to_scan: Vec<u32> = ids
             .iter()
@@ -195,7 +207,8 @@ impl Log {
             last_data_end: None,
             stale_prealloc,
             rewrite_last_header: ids.is_empty(),
-            failed: false,
+            failed: None,
+            rewrite_headers: Vec::new(),
         };
         if let Some(at) = pointer {
             recovery.load_checkpoint(at)?;
@@ -226,6 +239,15 @@ impl Recovery {
             offset,
             reason: format!("checkpoint: {reason}"),
         };
+        let len = self.files[&at.segment]
+            .len()
+            .map_err(io_err(&*self.backend, &segment_name(at.segment)))?;
+        if u64::from(at.offset) < SEGMENT_HEADER_BYTES as u64 || u64::from(at.offset) >= len {
+            return Err(corrupted(
+                u64::from(at.offset),
+                format!("the pointer is outside the segment ({len} bytes)"),
+            ));
+        }
         self.first_offset = u64::from(at.offset);
         let mut parts = Vec::new();
         let mut expected = None;
@@ -289,14 +311,19 @@ impl Recovery {
                 Err(ScanError::Io(e)) => {
                     return Err(io_err(&*self.backend, &segment_name(segment))(e));
                 }
-                Err(ScanError::Bad { offset, reason }) => {
+                Err(e @ (ScanError::Bad { .. } | ScanError::Malformed { .. })) => {
+                    let (offset, reason, torn_possible) = match e {
+                        ScanError::Bad { offset, reason } => (offset, reason, true),
+                        ScanError::Malformed { offset, reason } => (offset, reason, false),
+                        ScanError::Io(_) => unreachable!("matched above"),
+                    };
                     let file_len = scanner.file_len();
                     self.scanner = None;
                     let file = self.files[&segment].clone();
                     let end = last_nonzero(&*file, offset, file_len)
                         .map_err(io_err(&*self.backend, &segment_name(segment)))?
                         .map_or(offset, |at| at + 1);
-                    self.damaged(segment, offset, end, reason)?;
+                    self.damaged(segment, offset, end, reason, torn_possible)?;
                 }
             }
         }
@@ -340,6 +367,7 @@ impl Recovery {
             });
             tracing::warn!(file = %self.name(segment), error = %e, "repair: dropping a segment with a damaged header");
             self.cuts.push((segment, 0, len));
+            self.rewrite_headers.push(segment);
             return Ok(None);
         }
         Scanner::new(file, segment, start)
@@ -355,10 +383,11 @@ impl Recovery {
         offset: u64,
         end: u64,
         reason: String,
+        torn_possible: bool,
     ) -> Result<(), OpenError> {
         let file = self.name(segment);
         let dropped = end - offset;
-        if self.is_last(segment) {
+        if torn_possible && self.is_last(segment) {
             tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
             self.report.torn_tail = Some(TornTail {
                 file,
@@ -375,7 +404,7 @@ impl Recovery {
                 reason,
             });
         } else {
-            self.failed = true;
+            self.failed = Some(format!("{file}: corrupted at byte {offset}"));
             return Err(OpenError::Corrupted {
                 file,
                 offset,
@@ -394,10 +423,20 @@ impl Recovery {
         for item in self.by_ref() {
             item?;
         }
+        if let Some(reason) = self.failed.take() {
+            return Err(OpenError::ReplayFailed(reason));
+        }
         let backend = self.backend.clone();
         for &(segment, from, to) in &self.cuts {
             let name = segment_name(segment);
             zero_range(&*self.files[&segment], from, to).map_err(io_err(&*backend, &name))?;
+        }
+        for &segment in &self.rewrite_headers {
+            let name = segment_name(segment);
+            let f = &self.files[&segment];
+            f.write_all_at(&segment_header(segment), 0)
+                .and_then(|()| f.sync_data())
+                .map_err(io_err(&*backend, &name))?;
         }
         if self.stale_prealloc {
             backend
@@ -485,7 +524,7 @@ impl Iterator for Recovery {
     /// The next record after the checkpoint, in log order. Checkpoint records are not
     /// replayed. Stops at the first error.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
+        if self.failed.is_some() {
             return None;
         }
         loop {
@@ -493,7 +532,7 @@ impl Iterator for Recovery {
                 Ok(Some(s)) => s,
                 Ok(None) => return None,
                 Err(e) => {
-                    self.failed = true;
+                    self.failed.get_or_insert_with(|| e.to_string());
                     return Some(Err(e));
                 }
             };
@@ -510,12 +549,13 @@ impl Iterator for Recovery {
                 }
                 Err(e) => {
                     // The checksum held, so this is not a torn write: a bug or a newer format.
-                    self.failed = true;
-                    return Some(Err(OpenError::Corrupted {
+                    let err = OpenError::Corrupted {
                         file: self.name(scanned.location.segment),
                         offset,
                         reason: e.to_string(),
-                    }));
+                    };
+                    self.failed = Some(err.to_string());
+                    return Some(Err(err));
                 }
             }
         }

@@ -43,8 +43,15 @@ pub(crate) struct Scanned {
 /// Why a scan stopped before the end of the segment.
 #[derive(Debug)]
 pub(crate) enum ScanError {
-    /// The bytes at `offset` (a top-level frame) are not a valid frame.
+    /// The bytes at `offset` (a top-level frame) are not a valid frame: in the last segment,
+    /// a torn write.
     Bad {
+        offset: u64,
+        reason: String,
+    },
+    /// The frame at `offset` passed its checksum but its contents are malformed: never a torn
+    /// write, always corruption (or a bug).
+    Malformed {
         offset: u64,
         reason: String,
     },
@@ -117,6 +124,13 @@ impl Scanner {
         }
     }
 
+    fn malformed(&self, reason: impl Into<String>) -> ScanError {
+        ScanError::Malformed {
+            offset: self.pos,
+            reason: reason.into(),
+        }
+    }
+
     /// The next record, `None` at the clean end of the segment.
     pub(crate) fn next_record(&mut self) -> Result<Option<Scanned>, ScanError> {
         if let Some(s) = self.pending.pop_front() {
@@ -171,15 +185,15 @@ impl Scanner {
         match frame.kind {
             kind::BATCH => {
                 if frame.payload.is_empty() {
-                    return Err(self.bad("empty batch"));
+                    return Err(self.malformed("empty batch"));
                 }
                 let mut rel_offset = FRAME_HEADER_BYTES;
                 let mut rest = frame.payload.clone();
                 while !rest.is_empty() {
-                    let inner =
-                        parse_frame(&rest).map_err(|e| self.bad(format!("inside a batch: {e}")))?;
+                    let inner = parse_frame(&rest)
+                        .map_err(|e| self.malformed(format!("inside a batch: {e}")))?;
                     if inner.kind == kind::BATCH || inner.kind == kind::RELOCATED {
-                        return Err(self.bad("a batch holds a framing record"));
+                        return Err(self.malformed("a batch holds a framing record"));
                     }
                     self.pending.push_back(Scanned {
                         location: location(rel_offset, inner.len),
@@ -194,17 +208,17 @@ impl Scanner {
             }
             kind::RELOCATED => {
                 if frame.payload.len() < LOCATION_BYTES {
-                    return Err(self.bad("relocation frame too short"));
+                    return Err(self.malformed("relocation frame too short"));
                 }
                 let from = Location::decode(&frame.payload[..LOCATION_BYTES]);
                 let rest = frame.payload.slice(LOCATION_BYTES..);
                 let inner = parse_frame(&rest)
-                    .map_err(|e| self.bad(format!("inside a relocation: {e}")))?;
+                    .map_err(|e| self.malformed(format!("inside a relocation: {e}")))?;
                 if inner.len != rest.len()
                     || inner.kind == kind::BATCH
                     || inner.kind == kind::RELOCATED
                 {
-                    return Err(self.bad("malformed relocation frame"));
+                    return Err(self.malformed("malformed relocation frame"));
                 }
                 self.pending.push_back(Scanned {
                     location: location(FRAME_HEADER_BYTES + LOCATION_BYTES, inner.len),

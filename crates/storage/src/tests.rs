@@ -674,3 +674,141 @@ fn a_damaged_checkpoint_pointer_is_corruption() {
         Err(OpenError::Corrupted { .. })
     ));
 }
+
+/// The CPU time (user + system, in clock ticks) the writer threads of this process have used.
+fn writer_cpu_ticks() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("syncbrok-log-wr") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command name (which ends with ')'): utime and stime are 14 and 15.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        total += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    total
+}
+
+#[test]
+fn a_poisoned_writer_sleeps_instead_of_spinning() {
+    let disk = SimDisk::new(15);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    disk.fail_next_sync();
+    rt.block_on(async {
+        assert!(matches!(
+            log.append(&[message(0, 10)]).await,
+            Err(AppendError::Poisoned(_))
+        ));
+    });
+    let before = writer_cpu_ticks();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let used = writer_cpu_ticks() - before;
+    // A spinning writer burns about 50 ticks in half a second; an idle one none.
+    assert!(
+        used < 15,
+        "the poisoned writer used {used} ticks while idle"
+    );
+    log.close();
+}
+
+#[tokio::test]
+async fn finish_refuses_after_a_failed_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, victim) = log_with_sealed_segments(&dir).await;
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[victim.offset as usize + 20] ^= 0xFF;
+    std::fs::write(&path, content).unwrap();
+    let mut recovery = Log::open(fs(&dir), small_segments()).unwrap();
+    let first_error = recovery.by_ref().find_map(Result::err);
+    assert!(matches!(first_error, Some(OpenError::Corrupted { .. })));
+    assert!(matches!(recovery.finish(), Err(OpenError::ReplayFailed(_))));
+}
+
+/// A batch frame with a valid checksum around garbage: damage, never a torn write.
+fn malformed_batch() -> Vec<u8> {
+    let mut frame = Vec::new();
+    crate::frame::write_frame(&mut frame, 64, |out| out.extend_from_slice(&[7u8; 40]));
+    frame
+}
+
+#[tokio::test]
+async fn a_malformed_frame_in_the_last_segment_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    let at = log.append(&[message(0, 10)]).await.unwrap()[0];
+    log.close();
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    let end = (at.offset + at.len) as usize;
+    let bad = malformed_batch();
+    content[end..end + bad.len()].copy_from_slice(&bad);
+    std::fs::write(&path, content).unwrap();
+    match open(fs(&dir), test_config()) {
+        Err(OpenError::Corrupted { offset, .. }) => assert_eq!(offset, end as u64),
+        Err(e) => panic!("expected Corrupted, got {e}"),
+        Ok(_) => panic!("a malformed batch was taken for a torn tail"),
+    }
+}
+
+#[tokio::test]
+async fn repairing_a_damaged_sealed_header_leaves_a_log_that_opens_normally() {
+    let dir = tempfile::tempdir().unwrap();
+    let (all, _) = log_with_sealed_segments(&dir).await;
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[2] ^= 0xFF;
+    std::fs::write(&path, content).unwrap();
+    assert!(matches!(
+        open(fs(&dir), small_segments()),
+        Err(OpenError::Corrupted { offset: 0, .. })
+    ));
+    let repaired = open(
+        fs(&dir),
+        Config {
+            repair: true,
+            ..small_segments()
+        },
+    )
+    .unwrap();
+    assert_eq!(repaired.report.repaired.len(), 1);
+    let kept = records(&repaired.replayed);
+    assert_eq!(kept.last(), all.last());
+    repaired.log.close();
+    let again = open(fs(&dir), small_segments()).unwrap();
+    assert_eq!(records(&again.replayed), kept);
+}
+
+#[tokio::test]
+async fn a_checkpoint_pointer_outside_its_segment_is_corruption() {
+    let disk = SimDisk::new(16);
+    let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    log.checkpoint(vec![Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    log.close();
+    for (segment, offset) in [(1, 1 << 30), (1, 3), (9, 24)] {
+        let pointer = crate::writer::encode_checkpoint_pointer(Location {
+            segment,
+            offset,
+            len: 30,
+        });
+        disk.overwrite_file("CHECKPOINT", pointer);
+        let result = open(Arc::new(disk.clone()), test_config());
+        assert!(
+            matches!(
+                result,
+                Err(OpenError::Corrupted { .. } | OpenError::MissingSegment { .. })
+            ),
+            "segment {segment} offset {offset}"
+        );
+    }
+}

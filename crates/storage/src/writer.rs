@@ -225,6 +225,16 @@ pub(crate) struct Writer {
     pub preparer: Option<std::thread::JoinHandle<()>>,
 }
 
+struct CloseInboxOnExit(Arc<Shared>);
+
+impl Drop for CloseInboxOnExit {
+    fn drop(&mut self) {
+        self.0.inbox.close();
+        let queued = std::mem::take(&mut lock(&self.0.inbox.state).requests);
+        drop(queued);
+    }
+}
+
 /// A request of the current group, waiting for the group's write and sync.
 enum Pending {
     Append {
@@ -268,6 +278,9 @@ impl Pending {
 impl Writer {
     /// The writer thread's loop: runs until the inbox is closed and drained.
     pub(crate) fn run(mut self) {
+        // However the writer stops (even by a panic), appenders must not wait forever: close
+        // the inbox and drop what is queued, which completes every waiter with `Closed`.
+        let _closer = CloseInboxOnExit(self.shared.clone());
         while let Some(batch) = self.next_batch() {
             self.shared.inbox.slots.add_permits(batch.len());
             self.process(batch);
@@ -321,6 +334,10 @@ impl Writer {
 
     /// When written-but-unsynced data must be synced by, if there is any.
     fn sync_deadline(&self) -> Option<Instant> {
+        if self.poisoned.is_some() {
+            // Nothing can be synced any more; waiting for a deadline would spin.
+            return None;
+        }
         let since = self.dirty_since?;
         match self.fsync {
             FsyncPolicy::Always => Some(since + Duration::from_millis(LAZY_SYNC_DELAY_MS)),
@@ -501,8 +518,18 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // Best effort: a half-made segment would only be found as a torn header.
-                let _ = backend.remove(&name);
+                // The half-made segment must be gone for good before anything more is appended
+                // here: were it to survive a crash, this segment would count as sealed and an
+                // unsynced tail in it as corruption.
+                let removed = match backend.remove(&name) {
+                    Err(r) if r.kind() != std::io::ErrorKind::NotFound => Err(r),
+                    _ => backend.sync_dir(),
+                };
+                if let Err(cleanup) = removed {
+                    let msg = format!("could not remove a half-made {name} ({e}): {cleanup}");
+                    tracing::error!("{msg}; refusing further appends");
+                    self.poisoned = Some(msg);
+                }
                 Err(AppendError::from_write(e))
             }
         }
