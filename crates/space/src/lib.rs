@@ -1,11 +1,15 @@
 //! syncbrok's Space: queues, messages and subscribers on top of Storage.
 //!
-//! So far: the [`scheduler`], the pure state machine of one queue under parented mode. The
-//! Space that persists it through Storage and the dispatchers that deliver come next.
+//! - [`scheduler`]: the pure state machine of one queue under parented mode.
+//! - [`settings`]: queue settings as users write them, with defaults, patches and bounds.
+//! - [`ids`]: message ids that tell which queue issued them, and in which order.
 
+pub mod ids;
 pub mod scheduler;
+pub mod settings;
 
 pub use scheduler::{
     Counts, DeadCause, DeliveryState, Event, Lineage, MessageId, MessageState, OnParentDead,
     SUBSCRIBERS_PER_QUEUE_MAX, ScheduleError, Scheduler, Slot, Slots, SubscriberId,
 };
+pub use settings::{QueueSettings, SettingsPatch, Span};

@@ -18,7 +18,7 @@
 //! Memory: one [`Entry`] per message (about 60 bytes with its map slot), plus one id per
 //! subscriber in the ready queues while it waits to be sent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use uuid::Uuid;
 
@@ -151,7 +151,9 @@ pub enum ScheduleError {
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
+struct Entry<M> {
+    /// What the Space keeps with the message (its location in the log, its size).
+    meta: M,
     parent: Option<MessageId>,
     fanout: u64,
     acked: u64,
@@ -164,7 +166,7 @@ struct Entry {
     parent_dead: bool,
 }
 
-impl Entry {
+impl<M> Entry<M> {
     fn is_delivered(&self) -> bool {
         !self.waiting && !self.parent_dead && self.acked == self.fanout
     }
@@ -210,21 +212,22 @@ pub struct Counts {
     pub dead: u64,
 }
 
-/// The scheduler of one queue.
-pub struct Scheduler {
+/// The scheduler of one queue. `M` is what the Space keeps with each message.
+pub struct Scheduler<M = ()> {
     on_parent_dead: OnParentDead,
     slots: Vec<Option<Subscriber>>,
-    messages: HashMap<MessageId, Entry>,
+    /// Ordered by id, which is publish order: pages and "oldest" come for free.
+    messages: BTreeMap<MessageId, Entry<M>>,
     /// Children held by a parent that is not delivered yet, by parent.
     waiting_on: HashMap<MessageId, Vec<MessageId>>,
 }
 
-impl Scheduler {
-    pub fn new(on_parent_dead: OnParentDead) -> Scheduler {
+impl<M> Scheduler<M> {
+    pub fn new(on_parent_dead: OnParentDead) -> Scheduler<M> {
         Scheduler {
             on_parent_dead,
             slots: Vec::new(),
-            messages: HashMap::new(),
+            messages: BTreeMap::new(),
             waiting_on: HashMap::new(),
         }
     }
@@ -306,6 +309,7 @@ impl Scheduler {
         id: MessageId,
         lineage: Lineage,
         fanout: Slots,
+        meta: M,
     ) -> Result<Vec<Event>, ScheduleError> {
         if self.messages.contains_key(&id) {
             return Err(ScheduleError::Duplicate(id));
@@ -324,6 +328,7 @@ impl Scheduler {
             }
         };
         let mut entry = Entry {
+            meta,
             parent,
             fanout,
             acked: 0,
@@ -548,7 +553,7 @@ impl Scheduler {
 
     /// Removes a message (discarded, or its retention is over). Its waiting children are
     /// released: nothing is left for them to wait on. Attempts under way finish unheard.
-    pub fn remove(&mut self, id: MessageId) -> Result<Vec<Event>, ScheduleError> {
+    pub fn remove(&mut self, id: MessageId) -> Result<(M, Vec<Event>), ScheduleError> {
         let e = self
             .messages
             .remove(&id)
@@ -574,7 +579,28 @@ impl Scheduler {
             }
         }
         self.settle_all(todo, &mut events);
-        Ok(events)
+        Ok((e.meta, events))
+    }
+
+    /// What the Space keeps with a message.
+    pub fn meta(&self, id: MessageId) -> Option<&M> {
+        self.messages.get(&id).map(|e| &e.meta)
+    }
+
+    pub fn meta_mut(&mut self, id: MessageId) -> Option<&mut M> {
+        self.messages.get_mut(&id).map(|e| &mut e.meta)
+    }
+
+    /// Messages in id (publish) order from `after` (exclusive), with their states.
+    pub fn iter_from(
+        &self,
+        after: Option<MessageId>,
+    ) -> impl Iterator<Item = (MessageId, MessageState, &M)> + '_ {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.messages
+            .range((start, Bound::Unbounded))
+            .map(|(id, e)| (*id, e.state(), &e.meta))
     }
 
     pub fn contains(&self, id: MessageId) -> bool {
@@ -659,7 +685,7 @@ mod tests {
     fn a_message_is_delivered_when_every_subscriber_acked() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
         assert_eq!(s.state(id(1)), Some(MessageState::Ready));
         assert_eq!(s.next(sl[0]), Some(id(1)));
         assert_eq!(s.next(sl[0]), None, "not twice at once");
@@ -678,10 +704,10 @@ mod tests {
     fn a_chain_goes_strictly_in_order_and_siblings_together() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
-        s.publish(id(3), Lineage::Child(id(2)), all).unwrap();
-        s.publish(id(4), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+        s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
+        s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
         assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
         assert_eq!(s.next(sl[0]), Some(id(1)));
         assert_eq!(s.next(sl[0]), None, "children wait for the parent");
@@ -703,16 +729,16 @@ mod tests {
         let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
         assert_eq!(
-            s.publish(id(2), Lineage::Child(id(1)), all),
+            s.publish(id(2), Lineage::Child(id(1)), all, ()),
             Err(ScheduleError::UnknownParent(id(1)))
         );
         assert!(
             !s.contains(id(2)),
             "a refused publish leaves nothing behind"
         );
-        s.publish(id(1), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
         assert_eq!(
-            s.publish(id(1), Lineage::Root, all),
+            s.publish(id(1), Lineage::Root, all, ()),
             Err(ScheduleError::Duplicate(id(1)))
         );
     }
@@ -721,12 +747,12 @@ mod tests {
     fn a_child_of_a_delivered_or_removed_parent_goes_at_once() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
         s.next(sl[0]);
         s.ack(id(1), sl[0]);
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
         assert_eq!(s.state(id(2)), Some(MessageState::Ready));
-        s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all)
+        s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all, ())
             .unwrap();
         assert_eq!(s.state(id(3)), Some(MessageState::Ready));
         assert_eq!(s.parent(id(3)), Some(id(99)));
@@ -735,18 +761,20 @@ mod tests {
     #[test]
     fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
         let (mut s, _) = with_subscribers(OnParentDead::Wait, 0);
-        let events = s.publish(id(1), Lineage::Root, Slots(0)).unwrap();
+        let events = s.publish(id(1), Lineage::Root, Slots(0), ()).unwrap();
         assert!(delivered(&events, id(1)));
-        let events = s.publish(id(2), Lineage::Child(id(1)), Slots(0)).unwrap();
+        let events = s
+            .publish(id(2), Lineage::Child(id(1)), Slots(0), ())
+            .unwrap();
         assert!(delivered(&events, id(2)));
     }
 
     #[test]
     fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        s.publish(id(0), Lineage::Root, s.all_slots()).unwrap();
+        s.publish(id(0), Lineage::Root, s.all_slots(), ()).unwrap();
         for n in 1..100_000 {
-            s.publish(id(n), Lineage::Child(id(n - 1)), Slots(0))
+            s.publish(id(n), Lineage::Child(id(n - 1)), Slots(0), ())
                 .unwrap();
         }
         s.next(sl[0]);
@@ -758,8 +786,8 @@ mod tests {
     fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
         s.next(sl[0]);
         let events = s.give_up(id(1), sl[0]);
         assert!(events.contains(&Event::Dead {
@@ -778,9 +806,9 @@ mod tests {
     fn dead_letter_policy_kills_the_whole_line() {
         let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
-        s.publish(id(3), Lineage::Child(id(2)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+        s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
         s.next(sl[0]);
         let events = s.give_up(id(1), sl[0]);
         for m in [2, 3] {
@@ -791,7 +819,7 @@ mod tests {
             assert_eq!(s.state(id(m)), Some(MessageState::Dead));
         }
         // A child published after the parent died is dead at once.
-        let events = s.publish(id(4), Lineage::Child(id(1)), all).unwrap();
+        let events = s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
         assert_eq!(
             events,
             vec![Event::Dead {
@@ -806,8 +834,8 @@ mod tests {
     fn deliver_policy_lets_children_go_on() {
         let (mut s, sl) = with_subscribers(OnParentDead::Deliver, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
         s.next(sl[0]);
         s.give_up(id(1), sl[0]);
         assert_eq!(s.next(sl[0]), Some(id(2)));
@@ -817,10 +845,10 @@ mod tests {
     fn removing_a_parent_releases_its_waiting_children() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
         s.next(sl[0]);
-        let events = s.remove(id(1)).unwrap();
+        let (_, events) = s.remove(id(1)).unwrap();
         assert!(
             events
                 .iter()
@@ -836,8 +864,8 @@ mod tests {
     fn removing_a_waiting_child_unlinks_it() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
         s.remove(id(2)).unwrap();
         s.next(sl[0]);
         let events = s.ack(id(1), sl[0]);
@@ -849,7 +877,7 @@ mod tests {
     fn a_removed_subscriber_is_no_longer_waited_for() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
         s.next(sl[0]);
         s.ack(id(1), sl[0]);
         let events = s.remove_subscriber(sl[1]).unwrap();
@@ -864,10 +892,10 @@ mod tests {
     #[test]
     fn a_later_subscriber_gets_only_later_messages_and_slots_are_reused() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        s.publish(id(1), Lineage::Root, s.all_slots()).unwrap();
+        s.publish(id(1), Lineage::Root, s.all_slots(), ()).unwrap();
         let late = s.add_subscriber(7).unwrap();
         assert_eq!(s.next(late), None);
-        s.publish(id(2), Lineage::Root, s.all_slots()).unwrap();
+        s.publish(id(2), Lineage::Root, s.all_slots(), ()).unwrap();
         assert_eq!(s.next(late), Some(id(2)));
         s.remove_subscriber(sl[0]).unwrap();
         assert_eq!(s.add_subscriber(8).unwrap(), sl[0]);
@@ -888,7 +916,7 @@ mod tests {
     fn redrive_goes_only_to_subscribers_that_gave_up() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
         assert_eq!(s.redrive(id(1)), Err(ScheduleError::NotDead(id(1))));
         s.next(sl[0]);
         s.next(sl[1]);
@@ -905,9 +933,9 @@ mod tests {
     fn replayed_acks_need_no_attempt_and_requeue_puts_back_in_front() {
         let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
         let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all).unwrap();
-        s.publish(id(2), Lineage::Root, all).unwrap();
-        s.publish(id(3), Lineage::Root, all).unwrap();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Root, all, ()).unwrap();
+        s.publish(id(3), Lineage::Root, all, ()).unwrap();
         s.ack(id(1), sl[0]);
         assert_eq!(s.next(sl[0]), Some(id(2)), "the acked message is skipped");
         s.requeue(id(2), sl[0]);
@@ -917,6 +945,6 @@ mod tests {
     #[test]
     fn an_entry_stays_small() {
         // The memory budget is 200 bytes per undelivered message for the whole broker.
-        assert!(std::mem::size_of::<Entry>() <= 64);
+        assert!(std::mem::size_of::<Entry<()>>() <= 64);
     }
 }

@@ -71,7 +71,7 @@ fn policy_strategy() -> impl Strategy<Value = OnParentDead> {
 }
 
 struct Harness {
-    s: Scheduler,
+    s: Scheduler<()>,
     policy: OnParentDead,
     slots: Vec<Slot>,
     published: Vec<MessageId>,
@@ -150,7 +150,7 @@ impl Harness {
 }
 
 fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut s = Scheduler::new(policy);
+    let mut s = Scheduler::<()>::new(policy);
     let slots: Vec<Slot> = (0..SLOTS)
         .map(|i| s.add_subscriber(i as u64 + 1).unwrap())
         .collect();
@@ -180,7 +180,7 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(p) if h.removed.contains(&p) => Lineage::ChildOfRemoved(p),
                     Some(p) => Lineage::Child(p),
                 };
-                let events = h.s.publish(id, lineage, Slots(fanout)).unwrap();
+                let events = h.s.publish(id, lineage, Slots(fanout), ()).unwrap();
                 h.apply(&events)?;
                 if let Some(p) = parent {
                     h.parents.insert(id, p);
