@@ -1,15 +1,30 @@
 //! syncbrok's Space: queues, messages and subscribers on top of Storage.
 //!
+//! - [`Space`]: the durable broker state and its delivery loop (one dispatcher per subscriber).
 //! - [`scheduler`]: the pure state machine of one queue under parented mode.
+//! - [`delivery`]: what the Space asks of a Handler, and the retry schedule.
 //! - [`settings`]: queue settings as users write them, with defaults, patches and bounds.
 //! - [`ids`]: message ids that tell which queue issued them, and in which order.
+//!
+//! The Space knows nothing of HTTP frontends: they call it through [`Space`].
 
+pub mod delivery;
+mod error;
 pub mod ids;
+mod queue;
 pub mod scheduler;
 pub mod settings;
+pub mod space;
 
+pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
+pub use error::SpaceError;
+pub use queue::{DeliveryView, SubscriberSpec};
 pub use scheduler::{
     Counts, DeadCause, DeliveryState, Event, Lineage, MessageId, MessageState, OnParentDead,
     SUBSCRIBERS_PER_QUEUE_MAX, ScheduleError, Scheduler, Slot, Slots, SubscriberId,
 };
 pub use settings::{QueueSettings, SettingsPatch, Span};
+pub use space::{
+    DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo, Space, SpaceConfig,
+    SubscriberInfo,
+};

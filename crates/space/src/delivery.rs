@@ -1,0 +1,155 @@
+//! What the Space asks of a Handler, and the retry schedule it applies to the answers.
+//!
+//! The Space decides *what* to send to *whom* and *when*; a [`Deliverer`] does the sending
+//! (the HTTP handlers live in their own crate). One attempt is one call; the Space counts
+//! attempts, waits out the backoff, and gives up after `retry.max_attempts`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::scheduler::{MessageId, SubscriberId};
+use crate::settings::Retry;
+
+/// How a subscriber wants its messages (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandlerKind {
+    /// Raw body, Standard Webhooks and CloudEvents headers; any 2xx acknowledges.
+    Webhook,
+    /// The original broker's JSON `{id, content}`; acknowledged by a 2xx with body `true`.
+    Legacy,
+}
+
+impl HandlerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HandlerKind::Webhook => "webhook",
+            HandlerKind::Legacy => "legacy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HandlerKind> {
+        match s {
+            "webhook" => Some(HandlerKind::Webhook),
+            "legacy" => Some(HandlerKind::Legacy),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt to deliver one message to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub message: MessageId,
+    pub queue: Arc<str>,
+    pub subscriber: SubscriberId,
+    pub endpoint: Arc<str>,
+    pub handler: HandlerKind,
+    /// The decoded `whsec_` key, if the subscriber has one.
+    pub secret: Option<Arc<[u8]>>,
+    pub body: Bytes,
+    pub content_type: String,
+    pub parent: Option<MessageId>,
+    /// Unix milliseconds.
+    pub published_at_ms: u64,
+    /// 1-based; restarts at 1 after a redrive.
+    pub number: u32,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Acked,
+    Failed {
+        error: String,
+        /// What the subscriber asked for (`Retry-After` on 429/503).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Sends attempts. Implemented by the HTTP handlers; the Space calls it from its dispatcher
+/// tasks, at most `max_in_flight` at a time per subscriber, each under `delivery_timeout`.
+pub trait Deliverer: Send + Sync + 'static {
+    fn deliver(&self, attempt: Attempt) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+}
+
+/// The wait before attempt `next` (2 or more) after a failure: exponential backoff with full
+/// jitter — uniform in `[0, min(max_backoff, initial_backoff × 2^(next-2))]` — or what the
+/// subscriber asked for with `Retry-After`, capped by `max_backoff` and without jitter.
+pub fn backoff(
+    retry: &Retry,
+    next: u32,
+    retry_after: Option<Duration>,
+    rng: &mut fastrand::Rng,
+) -> Duration {
+    let cap = retry.max_backoff.0;
+    if let Some(asked) = retry_after {
+        return asked.min(cap);
+    }
+    let doublings = next.saturating_sub(2).min(40);
+    let ceiling = retry
+        .initial_backoff
+        .0
+        .checked_mul(1u32 << doublings.min(31))
+        .unwrap_or(cap)
+        .min(cap);
+    let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rng.u64(0..=ceiling_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Span;
+
+    fn retry() -> Retry {
+        Retry {
+            max_attempts: 20,
+            initial_backoff: Span::millis(500),
+            max_backoff: Span::secs(300),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_under_full_jitter_and_is_capped() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for next in 2..30u32 {
+            let ceiling = Duration::from_millis(500)
+                .saturating_mul(1 << (next - 2).min(31))
+                .min(Duration::from_secs(300));
+            let mut max_seen = Duration::ZERO;
+            for _ in 0..200 {
+                let d = backoff(&retry(), next, None, &mut rng);
+                assert!(d <= ceiling, "attempt {next}: {d:?} over {ceiling:?}");
+                max_seen = max_seen.max(d);
+            }
+            // Full jitter spreads over the whole range, up near the ceiling.
+            assert!(max_seen > ceiling / 2, "attempt {next}: never above half");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_without_jitter_and_capped() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let r = retry();
+        assert_eq!(
+            backoff(&r, 2, Some(Duration::from_secs(7)), &mut rng),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            backoff(&r, 2, Some(Duration::from_secs(3600)), &mut rng),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn handler_names_roundtrip() {
+        for k in [HandlerKind::Webhook, HandlerKind::Legacy] {
+            assert_eq!(HandlerKind::parse(k.name()), Some(k));
+        }
+        assert_eq!(HandlerKind::parse("sms"), None);
+    }
+}

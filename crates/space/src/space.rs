@@ -1,0 +1,1365 @@
+//! The Space: named queues on one log, with a dispatcher per subscriber.
+//!
+//! Every change that must survive a crash is appended to the log first and applied to memory
+//! after (publishes wait for durability; acks and failures are appended lazily, since losing
+//! one only causes a redelivery). On open, the same changes are replayed from the log.
+//!
+//! Locks: the queue map is behind a short `RwLock`; each queue's state behind its own `Mutex`,
+//! never held across an `.await`. Administrative changes (queues, subscribers) are serialised
+//! by one async lock so that their records reach the log in the order they apply.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use storage::io::Backend;
+use storage::{Ack, AppendError, Log, Published, Record, RecoveryReport};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::delivery::{Attempt, Deliverer, HandlerKind, Outcome, backoff};
+use crate::error::SpaceError;
+use crate::ids;
+use crate::queue::{DeliveryView, Meta, QueueState, Remembered, Subscriber, SubscriberSpec, Wake};
+use crate::scheduler::{Counts, MessageId, MessageState, SUBSCRIBERS_PER_QUEUE_MAX, SubscriberId};
+use crate::settings::{QueueSettings, SettingsPatch};
+
+/// Bounds of the Space, each with its reason.
+pub mod limits {
+    /// Queue names: `[A-Za-z0-9._-]{1,128}` (SPEC §4), so they are safe in URLs and logs.
+    pub const QUEUE_NAME_BYTES_MAX: usize = 128;
+    /// Endpoints: absolute http(s) URLs of at most this many bytes (SPEC §4).
+    pub const ENDPOINT_BYTES_MAX: usize = 2048;
+    /// `max_in_flight` per subscriber: each in-flight attempt holds a connection and a task.
+    pub const MAX_IN_FLIGHT_DEFAULT: u32 = 64;
+    pub const MAX_IN_FLIGHT_MAX: u32 = 4096;
+    /// Idempotency keys longer than this are refused: they are kept in memory for the window.
+    pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+    /// Content types longer than this are refused; they are stored with every message.
+    pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
+    /// Error texts kept per failed attempt are cut to this length.
+    pub const ERROR_TEXT_BYTES_MAX: usize = 512;
+    /// How often retention and idempotency windows are swept.
+    pub const SWEEP_INTERVAL_MS: u64 = 1000;
+}
+
+/// How a Space is opened.
+#[derive(Debug, Clone)]
+pub struct SpaceConfig {
+    pub storage: storage::Config,
+}
+
+/// A new message.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub body: Bytes,
+    /// Defaults to `application/octet-stream`.
+    pub content_type: Option<String>,
+    pub parent: Option<MessageId>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedMessage {
+    pub id: MessageId,
+    pub parent: Option<MessageId>,
+    /// False when an `Idempotency-Key` matched an earlier publish: `id` is that message's.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    pub id: SubscriberId,
+    pub endpoint: String,
+    pub handler: HandlerKind,
+    pub max_in_flight: u32,
+    pub has_secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub settings: QueueSettings,
+    pub subscribers: Vec<SubscriberInfo>,
+    pub counts: Counts,
+    /// Bytes of undelivered messages.
+    pub bytes: u64,
+    pub oldest_undelivered_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub id: MessageId,
+    pub queue: String,
+    pub parent: Option<MessageId>,
+    pub children: Vec<MessageId>,
+    pub state: MessageState,
+    pub content_type: String,
+    pub size: u64,
+    pub published_at_ms: u64,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One dead (message, subscriber) pair; `subscriber` is `None` for a message dead with its
+/// parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: MessageId,
+    pub subscriber: Option<SubscriberId>,
+    pub endpoint: Option<String>,
+    pub reason: storage::DeadReason,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub dead_at_ms: u64,
+}
+
+/// A page of a listing and the cursor of the next one (`None` at the end).
+pub type Page<T> = (Vec<T>, Option<MessageId>);
+
+/// How a queue is stored in `QueueCreated`/`QueueUpdated` records.
+#[derive(Serialize, Deserialize)]
+struct StoredQueue {
+    number: u32,
+    settings: QueueSettings,
+}
+
+struct Queue {
+    state: Mutex<QueueState>,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Inner {
+    log: Log,
+    queues: RwLock<BTreeMap<String, Arc<Queue>>>,
+    by_number: RwLock<HashMap<u32, Arc<Queue>>>,
+    /// Serialises queue and subscriber changes.
+    admin: tokio::sync::Mutex<()>,
+    next_queue_number: AtomicU32,
+    next_subscriber: AtomicU64,
+    deliverer: Arc<dyn Deliverer>,
+    shutdown: watch::Sender<bool>,
+    /// Attempts under way, and a wake-up when they reach zero (graceful shutdown).
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// The Space. Cheap to clone. Must be opened, and used, inside a tokio runtime.
+#[derive(Clone)]
+pub struct Space {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn body_hash(body: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    h.finish()
+}
+
+fn wake_all(wake: Wake) {
+    for n in wake {
+        n.notify_one();
+    }
+}
+
+/// Checks a queue name against SPEC §4.
+pub fn validate_queue_name(name: &str) -> Result<(), SpaceError> {
+    let ok = !name.is_empty()
+        && name.len() <= limits::QUEUE_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpaceError::InvalidQueueName(name.to_owned()))
+    }
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<(), SpaceError> {
+    let bad = |why: &str| SpaceError::InvalidEndpoint(format!("{endpoint:?}: {why}"));
+    if endpoint.len() > limits::ENDPOINT_BYTES_MAX {
+        return Err(bad("longer than 2048 bytes"));
+    }
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| bad("not an absolute http or https URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad("no host"));
+    }
+    Ok(())
+}
+
+/// Decodes a `whsec_<base64>` secret into its HMAC key.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SpaceError> {
+    use base64::Engine;
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or(SpaceError::InvalidSecret)?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| SpaceError::InvalidSecret)?;
+    if key.is_empty() {
+        return Err(SpaceError::InvalidSecret);
+    }
+    Ok(key)
+}
+
+fn cut(mut text: String) -> String {
+    if text.len() > limits::ERROR_TEXT_BYTES_MAX {
+        let mut at = limits::ERROR_TEXT_BYTES_MAX;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
+}
+
+impl Space {
+    /// Opens the log, replays it, and starts a dispatcher per subscriber.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        config: SpaceConfig,
+        deliverer: Arc<dyn Deliverer>,
+    ) -> Result<(Space, RecoveryReport), SpaceError> {
+        let mut recovery = Log::open(backend, config.storage)?;
+        if recovery.checkpoint().is_some() {
+            return Err(SpaceError::Unsupported(
+                "this log has a checkpoint, which this version cannot read".into(),
+            ));
+        }
+        let mut replay = Replay::default();
+        for item in recovery.by_ref() {
+            let replayed = item?;
+            replay.apply(replayed.location, replayed.record);
+        }
+        let (log, report) = recovery.finish()?;
+        let (shutdown, _) = watch::channel(false);
+        let mut queues = BTreeMap::new();
+        let mut by_number = HashMap::new();
+        for (name, state) in replay.queues {
+            let q = Arc::new(Queue {
+                state: Mutex::new(state),
+            });
+            by_number.insert(q.lock().number, q.clone());
+            queues.insert(name, q);
+        }
+        let space = Space {
+            inner: Arc::new(Inner {
+                log,
+                queues: RwLock::new(queues),
+                by_number: RwLock::new(by_number),
+                admin: tokio::sync::Mutex::new(()),
+                next_queue_number: AtomicU32::new(replay.next_queue_number.max(1)),
+                next_subscriber: AtomicU64::new(replay.next_subscriber.max(1)),
+                deliverer,
+                shutdown,
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        };
+        let now = now_ms();
+        for q in space.all_queues() {
+            let mut st = q.lock();
+            let mut wake = Vec::new();
+            st.expire(now, &mut wake);
+            let subs: Vec<_> = st
+                .subscribers
+                .iter()
+                .map(|(id, s)| (*id, s.notify.clone()))
+                .collect();
+            drop(st);
+            for (id, notify) in subs {
+                space.spawn_dispatcher(q.clone(), id);
+                notify.notify_one();
+            }
+        }
+        space.spawn_sweeper();
+        Ok((space, report))
+    }
+
+    fn all_queues(&self) -> Vec<Arc<Queue>> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, SpaceError> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SpaceError::QueueNotFound(name.to_owned()))
+    }
+
+    /// Creates a queue, or updates its settings if it exists (nested fields left out keep
+    /// their values). Returns the queue and whether it was created.
+    pub async fn put_queue(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<(QueueInfo, bool), SpaceError> {
+        validate_queue_name(name)?;
+        let _admin = self.inner.admin.lock().await;
+        let existing = self.queue(name).ok();
+        let (record, created) = match &existing {
+            Some(q) => {
+                let (number, settings) = {
+                    let st = q.lock();
+                    (st.number, st.settings.merged(patch)?)
+                };
+                let json = serde_json::to_vec(&StoredQueue { number, settings })
+                    .map_err(|e| SpaceError::Internal(e.to_string()))?;
+                (
+                    Record::QueueUpdated {
+                        queue: name.to_owned(),
+                        settings: Bytes::from(json),
+                    },
+                    false,
+                )
+            }
+            None => {
+                let settings = QueueSettings::default().merged(patch)?;
+                let number = self.inner.next_queue_number.load(Ordering::Relaxed);
+                if number > ids::QUEUE_NUMBER_MAX {
+                    return Err(SpaceError::Internal("queue numbers exhausted".into()));
+                }
+                let json = serde_json::to_vec(&StoredQueue { number, settings })
+                    .map_err(|e| SpaceError::Internal(e.to_string()))?;
+                (
+                    Record::QueueCreated {
+                        queue: name.to_owned(),
+                        settings: Bytes::from(json),
+                    },
+                    true,
+                )
+            }
+        };
+        self.inner.log.append(std::slice::from_ref(&record)).await?;
+        let stored = match &record {
+            Record::QueueCreated { settings, .. } | Record::QueueUpdated { settings, .. } => {
+                serde_json::from_slice::<StoredQueue>(settings)
+                    .map_err(|e| SpaceError::Internal(e.to_string()))?
+            }
+            _ => unreachable!("built above"),
+        };
+        match existing {
+            Some(q) => q.lock().set_settings(stored.settings),
+            None => {
+                self.inner
+                    .next_queue_number
+                    .store(stored.number + 1, Ordering::Relaxed);
+                let q = Arc::new(Queue {
+                    state: Mutex::new(QueueState::new(name, stored.number, stored.settings)),
+                });
+                self.inner
+                    .queues
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_owned(), q.clone());
+                self.inner
+                    .by_number
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(stored.number, q);
+            }
+        }
+        Ok((self.queue_info(name)?, created))
+    }
+
+    /// Deletes a queue and its messages; its subscribers' tasks stop.
+    pub async fn delete_queue(&self, name: &str) -> Result<(), SpaceError> {
+        let _admin = self.inner.admin.lock().await;
+        let q = self.queue(name)?;
+        self.inner
+            .log
+            .append(&[Record::QueueDeleted {
+                queue: name.to_owned(),
+            }])
+            .await?;
+        let number = {
+            let mut st = q.lock();
+            st.deleted = true;
+            for s in st.subscribers.values() {
+                let _ = s.stop.send(true);
+            }
+            st.number
+        };
+        self.inner
+            .queues
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.inner
+            .by_number
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&number);
+        Ok(())
+    }
+
+    pub fn queue_names(&self) -> Vec<String> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn queue_info(&self, name: &str) -> Result<QueueInfo, SpaceError> {
+        let q = self.queue(name)?;
+        let st = q.lock();
+        Ok(QueueInfo {
+            name: name.to_owned(),
+            settings: st.settings,
+            subscribers: st
+                .subscribers
+                .iter()
+                .map(|(id, s)| subscriber_info(*id, s))
+                .collect(),
+            counts: st.sched.counts(),
+            bytes: st.undelivered_bytes,
+            oldest_undelivered_age_ms: st
+                .oldest_undelivered_age(now_ms())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
+    }
+
+    /// Adds a subscriber; the same endpoint twice returns the existing one (`false`).
+    pub async fn add_subscriber(
+        &self,
+        queue: &str,
+        spec: SubscriberSpec,
+    ) -> Result<(SubscriberInfo, bool), SpaceError> {
+        validate_endpoint(&spec.endpoint)?;
+        if spec.max_in_flight == 0 || spec.max_in_flight > limits::MAX_IN_FLIGHT_MAX {
+            return Err(SpaceError::InvalidMaxInFlight(spec.max_in_flight));
+        }
+        if let Some(secret) = &spec.secret {
+            decode_secret(secret)?;
+        }
+        let _admin = self.inner.admin.lock().await;
+        let q = self.queue(queue)?;
+        {
+            let st = q.lock();
+            if let Some((id, s)) = st
+                .subscribers
+                .iter()
+                .find(|(_, s)| s.spec.endpoint == spec.endpoint)
+            {
+                return Ok((subscriber_info(*id, s), false));
+            }
+            if st.subscribers.len() >= SUBSCRIBERS_PER_QUEUE_MAX {
+                return Err(SpaceError::TooManySubscribers);
+            }
+        }
+        let id = self.inner.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .log
+            .append(&[Record::SubscriberAdded {
+                queue: queue.to_owned(),
+                subscriber: id,
+                endpoint: spec.endpoint.clone(),
+                handler: spec.handler.name().to_owned(),
+                secret: spec.secret.clone(),
+                max_in_flight: spec.max_in_flight,
+            }])
+            .await?;
+        let info = {
+            let mut st = q.lock();
+            add_subscriber_state(&mut st, id, spec)?;
+            subscriber_info(id, &st.subscribers[&id])
+        };
+        self.spawn_dispatcher(q, id);
+        Ok((info, true))
+    }
+
+    pub fn subscribers(&self, queue: &str) -> Result<Vec<SubscriberInfo>, SpaceError> {
+        Ok(self.queue_info(queue)?.subscribers)
+    }
+
+    /// Removes a subscriber: pending deliveries to it are dropped, and messages no longer wait
+    /// for it.
+    pub async fn remove_subscriber(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
+        let _admin = self.inner.admin.lock().await;
+        let q = self.queue(queue)?;
+        if !q.lock().subscribers.contains_key(&id) {
+            return Err(SpaceError::SubscriberNotFound(id));
+        }
+        self.inner
+            .log
+            .append(&[Record::SubscriberRemoved {
+                queue: queue.to_owned(),
+                subscriber: id,
+            }])
+            .await?;
+        let mut wake = Vec::new();
+        remove_subscriber_state(&mut q.lock(), id, now_ms(), &mut wake);
+        wake_all(wake);
+        Ok(())
+    }
+
+    /// Publishes a message; returns once it is durable (under `fsync: always`).
+    pub async fn publish(
+        &self,
+        queue: &str,
+        msg: NewMessage,
+    ) -> Result<PublishedMessage, SpaceError> {
+        let q = self.queue(queue)?;
+        let content_type = msg
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
+            return Err(SpaceError::InvalidContentType);
+        }
+        if let Some(key) = &msg.idempotency_key
+            && (key.is_empty() || key.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX)
+        {
+            return Err(SpaceError::InvalidIdempotencyKey);
+        }
+        let size = u32::try_from(msg.body.len()).map_err(|_| SpaceError::BodyTooLarge)?;
+        let now = now_ms();
+        let hash = msg.idempotency_key.as_ref().map(|_| body_hash(&msg.body));
+
+        // Check and reserve under the lock; append without it.
+        let (id, fanout) = {
+            let mut st = q.lock();
+            if st.deleted {
+                return Err(SpaceError::QueueNotFound(queue.to_owned()));
+            }
+            if let (Some(key), Some(hash)) = (&msg.idempotency_key, hash)
+                && let Some(r) = st.idempotency.get(key)
+                && r.expires_at_ms > now
+            {
+                if r.body_hash != hash {
+                    return Err(SpaceError::IdempotencyConflict(key.clone()));
+                }
+                let parent = st.sched.parent(r.id).or(msg.parent);
+                return Ok(PublishedMessage {
+                    id: r.id,
+                    parent,
+                    created: false,
+                });
+            }
+            if let Some(p) = msg.parent
+                && !st.sched.contains(p)
+                && !st.issued(p)
+            {
+                return Err(SpaceError::UnknownParent(p));
+            }
+            let limits = st.settings.limits;
+            if let Some(max) = limits.max_messages
+                && st.undelivered + st.reserved + 1 > max
+            {
+                return Err(SpaceError::QueueFull {
+                    limit: "max_messages",
+                });
+            }
+            if let Some(max) = limits.max_bytes
+                && st.undelivered_bytes + st.reserved_bytes + u64::from(size) > max
+            {
+                return Err(SpaceError::QueueFull { limit: "max_bytes" });
+            }
+            if st.next_seq > ids::SEQUENCE_MAX {
+                return Err(SpaceError::Internal("message sequence exhausted".into()));
+            }
+            let id = ids::message_id(now, st.number, st.next_seq);
+            st.next_seq += 1;
+            st.reserved += 1;
+            st.reserved_bytes += u64::from(size);
+            if let (Some(key), Some(body_hash)) = (&msg.idempotency_key, hash) {
+                let expires_at_ms = now + st.settings.idempotency.window.as_millis();
+                st.idempotency.insert(
+                    key.clone(),
+                    Remembered {
+                        id,
+                        body_hash,
+                        expires_at_ms,
+                    },
+                );
+            }
+            let fanout: Vec<SubscriberId> = st.subscribers.keys().copied().collect();
+            (id, fanout)
+        };
+        let record = Record::Published(Published {
+            queue: queue.to_owned(),
+            id,
+            parent: msg.parent,
+            content_type,
+            published_at_ms: now,
+            idempotency_key: msg.idempotency_key.clone(),
+            fanout: fanout.clone(),
+            body: msg.body,
+        });
+        let appended = self.inner.log.append(std::slice::from_ref(&record)).await;
+        let mut wake = Vec::new();
+        {
+            let mut st = q.lock();
+            st.reserved -= 1;
+            st.reserved_bytes -= u64::from(size);
+            match &appended {
+                Ok(locations) => {
+                    let meta = Meta {
+                        location: locations[0],
+                        size,
+                    };
+                    st.insert_published(id, msg.parent, &fanout, meta, now, &mut wake);
+                }
+                Err(_) => {
+                    if let Some(key) = &msg.idempotency_key {
+                        st.idempotency.remove(key);
+                    }
+                }
+            }
+        }
+        appended?;
+        wake_all(wake);
+        Ok(PublishedMessage {
+            id,
+            parent: msg.parent,
+            created: true,
+        })
+    }
+
+    /// A message's state, parent, children and per-subscriber deliveries.
+    pub fn message(&self, queue: &str, id: MessageId) -> Result<MessageInfo, SpaceError> {
+        let q = self.queue(queue)?;
+        let (meta, state, parent, children, deliveries) = {
+            let st = q.lock();
+            let meta = *st.sched.meta(id).ok_or(SpaceError::MessageNotFound(id))?;
+            let state = st.sched.state(id).ok_or(SpaceError::MessageNotFound(id))?;
+            // A scan: for the API, not the hot path.
+            let children: Vec<MessageId> = st
+                .sched
+                .iter_from(Some(id))
+                .filter(|(c, _, _)| st.sched.parent(*c) == Some(id))
+                .map(|(c, _, _)| c)
+                .collect();
+            (
+                meta,
+                state,
+                st.sched.parent(id),
+                children,
+                st.delivery_views(id),
+            )
+        };
+        let p = self.read_published(meta)?;
+        Ok(MessageInfo {
+            id,
+            queue: queue.to_owned(),
+            parent,
+            children,
+            state,
+            content_type: p.content_type,
+            size: p.body.len() as u64,
+            published_at_ms: p.published_at_ms,
+            deliveries,
+        })
+    }
+
+    /// A message's body and content type.
+    pub fn body(&self, queue: &str, id: MessageId) -> Result<(Bytes, String), SpaceError> {
+        let q = self.queue(queue)?;
+        let meta = *q
+            .lock()
+            .sched
+            .meta(id)
+            .ok_or(SpaceError::MessageNotFound(id))?;
+        let p = self.read_published(meta)?;
+        Ok((p.body, p.content_type))
+    }
+
+    fn read_published(&self, meta: Meta) -> Result<Published, SpaceError> {
+        match self.inner.log.read(meta.location)? {
+            Record::Published(p) => Ok(p),
+            other => Err(SpaceError::Internal(format!(
+                "expected a published record at {:?}, found kind {}",
+                meta.location,
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Messages in publish order, optionally of one state, after a cursor.
+    pub fn messages(
+        &self,
+        queue: &str,
+        state: Option<MessageState>,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<(MessageId, MessageState)>, SpaceError> {
+        let q = self.queue(queue)?;
+        let st = q.lock();
+        let mut page: Vec<_> = st
+            .sched
+            .iter_from(after)
+            .filter(|(_, s, _)| state.is_none_or(|want| *s == want))
+            .map(|(id, s, _)| (id, s))
+            .take(limit + 1)
+            .collect();
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(id, _)| *id)
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    /// Dead letters of a queue in message order, after a message id.
+    pub fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<DeadLetter>, SpaceError> {
+        let q = self.queue(queue)?;
+        let st = q.lock();
+        let mut all: Vec<DeadLetter> = st
+            .deliveries
+            .iter()
+            .filter(|((id, _), _)| after.is_none_or(|a| *id > a))
+            .filter_map(|((id, sub), info)| {
+                let (reason, dead_at_ms) = info.dead?;
+                Some(DeadLetter {
+                    id: *id,
+                    subscriber: *sub,
+                    endpoint: sub
+                        .and_then(|s| st.subscribers.get(&s))
+                        .map(|s| s.spec.endpoint.clone()),
+                    reason,
+                    attempts: info.attempts,
+                    last_error: info.last_error.clone(),
+                    dead_at_ms,
+                })
+            })
+            .collect();
+        all.sort_by_key(|d| (d.id, d.subscriber));
+        // A page ends at a message boundary, so that `after` loses nothing.
+        let mut next = None;
+        if all.len() > limit {
+            let last = all[limit - 1].id;
+            let end = all.iter().position(|d| d.id > last).unwrap_or(all.len());
+            all.truncate(end);
+            next = Some(last);
+        }
+        Ok((all, next))
+    }
+
+    /// Discards a message: it is no longer delivered, and its waiting children go on.
+    pub async fn discard(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let q = self.queue(queue)?;
+        if !q.lock().sched.contains(id) {
+            return Err(SpaceError::MessageNotFound(id));
+        }
+        let now = now_ms();
+        self.inner
+            .log
+            .append(&[Record::Discarded {
+                message: id,
+                discarded_at_ms: now,
+            }])
+            .await?;
+        let mut wake = Vec::new();
+        q.lock()
+            .remove(id, now, &mut wake)
+            .map_err(|_| SpaceError::MessageNotFound(id))?;
+        wake_all(wake);
+        Ok(())
+    }
+
+    /// Sends a dead message again to the subscribers that did not acknowledge it.
+    pub async fn redrive(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let q = self.queue(queue)?;
+        let subscribers = {
+            let st = q.lock();
+            if !st.sched.contains(id) {
+                return Err(SpaceError::MessageNotFound(id));
+            }
+            let has_dead = st
+                .deliveries
+                .iter()
+                .any(|((m, _), i)| *m == id && i.dead.is_some())
+                || st.sched.state(id) == Some(MessageState::Dead);
+            if !has_dead {
+                return Err(SpaceError::NotDead(id));
+            }
+            st.subscribers.keys().copied().collect::<Vec<_>>()
+        };
+        let now = now_ms();
+        self.inner
+            .log
+            .append(&[Record::Redriven {
+                message: id,
+                subscribers,
+                redriven_at_ms: now,
+            }])
+            .await?;
+        let mut wake = Vec::new();
+        q.lock().redrive(id, now, &mut wake).map_err(|e| match e {
+            crate::ScheduleError::NotDead(_) => SpaceError::NotDead(id),
+            _ => SpaceError::MessageNotFound(id),
+        })?;
+        wake_all(wake);
+        Ok(())
+    }
+
+    /// Redrives every dead message of a queue; returns how many.
+    pub async fn redrive_all(&self, queue: &str) -> Result<u64, SpaceError> {
+        let ids: Vec<MessageId> = {
+            let q = self.queue(queue)?;
+            let st = q.lock();
+            let mut ids: Vec<_> = st
+                .deliveries
+                .iter()
+                .filter(|(_, i)| i.dead.is_some())
+                .map(|((m, _), _)| *m)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut n = 0;
+        for id in ids {
+            match self.redrive(queue, id).await {
+                Ok(()) => n += 1,
+                Err(SpaceError::NotDead(_) | SpaceError::MessageNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Stops taking new work, lets attempts under way finish for up to `grace`, makes what
+    /// they acknowledged durable, and closes the log.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.inner.shutdown.send(true);
+        let drained = async {
+            loop {
+                let idle = self.inner.idle.notified();
+                if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(
+                in_flight = self.inner.in_flight.load(Ordering::Acquire),
+                "shutdown grace over; unfinished deliveries will be sent again after restart"
+            );
+        }
+        if let Err(e) = self.inner.log.sync().await {
+            tracing::error!(error = %e, "final sync of the log failed");
+        }
+        self.inner.log.clone().close();
+    }
+
+    /// The log underneath (for statistics).
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    fn spawn_sweeper(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(limits::SWEEP_INTERVAL_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let space = Space { inner };
+                let now = now_ms();
+                for q in space.all_queues() {
+                    let mut wake = Vec::new();
+                    q.lock().expire(now, &mut wake);
+                    wake_all(wake);
+                }
+            }
+        });
+    }
+
+    fn spawn_dispatcher(&self, queue: Arc<Queue>, sub: SubscriberId) {
+        let Some((slot, notify, limit, stop)) = ({
+            let st = queue.lock();
+            st.subscribers.get(&sub).map(|s| {
+                (
+                    s.slot,
+                    s.notify.clone(),
+                    s.limit.clone(),
+                    s.stop.subscribe(),
+                )
+            })
+        }) else {
+            return;
+        };
+        let space = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut stop_rx = stop;
+        tokio::spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = stop_rx.changed() => return,
+                    _ = shutdown.changed() => return,
+                };
+                if *stop_rx.borrow() || *shutdown.borrow() {
+                    return;
+                }
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let next = {
+                    let mut st = queue.lock();
+                    if st.deleted || !st.subscribers.contains_key(&sub) {
+                        return;
+                    }
+                    st.sched.next(slot)
+                };
+                match next {
+                    Some(id) => {
+                        space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+                        let space = space.clone();
+                        let queue = queue.clone();
+                        let stop = stop_rx.clone();
+                        tokio::spawn(async move {
+                            space.attempts(queue, sub, id, stop).await;
+                            drop(permit);
+                            if space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                space.inner.idle.notify_waiters();
+                            }
+                        });
+                    }
+                    None => {
+                        drop(permit);
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = stop_rx.changed() => return,
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Attempts to deliver one message to one subscriber until it is acknowledged, given up,
+    /// or no longer owed (removed, discarded), waiting out the backoff between attempts.
+    async fn attempts(
+        &self,
+        queue: Arc<Queue>,
+        sub: SubscriberId,
+        id: MessageId,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut rng = fastrand::Rng::new();
+        loop {
+            let (number, settings, outcome) = match self.prepare_attempt(&queue, sub, id) {
+                Prepared::Gone => return,
+                // Sending it again cannot help: give up at once, with the reason.
+                Prepared::Unreadable(number, settings, error) => (
+                    number,
+                    QueueSettings {
+                        retry: crate::settings::Retry {
+                            max_attempts: 1,
+                            ..settings.retry
+                        },
+                        ..settings
+                    },
+                    Outcome::Failed {
+                        error,
+                        retry_after: None,
+                    },
+                ),
+                Prepared::Ready(attempt, settings) => {
+                    let number = attempt.number;
+                    let timeout = settings.delivery_timeout.0;
+                    let outcome =
+                        match tokio::time::timeout(timeout, self.inner.deliverer.deliver(*attempt))
+                            .await
+                        {
+                            Ok(o) => o,
+                            Err(_) => Outcome::Failed {
+                                error: format!("timed out after {}", settings.delivery_timeout),
+                                retry_after: None,
+                            },
+                        };
+                    (number, settings, outcome)
+                }
+            };
+            let now = now_ms();
+            match outcome {
+                Outcome::Acked => {
+                    let mut wake = Vec::new();
+                    queue.lock().ack(id, sub, now, &mut wake);
+                    wake_all(wake);
+                    let ack = Record::Acked {
+                        acks: vec![Ack {
+                            message: id,
+                            subscriber: sub,
+                            acked_at_ms: now,
+                        }],
+                    };
+                    if let Err(e) = self.inner.log.append_lazy(&[ack]).await {
+                        tracing::warn!(error = %e, "could not record an ack; it will be redelivered after a restart");
+                    }
+                    return;
+                }
+                Outcome::Failed { error, retry_after } => {
+                    let error = cut(error);
+                    let max = settings.retry.max_attempts;
+                    if max != 0 && number >= max {
+                        let mut wake = Vec::new();
+                        queue
+                            .lock()
+                            .gave_up(id, sub, number, Some(error.clone()), now, &mut wake);
+                        wake_all(wake);
+                        let record = Record::DeadLettered {
+                            message: id,
+                            subscriber: Some(sub),
+                            reason: storage::DeadReason::MaxAttempts,
+                            attempts: number,
+                            last_error: Some(error),
+                            dead_at_ms: now,
+                        };
+                        if let Err(e) = self.inner.log.append_lazy(&[record]).await {
+                            tracing::warn!(error = %e, "could not record a dead letter");
+                        }
+                        return;
+                    }
+                    let delay = backoff(&settings.retry, number + 1, retry_after, &mut rng);
+                    let next_at = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    queue
+                        .lock()
+                        .failed(id, sub, number, error.clone(), Some(next_at));
+                    let record = Record::DeliveryFailed {
+                        message: id,
+                        subscriber: sub,
+                        attempt: number,
+                        error,
+                        failed_at_ms: now,
+                        next_attempt_at_ms: Some(next_at),
+                    };
+                    if let Err(e) = self.inner.log.append_lazy(&[record]).await {
+                        tracing::warn!(error = %e, "could not record a failed attempt");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                        // The message stays owed; it is sent again after the restart.
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the next attempt needs, if the message is still owed to the subscriber.
+    fn prepare_attempt(&self, queue: &Arc<Queue>, sub: SubscriberId, id: MessageId) -> Prepared {
+        let (meta, number, name, settings, endpoint, handler, key) = {
+            let st = queue.lock();
+            if st.deleted {
+                return Prepared::Gone;
+            }
+            let Some(s) = st.subscribers.get(&sub) else {
+                return Prepared::Gone;
+            };
+            let owed = matches!(
+                st.sched.delivery_state(id, s.slot),
+                Some(crate::DeliveryState::InFlight)
+            );
+            let Some(meta) = st.sched.meta(id).copied().filter(|_| owed) else {
+                return Prepared::Gone;
+            };
+            let done = st
+                .deliveries
+                .get(&(id, Some(sub)))
+                .map_or(0, |i| i.attempts);
+            (
+                meta,
+                done + 1,
+                st.name.clone(),
+                st.settings,
+                Arc::<str>::from(s.spec.endpoint.as_str()),
+                s.spec.handler,
+                s.key.clone(),
+            )
+        };
+        let p = match self.read_published(meta) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(message = %id, error = %e, "cannot read a message body");
+                return Prepared::Unreadable(number, settings, format!("body unreadable: {e}"));
+            }
+        };
+        Prepared::Ready(
+            Box::new(Attempt {
+                message: id,
+                queue: name,
+                subscriber: sub,
+                endpoint,
+                handler,
+                secret: key,
+                body: p.body,
+                content_type: p.content_type,
+                parent: p.parent,
+                published_at_ms: p.published_at_ms,
+                number,
+            }),
+            settings,
+        )
+    }
+}
+
+/// What [`Space::prepare_attempt`] found.
+enum Prepared {
+    /// No longer owed: acknowledged, removed, or the subscriber is gone.
+    Gone,
+    /// The body cannot be read back (attempt number, settings, why).
+    Unreadable(u32, QueueSettings, String),
+    Ready(Box<Attempt>, QueueSettings),
+}
+
+fn subscriber_info(id: SubscriberId, s: &Subscriber) -> SubscriberInfo {
+    SubscriberInfo {
+        id,
+        endpoint: s.spec.endpoint.clone(),
+        handler: s.spec.handler,
+        max_in_flight: s.spec.max_in_flight,
+        has_secret: s.spec.secret.is_some(),
+    }
+}
+
+fn add_subscriber_state(
+    st: &mut QueueState,
+    id: SubscriberId,
+    spec: SubscriberSpec,
+) -> Result<(), SpaceError> {
+    let slot = st
+        .sched
+        .add_subscriber(id)
+        .map_err(|_| SpaceError::TooManySubscribers)?;
+    let key = match &spec.secret {
+        Some(s) => Some(Arc::<[u8]>::from(decode_secret(s)?)),
+        None => None,
+    };
+    let (stop, _) = watch::channel(false);
+    st.subscribers.insert(
+        id,
+        Subscriber {
+            slot,
+            limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
+            spec,
+            key,
+            notify: Arc::new(Notify::new()),
+            stop,
+        },
+    );
+    Ok(())
+}
+
+fn remove_subscriber_state(st: &mut QueueState, id: SubscriberId, now: u64, wake: &mut Wake) {
+    if let Some(s) = st.subscribers.remove(&id) {
+        let _ = s.stop.send(true);
+        st.deliveries.retain(|(_, sub), _| *sub != Some(id));
+        if let Ok(events) = st.sched.remove_subscriber(s.slot) {
+            st.handle(events, now, wake);
+        }
+    }
+}
+
+/// The state rebuilt from the log, before the Space starts.
+#[derive(Default)]
+struct Replay {
+    queues: BTreeMap<String, QueueState>,
+    by_number: HashMap<u32, String>,
+    next_queue_number: u32,
+    next_subscriber: u64,
+}
+
+impl Replay {
+    fn queue_of(&mut self, id: MessageId) -> Option<&mut QueueState> {
+        let (number, _) = ids::parts(id)?;
+        let name = self.by_number.get(&number)?;
+        self.queues.get_mut(name)
+    }
+
+    fn apply(&mut self, location: storage::Location, record: Record) {
+        let mut wake = Vec::new();
+        match record {
+            Record::QueueCreated { queue, settings } => {
+                let Ok(stored) = serde_json::from_slice::<StoredQueue>(&settings) else {
+                    tracing::error!(%queue, "unreadable queue settings in the log; queue skipped");
+                    return;
+                };
+                self.next_queue_number = self.next_queue_number.max(stored.number + 1);
+                self.by_number.insert(stored.number, queue.clone());
+                self.queues.insert(
+                    queue.clone(),
+                    QueueState::new(&queue, stored.number, stored.settings),
+                );
+            }
+            Record::QueueUpdated { queue, settings } => {
+                if let (Some(q), Ok(stored)) = (
+                    self.queues.get_mut(&queue),
+                    serde_json::from_slice::<StoredQueue>(&settings),
+                ) {
+                    q.set_settings(stored.settings);
+                }
+            }
+            Record::QueueDeleted { queue } => {
+                if let Some(q) = self.queues.remove(&queue) {
+                    self.by_number.remove(&q.number);
+                }
+            }
+            Record::SubscriberAdded {
+                queue,
+                subscriber,
+                endpoint,
+                handler,
+                secret,
+                max_in_flight,
+            } => {
+                self.next_subscriber = self.next_subscriber.max(subscriber + 1);
+                let Some(q) = self.queues.get_mut(&queue) else {
+                    return;
+                };
+                let spec = SubscriberSpec {
+                    endpoint,
+                    handler: HandlerKind::parse(&handler).unwrap_or(HandlerKind::Webhook),
+                    secret,
+                    max_in_flight: max_in_flight.max(1),
+                };
+                if let Err(e) = add_subscriber_state(q, subscriber, spec) {
+                    tracing::error!(%queue, subscriber, error = %e, "subscriber in the log could not be restored");
+                }
+            }
+            Record::SubscriberRemoved { queue, subscriber } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    remove_subscriber_state(q, subscriber, 0, &mut wake);
+                }
+            }
+            Record::Published(p) => {
+                let Some(q) = self.queues.get_mut(&p.queue) else {
+                    return;
+                };
+                let size = p.body.len() as u32;
+                if let Some(key) = &p.idempotency_key {
+                    q.idempotency.insert(
+                        key.clone(),
+                        Remembered {
+                            id: p.id,
+                            body_hash: body_hash(&p.body),
+                            expires_at_ms: p.published_at_ms
+                                + q.settings.idempotency.window.as_millis(),
+                        },
+                    );
+                }
+                q.insert_published(
+                    p.id,
+                    p.parent,
+                    &p.fanout,
+                    Meta { location, size },
+                    p.published_at_ms,
+                    &mut wake,
+                );
+            }
+            Record::Acked { acks } => {
+                for a in acks {
+                    if let Some(q) = self.queue_of(a.message) {
+                        q.ack(a.message, a.subscriber, a.acked_at_ms, &mut wake);
+                    }
+                }
+            }
+            Record::DeliveryFailed {
+                message,
+                subscriber,
+                attempt,
+                error,
+                next_attempt_at_ms,
+                ..
+            } => {
+                if let Some(q) = self.queue_of(message) {
+                    q.failed(message, subscriber, attempt, error, next_attempt_at_ms);
+                }
+            }
+            Record::DeadLettered {
+                message,
+                subscriber: Some(subscriber),
+                attempts,
+                last_error,
+                dead_at_ms,
+                ..
+            } => {
+                if let Some(q) = self.queue_of(message) {
+                    q.gave_up(
+                        message, subscriber, attempts, last_error, dead_at_ms, &mut wake,
+                    );
+                }
+            }
+            // A message dead with its parent: the scheduler derives it again from the parent.
+            Record::DeadLettered {
+                subscriber: None, ..
+            } => {}
+            Record::Redriven {
+                message,
+                redriven_at_ms,
+                ..
+            } => {
+                if let Some(q) = self.queue_of(message) {
+                    let _ = q.redrive(message, redriven_at_ms, &mut wake);
+                }
+            }
+            Record::Discarded {
+                message,
+                discarded_at_ms,
+            } => {
+                if let Some(q) = self.queue_of(message) {
+                    let _ = q.remove(message, discarded_at_ms, &mut wake);
+                }
+            }
+            Record::Checkpoint { .. } => {}
+        }
+    }
+}
+
+impl From<AppendError> for SpaceError {
+    fn from(e: AppendError) -> SpaceError {
+        match e {
+            AppendError::NoSpace(e) => SpaceError::DiskFull(e.to_string()),
+            AppendError::TooLarge(_) => SpaceError::BodyTooLarge,
+            AppendError::Closed => SpaceError::ShuttingDown,
+            other => SpaceError::Storage(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The Space end to end on a real log, with an in-process deliverer whose answers each test
+//! scripts. (HTTP delivery is tested with real servers in the handler crate.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use space::{
+    Attempt, Deliverer, HandlerKind, MessageId, MessageState, NewMessage, Outcome, SettingsPatch,
+    Space, SpaceConfig, SpaceError, SubscriberSpec,
+};
+use storage::io::{Backend, FsBackend};
+use storage::sim::SimDisk;
+
+type Script = dyn Fn(&Attempt) -> Outcome + Send + Sync;
+/// ("sent" or "answered", endpoint, message).
+type TimelineEntry = (&'static str, String, MessageId);
+
+/// Records every attempt and answers as the test says.
+struct Recorder {
+    attempts: Mutex<Vec<(String, MessageId, u32)>>,
+    script: Mutex<Arc<Script>>,
+    /// Every send and every answer, in the order they happened: ("sent"|"answered", id).
+    timeline: Arc<Mutex<Vec<TimelineEntry>>>,
+    /// Answers take a pseudo-random 0–3 ms, so that concurrent deliveries overlap.
+    jitter: bool,
+}
+
+impl Recorder {
+    fn new(script: impl Fn(&Attempt) -> Outcome + Send + Sync + 'static) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            attempts: Mutex::new(Vec::new()),
+            script: Mutex::new(Arc::new(script)),
+            timeline: Arc::default(),
+            jitter: false,
+        })
+    }
+
+    fn with_jitter(script: impl Fn(&Attempt) -> Outcome + Send + Sync + 'static) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            attempts: Mutex::new(Vec::new()),
+            script: Mutex::new(Arc::new(script)),
+            timeline: Arc::default(),
+            jitter: true,
+        })
+    }
+
+    fn set(&self, script: impl Fn(&Attempt) -> Outcome + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Arc::new(script);
+    }
+
+    fn attempts(&self) -> Vec<(String, MessageId, u32)> {
+        self.attempts.lock().unwrap().clone()
+    }
+
+    /// Messages acknowledged-or-attempted by an endpoint, in order.
+    fn to(&self, endpoint: &str) -> Vec<MessageId> {
+        self.attempts()
+            .into_iter()
+            .filter(|(e, _, _)| e == endpoint)
+            .map(|(_, m, _)| m)
+            .collect()
+    }
+}
+
+impl Deliverer for Recorder {
+    fn deliver(
+        &self,
+        a: Attempt,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((a.endpoint.to_string(), a.message, a.number));
+        let outcome = (self.script.lock().unwrap())(&a);
+        let endpoint = a.endpoint.to_string();
+        let timeline = self.timeline.clone();
+        timeline
+            .lock()
+            .unwrap()
+            .push(("sent", endpoint.clone(), a.message));
+        let delay = if self.jitter {
+            Duration::from_micros(fastrand::u64(0..3000))
+        } else {
+            Duration::ZERO
+        };
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            timeline
+                .lock()
+                .unwrap()
+                .push(("answered", endpoint, a.message));
+            outcome
+        })
+    }
+}
+
+fn ack(_: &Attempt) -> Outcome {
+    Outcome::Acked
+}
+
+fn fail(_: &Attempt) -> Outcome {
+    Outcome::Failed {
+        error: "HTTP 500".into(),
+        retry_after: None,
+    }
+}
+
+fn config() -> SpaceConfig {
+    SpaceConfig {
+        storage: storage::Config {
+            segment_bytes: 256 * 1024,
+            ..storage::Config::default()
+        },
+    }
+}
+
+fn open(backend: Arc<dyn Backend>, d: &Arc<Recorder>) -> Space {
+    Space::open(backend, config(), d.clone()).unwrap().0
+}
+
+fn fast_retries(max_attempts: u32) -> SettingsPatch {
+    serde_json::from_value(serde_json::json!({
+        "retry": {"max_attempts": max_attempts, "initial_backoff": "1ms", "max_backoff": "5ms"}
+    }))
+    .unwrap()
+}
+
+async fn subscribe(space: &Space, queue: &str, endpoint: &str) -> u64 {
+    space
+        .add_subscriber(
+            queue,
+            SubscriberSpec {
+                endpoint: endpoint.into(),
+                handler: HandlerKind::Webhook,
+                secret: None,
+                max_in_flight: 8,
+            },
+        )
+        .await
+        .unwrap()
+        .0
+        .id
+}
+
+fn msg(body: &str) -> NewMessage {
+    NewMessage {
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        content_type: Some("text/plain".into()),
+        parent: None,
+        idempotency_key: None,
+    }
+}
+
+fn child(body: &str, parent: MessageId) -> NewMessage {
+    NewMessage {
+        parent: Some(parent),
+        ..msg(body)
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+const A: &str = "http://127.0.0.1:1/a";
+const B: &str = "http://127.0.0.1:1/b";
+
+#[tokio::test]
+async fn a_message_reaches_every_subscriber_then_leaves_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Recorder::new(ack);
+    let space = open(Arc::new(FsBackend::open(dir.path()).unwrap()), &d);
+    let (_, created) = space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    assert!(created);
+    subscribe(&space, "q", A).await;
+    subscribe(&space, "q", B).await;
+    let m = space.publish("q", msg("hello")).await.unwrap();
+    assert!(m.created);
+    eventually("both got it", || {
+        d.to(A) == vec![m.id] && d.to(B) == vec![m.id]
+    })
+    .await;
+    eventually("it is gone", || {
+        matches!(
+            space.message("q", m.id),
+            Err(SpaceError::MessageNotFound(_))
+        )
+    })
+    .await;
+    // Delivered and removed, it is still a parent children may name: they go at once.
+    let c = space.publish("q", child("next", m.id)).await.unwrap();
+    eventually("the child went", || d.to(A).contains(&c.id)).await;
+    space.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn unknown_parents_are_refused_even_from_another_queue() {
+    let disk = SimDisk::new(1);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    space
+        .put_queue("r", &SettingsPatch::default())
+        .await
+        .unwrap();
+    let other = space.publish("r", msg("x")).await.unwrap();
+    let made_up = space::ids::message_id(1, 999, 0);
+    for parent in [other.id, made_up] {
+        assert!(matches!(
+            space.publish("q", child("c", parent)).await,
+            Err(SpaceError::UnknownParent(p)) if p == parent
+        ));
+    }
+    assert!(matches!(
+        space.publish("nope", msg("x")).await,
+        Err(SpaceError::QueueNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_chain_arrives_in_order_at_every_subscriber() {
+    let disk = SimDisk::new(2);
+    let d = Recorder::with_jitter(ack);
+    let space = open(Arc::new(disk), &d);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    subscribe(&space, "q", A).await;
+    subscribe(&space, "q", B).await;
+    let mut chain = vec![space.publish("q", msg("0")).await.unwrap().id];
+    for i in 1..30 {
+        let prev = *chain.last().unwrap();
+        chain.push(
+            space
+                .publish("q", child(&i.to_string(), prev))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Independent messages in between, overlapping with the chain.
+    for i in 0..30 {
+        space.publish("q", msg(&format!("free {i}"))).await.unwrap();
+    }
+    eventually("all delivered", || {
+        d.to(A).len() == 60 && d.to(B).len() == 60
+    })
+    .await;
+    let sent_order =
+        |e: &str| -> Vec<MessageId> { d.to(e).into_iter().filter(|m| chain.contains(m)).collect() };
+    assert_eq!(sent_order(A), chain);
+    assert_eq!(sent_order(B), chain);
+    // Stronger: each link was sent only after the previous one was answered by both.
+    let timeline = d.timeline.lock().unwrap().clone();
+    let at = |kind: &str, endpoint: &str, m: MessageId| {
+        timeline
+            .iter()
+            .position(|(k, e, x)| *k == kind && e == endpoint && *x == m)
+            .unwrap()
+    };
+    for pair in chain.windows(2) {
+        let answered = at("answered", A, pair[0]).max(at("answered", B, pair[0]));
+        for e in [A, B] {
+            assert!(
+                at("sent", e, pair[1]) > answered,
+                "{} sent before its parent was delivered",
+                pair[1]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn failures_are_retried_then_dead_lettered_and_a_redrive_starts_over() {
+    let disk = SimDisk::new(3);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    space.put_queue("q", &fast_retries(3)).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let m = space.publish("q", msg("x")).await.unwrap();
+    eventually("dead", || {
+        space.message("q", m.id).map(|i| i.state).ok() == Some(MessageState::Dead)
+    })
+    .await;
+    let numbers: Vec<u32> = d.attempts().iter().map(|(_, _, n)| *n).collect();
+    assert_eq!(numbers, vec![1, 2, 3], "max_attempts counts every attempt");
+    let (dead, next) = space.dead_letters("q", None, 100).unwrap();
+    assert_eq!(next, None);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, m.id);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].reason, storage::DeadReason::MaxAttempts);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+
+    d.set(ack);
+    space.redrive("q", m.id).await.unwrap();
+    eventually("delivered after the redrive", || {
+        matches!(
+            space.message("q", m.id),
+            Err(SpaceError::MessageNotFound(_))
+        )
+    })
+    .await;
+    assert_eq!(d.attempts().last().unwrap().2, 1, "attempts restart at 1");
+    assert!(space.dead_letters("q", None, 100).unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_subscriber_does_not_hold_up_another() {
+    let disk = SimDisk::new(4);
+    let d = Recorder::new(|a: &Attempt| {
+        if &*a.endpoint == A {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    let space = open(Arc::new(disk), &d);
+    space.put_queue("q", &fast_retries(0)).await.unwrap();
+    subscribe(&space, "q", A).await;
+    subscribe(&space, "q", B).await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(space.publish("q", msg(&i.to_string())).await.unwrap().id);
+    }
+    eventually("B got everything", || {
+        let got = d.to(B);
+        ids.iter().all(|m| got.contains(m))
+    })
+    .await;
+    let info = space.message("q", ids[0]).unwrap();
+    assert_eq!(info.state, MessageState::Delivering);
+    let a = info.deliveries.iter().find(|v| v.endpoint == A).unwrap();
+    assert!(a.attempts >= 1);
+    assert_eq!(a.last_error.as_deref(), Some("HTTP 500"));
+    let b = info.deliveries.iter().find(|v| v.endpoint == B).unwrap();
+    assert!(b.acked_at_ms.is_some());
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_id_and_refuse_a_different_body() {
+    let disk = SimDisk::new(5);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk.clone()), &d);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    let keyed = |body: &str| NewMessage {
+        idempotency_key: Some("k1".into()),
+        ..msg(body)
+    };
+    let first = space.publish("q", keyed("a")).await.unwrap();
+    let again = space.publish("q", keyed("a")).await.unwrap();
+    assert_eq!((again.id, again.created), (first.id, false));
+    assert!(matches!(
+        space.publish("q", keyed("b")).await,
+        Err(SpaceError::IdempotencyConflict(_))
+    ));
+    // Remembered across a restart.
+    space.shutdown(Duration::from_secs(1)).await;
+    let space = open(Arc::new(disk), &d);
+    let after = space.publish("q", keyed("a")).await.unwrap();
+    assert_eq!((after.id, after.created), (first.id, false));
+}
+
+#[tokio::test]
+async fn limits_refuse_publishes_that_would_pass_them_and_nothing_is_dropped() {
+    let disk = SimDisk::new(6);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
+        "limits": {"max_messages": 2, "max_bytes": 10}
+    }))
+    .unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let a = space.publish("q", msg("12345")).await.unwrap();
+    assert!(matches!(
+        space.publish("q", msg("123456")).await,
+        Err(SpaceError::QueueFull { limit: "max_bytes" })
+    ));
+    space.publish("q", msg("1")).await.unwrap();
+    assert!(matches!(
+        space.publish("q", msg("")).await,
+        Err(SpaceError::QueueFull {
+            limit: "max_messages"
+        })
+    ));
+    assert!(
+        space.message("q", a.id).is_ok(),
+        "nothing accepted was dropped"
+    );
+    // Room again once a message leaves.
+    space.discard("q", a.id).await.unwrap();
+    space.publish("q", msg("")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_parent_takes_its_children_along_under_dead_letter() {
+    let disk = SimDisk::new(7);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    let mut patch = fast_retries(1);
+    patch.on_parent_dead = Some(space::OnParentDead::DeadLetter);
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let p = space.publish("q", msg("p")).await.unwrap();
+    let c = space.publish("q", child("c", p.id)).await.unwrap();
+    eventually("both dead", || {
+        space.message("q", c.id).map(|i| i.state).ok() == Some(MessageState::Dead)
+    })
+    .await;
+    let (dead, _) = space.dead_letters("q", None, 100).unwrap();
+    let of_child = dead.iter().find(|x| x.id == c.id).unwrap();
+    assert_eq!(of_child.subscriber, None);
+    assert_eq!(of_child.reason, storage::DeadReason::ParentDead);
+    assert!(!d.to(A).contains(&c.id), "the child was never sent");
+}
+
+#[tokio::test]
+async fn discarding_a_parent_releases_its_waiting_children() {
+    let disk = SimDisk::new(8);
+    let d = Recorder::new(|a: &Attempt| {
+        if a.body == "p" {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    let space = open(Arc::new(disk), &d);
+    space.put_queue("q", &fast_retries(0)).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let p = space.publish("q", msg("p")).await.unwrap();
+    let c = space.publish("q", child("c", p.id)).await.unwrap();
+    eventually("the parent failed once", || d.to(A).contains(&p.id)).await;
+    assert_eq!(
+        space.message("q", c.id).unwrap().state,
+        MessageState::Waiting
+    );
+    space.discard("q", p.id).await.unwrap();
+    eventually("the child went", || d.to(A).contains(&c.id)).await;
+    assert!(matches!(
+        space.message("q", p.id),
+        Err(SpaceError::MessageNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_later_subscriber_only_gets_later_messages_and_a_removed_one_is_not_waited_for() {
+    let disk = SimDisk::new(9);
+    let d = Recorder::new(|a: &Attempt| {
+        if &*a.endpoint == B {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    let space = open(Arc::new(disk), &d);
+    let mut patch = fast_retries(0);
+    patch.retention = Some(space::settings::RetentionPatch {
+        delivered: Some("1h".parse().unwrap()),
+        dead: None,
+    });
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let early = space.publish("q", msg("early")).await.unwrap();
+    eventually("A has it", || d.to(A).contains(&early.id)).await;
+    let b = subscribe(&space, "q", B).await;
+    let late = space.publish("q", msg("late")).await.unwrap();
+    eventually("B tried the late one", || d.to(B).contains(&late.id)).await;
+    assert!(!d.to(B).contains(&early.id));
+    assert_eq!(
+        space.message("q", late.id).unwrap().state,
+        MessageState::Delivering
+    );
+    space.remove_subscriber("q", b).await.unwrap();
+    eventually("late is delivered without B", || {
+        space.message("q", late.id).map(|i| i.state).ok() == Some(MessageState::Delivered)
+    })
+    .await;
+    // Same endpoint twice: the existing subscriber.
+    let (first, created) = space
+        .add_subscriber(
+            "q",
+            SubscriberSpec {
+                endpoint: A.into(),
+                handler: HandlerKind::Legacy,
+                secret: None,
+                max_in_flight: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(first.handler, HandlerKind::Webhook);
+}
+
+#[tokio::test]
+async fn bad_subscribers_are_refused() {
+    let disk = SimDisk::new(10);
+    let d = Recorder::new(ack);
+    let space = open(Arc::new(disk), &d);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    let spec = |endpoint: &str, secret: Option<&str>, max_in_flight| SubscriberSpec {
+        endpoint: endpoint.into(),
+        handler: HandlerKind::Webhook,
+        secret: secret.map(str::to_owned),
+        max_in_flight,
+    };
+    for (s, what) in [
+        (spec("ftp://x/", None, 1), "scheme"),
+        (spec("http://", None, 1), "host"),
+        (
+            spec(&format!("http://x/{}", "a".repeat(2048)), None, 1),
+            "length",
+        ),
+        (spec(A, Some("hunter2"), 1), "secret"),
+        (spec(A, Some("whsec_!!"), 1), "secret base64"),
+        (spec(A, None, 0), "max_in_flight"),
+    ] {
+        assert!(space.add_subscriber("q", s).await.is_err(), "{what}");
+    }
+    space
+        .add_subscriber(
+            "q",
+            spec(A, Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), 4096),
+        )
+        .await
+        .unwrap();
+    let subs = space.subscribers("q").unwrap();
+    assert!(subs[0].has_secret);
+    for bad in ["", "a b", "x/y", &"q".repeat(129)] {
+        assert!(matches!(
+            space.put_queue(bad, &SettingsPatch::default()).await,
+            Err(SpaceError::InvalidQueueName(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn after_a_crash_everything_unacknowledged_is_sent_again_and_nothing_acked_after_a_clean_stop()
+ {
+    let disk = SimDisk::new(11);
+    let d = Recorder::new(|a: &Attempt| {
+        if a.body.starts_with(b"ack") {
+            Outcome::Acked
+        } else {
+            fail(a)
+        }
+    });
+    let space = open(Arc::new(disk.clone()), &d);
+    space.put_queue("q", &fast_retries(0)).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let acked = space.publish("q", msg("ack-me")).await.unwrap();
+    let pending = space.publish("q", msg("keep")).await.unwrap();
+    let p2 = space
+        .publish("q", child("keep-child", pending.id))
+        .await
+        .unwrap();
+    eventually("the first is acked", || d.to(A).contains(&acked.id)).await;
+    // A clean stop: the ack is on disk; the failing one stays owed.
+    space.shutdown(Duration::from_secs(1)).await;
+    let d2 = Recorder::new(ack);
+    let space = open(Arc::new(disk.clone()), &d2);
+    eventually("the pending ones arrive in order", || d2.to(A).len() >= 2).await;
+    assert_eq!(d2.to(A)[..2], [pending.id, p2.id]);
+    assert!(
+        !d2.to(A).contains(&acked.id),
+        "acked before a clean stop: not sent again"
+    );
+    let info = space.queue_info("q").unwrap();
+    assert_eq!(info.subscribers.len(), 1);
+
+    // Now a power loss with a message accepted but not delivered.
+    d2.set(fail);
+    let lost_power = space.publish("q", msg("again")).await.unwrap();
+    eventually("tried once", || d2.to(A).contains(&lost_power.id)).await;
+    disk.crash();
+    drop(space);
+    disk.restart();
+    let d3 = Recorder::new(ack);
+    let space = open(Arc::new(disk), &d3);
+    eventually("sent again after the crash", || {
+        d3.to(A).contains(&lost_power.id)
+    })
+    .await;
+    let attempts: HashMap<MessageId, u32> =
+        d3.attempts().into_iter().map(|(_, m, n)| (m, n)).collect();
+    assert!(attempts[&lost_power.id] >= 1);
+    space.shutdown(Duration::from_secs(1)).await;
+}
