@@ -1,0 +1,324 @@
+//! syncbrok's Handlers: how one attempt becomes one HTTP POST (SPEC §3).
+//!
+//! - `webhook`: the raw body with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+//!   `webhook-signature`), CloudEvents binary-mode headers (`ce-*`) and `syncbrok-*` headers.
+//!   Any 2xx acknowledges.
+//! - `legacy`: the original broker's JSON `{"id", "content": base64}`; acknowledged only by a
+//!   2xx whose body, trimmed, is `true`.
+//!
+//! One pooled keep-alive client (hyper-util) serves every subscriber, with `TCP_NODELAY`.
+//! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
+
+mod time;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::Sha256;
+use space::{Attempt, Deliverer, HandlerKind, Outcome};
+
+pub use time::rfc3339;
+
+/// Bounds of the handlers, each with its reason.
+pub mod limits {
+    /// Most of a response body read: the legacy handler needs `true`, the webhook handler
+    /// reads (and drops) the body so that the connection can be reused.
+    pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
+    /// Idle keep-alive connections kept per host; enough for a subscriber's `max_in_flight`.
+    pub const POOL_IDLE_PER_HOST: usize = 256;
+    /// Idle connections are closed after this long.
+    pub const POOL_IDLE_TIMEOUT_S: u64 = 90;
+}
+
+/// Delivers attempts over HTTP/1.1 with a shared connection pool.
+#[derive(Clone)]
+pub struct HttpDeliverer {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpDeliverer {
+    fn default() -> Self {
+        HttpDeliverer::new()
+    }
+}
+
+impl HttpDeliverer {
+    pub fn new() -> HttpDeliverer {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(limits::POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(limits::POOL_IDLE_TIMEOUT_S))
+            .build(connector);
+        HttpDeliverer { client }
+    }
+}
+
+impl Deliverer for HttpDeliverer {
+    fn deliver(&self, attempt: Attempt) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            match send(&client, &attempt).await {
+                Ok(outcome) => outcome,
+                Err(error) => Outcome::Failed {
+                    error,
+                    retry_after: None,
+                },
+            }
+        })
+    }
+}
+
+async fn send(client: &Client<HttpConnector, Full<Bytes>>, a: &Attempt) -> Result<Outcome, String> {
+    if a.endpoint.starts_with("https://") {
+        return Err("https endpoints are not supported yet (no TLS client in this build)".into());
+    }
+    let request = match a.handler {
+        HandlerKind::Webhook => webhook_request(a, unix_seconds_now())?,
+        HandlerKind::Legacy => legacy_request(a)?,
+    };
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| connection_error(&e))?;
+    let status = response.status();
+    let retry_after =
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
+    let body = Limited::new(response.into_body(), limits::RESPONSE_BODY_BYTES_MAX)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let acked = status.is_success()
+        && match a.handler {
+            HandlerKind::Webhook => true,
+            HandlerKind::Legacy => body.trim_ascii() == b"true",
+        };
+    Ok(if acked {
+        Outcome::Acked
+    } else if status.is_success() {
+        Outcome::Failed {
+            error: format!(
+                "HTTP {} without `true` in the body (legacy handler)",
+                status.as_u16()
+            ),
+            retry_after: None,
+        }
+    } else {
+        Outcome::Failed {
+            error: format!("HTTP {}", status.as_u16()),
+            retry_after,
+        }
+    })
+}
+
+/// An error text without the request's details (no secrets, no bodies).
+fn connection_error(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn unix_seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn header(v: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))
+}
+
+/// The webhook request of an attempt, at unix time `now_s`.
+pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, String> {
+    let id = a.message.to_string();
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(&*a.endpoint)
+        .header(http::header::CONTENT_TYPE, header(&a.content_type)?)
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", now_s.to_string());
+    if let Some(key) = &a.secret {
+        b = b.header("webhook-signature", sign(key, &id, now_s, &a.body));
+    }
+    b = b
+        .header("ce-specversion", "1.0")
+        .header("ce-id", &id)
+        .header("ce-source", header(&format!("/queues/{}", a.queue))?)
+        .header("ce-type", "syncbrok.message")
+        .header("ce-time", rfc3339(a.published_at_ms))
+        .header("syncbrok-queue", header(&a.queue)?)
+        .header("syncbrok-attempt", a.number.to_string());
+    if let Some(p) = a.parent {
+        b = b.header("syncbrok-parent", p.to_string());
+    }
+    b.body(Full::new(a.body.clone()))
+        .map_err(|e| format!("cannot build the request: {e}"))
+}
+
+/// The legacy request: the original broker's JSON.
+pub fn legacy_request(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
+    let content = base64::engine::general_purpose::STANDARD.encode(&a.body);
+    // Both values are JSON-safe as written: a UUID and base64.
+    let json = format!(r#"{{"id":"{}","content":"{content}"}}"#, a.message);
+    Request::builder()
+        .method(Method::POST)
+        .uri(&*a.endpoint)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(json)))
+        .map_err(|e| format!("cannot build the request: {e}"))
+}
+
+/// The Standard Webhooks signature: `v1,` and the base64 HMAC-SHA256 of `{id}.{ts}.{body}`.
+pub fn sign(key: &[u8], id: &str, timestamp_s: u64, body: &[u8]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp_s.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(seconds) = v.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_test_vector() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let key = space::space::decode_secret(secret).unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn attempt(handler: HandlerKind) -> Attempt {
+        Attempt {
+            message: space::ids::message_id(1_700_000_000_000, 3, 9),
+            queue: Arc::from("orders"),
+            subscriber: 1,
+            endpoint: Arc::from("http://127.0.0.1:9/hook"),
+            handler,
+            secret: Some(Arc::from(&b"key"[..])),
+            body: Bytes::from_static(b"{\"a\":1}"),
+            content_type: "application/json".into(),
+            parent: Some(space::ids::message_id(1_700_000_000_000, 3, 8)),
+            published_at_ms: 1_700_000_000_000,
+            number: 2,
+        }
+    }
+
+    #[test]
+    fn a_webhook_request_carries_every_header_of_the_spec() {
+        let a = attempt(HandlerKind::Webhook);
+        let r = webhook_request(&a, 1_700_000_100).unwrap();
+        let h = r.headers();
+        let id = a.message.to_string();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["webhook-id"], id.as_str());
+        assert_eq!(h["webhook-timestamp"], "1700000100");
+        assert_eq!(
+            h["webhook-signature"],
+            sign(b"key", &id, 1_700_000_100, &a.body).as_str()
+        );
+        assert_eq!(h["ce-specversion"], "1.0");
+        assert_eq!(h["ce-id"], id.as_str());
+        assert_eq!(h["ce-source"], "/queues/orders");
+        assert_eq!(h["ce-type"], "syncbrok.message");
+        assert_eq!(h["ce-time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(h["syncbrok-queue"], "orders");
+        assert_eq!(h["syncbrok-attempt"], "2");
+        assert_eq!(h["syncbrok-parent"], a.parent.unwrap().to_string().as_str());
+        let unsigned = Attempt {
+            secret: None,
+            parent: None,
+            ..a
+        };
+        let r = webhook_request(&unsigned, 1).unwrap();
+        assert!(r.headers().get("webhook-signature").is_none());
+        assert!(r.headers().get("syncbrok-parent").is_none());
+    }
+
+    #[test]
+    fn a_legacy_request_is_the_original_json() {
+        let a = attempt(HandlerKind::Legacy);
+        let r = legacy_request(&a).unwrap();
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body = futures_body(r);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], a.message.to_string());
+        assert_eq!(v["content"], "eyJhIjoxfQ==");
+    }
+
+    fn futures_body(r: Request<Full<Bytes>>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { r.into_body().collect().await.unwrap().to_bytes() })
+    }
+}
