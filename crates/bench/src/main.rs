@@ -2,11 +2,12 @@
 //! is shared and absolute figures drift. Each workload prints a table and, with `--json`, one
 //! JSON object per result line for machines.
 //!
-//! Workloads so far:
+//! Workloads so far (`space` is described in `space_bench.rs`):
 //! - `storage`: durable appends of 1 KiB records with 1, 16 and 64 concurrent appenders under
 //!   `fsync: always`, next to this disk's own fdatasync/s measured in the same run (the ratio
 //!   shows group commit), and the time to reopen a log of 1 million records.
 
+mod space_bench;
 mod storage_bench;
 
 use clap::{Parser, Subcommand};
@@ -25,12 +26,16 @@ struct Cli {
 enum Workload {
     /// The storage log: group commit against raw fdatasync, and replay speed.
     Storage(storage_bench::Args),
+    /// The broker in one process over loopback HTTP: deliveries/s, RAM per undelivered
+    /// message, restart time.
+    Space(space_bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.workload {
         Workload::Storage(args) => storage_bench::run(args),
+        Workload::Space(args) => space_bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

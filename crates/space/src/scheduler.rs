@@ -15,8 +15,8 @@
 //! - a message is delivered when every subscriber of its fan-out set acknowledged it, dead when
 //!   every one either acknowledged or gave up and at least one gave up.
 //!
-//! Memory: one [`Entry`] per message (about 60 bytes with its map slot), plus one id per
-//! subscriber in the ready queues while it waits to be sent.
+//! Memory: one [`Entry`] per message in an ordered map, whatever the fan-out; subscribers walk
+//! the map with a cursor instead of keeping queues of ids.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -195,11 +195,22 @@ impl<M> Entry<M> {
     }
 }
 
+/// Where a subscriber is in the queue. No memory per message: the subscriber walks the
+/// ordered message map with a cursor, and only messages released behind the cursor (children
+/// of a parent delivered late, redrives, requeues) wait in `behind`.
 struct Subscriber {
     id: SubscriberId,
-    /// Messages released to this subscriber, oldest first. May hold ids that no longer need
-    /// sending (acked on replay, removed, redriven twice); [`Scheduler::next`] skips them.
-    ready: VecDeque<MessageId>,
+    /// Every message up to here has been considered; `None`: nothing yet.
+    cursor: Option<MessageId>,
+    /// Released behind the cursor, oldest first. May hold ids that no longer need sending
+    /// (acked, removed); [`Scheduler::next`] skips them.
+    behind: VecDeque<MessageId>,
+}
+
+impl Subscriber {
+    fn is_behind(&self, id: MessageId) -> bool {
+        self.cursor.is_some_and(|c| id <= c)
+    }
 }
 
 /// Counts of messages per state.
@@ -240,9 +251,11 @@ impl<M> Scheduler<M> {
 
     /// Adds a subscriber; messages accepted from now on include it in their fan-out set.
     pub fn add_subscriber(&mut self, id: SubscriberId) -> Result<Slot, ScheduleError> {
+        // It receives only messages accepted from now on: start past every message held.
         let sub = Subscriber {
             id,
-            ready: VecDeque::new(),
+            cursor: self.messages.last_key_value().map(|(k, _)| *k),
+            behind: VecDeque::new(),
         };
         if let Some(i) = self.slots.iter().position(Option::is_none) {
             self.slots[i] = Some(sub);
@@ -444,8 +457,10 @@ impl<M> Scheduler<M> {
         let owed = e.owed() & !e.active;
         if owed != 0 {
             for slot in Slots(owed).iter() {
-                if let Some(Some(sub)) = self.slots.get_mut(slot.index()) {
-                    sub.ready.push_back(id);
+                if let Some(Some(sub)) = self.slots.get_mut(slot.index())
+                    && sub.is_behind(id)
+                {
+                    sub.behind.push_back(id);
                 }
             }
             events.push(Event::Released {
@@ -461,26 +476,44 @@ impl<M> Scheduler<M> {
     pub fn next(&mut self, slot: Slot) -> Option<MessageId> {
         let bit = slot.bit();
         let sub = self.slots.get_mut(slot.index())?.as_mut()?;
-        while let Some(id) = sub.ready.pop_front() {
+        let sendable = |e: &Entry<M>| {
+            !e.waiting && !e.parent_dead && e.owed() & bit != 0 && e.active & bit == 0
+        };
+        while let Some(id) = sub.behind.pop_front() {
             if let Some(e) = self.messages.get_mut(&id)
-                && !e.waiting
-                && !e.parent_dead
-                && e.owed() & bit != 0
-                && e.active & bit == 0
+                && sendable(e)
             {
                 e.active |= bit;
                 return Some(id);
             }
         }
+        // Walk forward. The cursor passes every message it looks at, sendable or not: one that
+        // becomes sendable later (a child released, a redrive) is queued in `behind` then, so
+        // the walk never looks at a message twice.
+        use std::ops::Bound;
+        let from = sub.cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        for (id, e) in self.messages.range_mut((from, Bound::Unbounded)) {
+            sub.cursor = Some(*id);
+            if sendable(e) {
+                e.active |= bit;
+                return Some(*id);
+            }
+        }
         None
     }
 
-    /// Whether a subscriber has messages queued (possibly stale ones).
+    /// Whether a subscriber may have something to send (a cheap check; `next` decides).
     pub fn has_ready(&self, slot: Slot) -> bool {
         self.slots
             .get(slot.index())
             .and_then(Option::as_ref)
-            .is_some_and(|s| !s.ready.is_empty())
+            .is_some_and(|s| {
+                !s.behind.is_empty()
+                    || self
+                        .messages
+                        .last_key_value()
+                        .is_some_and(|(last, _)| !s.is_behind(*last))
+            })
     }
 
     /// A subscriber acknowledged a message. Also used on replay, without a prior `next`.
@@ -523,8 +556,10 @@ impl<M> Scheduler<M> {
             && e.active & bit != 0
         {
             e.active &= !bit;
-            if let Some(Some(sub)) = self.slots.get_mut(slot.index()) {
-                sub.ready.push_front(id);
+            if let Some(Some(sub)) = self.slots.get_mut(slot.index())
+                && sub.is_behind(id)
+            {
+                sub.behind.push_front(id);
             }
         }
     }
