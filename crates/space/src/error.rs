@@ -46,6 +46,8 @@ pub enum SpaceError {
     Open(#[from] storage::OpenError),
     #[error("cannot read the log: {0}")]
     Read(#[from] storage::ReadError),
+    #[error("cannot restore the checkpoint: {0}")]
+    Snapshot(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("{0}")]

@@ -14,6 +14,7 @@ pub mod ids;
 mod queue;
 pub mod scheduler;
 pub mod settings;
+mod snapshot;
 pub mod space;
 
 pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
@@ -25,6 +26,6 @@ pub use scheduler::{
 };
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
-    DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo, Space, SpaceConfig,
-    SubscriberInfo,
+    DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo, ReclaimReport, Space,
+    SpaceConfig, SubscriberInfo,
 };

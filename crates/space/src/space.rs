@@ -44,6 +44,12 @@ pub mod limits {
     pub const ERROR_TEXT_BYTES_MAX: usize = 512;
     /// How often retention and idempotency windows are swept.
     pub const SWEEP_INTERVAL_MS: u64 = 1000;
+    /// How often the reclaimer checks whether a checkpoint is due.
+    pub const RECLAIM_INTERVAL_MS: u64 = 5000;
+    /// Sealed segments since the last checkpoint before another is taken.
+    pub const RECLAIM_SEGMENTS_MIN: usize = 2;
+    /// Checkpoint snapshots are written in parts of at most this size (one record each).
+    pub const CHECKPOINT_PART_BYTES: usize = 16 * 1024 * 1024;
 }
 
 /// How a Space is opened.
@@ -150,6 +156,31 @@ struct Inner {
     /// Attempts under way, and a wake-up when they reach zero (graceful shutdown).
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Held (shared) by every change from its append to its effect in memory, and taken
+    /// exclusively by a checkpoint: the snapshot then matches the log exactly at the
+    /// checkpoint's position.
+    gate: tokio::sync::RwLock<()>,
+    /// One reclaim at a time, and what the last one saw.
+    maintenance: tokio::sync::Mutex<Maintenance>,
+}
+
+/// What the reclaimer remembers between runs.
+#[derive(Default)]
+struct Maintenance {
+    /// Log bytes written (since open) at the last checkpoint.
+    bytes_at_checkpoint: u64,
+    /// Size of the last snapshot: checkpoints are spaced so that they cost no more than the
+    /// log they let go of.
+    snapshot_bytes: u64,
+}
+
+/// What [`Space::reclaim`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    pub snapshot_bytes: u64,
+    pub segments_deleted: u32,
+    pub segments_compacted: u32,
+    pub records_moved: u64,
 }
 
 /// The Space. Cheap to clone. Must be opened, and used, inside a tokio runtime.
@@ -240,15 +271,29 @@ impl Space {
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), SpaceError> {
         let mut recovery = Log::open(backend, config.storage)?;
-        if recovery.checkpoint().is_some() {
-            return Err(SpaceError::Unsupported(
-                "this log has a checkpoint, which this version cannot read".into(),
-            ));
-        }
-        let mut replay = Replay::default();
+        let mut replay = match recovery.checkpoint() {
+            None => Replay::default(),
+            Some(cp) => {
+                let (counters, queues) = crate::snapshot::decode(crate::snapshot::join(&cp.parts))
+                    .map_err(|e| SpaceError::Snapshot(e.to_string()))?;
+                let by_number = queues
+                    .iter()
+                    .map(|(name, q)| (q.number, name.clone()))
+                    .collect();
+                Replay {
+                    queues,
+                    by_number,
+                    next_queue_number: counters.next_queue_number,
+                    next_subscriber: counters.next_subscriber,
+                }
+            }
+        };
         for item in recovery.by_ref() {
             let replayed = item?;
-            replay.apply(replayed.location, replayed.record);
+            match replayed.relocated_from {
+                Some(from) => replay.relocate(from, replayed.location, &replayed.record),
+                None => replay.apply(replayed.location, replayed.record),
+            }
         }
         let (log, report) = recovery.finish()?;
         let (shutdown, _) = watch::channel(false);
@@ -273,6 +318,8 @@ impl Space {
                 shutdown,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                gate: tokio::sync::RwLock::new(()),
+                maintenance: tokio::sync::Mutex::new(Maintenance::default()),
             }),
         };
         let now = now_ms();
@@ -292,6 +339,7 @@ impl Space {
             }
         }
         space.spawn_sweeper();
+        space.spawn_reclaimer();
         Ok((space, report))
     }
 
@@ -324,6 +372,7 @@ impl Space {
     ) -> Result<(QueueInfo, bool), SpaceError> {
         validate_queue_name(name)?;
         let _admin = self.inner.admin.lock().await;
+        let _gate = self.inner.gate.read().await;
         let existing = self.queue(name).ok();
         let (record, created) = match &existing {
             Some(q) => {
@@ -393,6 +442,7 @@ impl Space {
     /// Deletes a queue and its messages; its subscribers' tasks stop.
     pub async fn delete_queue(&self, name: &str) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
+        let _gate = self.inner.gate.read().await;
         let q = self.queue(name)?;
         self.inner
             .log
@@ -464,6 +514,7 @@ impl Space {
             decode_secret(secret)?;
         }
         let _admin = self.inner.admin.lock().await;
+        let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         {
             let st = q.lock();
@@ -507,6 +558,7 @@ impl Space {
     /// for it.
     pub async fn remove_subscriber(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
+        let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         if !q.lock().subscribers.contains_key(&id) {
             return Err(SpaceError::SubscriberNotFound(id));
@@ -543,6 +595,7 @@ impl Space {
             return Err(SpaceError::InvalidIdempotencyKey);
         }
         let size = u32::try_from(msg.body.len()).map_err(|_| SpaceError::BodyTooLarge)?;
+        let _gate = self.inner.gate.read().await;
         let now = now_ms();
         let hash = msg.idempotency_key.as_ref().map(|_| body_hash(&msg.body));
 
@@ -649,9 +702,8 @@ impl Space {
     /// A message's state, parent, children and per-subscriber deliveries.
     pub fn message(&self, queue: &str, id: MessageId) -> Result<MessageInfo, SpaceError> {
         let q = self.queue(queue)?;
-        let (meta, state, parent, children, deliveries) = {
+        let (state, parent, children, deliveries) = {
             let st = q.lock();
-            let meta = *st.sched.meta(id).ok_or(SpaceError::MessageNotFound(id))?;
             let state = st.sched.state(id).ok_or(SpaceError::MessageNotFound(id))?;
             // A scan: for the API, not the hot path.
             let children: Vec<MessageId> = st
@@ -660,15 +712,9 @@ impl Space {
                 .filter(|(c, _, _)| st.sched.parent(*c) == Some(id))
                 .map(|(c, _, _)| c)
                 .collect();
-            (
-                meta,
-                state,
-                st.sched.parent(id),
-                children,
-                st.delivery_views(id),
-            )
+            (state, st.sched.parent(id), children, st.delivery_views(id))
         };
-        let p = self.read_published(meta)?;
+        let p = self.read_message(&q, id)?;
         Ok(MessageInfo {
             id,
             queue: queue.to_owned(),
@@ -685,13 +731,27 @@ impl Space {
     /// A message's body and content type.
     pub fn body(&self, queue: &str, id: MessageId) -> Result<(Bytes, String), SpaceError> {
         let q = self.queue(queue)?;
-        let meta = *q
-            .lock()
-            .sched
-            .meta(id)
-            .ok_or(SpaceError::MessageNotFound(id))?;
-        let p = self.read_published(meta)?;
+        let p = self.read_message(&q, id)?;
         Ok((p.body, p.content_type))
+    }
+
+    /// Reads a message's record. Compaction may move it meanwhile: its old segment is deleted
+    /// only after the index points at the copy, so a second look finds it.
+    fn read_message(&self, queue: &Queue, id: MessageId) -> Result<Published, SpaceError> {
+        let mut tries = 0;
+        loop {
+            let meta = *queue
+                .lock()
+                .sched
+                .meta(id)
+                .ok_or(SpaceError::MessageNotFound(id))?;
+            match self.read_published(meta) {
+                Err(SpaceError::Read(storage::ReadError::SegmentGone { .. })) if tries < 3 => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn read_published(&self, meta: Meta) -> Result<Published, SpaceError> {
@@ -773,6 +833,7 @@ impl Space {
 
     /// Discards a message: it is no longer delivered, and its waiting children go on.
     pub async fn discard(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         if !q.lock().sched.contains(id) {
             return Err(SpaceError::MessageNotFound(id));
@@ -795,6 +856,7 @@ impl Space {
 
     /// Sends a dead message again to the subscribers that did not acknowledge it.
     pub async fn redrive(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         let subscribers = {
             let st = q.lock();
@@ -878,6 +940,144 @@ impl Space {
             tracing::error!(error = %e, "final sync of the log failed");
         }
         self.inner.log.clone().close();
+    }
+
+    /// Writes a checkpoint, then reclaims the segments before it: deletes those that hold no
+    /// message still in memory, and compacts those less than half full of such messages
+    /// (copies them forward, repoints the index, deletes the segment).
+    pub async fn reclaim(&self) -> Result<ReclaimReport, SpaceError> {
+        let mut m = self.inner.maintenance.lock().await;
+        let mut report = ReclaimReport::default();
+        let checkpoint = {
+            // Nothing changes while the snapshot is taken and written: it matches the log at
+            // the checkpoint's position.
+            let _gate = self.inner.gate.write().await;
+            let snapshot = {
+                let queues: Vec<Arc<Queue>> = self.all_queues();
+                let guards: Vec<_> = queues.iter().map(|q| q.lock()).collect();
+                let counters = crate::snapshot::Counters {
+                    next_queue_number: self.inner.next_queue_number.load(Ordering::Relaxed),
+                    next_subscriber: self.inner.next_subscriber.load(Ordering::Relaxed),
+                };
+                crate::snapshot::encode(&counters, guards.iter().map(|g| &**g))
+            };
+            report.snapshot_bytes = snapshot.len() as u64;
+            let parts = crate::snapshot::parts(snapshot, limits::CHECKPOINT_PART_BYTES);
+            self.inner.log.checkpoint(parts).await?
+        };
+        m.snapshot_bytes = report.snapshot_bytes;
+        m.bytes_at_checkpoint = self.inner.log.stats().bytes;
+
+        // Live bytes per segment, from the index.
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        for q in self.all_queues() {
+            let st = q.lock();
+            for (_, _, meta) in st.sched.iter_from(None) {
+                *live.entry(meta.location.segment).or_default() += u64::from(meta.location.len);
+            }
+        }
+        for segment in self.inner.log.segments() {
+            if segment.id >= checkpoint.segment {
+                continue;
+            }
+            let live_bytes = live.get(&segment.id).copied().unwrap_or(0);
+            if live_bytes == 0 {
+                self.inner
+                    .log
+                    .delete_segment(segment.id)
+                    .map_err(reclaim_error)?;
+                report.segments_deleted += 1;
+            } else if live_bytes * 2 < segment.bytes {
+                report.records_moved += self.compact(segment.id).await?;
+                report.segments_compacted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Copies the live messages of a segment forward, repoints them, deletes the segment.
+    async fn compact(&self, segment: u32) -> Result<u64, SpaceError> {
+        let mut kept: Vec<(MessageId, Arc<Queue>)> = Vec::new();
+        let moves = self
+            .inner
+            .log
+            .copy_live_records(segment, |at, record| {
+                let Record::Published(p) = record else {
+                    return false;
+                };
+                let Ok(q) = self.queue(&p.queue) else {
+                    return false;
+                };
+                let here = q.lock().sched.meta(p.id).is_some_and(|m| m.location == at);
+                if here {
+                    kept.push((p.id, q));
+                }
+                here
+            })
+            .await
+            .map_err(reclaim_error)?;
+        for ((id, q), m) in kept.iter().zip(&moves) {
+            if let Some(meta) = q.lock().sched.meta_mut(*id)
+                && meta.location == m.from
+            {
+                meta.location = m.to;
+            }
+        }
+        self.inner
+            .log
+            .delete_segment(segment)
+            .map_err(reclaim_error)?;
+        Ok(moves.len() as u64)
+    }
+
+    /// Whether enough log has piled up since the last checkpoint to make one worth it.
+    async fn reclaim_due(&self) -> bool {
+        let m = self.inner.maintenance.lock().await;
+        let written = self.inner.log.stats().bytes - m.bytes_at_checkpoint;
+        let cp_segment = self
+            .inner
+            .log
+            .checkpoint_location()
+            .map_or(0, |c| c.segment);
+        let sealed_since = self
+            .inner
+            .log
+            .segments()
+            .iter()
+            .filter(|s| s.id >= cp_segment)
+            .count()
+            .saturating_sub(1);
+        sealed_since >= limits::RECLAIM_SEGMENTS_MIN && written >= 2 * m.snapshot_bytes
+    }
+
+    fn spawn_reclaimer(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(limits::RECLAIM_INTERVAL_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let space = Space { inner };
+                if space.reclaim_due().await {
+                    match space.reclaim().await {
+                        Ok(r) => tracing::info!(
+                            snapshot_bytes = r.snapshot_bytes,
+                            deleted = r.segments_deleted,
+                            compacted = r.segments_compacted,
+                            moved = r.records_moved,
+                            "reclaimed log segments"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "reclaiming log segments failed"),
+                    }
+                }
+            }
+        });
     }
 
     /// The log underneath (for statistics).
@@ -1017,6 +1217,7 @@ impl Space {
                     (number, settings, outcome)
                 }
             };
+            let gate = self.inner.gate.read().await;
             let now = now_ms();
             match outcome {
                 Outcome::Acked => {
@@ -1073,6 +1274,7 @@ impl Space {
                     if let Err(e) = self.inner.log.append_lazy(&[record]).await {
                         tracing::warn!(error = %e, "could not record a failed attempt");
                     }
+                    drop(gate);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => return,
@@ -1086,7 +1288,7 @@ impl Space {
 
     /// What the next attempt needs, if the message is still owed to the subscriber.
     fn prepare_attempt(&self, queue: &Arc<Queue>, sub: SubscriberId, id: MessageId) -> Prepared {
-        let (meta, number, name, settings, endpoint, handler, key) = {
+        let (number, name, settings, endpoint, handler, key) = {
             let st = queue.lock();
             if st.deleted {
                 return Prepared::Gone;
@@ -1098,15 +1300,14 @@ impl Space {
                 st.sched.delivery_state(id, s.slot),
                 Some(crate::DeliveryState::InFlight)
             );
-            let Some(meta) = st.sched.meta(id).copied().filter(|_| owed) else {
+            if !owed || !st.sched.contains(id) {
                 return Prepared::Gone;
-            };
+            }
             let done = st
                 .deliveries
                 .get(&(id, Some(sub)))
                 .map_or(0, |i| i.attempts);
             (
-                meta,
                 done + 1,
                 st.name.clone(),
                 st.settings,
@@ -1115,8 +1316,9 @@ impl Space {
                 s.key.clone(),
             )
         };
-        let p = match self.read_published(meta) {
+        let p = match self.read_message(queue, id) {
             Ok(p) => p,
+            Err(SpaceError::MessageNotFound(_)) => return Prepared::Gone,
             Err(e) => {
                 tracing::error!(message = %id, error = %e, "cannot read a message body");
                 return Prepared::Unreadable(number, settings, format!("body unreadable: {e}"));
@@ -1150,6 +1352,14 @@ enum Prepared {
     Ready(Box<Attempt>, QueueSettings),
 }
 
+fn reclaim_error(e: storage::ReclaimError) -> SpaceError {
+    match e {
+        storage::ReclaimError::Append(a) => a.into(),
+        storage::ReclaimError::Read(r) => SpaceError::Read(r),
+        other => SpaceError::Storage(other.to_string()),
+    }
+}
+
 fn subscriber_info(id: SubscriberId, s: &Subscriber) -> SubscriberInfo {
     SubscriberInfo {
         id,
@@ -1160,7 +1370,7 @@ fn subscriber_info(id: SubscriberId, s: &Subscriber) -> SubscriberInfo {
     }
 }
 
-fn add_subscriber_state(
+pub(crate) fn add_subscriber_state(
     st: &mut QueueState,
     id: SubscriberId,
     spec: SubscriberSpec,
@@ -1208,6 +1418,17 @@ struct Replay {
 }
 
 impl Replay {
+    /// A live record that compaction copied: the message moves, nothing else changes.
+    fn relocate(&mut self, from: storage::Location, to: storage::Location, record: &Record) {
+        if let Record::Published(p) = record
+            && let Some(q) = self.queue_of(p.id)
+            && let Some(meta) = q.sched.meta_mut(p.id)
+            && meta.location == from
+        {
+            meta.location = to;
+        }
+    }
+
     fn queue_of(&mut self, id: MessageId) -> Option<&mut QueueState> {
         let (number, _) = ids::parts(id)?;
         let name = self.by_number.get(&number)?;

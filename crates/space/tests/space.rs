@@ -609,3 +609,132 @@ async fn after_a_crash_everything_unacknowledged_is_sent_again_and_nothing_acked
     assert!(attempts[&lost_power.id] >= 1);
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+fn small_segments() -> SpaceConfig {
+    SpaceConfig {
+        storage: storage::Config {
+            segment_bytes: 16 * 1024,
+            ..storage::Config::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn reclaiming_deletes_and_compacts_segments_and_survives_restarts_and_crashes() {
+    let disk = SimDisk::new(12);
+    let d = Recorder::new(|a: &Attempt| {
+        if a.queue.as_ref() == "stuck" {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    let open_small = |d: &Arc<Recorder>| {
+        Space::open(Arc::new(disk.clone()), small_segments(), d.clone())
+            .unwrap()
+            .0
+    };
+    let space = open_small(&d);
+    space
+        .put_queue("busy", &SettingsPatch::default())
+        .await
+        .unwrap();
+    space.put_queue("stuck", &fast_retries(0)).await.unwrap();
+    subscribe(&space, "busy", A).await;
+    subscribe(&space, "stuck", B).await;
+    // Three messages that stay undelivered, early in the log, one with an idempotency key.
+    let mut stuck = Vec::new();
+    for i in 0..3 {
+        let m = NewMessage {
+            idempotency_key: (i == 0).then(|| "key-0".to_owned()),
+            ..msg(&format!("stuck {i} {}", "s".repeat(500)))
+        };
+        stuck.push(space.publish("stuck", m).await.unwrap().id);
+    }
+    let body = "b".repeat(1000);
+    for _ in 0..200 {
+        space.publish("busy", msg(&body)).await.unwrap();
+    }
+    eventually("busy drained", || d.to(A).len() >= 200).await;
+    eventually("busy empty", || {
+        space.queue_info("busy").unwrap().counts.delivered == 0
+            && space.queue_info("busy").unwrap().counts.ready == 0
+            && space.queue_info("busy").unwrap().counts.delivering == 0
+    })
+    .await;
+    let before = space.log().segments().len();
+    let report = space.reclaim().await.unwrap();
+    let after = space.log().segments().len();
+    assert!(report.segments_deleted >= 5, "{report:?}");
+    assert!(report.segments_compacted >= 1, "{report:?}");
+    assert!(report.records_moved >= 3, "{report:?}");
+    assert!(
+        after < before / 2,
+        "{before} segments before, {after} after"
+    );
+    for (i, id) in stuck.iter().enumerate() {
+        let (b, _) = space.body("stuck", *id).unwrap();
+        assert!(b.starts_with(format!("stuck {i} ").as_bytes()));
+    }
+    // More traffic after the checkpoint, then a clean restart.
+    let later = space
+        .publish("stuck", msg("after the checkpoint"))
+        .await
+        .unwrap();
+    space.shutdown(Duration::from_secs(1)).await;
+    let d2 = Recorder::new(fail);
+    let space = open_small(&d2);
+    let info = space.queue_info("stuck").unwrap();
+    assert_eq!(info.counts.ready + info.counts.delivering, 4);
+    assert_eq!(info.subscribers.len(), 1);
+    let again = space
+        .publish(
+            "stuck",
+            NewMessage {
+                idempotency_key: Some("key-0".into()),
+                ..msg(&format!("stuck 0 {}", "s".repeat(500)))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.created), (stuck[0], false));
+    // A second reclaim with compaction, then a power loss.
+    for _ in 0..100 {
+        space.publish("busy", msg(&body)).await.unwrap();
+    }
+    d2.set(|a: &Attempt| {
+        if a.queue.as_ref() == "stuck" {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    eventually("busy delivered again", || {
+        space.queue_info("busy").unwrap().counts.ready == 0
+            && space.queue_info("busy").unwrap().counts.delivering == 0
+    })
+    .await;
+    let second = space.reclaim().await.unwrap();
+    assert!(
+        second.segments_deleted + second.segments_compacted >= 1,
+        "{second:?}"
+    );
+    disk.crash();
+    drop(space);
+    disk.restart();
+    let d3 = Recorder::new(ack);
+    let space = open_small(&d3);
+    assert!(
+        space.log().checkpoint_location().is_some(),
+        "recovered from a checkpoint"
+    );
+    eventually("every stuck message delivered after the crash", || {
+        let got = d3.to(B);
+        stuck.iter().all(|m| got.contains(m)) && got.contains(&later.id)
+    })
+    .await;
+    for id in stuck.iter().chain([&later.id]) {
+        assert!(d3.attempts().iter().any(|(_, m, _)| m == id));
+    }
+    space.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,4 +1,5 @@
-//! Explicit little-endian primitives for record payloads.
+//! Explicit little-endian primitives for record payloads, public so that the broker encodes
+//! its own blobs (checkpoint snapshots) the same way.
 //!
 //! Hand-written rather than derived so that the byte layout in `docs/format.md` is exactly what
 //! the code does, and so decoding never allocates more than the input can back.
@@ -23,37 +24,37 @@ pub enum DecodeError {
 }
 
 /// A count or length as `u32`, saturating (see [`Encoder::bytes`]).
-pub(crate) fn saturating_u32(n: usize) -> u32 {
+pub fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Appends encoded fields to a buffer.
-pub(crate) struct Encoder<'a> {
+pub struct Encoder<'a> {
     buf: &'a mut Vec<u8>,
 }
 
 impl<'a> Encoder<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
         Encoder { buf }
     }
 
-    pub(crate) fn u8(&mut self, v: u8) {
+    pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
 
-    pub(crate) fn u32(&mut self, v: u32) {
+    pub fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(crate) fn u64(&mut self, v: u64) {
+    pub fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(crate) fn uuid(&mut self, v: &Uuid) {
+    pub fn uuid(&mut self, v: &Uuid) {
         self.buf.extend_from_slice(v.as_bytes());
     }
 
-    pub(crate) fn opt_uuid(&mut self, v: &Option<Uuid>) {
+    pub fn opt_uuid(&mut self, v: &Option<Uuid>) {
         match v {
             None => self.u8(0),
             Some(id) => {
@@ -67,16 +68,16 @@ impl<'a> Encoder<'a> {
     ///
     /// A field over 4 GiB gets a wrong prefix instead of a panic: the record is then far over
     /// [`crate::limits::RECORD_PAYLOAD_BYTES_MAX`] and refused before anything is written.
-    pub(crate) fn bytes(&mut self, v: &[u8]) {
+    pub fn bytes(&mut self, v: &[u8]) {
         self.u32(saturating_u32(v.len()));
         self.buf.extend_from_slice(v);
     }
 
-    pub(crate) fn str(&mut self, v: &str) {
+    pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
 
-    pub(crate) fn opt_str(&mut self, v: &Option<String>) {
+    pub fn opt_str(&mut self, v: &Option<String>) {
         match v {
             None => self.u8(0),
             Some(s) => {
@@ -86,7 +87,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    pub(crate) fn u64s(&mut self, v: &[u64]) {
+    pub fn u64s(&mut self, v: &[u64]) {
         self.u32(saturating_u32(v.len()));
         for x in v {
             self.u64(*x);
@@ -96,13 +97,13 @@ impl<'a> Encoder<'a> {
 
 /// Reads fields from a payload. Byte strings are returned as slices of the input `Bytes`, so a
 /// message body decoded from a read buffer is never copied.
-pub(crate) struct Decoder {
+pub struct Decoder {
     buf: Bytes,
     pos: usize,
 }
 
 impl Decoder {
-    pub(crate) fn new(buf: Bytes) -> Self {
+    pub fn new(buf: Bytes) -> Self {
         Decoder { buf, pos: 0 }
     }
 
@@ -119,23 +120,23 @@ impl Decoder {
         Ok(s)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
 
-    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
@@ -146,7 +147,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+    pub fn uuid(&mut self) -> Result<Uuid, DecodeError> {
         let b = self.take(16)?;
         let mut a = [0u8; 16];
         a.copy_from_slice(b);
@@ -164,7 +165,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
+    pub fn opt_uuid(&mut self) -> Result<Option<Uuid>, DecodeError> {
         Ok(if self.tag("optional id tag")? {
             Some(self.uuid()?)
         } else {
@@ -172,14 +173,14 @@ impl Decoder {
         })
     }
 
-    pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+    pub fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u32()? as usize;
         let start = self.pos;
         self.take(len)?;
         Ok(self.buf.slice(start..start + len))
     }
 
-    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+    pub fn string(&mut self) -> Result<String, DecodeError> {
         let len = self.u32()? as usize;
         let raw = self.take(len)?;
         std::str::from_utf8(raw)
@@ -187,7 +188,7 @@ impl Decoder {
             .map_err(|_| DecodeError::InvalidUtf8)
     }
 
-    pub(crate) fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+    pub fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
         Ok(if self.tag("optional text tag")? {
             Some(self.string()?)
         } else {
@@ -195,7 +196,7 @@ impl Decoder {
         })
     }
 
-    pub(crate) fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
+    pub fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
         let len = self.u32()? as usize;
         // Check the input can back the count before allocating for it.
         let needed = len.saturating_mul(8);
@@ -210,11 +211,11 @@ impl Decoder {
 
     /// Number of bytes not yet consumed; a decoder checks this is enough before allocating a
     /// collection whose length came from the input.
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+    pub fn finish(self) -> Result<(), DecodeError> {
         match self.buf.len() - self.pos {
             0 => Ok(()),
             trailing => Err(DecodeError::TrailingBytes { trailing }),

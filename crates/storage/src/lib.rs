@@ -6,13 +6,13 @@
 //!   thread, without a lock on the I/O.
 //! - **Recovery**: [`Log::open`] replays from the latest checkpoint (or the start), cuts a torn
 //!   tail, and refuses corruption elsewhere with its file and offset unless asked to repair.
-//! - **Reclaiming space**: [`Log::delete_segment`] and [`Log::compact_segment`] for segments
+//! - **Reclaiming space**: [`Log::delete_segment`] and [`Log::copy_live_records`] for segments
 //!   before the latest checkpoint; the broker decides what is live.
 //!
 //! Storage knows nothing of HTTP, queues' rules or delivery: it stores [`Record`]s. The byte
 //! format and the assumptions about the disk are in `docs/format.md`.
 
-mod codec;
+pub mod codec;
 mod error;
 mod frame;
 pub mod io;

@@ -324,17 +324,18 @@ impl Log {
         Ok(())
     }
 
-    /// Copies the records of a segment that `is_live` keeps to the head of the log, makes the
-    /// copies durable, then deletes the segment. Returns where each kept record went; the
-    /// broker updates its index with them, and on replay it sees each copy with
-    /// `relocated_from` set.
+    /// Compaction, first half: copies the records of a segment that `is_live` keeps to the head
+    /// of the log and makes the copies durable. Returns where each kept record went. The
+    /// broker then points its index at the copies and deletes the segment with
+    /// [`Log::delete_segment`]; in that order, a reader always finds the record at one place or
+    /// the other. On replay, the broker sees each copy with `relocated_from` set.
     ///
     /// Reads the segment with blocking I/O: call it from a background task that may block.
     ///
     /// Apply the returned moves before the next [`Log::checkpoint`]: a snapshot taken between
-    /// the copy and the update would hold locations in the deleted segment, and replay from it
-    /// would not see the copies (they precede it).
-    pub async fn compact_segment(
+    /// the copy and the update would hold old locations, and replay from it would not see the
+    /// copies (they precede it).
+    pub async fn copy_live_records(
         &self,
         segment: u32,
         mut is_live: impl FnMut(Location, &Record) -> bool,
@@ -398,7 +399,6 @@ impl Log {
             })
             .await?
         };
-        self.delete_segment(segment)?;
         Ok(froms
             .into_iter()
             .zip(tos)

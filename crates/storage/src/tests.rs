@@ -397,9 +397,15 @@ async fn compaction_moves_live_records_forward_and_replay_sees_the_moves() {
         .unwrap();
     let live: Vec<(Location, Record)> = in_first.iter().step_by(2).cloned().collect();
     let moves = log
-        .compact_segment(1, |at, _| live.iter().any(|(l, _)| *l == at))
+        .copy_live_records(1, |at, _| live.iter().any(|(l, _)| *l == at))
         .await
         .unwrap();
+    // Both copies readable until the segment goes.
+    for (m, (at, r)) in moves.iter().zip(&live) {
+        assert_eq!(&log.read(*at).unwrap(), r);
+        assert_eq!(&log.read(m.to).unwrap(), r);
+    }
+    log.delete_segment(1).unwrap();
     assert_eq!(moves.len(), live.len());
     for (m, (at, r)) in moves.iter().zip(&live) {
         assert_eq!(m.from, *at);
@@ -434,16 +440,18 @@ async fn compacting_a_compacted_record_keeps_it_readable() {
         log.append(&[message(i, 300)]).await.unwrap();
     }
     log.checkpoint(vec![]).await.unwrap();
-    let first = log.compact_segment(1, |l, _| l == at).await.unwrap();
+    let first = log.copy_live_records(1, |l, _| l == at).await.unwrap();
+    log.delete_segment(1).unwrap();
     let moved = first[0].to;
     for i in 30..60 {
         log.append(&[message(i, 300)]).await.unwrap();
     }
     log.checkpoint(vec![]).await.unwrap();
     let second = log
-        .compact_segment(moved.segment, |l, _| l == moved)
+        .copy_live_records(moved.segment, |l, _| l == moved)
         .await
         .unwrap();
+    log.delete_segment(moved.segment).unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].from, moved);
     assert_eq!(log.read(second[0].to).unwrap(), keep);
