@@ -85,9 +85,7 @@ async fn sink() -> BenchResult<(String, Arc<AtomicU64>)> {
 }
 
 fn config() -> SpaceConfig {
-    SpaceConfig {
-        storage: storage::Config::default(),
-    }
+    SpaceConfig::new(storage::Config::default())
 }
 
 fn open(dir: &std::path::Path) -> BenchResult<Space> {

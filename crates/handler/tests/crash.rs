@@ -52,10 +52,13 @@ fn space_crash_child() {
         let (space, _) = Space::open(
             Arc::new(FsBackend::open(&dir).unwrap()),
             SpaceConfig {
-                storage: storage::Config {
-                    segment_bytes: 1024 * 1024,
+                // Small segments and a busy reclaimer: kills also land during checkpoints,
+                // compactions and deletions.
+                reclaim_interval: Duration::from_millis(50),
+                ..SpaceConfig::new(storage::Config {
+                    segment_bytes: 64 * 1024,
                     ..storage::Config::default()
-                },
+                })
             },
             Arc::new(HttpDeliverer::new()),
         )
@@ -235,6 +238,20 @@ async fn space_survives_kill9() {
     tokio::task::spawn_blocking(move || kill(drain))
         .await
         .unwrap();
+    assert!(
+        dir.path().join("CHECKPOINT").exists(),
+        "the reclaimer never ran: the test did not exercise checkpoints"
+    );
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
 
     let first = first_arrival(&arrivals.lock().unwrap());
     let mut checked = 0;
@@ -250,7 +267,7 @@ async fn space_survives_kill9() {
     }
     let total = arrivals.lock().unwrap().len();
     println!(
-        "{CYCLES} kills: {} accepted messages all delivered to both subscribers ({total} deliveries, {} duplicates); {checked} parent orders checked",
+        "{CYCLES} kills: {} accepted messages all delivered to both subscribers ({total} deliveries, {} duplicates); {checked} parent orders checked; {segments} segments left",
         accepted.len(),
         total - first.len()
     );

@@ -16,12 +16,10 @@ use space::{
 use storage::io::FsBackend;
 
 fn open(dir: &tempfile::TempDir) -> Space {
-    let config = SpaceConfig {
-        storage: storage::Config {
-            segment_bytes: 1024 * 1024,
-            ..storage::Config::default()
-        },
-    };
+    let config = SpaceConfig::new(storage::Config {
+        segment_bytes: 1024 * 1024,
+        ..storage::Config::default()
+    });
     Space::open(
         Arc::new(FsBackend::open(dir.path()).unwrap()),
         config,

@@ -44,7 +44,7 @@ pub mod limits {
     pub const ERROR_TEXT_BYTES_MAX: usize = 512;
     /// How often retention and idempotency windows are swept.
     pub const SWEEP_INTERVAL_MS: u64 = 1000;
-    /// How often the reclaimer checks whether a checkpoint is due.
+    /// How often the reclaimer checks whether a checkpoint is due, by default.
     pub const RECLAIM_INTERVAL_MS: u64 = 5000;
     /// Sealed segments since the last checkpoint before another is taken.
     pub const RECLAIM_SEGMENTS_MIN: usize = 2;
@@ -56,6 +56,18 @@ pub mod limits {
 #[derive(Debug, Clone)]
 pub struct SpaceConfig {
     pub storage: storage::Config,
+    /// How often the reclaimer checks whether a checkpoint (and reclaiming the segments
+    /// before it) is due.
+    pub reclaim_interval: Duration,
+}
+
+impl SpaceConfig {
+    pub fn new(storage: storage::Config) -> SpaceConfig {
+        SpaceConfig {
+            storage,
+            reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
+        }
+    }
 }
 
 /// A new message.
@@ -270,6 +282,7 @@ impl Space {
         config: SpaceConfig,
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), SpaceError> {
+        let reclaim_interval = config.reclaim_interval.max(Duration::from_millis(1));
         let mut recovery = Log::open(backend, config.storage)?;
         let mut replay = match recovery.checkpoint() {
             None => Replay::default(),
@@ -339,7 +352,7 @@ impl Space {
             }
         }
         space.spawn_sweeper();
-        space.spawn_reclaimer();
+        space.spawn_reclaimer(reclaim_interval);
         Ok((space, report))
     }
 
@@ -1050,12 +1063,11 @@ impl Space {
         sealed_since >= limits::RECLAIM_SEGMENTS_MIN && written >= 2 * m.snapshot_bytes
     }
 
-    fn spawn_reclaimer(&self) {
+    fn spawn_reclaimer(&self, interval: Duration) {
         let weak = Arc::downgrade(&self.inner);
         let mut stop = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(Duration::from_millis(limits::RECLAIM_INTERVAL_MS));
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

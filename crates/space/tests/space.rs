@@ -108,12 +108,10 @@ fn fail(_: &Attempt) -> Outcome {
 }
 
 fn config() -> SpaceConfig {
-    SpaceConfig {
-        storage: storage::Config {
-            segment_bytes: 256 * 1024,
-            ..storage::Config::default()
-        },
-    }
+    SpaceConfig::new(storage::Config {
+        segment_bytes: 256 * 1024,
+        ..storage::Config::default()
+    })
 }
 
 fn open(backend: Arc<dyn Backend>, d: &Arc<Recorder>) -> Space {
@@ -611,12 +609,10 @@ async fn after_a_crash_everything_unacknowledged_is_sent_again_and_nothing_acked
 }
 
 fn small_segments() -> SpaceConfig {
-    SpaceConfig {
-        storage: storage::Config {
-            segment_bytes: 16 * 1024,
-            ..storage::Config::default()
-        },
-    }
+    SpaceConfig::new(storage::Config {
+        segment_bytes: 16 * 1024,
+        ..storage::Config::default()
+    })
 }
 
 #[tokio::test]
