@@ -43,6 +43,9 @@ pub struct Args {
     /// Subscribers of the queue.
     #[arg(long, default_value_t = 2)]
     subscribers: u64,
+    /// How often the Space's reclaimer looks for a checkpoint to take, in milliseconds.
+    #[arg(long, default_value_t = space::space::limits::RECLAIM_INTERVAL_MS)]
+    reclaim_interval_ms: u64,
     /// Also write results as JSON lines to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -84,14 +87,14 @@ async fn sink() -> BenchResult<(String, Arc<AtomicU64>)> {
     Ok((url, count))
 }
 
-fn config() -> SpaceConfig {
-    SpaceConfig::new(storage::Config::default())
-}
-
-fn open(dir: &std::path::Path) -> BenchResult<Space> {
+fn open(dir: &std::path::Path, reclaim_interval_ms: u64) -> BenchResult<Space> {
+    let config = SpaceConfig {
+        reclaim_interval: Duration::from_millis(reclaim_interval_ms),
+        ..SpaceConfig::new(storage::Config::default())
+    };
     Ok(Space::open(
         Arc::new(FsBackend::open(dir)?),
-        config(),
+        config,
         Arc::new(HttpDeliverer::new()),
     )?
     .0)
@@ -157,7 +160,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     // 1. Delivery over loopback HTTP.
     let data = tempfile::tempdir_in(&args.dir)?;
     let (publish_s, deliver_s) = rt.block_on(async {
-        let space = open(data.path())?;
+        let space = open(data.path(), args.reclaim_interval_ms)?;
         space.put_queue("bench", &SettingsPatch::default()).await?;
         let mut counters = Vec::new();
         for _ in 0..args.subscribers {
@@ -211,7 +214,7 @@ pub fn run(args: Args) -> BenchResult<()> {
             format!("http://{}/hook", l.local_addr()?)
         };
         let (per_message, publish_s) = rt.block_on(async {
-            let space = open(data.path())?;
+            let space = open(data.path(), args.reclaim_interval_ms)?;
             // Retries far apart: the subscribers stay down for the whole run.
             let patch: SettingsPatch = serde_json_patch();
             space.put_queue("bench", &patch).await?;
@@ -235,7 +238,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         );
         let reopen_s = rt.block_on(async {
             let started = Instant::now();
-            let space = open(data.path())?;
+            let space = open(data.path(), args.reclaim_interval_ms)?;
             let s = started.elapsed().as_secs_f64();
             let undelivered = space.queue_info("bench")?.counts;
             space.shutdown(Duration::from_secs(5)).await;

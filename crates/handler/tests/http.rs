@@ -275,3 +275,39 @@ async fn max_in_flight_bounds_concurrent_requests() {
     assert!(max <= 3, "{max} requests at once");
     assert!(max >= 2, "deliveries were not concurrent ({max})");
 }
+
+#[tokio::test]
+async fn a_randomly_failing_subscriber_gets_everything_in_the_end() {
+    // Fails about a third of requests, with a mix of statuses.
+    let sink = start(|n, _| match (n * 7919) % 9 {
+        0 => Reply::Status(500, "boom"),
+        1 => Reply::StatusWith(429, "slow down", "retry-after", "0"),
+        2 => Reply::Status(404, ""),
+        _ => Reply::Status(200, ""),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    space
+        .put_queue(
+            "q",
+            &patch(serde_json::json!({"retry": {"max_attempts": 0, "initial_backoff": "1ms", "max_backoff": "20ms"}})),
+        )
+        .await
+        .unwrap();
+    space
+        .add_subscriber("q", spec(sink.url(), HandlerKind::Webhook, None))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        ids.push(space.publish("q", msg("x", None)).await.unwrap().id);
+    }
+    eventually("all acknowledged", || {
+        ids.iter()
+            .all(|id| matches!(space.message("q", *id), Err(SpaceError::MessageNotFound(_))))
+    })
+    .await;
+    assert!(sink.count() > 300, "some attempts failed and were retried");
+    space.shutdown(Duration::from_secs(1)).await;
+}

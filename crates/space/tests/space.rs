@@ -734,3 +734,99 @@ async fn reclaiming_deletes_and_compacts_segments_and_survives_restarts_and_cras
     }
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Waits in virtual time (paused clock) until `cond` holds, up to an hour of it.
+async fn eventually_virtual(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..36_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("an hour of virtual time passed and still not {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_in_virtual_time() {
+    let disk = SimDisk::new(14);
+    let times: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let seen = times.clone();
+    let d = Recorder::new(move |a: &Attempt| {
+        seen.lock().unwrap().push(tokio::time::Instant::now());
+        fail(a)
+    });
+    let space = open(Arc::new(disk), &d);
+    let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
+        "retry": {"max_attempts": 7, "initial_backoff": "1s", "max_backoff": "8s"}
+    }))
+    .unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let m = space.publish("q", msg("x")).await.unwrap();
+    eventually_virtual("dead", || {
+        space.message("q", m.id).map(|i| i.state).ok() == Some(MessageState::Dead)
+    })
+    .await;
+    let t = times.lock().unwrap().clone();
+    assert_eq!(t.len(), 7, "max_attempts counts every attempt");
+    // Full jitter: the wait before attempt n+1 is at most min(8s, 1s × 2^(n-1)); the clock may
+    // also jump to another timer (the 1 s sweeper) while a record is written.
+    for (n, pair) in t.windows(2).enumerate() {
+        let ceiling = Duration::from_secs((1u64 << n).min(8));
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap <= ceiling + Duration::from_millis(1100),
+            "wait {n}: {gap:?} over {ceiling:?}"
+        );
+    }
+    let total = *t.last().unwrap() - t[0];
+    assert!(
+        total <= Duration::from_secs(1 + 2 + 4 + 8 + 8 + 8 + 7),
+        "{total:?}"
+    );
+}
+
+/// Hangs on the first attempt, acknowledges the second.
+struct HangOnce(Mutex<u32>);
+
+impl Deliverer for HangOnce {
+    fn deliver(
+        &self,
+        _: Attempt,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+        let n = {
+            let mut n = self.0.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        Box::pin(async move {
+            if n == 1 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Outcome::Acked
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_hangs_times_out_in_virtual_time() {
+    let disk = SimDisk::new(15);
+    let space = Space::open(Arc::new(disk), config(), Arc::new(HangOnce(Mutex::new(0))))
+        .unwrap()
+        .0;
+    let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
+        "delivery_timeout": "2s", "retention": {"delivered": "1h"},
+        "retry": {"initial_backoff": "1ms", "max_backoff": "1ms"}
+    }))
+    .unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let m = space.publish("q", msg("x")).await.unwrap();
+    eventually_virtual("delivered", || {
+        space.message("q", m.id).map(|i| i.state).ok() == Some(MessageState::Delivered)
+    })
+    .await;
+    let d = &space.message("q", m.id).unwrap().deliveries[0];
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_error.as_deref(), Some("timed out after 2s"));
+}
