@@ -184,6 +184,8 @@ struct Maintenance {
     /// Size of the last snapshot: checkpoints are spaced so that they cost no more than the
     /// log they let go of.
     snapshot_bytes: u64,
+    /// Log bytes written when the reclaimer last looked.
+    bytes_at_last_look: u64,
 }
 
 /// What [`Space::reclaim`] did.
@@ -981,14 +983,7 @@ impl Space {
         m.snapshot_bytes = report.snapshot_bytes;
         m.bytes_at_checkpoint = self.inner.log.stats().bytes;
 
-        // Live bytes per segment, from the index.
-        let mut live: HashMap<u32, u64> = HashMap::new();
-        for q in self.all_queues() {
-            let st = q.lock();
-            for (_, _, meta) in st.sched.iter_from(None) {
-                *live.entry(meta.location.segment).or_default() += u64::from(meta.location.len);
-            }
-        }
+        let live = self.live_bytes_per_segment();
         for segment in self.inner.log.segments() {
             if segment.id >= checkpoint.segment {
                 continue;
@@ -1045,22 +1040,54 @@ impl Space {
 
     /// Whether enough log has piled up since the last checkpoint to make one worth it.
     async fn reclaim_due(&self) -> bool {
-        let m = self.inner.maintenance.lock().await;
-        let written = self.inner.log.stats().bytes - m.bytes_at_checkpoint;
+        let mut m = self.inner.maintenance.lock().await;
+        let written_total = self.inner.log.stats().bytes;
+        // Nothing written since the last look: an idle broker does no work here.
+        if written_total == m.bytes_at_last_look {
+            return false;
+        }
+        m.bytes_at_last_look = written_total;
+        let written = written_total.saturating_sub(m.bytes_at_checkpoint);
         let cp_segment = self
             .inner
             .log
             .checkpoint_location()
             .map_or(0, |c| c.segment);
-        let sealed_since = self
-            .inner
-            .log
-            .segments()
+        let segments = self.inner.log.segments();
+        let sealed_since = segments
             .iter()
             .filter(|s| s.id >= cp_segment)
             .count()
             .saturating_sub(1);
-        sealed_since >= limits::RECLAIM_SEGMENTS_MIN && written >= 2 * m.snapshot_bytes
+        if sealed_since < limits::RECLAIM_SEGMENTS_MIN || written < 2 * m.snapshot_bytes {
+            return false;
+        }
+        // Worth a snapshot only if it lets at least one segment's worth of disk go: a backlog
+        // that is all still owed gains nothing from one.
+        let live = self.live_bytes_per_segment();
+        let active = segments.last().map_or(0, |s| s.id);
+        let reclaimable: u64 = segments
+            .iter()
+            .filter(|s| s.id < active)
+            .map(|s| {
+                s.bytes
+                    .saturating_sub(live.get(&s.id).copied().unwrap_or(0))
+            })
+            .sum();
+        let segment_bytes = segments.first().map_or(u64::MAX, |s| s.bytes);
+        reclaimable >= segment_bytes
+    }
+
+    /// Bytes of messages still held, per segment.
+    fn live_bytes_per_segment(&self) -> HashMap<u32, u64> {
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        for q in self.all_queues() {
+            let st = q.lock();
+            for (_, _, meta) in st.sched.iter_from(None) {
+                *live.entry(meta.location.segment).or_default() += u64::from(meta.location.len);
+            }
+        }
+        live
     }
 
     fn spawn_reclaimer(&self, interval: Duration) {

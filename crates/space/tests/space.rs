@@ -747,17 +747,28 @@ async fn eventually_virtual(what: &str, cond: impl Fn() -> bool) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retries_back_off_exponentially_in_virtual_time() {
+async fn retry_after_sets_the_wait_capped_by_max_backoff_in_virtual_time() {
+    // The full-jitter schedule itself is a pure function, tested in `delivery.rs`. Here the
+    // subscriber asks for its waits (`Retry-After`), which come without jitter: attempt n asks
+    // for n seconds, the sixth for an hour, which max_backoff (8s) cuts down.
     let disk = SimDisk::new(14);
     let times: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
     let seen = times.clone();
     let d = Recorder::new(move |a: &Attempt| {
         seen.lock().unwrap().push(tokio::time::Instant::now());
-        fail(a)
+        let asked = if a.number < 6 {
+            u64::from(a.number)
+        } else {
+            3600
+        };
+        Outcome::Failed {
+            error: "HTTP 503".into(),
+            retry_after: Some(Duration::from_secs(asked)),
+        }
     });
     let space = open(Arc::new(disk), &d);
     let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
-        "retry": {"max_attempts": 7, "initial_backoff": "1s", "max_backoff": "8s"}
+        "retry": {"max_attempts": 7, "initial_backoff": "1ms", "max_backoff": "8s"}
     }))
     .unwrap();
     space.put_queue("q", &patch).await.unwrap();
@@ -769,20 +780,15 @@ async fn retries_back_off_exponentially_in_virtual_time() {
     .await;
     let t = times.lock().unwrap().clone();
     assert_eq!(t.len(), 7, "max_attempts counts every attempt");
-    // Full jitter: the wait before attempt n+1 is at most min(8s, 1s × 2^(n-1)); the clock may
-    // also jump to another timer (the 1 s sweeper) while a record is written.
+    // Waiting on the log's writer thread lets the paused clock run ahead to other timers, so
+    // only lower bounds are exact; the hour asked for must still have been cut to 8s.
     for (n, pair) in t.windows(2).enumerate() {
-        let ceiling = Duration::from_secs((1u64 << n).min(8));
-        let gap = pair[1] - pair[0];
-        assert!(
-            gap <= ceiling + Duration::from_millis(1100),
-            "wait {n}: {gap:?} over {ceiling:?}"
-        );
+        let asked = if n < 5 { n as u64 + 1 } else { 8 };
+        assert!(pair[1] - pair[0] >= Duration::from_secs(asked), "wait {n}");
     }
-    let total = *t.last().unwrap() - t[0];
     assert!(
-        total <= Duration::from_secs(1 + 2 + 4 + 8 + 8 + 8 + 7),
-        "{total:?}"
+        t[6] - t[5] < Duration::from_secs(600),
+        "max_backoff did not cap Retry-After"
     );
 }
 
