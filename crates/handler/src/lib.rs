@@ -6,7 +6,8 @@
 //! - `legacy`: the original broker's JSON `{"id", "content": base64}`; acknowledged only by a
 //!   2xx whose body, trimmed, is `true`.
 //!
-//! One pooled keep-alive client (hyper-util) serves every subscriber, with `TCP_NODELAY`.
+//! One pooled keep-alive client (hyper-util) serves every subscriber, with `TCP_NODELAY`;
+//! https endpoints go through rustls (ring provider, Mozilla's roots, optional extra roots).
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
 mod time;
@@ -39,10 +40,12 @@ pub mod limits {
     pub const POOL_IDLE_TIMEOUT_S: u64 = 90;
 }
 
-/// Delivers attempts over HTTP/1.1 with a shared connection pool.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Delivers attempts over HTTP/1.1, plain or TLS (rustls), with a shared connection pool.
 #[derive(Clone)]
 pub struct HttpDeliverer {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl Default for HttpDeliverer {
@@ -51,16 +54,47 @@ impl Default for HttpDeliverer {
     }
 }
 
+/// Why the TLS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for https endpoints: {0}")]
+pub struct TlsError(String);
+
 impl HttpDeliverer {
+    /// A deliverer trusting Mozilla's root certificates for https endpoints.
     pub fn new() -> HttpDeliverer {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        HttpDeliverer::with_extra_roots(Vec::new())
+            .expect("the built-in roots and the ring provider always make a TLS config")
+    }
+
+    /// A deliverer that also trusts these certificates (DER), e.g. a private CA.
+    pub fn with_extra_roots(
+        extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<HttpDeliverer, TlsError> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in extra {
+            roots.add(cert).map_err(|e| TlsError(e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(limits::POOL_IDLE_PER_HOST)
             .pool_idle_timeout(Duration::from_secs(limits::POOL_IDLE_TIMEOUT_S))
             .build(connector);
-        HttpDeliverer { client }
+        Ok(HttpDeliverer { client })
     }
 }
 
@@ -79,10 +113,7 @@ impl Deliverer for HttpDeliverer {
     }
 }
 
-async fn send(client: &Client<HttpConnector, Full<Bytes>>, a: &Attempt) -> Result<Outcome, String> {
-    if a.endpoint.starts_with("https://") {
-        return Err("https endpoints are not supported yet (no TLS client in this build)".into());
-    }
+async fn send(client: &Client<Connector, Full<Bytes>>, a: &Attempt) -> Result<Outcome, String> {
     let request = match a.handler {
         HandlerKind::Webhook => webhook_request(a, unix_seconds_now())?,
         HandlerKind::Legacy => legacy_request(a)?,

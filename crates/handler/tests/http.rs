@@ -311,3 +311,113 @@ async fn a_randomly_failing_subscriber_gets_everything_in_the_end() {
     assert!(sink.count() > 300, "some attempts failed and were retried");
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn https_endpoints_are_delivered_over_tls() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A self-signed certificate for localhost, trusted by this deliverer only.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_der = cert.cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()),
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(Bytes::new()),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let space = Space::open(
+        Arc::new(FsBackend::open(dir.path()).unwrap()),
+        SpaceConfig::new(storage::Config {
+            segment_bytes: 1024 * 1024,
+            ..storage::Config::default()
+        }),
+        Arc::new(HttpDeliverer::with_extra_roots(vec![cert_der]).unwrap()),
+    )
+    .unwrap()
+    .0;
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    let endpoint = format!("https://localhost:{port}/hook");
+    space
+        .add_subscriber("q", spec(endpoint.clone(), HandlerKind::Webhook, None))
+        .await
+        .unwrap();
+    let m = space.publish("q", msg("secret stuff", None)).await.unwrap();
+    eventually("delivered over TLS", || {
+        received.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("acknowledged", || {
+        matches!(
+            space.message("q", m.id),
+            Err(SpaceError::MessageNotFound(_))
+        )
+    })
+    .await;
+
+    // A deliverer that does not trust the certificate refuses the endpoint.
+    let dir2 = tempfile::tempdir().unwrap();
+    let strict = Space::open(
+        Arc::new(FsBackend::open(dir2.path()).unwrap()),
+        SpaceConfig::new(storage::Config::default()),
+        Arc::new(HttpDeliverer::new()),
+    )
+    .unwrap()
+    .0;
+    strict
+        .put_queue(
+            "q",
+            &patch(serde_json::json!({"retry": {"max_attempts": 1}})),
+        )
+        .await
+        .unwrap();
+    strict
+        .add_subscriber("q", spec(endpoint, HandlerKind::Webhook, None))
+        .await
+        .unwrap();
+    let m = strict.publish("q", msg("x", None)).await.unwrap();
+    eventually("refused", || {
+        strict.message("q", m.id).map(|i| i.state).ok() == Some(MessageState::Dead)
+    })
+    .await;
+    let error = strict.message("q", m.id).unwrap().deliveries[0]
+        .last_error
+        .clone()
+        .unwrap();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+}
