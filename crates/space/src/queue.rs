@@ -4,7 +4,7 @@
 //! reads it back during replay) and then applies it here, under the queue's lock. Live
 //! operation and recovery therefore run the very same code.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,53 @@ pub(crate) struct Remembered {
     pub expires_at_ms: u64,
 }
 
+/// Idempotency keys with their deadlines in arrival order, so that expiring them costs only
+/// what expires (the sweeper runs every second; a full scan of a big window would not be idle).
+#[derive(Default)]
+pub(crate) struct IdempotencyKeys {
+    keys: HashMap<String, Remembered>,
+    deadlines: VecDeque<(u64, String)>,
+}
+
+impl IdempotencyKeys {
+    pub fn get(&self, key: &str) -> Option<&Remembered> {
+        self.keys.get(key)
+    }
+
+    pub fn insert(&mut self, key: String, r: Remembered) {
+        self.deadlines.push_back((r.expires_at_ms, key.clone()));
+        self.keys.insert(key, r);
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.keys.remove(key);
+    }
+
+    /// Forgets keys whose window is over. Deadlines are in arrival order; a window changed
+    /// to be shorter only lets a key live until the ones before it expire.
+    pub fn expire(&mut self, now_ms: u64) {
+        while let Some((at, _)) = self.deadlines.front() {
+            if *at > now_ms {
+                break;
+            }
+            let Some((at, key)) = self.deadlines.pop_front() else {
+                break;
+            };
+            if self.keys.get(&key).is_some_and(|r| r.expires_at_ms == at) {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Remembered)> {
+        self.keys.iter()
+    }
+}
+
 pub(crate) struct QueueState {
     pub name: Arc<str>,
     pub number: u32,
@@ -83,7 +130,7 @@ pub(crate) struct QueueState {
     /// Publishes accepted but not yet durable: counted against the limits too.
     pub reserved: u64,
     pub reserved_bytes: u64,
-    pub idempotency: HashMap<String, Remembered>,
+    pub idempotency: IdempotencyKeys,
     pub deliveries: HashMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
     /// Finished messages and when retention removes them.
     pub expiry: BTreeSet<(u64, MessageId)>,
@@ -107,7 +154,7 @@ impl QueueState {
             undelivered_bytes: 0,
             reserved: 0,
             reserved_bytes: 0,
-            idempotency: HashMap::new(),
+            idempotency: IdempotencyKeys::default(),
             deliveries: HashMap::new(),
             expiry: BTreeSet::new(),
             deleted: false,
@@ -339,7 +386,7 @@ impl QueueState {
                 let _ = self.remove(id, now_ms, wake);
             }
         }
-        self.idempotency.retain(|_, r| r.expires_at_ms > now_ms);
+        self.idempotency.expire(now_ms);
     }
 
     /// The per-subscriber view of a message for the API.
@@ -391,4 +438,33 @@ pub struct DeliveryView {
     pub last_error: Option<String>,
     pub next_attempt_at_ms: Option<u64>,
     pub acked_at_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered(n: u128, expires_at_ms: u64) -> Remembered {
+        Remembered {
+            id: uuid::Uuid::from_u128(n),
+            body_hash: 0,
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_expire_in_deadline_order_and_a_renewed_key_stays() {
+        let mut k = IdempotencyKeys::default();
+        k.insert("a".into(), remembered(1, 10));
+        k.insert("b".into(), remembered(2, 20));
+        k.insert("a".into(), remembered(3, 30)); // reused after its window: renewed
+        k.expire(15);
+        assert_eq!(k.get("a").map(|r| r.id), Some(uuid::Uuid::from_u128(3)));
+        assert!(k.get("b").is_some());
+        k.expire(25);
+        assert!(k.get("b").is_none());
+        assert_eq!(k.len(), 1);
+        k.expire(30);
+        assert_eq!(k.len(), 0);
+    }
 }

@@ -88,7 +88,7 @@ pub(crate) fn encode<'a>(
             e.u32(s.spec.max_in_flight);
         }
         e.u32(q.idempotency.len() as u32);
-        for (key, r) in &q.idempotency {
+        for (key, r) in q.idempotency.iter() {
             e.str(key);
             e.uuid(&r.id);
             e.u64(r.body_hash);

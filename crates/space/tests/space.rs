@@ -836,3 +836,22 @@ async fn an_attempt_that_hangs_times_out_in_virtual_time() {
     assert_eq!(d.attempts, 1);
     assert_eq!(d.last_error.as_deref(), Some("timed out after 2s"));
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_after_its_window() {
+    let disk = SimDisk::new(16);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    let patch: SettingsPatch =
+        serde_json::from_value(serde_json::json!({"idempotency": {"window": "5ms"}})).unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    let keyed = || NewMessage {
+        idempotency_key: Some("k".into()),
+        ..msg("a")
+    };
+    let first = space.publish("q", keyed()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = space.publish("q", keyed()).await.unwrap();
+    assert!(second.created);
+    assert_ne!(second.id, first.id);
+}
