@@ -10,8 +10,6 @@
 //! https endpoints go through rustls (ring provider, Mozilla's roots, optional extra roots).
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
-mod time;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -27,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use space::{Attempt, Deliverer, HandlerKind, Outcome};
 
-pub use time::rfc3339;
+pub use space::time::rfc3339;
 
 /// Bounds of the handlers, each with its reason.
 pub mod limits {

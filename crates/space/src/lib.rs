@@ -5,6 +5,7 @@
 //! - [`delivery`]: what the Space asks of a Handler, and the retry schedule.
 //! - [`settings`]: queue settings as users write them, with defaults, patches and bounds.
 //! - [`ids`]: message ids that tell which queue issued them, and in which order.
+//! - [`time`]: RFC 3339 timestamps for headers and the API.
 //!
 //! The Space knows nothing of HTTP frontends: they call it through [`Space`].
 
@@ -16,6 +17,7 @@ pub mod scheduler;
 pub mod settings;
 mod snapshot;
 pub mod space;
+pub mod time;
 
 pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
 pub use error::SpaceError;

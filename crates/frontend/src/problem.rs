@@ -1,0 +1,97 @@
+//! Errors as `application/problem+json` (RFC 9457), and the one place where each Space error
+//! gets its status code.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use space::SpaceError;
+
+/// How long a client should wait after a 429 before publishing again.
+pub const RETRY_AFTER_QUEUE_FULL_S: u64 = 1;
+
+/// An API error: status, a short title, and a detail for the user.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
+    pub retry_after_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            detail: detail.into(),
+            retry_after_s: None,
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = serde_json::to_vec(&Body {
+            kind: "about:blank",
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        })
+        .unwrap_or_default();
+        let mut r = (self.status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<SpaceError> for Problem {
+    fn from(e: SpaceError) -> Problem {
+        use SpaceError::*;
+        let status = match &e {
+            QueueNotFound(_) | SubscriberNotFound(_) | MessageNotFound(_) => StatusCode::NOT_FOUND,
+            InvalidQueueName(_)
+            | InvalidEndpoint(_)
+            | InvalidSecret
+            | InvalidContentType
+            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Settings(_) | UnknownParent(_) | TooManySubscribers | InvalidMaxInFlight(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
+            QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Storage(_) | Open(_) | Read(_) | Snapshot(_) | Unsupported(_) | Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "request failed");
+        }
+        Problem {
+            status,
+            detail: e.to_string(),
+            retry_after_s: matches!(e, QueueFull { .. }).then_some(RETRY_AFTER_QUEUE_FULL_S),
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Black-box tests of `syncbrok serve`: the real binary on port 0 with a temporary data
+//! directory, driven over HTTP, delivering to real subscriber servers on loopback.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+/// A request that must fail: method, URL, headers, body, expected status.
+type ErrorCase<'a> = (Method, String, Vec<(&'a str, &'a str)>, Bytes, StatusCode);
+
+struct Broker {
+    child: Child,
+    url: String,
+}
+
+fn start(data: &std::path::Path, extra: &[&str]) -> Broker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("syncbrok listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Broker { child, url }
+}
+
+impl Broker {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+async fn call(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut r = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let response = client
+        .request(r.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A subscriber that records (webhook-id, body) and answers 200.
+async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let record = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let id = req.headers()["webhook-id"].to_str().unwrap().to_owned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            record.lock().unwrap().push((id, body));
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hook", l.local_addr().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v1_api_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &["--max-body", "1024"]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+
+    // Queues: created, then updated with merged settings.
+    let r = call(
+        Method::PUT,
+        &u("/v1/queues/orders"),
+        &[],
+        r#"{"retention": {"delivered": "1h"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(
+        Method::PUT,
+        &u("/v1/queues/orders"),
+        &[],
+        r#"{"retry": {"max_attempts": 3}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let q = r.json();
+    assert_eq!(q["settings"]["retry"]["max_attempts"], 3);
+    assert_eq!(q["settings"]["retention"]["delivered"], "1h");
+    assert_eq!(q["counts"]["ready"], 0);
+
+    // Subscribers: the same endpoint twice is the same subscriber.
+    let body = json!({"endpoint": sink_url, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+        .to_string();
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/orders/subscribers"),
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let sub = r.json();
+    assert_eq!(sub["has_secret"], true);
+    assert!(sub.get("secret").is_none(), "secrets are never shown");
+    let r = call(Method::POST, &u("/v1/queues/orders/subscribers"), &[], body).await;
+    assert_eq!(
+        (r.status, r.json()["id"].clone()),
+        (StatusCode::OK, sub["id"].clone())
+    );
+
+    // Parented publish.
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/orders/messages"),
+        &[("content-type", "application/json")],
+        r#"{"step":1}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let parent = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["parent"], Value::Null);
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/orders/messages"),
+        &[("syncbrok-parent", &parent)],
+        r#"{"step":2}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let child = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["parent"], parent.as_str());
+    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
+    let order: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(order, vec![parent.clone(), child.clone()]);
+    let m = call(
+        Method::GET,
+        &u(&format!("/v1/queues/orders/messages/{child}")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(m.status, StatusCode::OK);
+    let m = m.json();
+    assert_eq!(m["parent"], parent.as_str());
+    assert_eq!(m["size"], 10);
+    assert!(m["published_at"].as_str().unwrap().ends_with('Z'));
+    let p = call(
+        Method::GET,
+        &u(&format!("/v1/queues/orders/messages/{parent}")),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(p["children"], json!([child]));
+    assert_eq!(p["content_type"], "application/json");
+    let body = call(
+        Method::GET,
+        &u(&format!("/v1/queues/orders/messages/{parent}/body")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(body.body, r#"{"step":1}"#);
+    assert_eq!(body.headers["content-type"], "application/json");
+
+    // Errors, as problem+json with the right status.
+    let cases: Vec<ErrorCase> = vec![
+        (
+            Method::POST,
+            u("/v1/queues/nope/messages"),
+            vec![],
+            Bytes::from("x"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            u("/v1/queues/orders/messages"),
+            vec![("syncbrok-parent", "abc")],
+            Bytes::from("x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            u("/v1/queues/orders/messages"),
+            vec![("syncbrok-parent", "01a211f8-afb9-7000-8000-080000000000")],
+            Bytes::from("x"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            u("/v1/queues/orders/messages"),
+            vec![],
+            Bytes::from(vec![b'x'; 1025]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::PUT,
+            u("/v1/queues/bad%20name"),
+            vec![],
+            Bytes::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            u("/v1/queues/orders"),
+            vec![],
+            Bytes::from("{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            u("/v1/queues/orders"),
+            vec![],
+            Bytes::from(r#"{"delivery_timeout": "1h"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            u("/v1/queues/orders/subscribers"),
+            vec![],
+            Bytes::from(r#"{"endpoint": "ftp://x"}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            u("/v1/queues/orders/subscribers"),
+            vec![],
+            Bytes::from(json!({"endpoint": sink_url, "secret": "nope"}).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            u("/v1/queues/orders/messages?limit=1001"),
+            vec![],
+            Bytes::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            u("/v1/nothing"),
+            vec![],
+            Bytes::new(),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (method, url, headers, body, want) in cases {
+        let r = call(method.clone(), &url, &headers, body).await;
+        assert_eq!(r.status, want, "{method} {url}: {:?}", r.body);
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{url}"
+        );
+        assert_eq!(r.json()["status"], want.as_u16());
+    }
+    // Just under the body limit is fine.
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/orders/messages"),
+        &[],
+        vec![b'x'; 1024],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // Idempotency keys.
+    let key = [("idempotency-key", "order-42")];
+    let first = call(Method::POST, &u("/v1/queues/orders/messages"), &key, "a").await;
+    let again = call(Method::POST, &u("/v1/queues/orders/messages"), &key, "a").await;
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::CREATED, StatusCode::OK)
+    );
+    assert_eq!(first.json()["id"], again.json()["id"]);
+    let other = call(Method::POST, &u("/v1/queues/orders/messages"), &key, "b").await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+
+    // Limits: 429 with Retry-After, nothing accepted is dropped.
+    call(
+        Method::PUT,
+        &u("/v1/queues/full"),
+        &[],
+        r#"{"limits": {"max_messages": 1}}"#,
+    )
+    .await;
+    call(
+        Method::POST,
+        &u("/v1/queues/full/subscribers"),
+        &[],
+        json!({"endpoint": closed_port()}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        call(Method::POST, &u("/v1/queues/full/messages"), &[], "1")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let r = call(Method::POST, &u("/v1/queues/full/messages"), &[], "2").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers["retry-after"], "1");
+
+    // Dead letters and redrive.
+    call(
+        Method::PUT,
+        &u("/v1/queues/dl"),
+        &[],
+        r#"{"retry": {"max_attempts": 1}}"#,
+    )
+    .await;
+    call(
+        Method::POST,
+        &u("/v1/queues/dl/subscribers"),
+        &[],
+        json!({"endpoint": closed_port()}).to_string(),
+    )
+    .await;
+    let dead = call(Method::POST, &u("/v1/queues/dl/messages"), &[], "x")
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dl_url = u("/v1/queues/dl/dead-letters");
+    let mut letters = Value::Null;
+    for _ in 0..500 {
+        letters = call(Method::GET, &dl_url, &[], "").await.json();
+        if letters["dead_letters"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(letters["dead_letters"][0]["id"], dead.as_str());
+    assert_eq!(letters["dead_letters"][0]["reason"], "max_attempts");
+    assert_eq!(letters["dead_letters"][0]["attempts"], 1);
+    assert_eq!(letters["next"], Value::Null);
+    let r = call(
+        Method::POST,
+        &u(&format!("/v1/queues/dl/messages/{dead}/redrive")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["redriven"].clone()),
+        (StatusCode::ACCEPTED, json!(1))
+    );
+
+    // Discard, then gone.
+    let r = call(
+        Method::DELETE,
+        &u(&format!("/v1/queues/dl/messages/{dead}")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(
+        Method::GET,
+        &u(&format!("/v1/queues/dl/messages/{dead}")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Listing, paging.
+    let page = call(
+        Method::GET,
+        &u("/v1/queues/orders/messages?limit=1"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let page2 = call(
+        Method::GET,
+        &u(&format!("/v1/queues/orders/messages?limit=1&after={next}")),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_ne!(page2["messages"][0]["id"], page["messages"][0]["id"]);
+    let all = call(Method::GET, &u("/v1/queues"), &[], "").await.json();
+    assert_eq!(all["queues"].as_array().unwrap().len(), 3);
+
+    // A graceful stop exits 0; a restart finds everything.
+    assert!(b.terminate().success());
+    let b = start(dir.path(), &[]);
+    let r = call(
+        Method::GET,
+        &format!("{}/v1/queues/orders/messages/{parent}", b.url),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["state"], "delivered");
+    let r = call(
+        Method::DELETE,
+        &format!("{}/v1/queues/full", b.url),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_then_restart_delivers_what_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = closed_port();
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    call(Method::PUT, &u("/v1/queues/q"), &[], "").await;
+    call(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        &[],
+        json!({"endpoint": down}).to_string(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r = call(
+            Method::POST,
+            &u("/v1/queues/q/messages"),
+            &[],
+            format!("m{i}"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    b.kill9();
+
+    // Back up, with the subscriber now pointing at a live sink.
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    let subs = call(Method::GET, &u("/v1/queues/q/subscribers"), &[], "")
+        .await
+        .json();
+    let old = subs["subscribers"][0]["id"].as_u64().unwrap();
+    call(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        &[],
+        json!({"endpoint": sink_url}).to_string(),
+    )
+    .await;
+    // The new subscriber only gets new messages; the old ones are owed to the old subscriber
+    // (still down), and the restarted broker is at it again.
+    let r = call(
+        Method::GET,
+        &u(&format!("/v1/queues/q/messages/{}", ids[0])),
+        &[],
+        "",
+    )
+    .await;
+    let state = r.json()["state"].as_str().unwrap().to_owned();
+    assert!(state == "ready" || state == "delivering", "{state}");
+    assert_eq!(r.json()["deliveries"].as_array().unwrap().len(), 1);
+    let r = call(
+        Method::DELETE,
+        &u(&format!("/v1/queues/q/subscribers/{old}")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // With its only subscriber gone, every accepted message is delivered (to no one).
+    for id in &ids {
+        let r = call(
+            Method::GET,
+            &u(&format!("/v1/queues/q/messages/{id}")),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{id} should be finished and removed"
+        );
+    }
+    let r = call(Method::POST, &u("/v1/queues/q/messages"), &[], "after").await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    eventually("the new message arrives", || {
+        got.lock().unwrap().iter().any(|(m, _)| *m == id)
+    })
+    .await;
+    assert!(b.terminate().success());
+}
