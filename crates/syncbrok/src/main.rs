@@ -1,5 +1,6 @@
 //! The syncbrok binary. `serve` runs the broker: it recovers the Space from its data directory,
-//! then serves the HTTP API until SIGTERM or Ctrl-C, and shuts down gracefully.
+//! then serves the HTTP API until SIGTERM or Ctrl-C, and shuts down gracefully. `sink` is a
+//! subscriber that prints what it receives, for trying things out.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,58 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// A subscriber for trying things out: prints every message it receives and
+    /// acknowledges it (answers `true`, so legacy subscriptions work too).
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args)]
+struct SinkArgs {
+    /// Address to listen on; subscribe `http://ADDR/` to a queue.
+    #[arg(long, env = "SYNCBROK_SINK_LISTEN", default_value = "127.0.0.1:20000")]
+    listen: SocketAddr,
+}
+
+/// Longest body the sink prints; the rest is cut.
+const SINK_PRINT_BYTES_MAX: usize = 200;
+
+async fn sink(args: SinkArgs) -> anyhow::Result<()> {
+    use axum::http::HeaderMap;
+    async fn receive(headers: HeaderMap, body: axum::body::Bytes) -> &'static str {
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let text = String::from_utf8_lossy(&body[..body.len().min(SINK_PRINT_BYTES_MAX)]);
+        let cut = if body.len() > SINK_PRINT_BYTES_MAX {
+            "…"
+        } else {
+            ""
+        };
+        println!(
+            "queue={} id={} parent={} attempt={} body={text}{cut}",
+            h("syncbrok-queue"),
+            h("webhook-id"),
+            h("syncbrok-parent"),
+            h("syncbrok-attempt"),
+        );
+        "true"
+    }
+    let router = axum::Router::new().fallback(axum::routing::post(receive));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "syncbrok sink listening on http://{}/",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the sink failed")
 }
 
 #[derive(clap::Args)]
@@ -149,17 +202,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
             init_logs(args.log_json);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the runtime")
-                .and_then(|rt| rt.block_on(serve(args)))
+            runtime().and_then(|rt| rt.block_on(serve(args)))
         }
+        Command::Sink(args) => runtime().and_then(|rt| rt.block_on(sink(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

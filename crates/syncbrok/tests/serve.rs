@@ -585,3 +585,64 @@ async fn kill9_then_restart_delivers_what_was_accepted() {
     .await;
     assert!(b.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_prints_what_it_receives_in_parent_order() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["sink", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let lines = lines.clone();
+        let out = sink.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    eventually("the sink is up", || !lines.lock().unwrap().is_empty()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    call(Method::PUT, &u("/v1/queues/orders"), &[], "").await;
+    let sub = json!({"endpoint": format!("http://127.0.0.1:{port}/")}).to_string();
+    call(Method::POST, &u("/v1/queues/orders/subscribers"), &[], sub).await;
+    let p = call(
+        Method::POST,
+        &u("/v1/queues/orders/messages"),
+        &[],
+        "created",
+    )
+    .await
+    .json();
+    let parent = p["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        &u("/v1/queues/orders/messages"),
+        &[("syncbrok-parent", &parent)],
+        "paid",
+    )
+    .await;
+    eventually("both printed", || lines.lock().unwrap().len() >= 3).await;
+    let printed = lines.lock().unwrap().clone();
+    assert!(
+        printed[1].contains(&format!("id={parent} parent=- attempt=1 body=created")),
+        "{printed:?}"
+    );
+    assert!(
+        printed[2].contains(&format!("parent={parent}")) && printed[2].ends_with("body=paid"),
+        "{printed:?}"
+    );
+    assert!(b.terminate().success());
+    sink.kill().unwrap();
+    sink.wait().unwrap();
+}
