@@ -31,6 +31,8 @@ pub mod limits {
     pub const MAX_BODY_CEILING: usize = 64 * 1024 * 1024;
     /// JSON bodies of the other calls (settings, subscribers) are small.
     pub const JSON_BODY_MAX: usize = 64 * 1024;
+    /// A batch's JSON: 16 MiB of bodies, base64 (4/3) and some framing.
+    pub const BATCH_JSON_BYTES_MAX: usize = 24 * 1024 * 1024;
     /// Page sizes (SPEC §8).
     pub const PAGE_DEFAULT: usize = 100;
     pub const PAGE_MAX: usize = 1000;
@@ -54,12 +56,13 @@ impl Default for ApiConfig {
 #[derive(Clone)]
 struct Api {
     space: Space,
+    max_body: usize,
 }
 
 /// The API's routes over a Space that has finished recovering.
 pub fn router(space: Space, config: &ApiConfig) -> Router {
     let max_body = config.max_body.min(limits::MAX_BODY_CEILING);
-    let api = Api { space };
+    let api = Api { space, max_body };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -81,6 +84,10 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
             post(publish)
                 .get(list_messages)
                 .layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(
+            "/v1/queues/{queue}/messages/batch",
+            post(publish_batch).layer(DefaultBodyLimit::max(limits::BATCH_JSON_BYTES_MAX)),
         )
         .route(
             "/v1/queues/{queue}/messages/{id}",
@@ -261,6 +268,83 @@ async fn publish(
         }),
     )
         .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct Batch {
+    messages: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    body: Option<String>,
+    body_base64: Option<String>,
+    content_type: Option<String>,
+    parent: Option<String>,
+    parent_index: Option<usize>,
+    idempotency_key: Option<String>,
+}
+
+async fn publish_batch(
+    State(api): State<Api>,
+    Path(queue): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    use base64::Engine;
+    let batch: Batch = json(&body(b)?)?;
+    if batch.messages.is_empty() {
+        return Err(Problem::bad_request("a batch needs at least one message"));
+    }
+    let mut entries = Vec::with_capacity(batch.messages.len());
+    for (i, m) in batch.messages.into_iter().enumerate() {
+        let body = match (m.body, m.body_base64) {
+            (Some(text), None) => Bytes::from(text),
+            (None, Some(b64)) => Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| Problem::bad_request(format!("message {i}: body_base64: {e}")))?,
+            ),
+            (None, None) => Bytes::new(),
+            (Some(_), Some(_)) => {
+                return Err(Problem::bad_request(format!(
+                    "message {i}: give body or body_base64, not both"
+                )));
+            }
+        };
+        if body.len() > api.max_body {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "message {i}: body of {} bytes is over {}",
+                    body.len(),
+                    api.max_body
+                ),
+            ));
+        }
+        let parent = match (m.parent, m.parent_index) {
+            (Some(p), None) => Some(space::BatchParent::Id(message_id(&p, "parent")?)),
+            (None, Some(j)) => Some(space::BatchParent::Index(j)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(Problem::bad_request(format!(
+                    "message {i}: give parent or parent_index, not both"
+                )));
+            }
+        };
+        entries.push(space::BatchEntry {
+            message: NewMessage {
+                body,
+                content_type: m.content_type,
+                parent: None,
+                idempotency_key: m.idempotency_key,
+            },
+            parent,
+        });
+    }
+    let published = api.space.publish_batch(&queue, entries).await?;
+    let ids: Vec<MessageId> = published.iter().map(|p| p.id).collect();
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "ids": ids }))).into_response())
 }
 
 fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {

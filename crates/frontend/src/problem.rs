@@ -73,12 +73,13 @@ impl From<SpaceError> for Problem {
             | InvalidSecret
             | InvalidContentType
             | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            InvalidBatch(_) => StatusCode::BAD_REQUEST,
             Settings(_) | UnknownParent(_) | TooManySubscribers | InvalidMaxInFlight(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
             QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Storage(_) | Open(_) | Read(_) | Snapshot(_) | Unsupported(_) | Internal(_) => {

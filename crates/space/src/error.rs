@@ -36,6 +36,10 @@ pub enum SpaceError {
     InvalidContentType,
     #[error("idempotency keys are 1 to {max} bytes", max = crate::space::limits::IDEMPOTENCY_KEY_BYTES_MAX)]
     InvalidIdempotencyKey,
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error("batch too large: {0}")]
+    BatchTooLarge(String),
     #[error("the message is too large for the log")]
     BodyTooLarge,
     #[error("disk full: {0}")]

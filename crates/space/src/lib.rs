@@ -28,6 +28,6 @@ pub use scheduler::{
 };
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
-    DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo, ReclaimReport, Space,
-    SpaceConfig, SubscriberInfo,
+    BatchEntry, BatchParent, DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo,
+    ReclaimReport, Space, SpaceConfig, SubscriberInfo,
 };

@@ -42,6 +42,10 @@ pub mod limits {
     pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
     /// Error texts kept per failed attempt are cut to this length.
     pub const ERROR_TEXT_BYTES_MAX: usize = 512;
+    /// A batch publish holds at most this many messages (SPEC §4) …
+    pub const BATCH_MESSAGES_MAX: usize = 1000;
+    /// … and at most this many bytes of bodies (SPEC §4); one batch is one log record.
+    pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
     /// How often retention and idempotency windows are swept.
     pub const SWEEP_INTERVAL_MS: u64 = 1000;
     /// How often the reclaimer checks whether a checkpoint is due, by default.
@@ -78,6 +82,23 @@ pub struct NewMessage {
     pub content_type: Option<String>,
     pub parent: Option<MessageId>,
     pub idempotency_key: Option<String>,
+}
+
+/// One message of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    pub message: NewMessage,
+    /// `NewMessage::parent` is ignored in a batch; the parent is named here.
+    pub parent: Option<BatchParent>,
+}
+
+/// The parent of a batch entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchParent {
+    /// A message already in the queue.
+    Id(MessageId),
+    /// An earlier entry of the same batch.
+    Index(usize),
 }
 
 /// The answer to a publish.
@@ -712,6 +733,207 @@ impl Space {
             parent: msg.parent,
             created: true,
         })
+    }
+
+    /// Publishes several messages atomically: all are accepted (in one durable record batch)
+    /// or none. An entry may name as parent an existing message or an earlier entry. An entry
+    /// whose `Idempotency-Key` matches an earlier publish (same body) is not published again:
+    /// its place in the answer holds the earlier id.
+    pub async fn publish_batch(
+        &self,
+        queue: &str,
+        entries: Vec<BatchEntry>,
+    ) -> Result<Vec<PublishedMessage>, SpaceError> {
+        if entries.len() > limits::BATCH_MESSAGES_MAX {
+            return Err(SpaceError::BatchTooLarge(format!(
+                "{} messages; a batch holds at most {}",
+                entries.len(),
+                limits::BATCH_MESSAGES_MAX
+            )));
+        }
+        let total: usize = entries.iter().map(|e| e.message.body.len()).sum();
+        if total > limits::BATCH_BYTES_MAX {
+            return Err(SpaceError::BatchTooLarge(format!(
+                "{total} bytes of bodies; a batch holds at most {}",
+                limits::BATCH_BYTES_MAX
+            )));
+        }
+        let q = self.queue(queue)?;
+        let _gate = self.inner.gate.read().await;
+        let now = now_ms();
+        let mut keys_seen = std::collections::HashSet::new();
+        for e in &entries {
+            let m = &e.message;
+            if m.content_type
+                .as_ref()
+                .is_some_and(|c| c.len() > limits::CONTENT_TYPE_BYTES_MAX)
+            {
+                return Err(SpaceError::InvalidContentType);
+            }
+            if let Some(key) = &m.idempotency_key {
+                if key.is_empty() || key.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX {
+                    return Err(SpaceError::InvalidIdempotencyKey);
+                }
+                if !keys_seen.insert(key.clone()) {
+                    return Err(SpaceError::InvalidBatch(format!(
+                        "idempotency key {key:?} appears twice in one batch"
+                    )));
+                }
+            }
+        }
+
+        // Check everything and reserve under the lock; append the whole batch without it.
+        let mut answers: Vec<PublishedMessage> = Vec::with_capacity(entries.len());
+        let mut fresh: Vec<(usize, MessageId, Option<MessageId>, u32)> = Vec::new();
+        let fanout = {
+            let mut st = q.lock();
+            if st.deleted {
+                return Err(SpaceError::QueueNotFound(queue.to_owned()));
+            }
+            // Repeated keys first: they take no room.
+            let mut repeated = vec![None; entries.len()];
+            for (i, e) in entries.iter().enumerate() {
+                if let Some(key) = &e.message.idempotency_key
+                    && let Some(r) = st.idempotency.get(key)
+                    && r.expires_at_ms > now
+                {
+                    if r.body_hash != body_hash(&e.message.body) {
+                        return Err(SpaceError::IdempotencyConflict(key.clone()));
+                    }
+                    repeated[i] = Some(r.id);
+                }
+            }
+            let new_count = repeated.iter().filter(|r| r.is_none()).count() as u64;
+            let new_bytes: u64 = entries
+                .iter()
+                .zip(&repeated)
+                .filter(|(_, r)| r.is_none())
+                .map(|(e, _)| e.message.body.len() as u64)
+                .sum();
+            let limits = st.settings.limits;
+            if let Some(max) = limits.max_messages
+                && st.undelivered + st.reserved + new_count > max
+            {
+                return Err(SpaceError::QueueFull {
+                    limit: "max_messages",
+                });
+            }
+            if let Some(max) = limits.max_bytes
+                && st.undelivered_bytes + st.reserved_bytes + new_bytes > max
+            {
+                return Err(SpaceError::QueueFull { limit: "max_bytes" });
+            }
+            if st.next_seq + new_count > ids::SEQUENCE_MAX {
+                return Err(SpaceError::Internal("message sequence exhausted".into()));
+            }
+            // Ids in entry order, parents resolved; nothing is changed until all are checked.
+            let mut next_seq = st.next_seq;
+            for (i, e) in entries.iter().enumerate() {
+                let parent = match e.parent {
+                    None => None,
+                    Some(BatchParent::Id(p)) => {
+                        if !st.sched.contains(p) && !st.issued(p) {
+                            return Err(SpaceError::UnknownParent(p));
+                        }
+                        Some(p)
+                    }
+                    Some(BatchParent::Index(j)) => {
+                        if j >= i {
+                            return Err(SpaceError::InvalidBatch(format!(
+                                "entry {i}: parent_index {j} does not name an earlier entry"
+                            )));
+                        }
+                        Some(answers[j].id)
+                    }
+                };
+                match repeated[i] {
+                    Some(id) => answers.push(PublishedMessage {
+                        id,
+                        parent: st.sched.parent(id).or(parent),
+                        created: false,
+                    }),
+                    None => {
+                        let id = ids::message_id(now, st.number, next_seq);
+                        next_seq += 1;
+                        let size = u32::try_from(e.message.body.len())
+                            .map_err(|_| SpaceError::BodyTooLarge)?;
+                        fresh.push((i, id, parent, size));
+                        answers.push(PublishedMessage {
+                            id,
+                            parent,
+                            created: true,
+                        });
+                    }
+                }
+            }
+            st.next_seq = next_seq;
+            st.reserved += new_count;
+            st.reserved_bytes += new_bytes;
+            for &(i, id, _, _) in &fresh {
+                if let Some(key) = &entries[i].message.idempotency_key {
+                    let expires_at_ms = now + st.settings.idempotency.window.as_millis();
+                    st.idempotency.insert(
+                        key.clone(),
+                        Remembered {
+                            id,
+                            body_hash: body_hash(&entries[i].message.body),
+                            expires_at_ms,
+                        },
+                    );
+                }
+            }
+            st.subscribers
+                .keys()
+                .copied()
+                .collect::<Vec<SubscriberId>>()
+        };
+        let records: Vec<Record> = fresh
+            .iter()
+            .map(|&(i, id, parent, _)| {
+                let m = &entries[i].message;
+                Record::Published(Published {
+                    queue: queue.to_owned(),
+                    id,
+                    parent,
+                    content_type: m
+                        .content_type
+                        .clone()
+                        .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                    published_at_ms: now,
+                    idempotency_key: m.idempotency_key.clone(),
+                    fanout: fanout.clone(),
+                    body: m.body.clone(),
+                })
+            })
+            .collect();
+        let appended = self.inner.log.append(&records).await;
+        let mut wake = Vec::new();
+        {
+            let mut st = q.lock();
+            st.reserved -= fresh.len() as u64;
+            st.reserved_bytes -= fresh.iter().map(|f| u64::from(f.3)).sum::<u64>();
+            match &appended {
+                Ok(locations) => {
+                    for (&(_, id, parent, size), location) in fresh.iter().zip(locations) {
+                        let meta = Meta {
+                            location: *location,
+                            size,
+                        };
+                        st.insert_published(id, parent, &fanout, meta, now, &mut wake);
+                    }
+                }
+                Err(_) => {
+                    for &(i, _, _, _) in &fresh {
+                        if let Some(key) = &entries[i].message.idempotency_key {
+                            st.idempotency.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+        appended?;
+        wake_all(wake);
+        Ok(answers)
     }
 
     /// A message's state, parent, children and per-subscriber deliveries.

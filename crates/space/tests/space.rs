@@ -855,3 +855,69 @@ async fn an_idempotency_key_is_forgotten_after_its_window() {
     assert!(second.created);
     assert_ne!(second.id, first.id);
 }
+
+fn entry(body: &str, parent: Option<space::BatchParent>) -> space::BatchEntry {
+    space::BatchEntry {
+        message: msg(body),
+        parent,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_accepted_whole_with_parents_inside_it_or_refused_whole() {
+    use space::BatchParent::{Id, Index};
+    let disk = SimDisk::new(17);
+    let d = Recorder::with_jitter(ack);
+    let space = open(Arc::new(disk), &d);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    subscribe(&space, "q", A).await;
+    let root = space.publish("q", msg("root")).await.unwrap().id;
+    // A chain inside the batch, hanging off an existing message, plus a free message.
+    let published = space
+        .publish_batch(
+            "q",
+            vec![
+                entry("b0", Some(Id(root))),
+                entry("b1", Some(Index(0))),
+                entry("free", None),
+                entry("b2", Some(Index(1))),
+            ],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = published.iter().map(|p| p.id).collect();
+    assert_eq!(published[1].parent, Some(ids[0]));
+    eventually("all delivered", || d.to(A).len() == 5).await;
+    let chain: Vec<MessageId> = d.to(A).into_iter().filter(|m| *m != ids[2]).collect();
+    assert_eq!(chain, vec![root, ids[0], ids[1], ids[3]]);
+
+    // Refused whole: an unknown parent in the last entry, a forward parent_index.
+    let before = space.queue_info("q").unwrap().counts;
+    let unknown = space::ids::message_id(1, 999, 0);
+    assert!(matches!(
+        space
+            .publish_batch("q", vec![entry("x", None), entry("y", Some(Id(unknown)))])
+            .await,
+        Err(SpaceError::UnknownParent(_))
+    ));
+    assert!(matches!(
+        space
+            .publish_batch("q", vec![entry("x", Some(Index(1))), entry("y", None)])
+            .await,
+        Err(SpaceError::InvalidBatch(_))
+    ));
+    assert_eq!(space.queue_info("q").unwrap().counts, before);
+    let too_many: Vec<_> = (0..1001).map(|_| entry("x", None)).collect();
+    assert!(matches!(
+        space.publish_batch("q", too_many).await,
+        Err(SpaceError::BatchTooLarge(_))
+    ));
+    let at_the_limit: Vec<_> = (0..1000).map(|_| entry("x", None)).collect();
+    assert_eq!(
+        space.publish_batch("q", at_the_limit).await.unwrap().len(),
+        1000
+    );
+}

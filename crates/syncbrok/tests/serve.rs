@@ -646,3 +646,83 @@ async fn the_sink_prints_what_it_receives_in_parent_order() {
     sink.kill().unwrap();
     sink.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_publish_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    call(Method::PUT, &u("/v1/queues/q"), &[], "").await;
+    call(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        &[],
+        json!({"endpoint": sink_url}).to_string(),
+    )
+    .await;
+    let batch = json!({"messages": [
+        {"body": "first", "content_type": "text/plain"},
+        {"body_base64": "c2Vjb25k", "parent_index": 0},
+        {"body": "third", "parent_index": 1, "idempotency_key": "k3"}
+    ]});
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/q/messages/batch"),
+        &[],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let ids: Vec<String> = r.json()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    eventually("all three arrived", || got.lock().unwrap().len() == 3).await;
+    let arrived: Vec<(String, Bytes)> = got.lock().unwrap().clone();
+    assert_eq!(
+        arrived.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(arrived[1].1, "second");
+    for (body, want) in [
+        (json!({"messages": []}), StatusCode::BAD_REQUEST),
+        (
+            json!({"messages": [{"body": "x", "parent_index": 0}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": [{"body_base64": "%%%"}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": [{"body": "x", "body_base64": "eA=="}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": [{"body": "x", "parent": "nope"}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": (0..1001).map(|_| json!({"body": "x"})).collect::<Vec<_>>()}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            json!({"messages": [{"body": "x", "idempotency_key": "k3"}]}),
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let r = call(
+            Method::POST,
+            &u("/v1/queues/q/messages/batch"),
+            &[],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, want, "{body}: {:?}", r.body);
+    }
+    assert!(b.terminate().success());
+}
