@@ -1,9 +1,10 @@
 //! syncbrok's Frontends. So far: the HTTP API v1 (SPEC §5), JSON in and out except message
-//! bodies, errors as `application/problem+json`.
+//! bodies, errors as `application/problem+json`; and the original broker's API ([`legacy`]).
 //!
 //! The API is a thin layer: it parses and bounds input, calls the [`space::Space`], and shapes
 //! the answer ([`views`]). Status codes for Space errors are decided in [`problem`] only.
 
+pub mod legacy;
 pub mod problem;
 pub mod views;
 
@@ -99,7 +100,8 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive_all))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
         .layer(DefaultBodyLimit::max(limits::JSON_BODY_MAX))
-        .with_state(api)
+        .with_state(api.clone())
+        .merge(legacy::router(api.space).layer(DefaultBodyLimit::max(max_body)))
 }
 
 type ApiResult<T> = Result<T, Problem>;

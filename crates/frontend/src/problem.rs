@@ -63,36 +63,42 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The status code of each Space error: the one place it is decided.
+pub fn status_of(e: &SpaceError) -> StatusCode {
+    use SpaceError::*;
+    match e {
+        QueueNotFound(_) | SubscriberNotFound(_) | MessageNotFound(_) => StatusCode::NOT_FOUND,
+        InvalidQueueName(_)
+        | InvalidEndpoint(_)
+        | InvalidSecret
+        | InvalidContentType
+        | InvalidIdempotencyKey
+        | InvalidBatch(_) => StatusCode::BAD_REQUEST,
+        Settings(_) | UnknownParent(_) | TooManySubscribers | InvalidMaxInFlight(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
+        QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Storage(_) | Open(_) | Read(_) | Snapshot(_) | Unsupported(_) | Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 impl From<SpaceError> for Problem {
     fn from(e: SpaceError) -> Problem {
-        use SpaceError::*;
-        let status = match &e {
-            QueueNotFound(_) | SubscriberNotFound(_) | MessageNotFound(_) => StatusCode::NOT_FOUND,
-            InvalidQueueName(_)
-            | InvalidEndpoint(_)
-            | InvalidSecret
-            | InvalidContentType
-            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            InvalidBatch(_) => StatusCode::BAD_REQUEST,
-            Settings(_) | UnknownParent(_) | TooManySubscribers | InvalidMaxInFlight(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
-            QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Storage(_) | Open(_) | Read(_) | Snapshot(_) | Unsupported(_) | Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        let status = status_of(&e);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
         }
         Problem {
             status,
             detail: e.to_string(),
-            retry_after_s: matches!(e, QueueFull { .. }).then_some(RETRY_AFTER_QUEUE_FULL_S),
+            retry_after_s: matches!(e, SpaceError::QueueFull { .. })
+                .then_some(RETRY_AFTER_QUEUE_FULL_S),
         }
     }
 }

@@ -98,7 +98,7 @@ async fn call(
     }
 }
 
-/// A subscriber that records (webhook-id, body) and answers 200.
+/// A subscriber that records (message id, body) and answers 200 `true`.
 async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -112,10 +112,21 @@ async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let record = record.clone();
                         async move {
-                            let id = req.headers()["webhook-id"].to_str().unwrap().to_owned();
+                            let header_id = req
+                                .headers()
+                                .get("webhook-id")
+                                .map(|v| v.to_str().unwrap().to_owned());
                             let body = req.into_body().collect().await.unwrap().to_bytes();
+                            // Legacy deliveries carry the id in their JSON instead.
+                            let id = header_id.unwrap_or_else(|| {
+                                let v: Value = serde_json::from_slice(&body).unwrap();
+                                v["id"].as_str().unwrap().to_owned()
+                            });
                             record.lock().unwrap().push((id, body));
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                            // `true` acknowledges legacy deliveries; webhooks ignore the body.
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                "true",
+                            ))))
                         }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -724,5 +735,128 @@ async fn batch_publish_over_http() {
         .await;
         assert_eq!(r.status, want, "{body}: {:?}", r.body);
     }
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_brokers_api_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    let text = |r: &Reply| String::from_utf8(r.body.to_vec()).unwrap();
+
+    let r = call(Method::POST, &u("/queue"), &[("queue", "Simple")], "").await;
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            StatusCode::OK,
+            "You posted new queue with name : Simple".to_owned()
+        )
+    );
+    let r = call(Method::POST, &u("/queue"), &[("queue", "Simple")], "").await;
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            StatusCode::OK,
+            "You posted new queue with name : Simple".to_owned()
+        )
+    );
+    let r = call(
+        Method::POST,
+        &u("/subscrib"),
+        &[("queue", "Simple"), ("endpoint", &sink_url)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            StatusCode::OK,
+            "You posted new subscriber for queue  : Simple".to_owned()
+        )
+    );
+    let r = call(Method::POST, &u("/msg"), &[("queue", "Simple")], "hello").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let parent = text(&r);
+    assert_eq!(parent.len(), 36, "{parent:?}");
+    let r = call(
+        Method::POST,
+        &u("/msg"),
+        &[("queue", "Simple"), ("ParentId", &parent)],
+        "world",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let child = text(&r);
+    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
+    let arrived = got.lock().unwrap().clone();
+    assert_eq!(arrived[0].0, parent);
+    assert_eq!(arrived[1].0, child);
+    let v: Value = serde_json::from_slice(&arrived[0].1).unwrap();
+    assert_eq!(v["content"], "aGVsbG8=");
+    // Queue names are kept as written: the original lowercased them.
+    let r = call(Method::GET, &u("/v1/queues/Simple"), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["subscribers"][0]["handler"], "legacy");
+
+    // Where the original dropped silently or crashed: a reason, nothing stored.
+    let unknown = "01a211f8-afb9-7000-8000-080000000000";
+    for (path, headers, want) in [
+        ("/queue", vec![], StatusCode::BAD_REQUEST),
+        ("/queue", vec![("queue", "")], StatusCode::BAD_REQUEST),
+        (
+            "/queue",
+            vec![("queue", "bad/name")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/subscrib",
+            vec![("queue", "nope"), ("endpoint", "http://127.0.0.1:1/")],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/subscrib",
+            vec![("queue", "Simple")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/subscrib",
+            vec![("queue", "Simple"), ("endpoint", "not a url")],
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/msg", vec![], StatusCode::BAD_REQUEST),
+        ("/msg", vec![("queue", "nope")], StatusCode::NOT_FOUND),
+        (
+            "/msg",
+            vec![("queue", "Simple"), ("ParentId", "12")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/msg",
+            vec![("queue", "Simple"), ("ParentId", unknown)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let r = call(Method::POST, &u(path), &headers, "x").await;
+        assert_eq!(r.status, want, "{path} {headers:?}: {:?}", r.body);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        if want == StatusCode::UNPROCESSABLE_ENTITY {
+            assert!(text(&r).contains(unknown), "names the unknown id");
+        }
+    }
+    let q = call(Method::GET, &u("/v1/queues/Simple"), &[], "")
+        .await
+        .json();
+    assert_eq!(q["subscribers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        q["counts"]["ready"].as_u64().unwrap() + q["counts"]["delivering"].as_u64().unwrap(),
+        0
+    );
     assert!(b.terminate().success());
 }
