@@ -41,22 +41,19 @@ fn error(e: SpaceError) -> Response {
     text(crate::problem::status_of(&e), e.to_string())
 }
 
-/// The `queue` header, required and non-empty.
-fn queue_header(headers: &HeaderMap) -> Result<String, Response> {
+/// The `queue` header, required and non-empty; the reason for a 400 otherwise.
+fn queue_header(headers: &HeaderMap) -> Result<String, &'static str> {
     match headers.get("queue").map(|v| v.to_str()) {
         Some(Ok(q)) if !q.trim().is_empty() => Ok(q.trim().to_owned()),
-        Some(Err(_)) => Err(text(
-            StatusCode::BAD_REQUEST,
-            "the queue header is not visible ASCII",
-        )),
-        _ => Err(text(StatusCode::BAD_REQUEST, "missing queue header")),
+        Some(Err(_)) => Err("the queue header is not visible ASCII"),
+        _ => Err("missing queue header"),
     }
 }
 
 async fn queue(State(l): State<Legacy>, headers: HeaderMap) -> Response {
     let name = match queue_header(&headers) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     // An existing queue is left as it is (the original answered the same).
     if l.space.queue_info(&name).is_err()
@@ -73,7 +70,7 @@ async fn queue(State(l): State<Legacy>, headers: HeaderMap) -> Response {
 async fn subscribe(State(l): State<Legacy>, headers: HeaderMap) -> Response {
     let name = match queue_header(&headers) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let endpoint = match headers.get("endpoint").map(|v| v.to_str()) {
         Some(Ok(e)) if !e.trim().is_empty() => e.trim().to_owned(),
@@ -101,7 +98,7 @@ async fn message(
 ) -> Response {
     let name = match queue_header(&headers) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let body = match body {
         Ok(b) => b,
