@@ -4,6 +4,7 @@
 //! The API is a thin layer: it parses and bounds input, calls the [`space::Space`], and shapes
 //! the answer ([`views`]). Status codes for Space errors are decided in [`problem`] only.
 
+pub mod config;
 pub mod legacy;
 pub mod problem;
 pub mod views;

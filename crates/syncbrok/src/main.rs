@@ -83,25 +83,92 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address of the HTTP API.
-    #[arg(long, env = "SYNCBROK_LISTEN", default_value = "127.0.0.1:10000")]
-    listen: SocketAddr,
-    /// Data directory (created if missing).
-    #[arg(long, env = "SYNCBROK_DATA", default_value = "./syncbrok-data")]
-    data: PathBuf,
+    /// Configuration file (YAML). Without it, ./syncbrok.yml, else ./config.yml, else none.
+    #[arg(long, env = "SYNCBROK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:10000].
+    #[arg(long, env = "SYNCBROK_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory, created if missing [default: ./syncbrok-data].
+    #[arg(long, env = "SYNCBROK_DATA")]
+    data: Option<PathBuf>,
     /// When appends reach the disk: `always` (group commit), `never`, or an interval such as
-    /// `10ms`.
-    #[arg(long, env = "SYNCBROK_FSYNC", default_value = "always")]
-    fsync: String,
-    /// Largest message body accepted, in bytes (at most 64 MiB).
-    #[arg(long, env = "SYNCBROK_MAX_BODY", default_value_t = frontend::limits::MAX_BODY_DEFAULT)]
-    max_body: usize,
-    /// How long in-flight deliveries may finish at shutdown.
-    #[arg(long, env = "SYNCBROK_SHUTDOWN_GRACE", default_value = "10s")]
-    shutdown_grace: Span,
+    /// `10ms` [default: always].
+    #[arg(long, env = "SYNCBROK_FSYNC")]
+    fsync: Option<String>,
+    /// Largest message body accepted, in bytes, at most 64 MiB [default: 1048576].
+    #[arg(long, env = "SYNCBROK_MAX_BODY")]
+    max_body: Option<usize>,
+    /// How long in-flight deliveries may finish at shutdown [default: 10s].
+    #[arg(long, env = "SYNCBROK_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<Span>,
     /// Logs as JSON lines instead of text.
     #[arg(long, env = "SYNCBROK_LOG_JSON")]
     log_json: bool,
+}
+
+/// The settings in force: flags > environment > configuration file > defaults.
+struct Settings {
+    listen: SocketAddr,
+    data: PathBuf,
+    fsync: FsyncPolicy,
+    max_body: usize,
+    shutdown_grace: Span,
+    file: frontend::config::FileConfig,
+}
+
+fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let path = match &args.config {
+        Some(p) => Some(p.clone()),
+        None => ["syncbrok.yml", "config.yml"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
+    };
+    let file = match &path {
+        Some(p) => {
+            tracing::info!(file = %p.display(), "reading configuration");
+            frontend::config::load(p)?
+        }
+        None => frontend::config::FileConfig::default(),
+    };
+    let storage = file.storage.as_ref();
+    let listen = match (args.listen, &file.listen) {
+        (Some(l), _) => l,
+        (None, Some(text)) => text
+            .parse()
+            .with_context(|| format!("listen {text:?} in the configuration file"))?,
+        (None, None) => "127.0.0.1:10000".parse()?,
+    };
+    let data = args
+        .data
+        .clone()
+        .or_else(|| storage.and_then(|s| s.path.clone()))
+        .unwrap_or_else(|| PathBuf::from("./syncbrok-data"));
+    let fsync = match (&args.fsync, storage.and_then(|s| s.fsync.as_deref())) {
+        (Some(flag), _) => fsync_policy(flag)?,
+        (None, Some("interval")) => FsyncPolicy::Interval(
+            storage
+                .and_then(|s| s.fsync_interval)
+                .map_or(std::time::Duration::from_millis(10), |s| s.0),
+        ),
+        (None, Some(text)) => fsync_policy(text)?,
+        (None, None) => FsyncPolicy::Always,
+    };
+    Ok(Settings {
+        listen,
+        data,
+        fsync,
+        max_body: args
+            .max_body
+            .or(file.limits.as_ref().and_then(|l| l.max_body))
+            .unwrap_or(frontend::limits::MAX_BODY_DEFAULT),
+        shutdown_grace: args
+            .shutdown_grace
+            .or(file.shutdown_grace)
+            .unwrap_or(Span::secs(10)),
+        file,
+    })
 }
 
 fn fsync_policy(text: &str) -> anyhow::Result<FsyncPolicy> {
@@ -155,41 +222,47 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    for file in ["syncbrok.yml", "config.yml"] {
-        if std::path::Path::new(file).exists() {
-            tracing::warn!(%file, "configuration files are not read by this version yet; using flags, environment and defaults");
-        }
+    let settings = resolve(&args)?;
+    if settings.max_body > frontend::limits::MAX_BODY_CEILING {
+        anyhow::bail!(
+            "max_body {} is over the ceiling of {} bytes",
+            settings.max_body,
+            frontend::limits::MAX_BODY_CEILING
+        );
     }
     let storage = storage::Config {
-        fsync: fsync_policy(&args.fsync)?,
+        fsync: settings.fsync,
         ..storage::Config::default()
     };
-    let backend = FsBackend::open(&args.data)
-        .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
+    let backend = FsBackend::open(&settings.data)
+        .with_context(|| format!("cannot open the data directory {}", settings.data.display()))?;
     let started = std::time::Instant::now();
     let (space, report) = Space::open(
         Arc::new(backend),
         SpaceConfig::new(storage),
         Arc::new(handler::HttpDeliverer::new()),
     )
-    .with_context(|| format!("cannot recover {}", args.data.display()))?;
+    .with_context(|| format!("cannot recover {}", settings.data.display()))?;
     tracing::info!(
         records = report.records_replayed,
         segments = report.segments,
         ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
+    frontend::config::bootstrap(&space, &settings.file)
+        .await
+        .context("cannot apply the configuration file")?;
     let router = frontend::router(
         space.clone(),
         &frontend::ApiConfig {
-            max_body: args.max_body,
+            max_body: settings.max_body,
         },
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %args.data.display(), "syncbrok listening");
+    tracing::info!(%addr, data = %settings.data.display(), "syncbrok listening");
     // One line on stdout, for scripts and tests that start the broker on port 0.
     println!("syncbrok listening on http://{addr}");
     axum::serve(listener, router)
@@ -197,7 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("shutting down");
-    space.shutdown(args.shutdown_grace.0).await;
+    space.shutdown(settings.shutdown_grace.0).await;
     tracing::info!("stopped");
     Ok(())
 }

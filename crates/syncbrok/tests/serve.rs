@@ -860,3 +860,77 @@ async fn the_original_brokers_api_works_unchanged() {
     );
     assert!(b.terminate().success());
 }
+
+/// Starts the broker with `cwd` as working directory and no `--data` (the file decides).
+fn start_in(cwd: &std::path::Path) -> Broker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("syncbrok listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Broker { child, url }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_config_file_loads_unchanged_and_bootstrap_is_idempotent() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (sink_url, got) = sink().await;
+    std::fs::write(
+        cwd.path().join("config.yml"),
+        format!("Storage:\n  path: \"./broker-data/\"\nQueues:\n  simple:\n    urls:\n      - \"{sink_url}\"\n"),
+    )
+    .unwrap();
+    let b = start_in(cwd.path());
+    assert!(
+        cwd.path().join("broker-data").is_dir(),
+        "Storage.path is the data directory"
+    );
+    let r = call(
+        Method::POST,
+        &format!("{}/msg", b.url),
+        &[("queue", "simple")],
+        "hi",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    eventually("delivered to the legacy subscriber", || {
+        got.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(b.terminate().success());
+
+    // Same file again: nothing changes.
+    let b = start_in(cwd.path());
+    let q = call(Method::GET, &format!("{}/v1/queues/simple", b.url), &[], "")
+        .await
+        .json();
+    assert_eq!(q["subscribers"].as_array().unwrap().len(), 1);
+    assert_eq!(q["subscribers"][0]["handler"], "legacy");
+    assert!(b.terminate().success());
+
+    // A bad file stops the start, naming file, line and column.
+    std::fs::write(
+        cwd.path().join("syncbrok.yml"),
+        "queues:\n  orders:\n    retry: {max_attempts: lots}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("syncbrok.yml:3:"), "{err}");
+}

@@ -1,0 +1,282 @@
+//! The YAML configuration file (SPEC §6): the original broker's format loads unchanged
+//! (`Storage.path`, `Queues.<name>.urls`, keys in any of the usual capitalisations), and the full
+//! format adds the broker's settings and every queue setting. Bootstrap applies the queues and
+//! subscribers it names, idempotently: starting again with the same file changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use space::settings::{IdempotencyPatch, LimitsPatch, RetentionPatch, RetryPatch};
+use space::{HandlerKind, OnParentDead, SettingsPatch, Space, SpaceError, Span, SubscriberSpec};
+
+/// The file, as written. Every field is optional: flags and environment may supply it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default, alias = "Listen", alias = "LISTEN")]
+    pub listen: Option<String>,
+    #[serde(default, alias = "Storage", alias = "STORAGE")]
+    pub storage: Option<StorageSection>,
+    #[serde(default, alias = "Limits", alias = "LIMITS")]
+    pub limits: Option<GlobalLimits>,
+    #[serde(default, alias = "Shutdown_grace")]
+    pub shutdown_grace: Option<Span>,
+    #[serde(default, alias = "Queues", alias = "QUEUES")]
+    pub queues: BTreeMap<String, QueueSection>,
+    /// Not supported by this version: refused rather than ignored, since they are security
+    /// settings a user relies on.
+    #[serde(default, alias = "Auth")]
+    pub auth: Option<serde::de::IgnoredAny>,
+    #[serde(default, alias = "Tls", alias = "TLS")]
+    pub tls: Option<serde::de::IgnoredAny>,
+    #[serde(default, alias = "Endpoints")]
+    pub endpoints: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default, alias = "Path", alias = "PATH")]
+    pub path: Option<PathBuf>,
+    /// `always`, `interval` or `never`.
+    #[serde(default, alias = "Fsync")]
+    pub fsync: Option<String>,
+    #[serde(default, alias = "Fsync_interval")]
+    pub fsync_interval: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalLimits {
+    pub max_body: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// The original format: endpoints that become `legacy` subscribers.
+    #[serde(default, alias = "Urls", alias = "URLS", alias = "URLs")]
+    pub urls: Vec<String>,
+    #[serde(default, alias = "Subscribers")]
+    pub subscribers: Vec<SubscriberSection>,
+    pub retry: Option<RetryPatch>,
+    pub delivery_timeout: Option<Span>,
+    pub retention: Option<RetentionPatch>,
+    pub limits: Option<LimitsPatch>,
+    pub on_parent_dead: Option<String>,
+    pub idempotency: Option<IdempotencyPatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberSection {
+    pub endpoint: String,
+    pub handler: Option<String>,
+    pub secret: Option<String>,
+    pub max_in_flight: Option<u32>,
+}
+
+/// Why a configuration file was refused: `FILE:LINE:COLUMN: reason` when the place is known.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    parse(path, &text)
+}
+
+/// Parses configuration text; `path` only names it in errors.
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let config: FileConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let place = e
+            .location()
+            .map(|l| format!("{}:{}:{}", path.display(), l.line(), l.column()))
+            .unwrap_or_else(|| path.display().to_string());
+        ConfigError(format!("{place}: {e}"))
+    })?;
+    for (what, present) in [
+        ("auth", config.auth.is_some()),
+        ("tls", config.tls.is_some()),
+        ("endpoints", config.endpoints.is_some()),
+    ] {
+        if present {
+            return Err(ConfigError(format!(
+                "{}: `{what}` is not supported by this version yet; remove it rather than run without it",
+                path.display()
+            )));
+        }
+    }
+    // Check what the file asks of queues now, so that a bad file stops the start before
+    // anything is applied.
+    for (name, q) in &config.queues {
+        let place = |field: &str| format!("{}: queues.{name}{field}", path.display());
+        space::space::validate_queue_name(name)
+            .map_err(|e| ConfigError(format!("{}: {e}", place(""))))?;
+        let patch = q
+            .patch()
+            .map_err(|e| ConfigError(format!("{}: {e}", place(".on_parent_dead"))))?;
+        space::QueueSettings::default()
+            .merged(&patch)
+            .map_err(|e| ConfigError(format!("{}: {e}", place(""))))?;
+        for s in &q.subscribers {
+            if let Some(h) = &s.handler
+                && HandlerKind::parse(h).is_none()
+            {
+                return Err(ConfigError(format!(
+                    "{}: unknown handler {h:?}: use webhook or legacy",
+                    place(".subscribers")
+                )));
+            }
+        }
+    }
+    Ok(config)
+}
+
+impl QueueSection {
+    /// The queue settings the section sets.
+    pub fn patch(&self) -> Result<SettingsPatch, String> {
+        let on_parent_dead = match self.on_parent_dead.as_deref() {
+            None => None,
+            Some("wait") => Some(OnParentDead::Wait),
+            Some("dead_letter") => Some(OnParentDead::DeadLetter),
+            Some("deliver") => Some(OnParentDead::Deliver),
+            Some(other) => {
+                return Err(format!(
+                    "unknown on_parent_dead {other:?}: use wait, dead_letter or deliver"
+                ));
+            }
+        };
+        Ok(SettingsPatch {
+            retry: self.retry.clone(),
+            delivery_timeout: self.delivery_timeout,
+            retention: self.retention.clone(),
+            limits: self.limits.clone(),
+            on_parent_dead,
+            idempotency: self.idempotency.clone(),
+        })
+    }
+}
+
+/// Creates or updates the queues and subscribers the file names. A queue whose settings
+/// already match, and a subscriber whose endpoint is already there, are left alone.
+pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceError> {
+    for (name, q) in &config.queues {
+        let patch = q.patch().map_err(|e| SpaceError::Internal(e.to_string()))?;
+        let wanted = match space.queue_info(name) {
+            Ok(info) => {
+                let merged = info.settings.merged(&patch)?;
+                (merged != info.settings).then_some(())
+            }
+            Err(SpaceError::QueueNotFound(_)) => Some(()),
+            Err(e) => return Err(e),
+        };
+        if wanted.is_some() {
+            space.put_queue(name, &patch).await?;
+        }
+        let legacy = q.urls.iter().map(|url| SubscriberSpec {
+            endpoint: url.clone(),
+            handler: HandlerKind::Legacy,
+            secret: None,
+            max_in_flight: space::space::limits::MAX_IN_FLIGHT_DEFAULT,
+        });
+        let full = q.subscribers.iter().map(|s| SubscriberSpec {
+            endpoint: s.endpoint.clone(),
+            handler: s
+                .handler
+                .as_deref()
+                .and_then(HandlerKind::parse)
+                .unwrap_or(HandlerKind::Webhook),
+            secret: s.secret.clone(),
+            max_in_flight: s
+                .max_in_flight
+                .unwrap_or(space::space::limits::MAX_IN_FLIGHT_DEFAULT),
+        });
+        for spec in legacy.chain(full) {
+            space.add_subscriber(name, spec).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<FileConfig, ConfigError> {
+        parse(Path::new("config.yml"), text)
+    }
+
+    #[test]
+    fn the_original_format_loads_unchanged() {
+        let c = p("Storage:\n  path: \"/var/lib/syncbrok/\"\nQueues:\n  simple:\n    urls:\n      - \"http://localhost:20000/\"\n").unwrap();
+        assert_eq!(
+            c.storage.unwrap().path.unwrap(),
+            PathBuf::from("/var/lib/syncbrok/")
+        );
+        assert_eq!(c.queues["simple"].urls, vec!["http://localhost:20000/"]);
+        let lower =
+            p("storage:\n  path: /x\nqueues:\n  Simple:\n    URLS: [\"http://a/\"]\n").unwrap();
+        assert!(
+            lower.queues.contains_key("Simple"),
+            "queue names keep their case"
+        );
+    }
+
+    #[test]
+    fn the_full_format_sets_everything() {
+        let c = p(r#"
+listen: "127.0.0.1:10001"
+storage: {path: ./data, fsync: interval, fsync_interval: 10ms}
+limits: {max_body: 2048}
+shutdown_grace: 3s
+queues:
+  orders:
+    subscribers:
+      - {endpoint: "http://127.0.0.1:9000/", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", max_in_flight: 8}
+    retry: {max_attempts: 3, initial_backoff: 50ms}
+    retention: {delivered: 1h}
+    limits: {max_messages: 1000}
+    on_parent_dead: dead_letter
+"#)
+        .unwrap();
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:10001"));
+        assert_eq!(c.limits.unwrap().max_body, Some(2048));
+        let q = &c.queues["orders"];
+        let patch = q.patch().unwrap();
+        assert_eq!(patch.on_parent_dead, Some(OnParentDead::DeadLetter));
+        assert_eq!(q.subscribers[0].max_in_flight, Some(8));
+    }
+
+    #[test]
+    fn a_bad_file_names_file_line_and_column() {
+        let e = p("queues:\n  orders:\n    retry: {max_attempts: many}\n").unwrap_err();
+        assert!(e.0.starts_with("config.yml:3:"), "{}", e.0);
+        let e = p("queues:\n  orders:\n    retries: {}\n").unwrap_err();
+        assert!(e.0.starts_with("config.yml:3:"), "{}", e.0);
+        let e = p("queues:\n  orders:\n    delivery_timeout: soon\n").unwrap_err();
+        assert!(e.0.starts_with("config.yml:3:"), "{}", e.0);
+        let e = p("queues:\n  orders:\n    on_parent_dead: ignore\n").unwrap_err();
+        assert!(e.0.contains("queues.orders.on_parent_dead"), "{}", e.0);
+        let e = p("queues:\n  bad/name: {}\n").unwrap_err();
+        assert!(e.0.contains("queues.bad/name"), "{}", e.0);
+        let e = p("auth:\n  tokens: []\n").unwrap_err();
+        assert!(e.0.contains("not supported"), "{}", e.0);
+    }
+}
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_commented_example_file_is_valid() {
+        let text = include_str!("../../../syncbrok.example.yml");
+        let c = super::parse(std::path::Path::new("syncbrok.example.yml"), text).unwrap();
+        assert_eq!(c.queues.len(), 2);
+    }
+}
