@@ -24,14 +24,26 @@ pub struct FileConfig {
     pub shutdown_grace: Option<Span>,
     #[serde(default, alias = "Queues", alias = "QUEUES")]
     pub queues: BTreeMap<String, QueueSection>,
-    /// Not supported by this version: refused rather than ignored, since they are security
-    /// settings a user relies on.
     #[serde(default, alias = "Auth")]
-    pub auth: Option<serde::de::IgnoredAny>,
+    pub auth: Option<AuthSection>,
+    #[serde(default, alias = "Endpoints")]
+    pub endpoints: Option<EndpointsSection>,
+    /// Not supported by this version: refused rather than ignored, since a user relies on it.
     #[serde(default, alias = "Tls", alias = "TLS")]
     pub tls: Option<serde::de::IgnoredAny>,
-    #[serde(default, alias = "Endpoints")]
-    pub endpoints: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::Token>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsSection {
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,11 +113,22 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             .unwrap_or_else(|| path.display().to_string());
         ConfigError(format!("{place}: {e}"))
     })?;
-    for (what, present) in [
-        ("auth", config.auth.is_some()),
-        ("tls", config.tls.is_some()),
-        ("endpoints", config.endpoints.is_some()),
-    ] {
+    if let Some(rules) = config.endpoints.as_ref().and_then(|e| e.allow.as_ref()) {
+        space::endpoints::AllowList::parse(rules)
+            .map_err(|e| ConfigError(format!("{}: endpoints.allow: {e}", path.display())))?;
+    }
+    if config.auth.as_ref().is_some_and(|a| {
+        a.tokens
+            .iter()
+            .any(|t| t.token.len() < crate::limits::TOKEN_BYTES_MIN)
+    }) {
+        return Err(ConfigError(format!(
+            "{}: auth.tokens: every token needs at least {} characters",
+            path.display(),
+            crate::limits::TOKEN_BYTES_MIN
+        )));
+    }
+    for (what, present) in [("tls", config.tls.is_some())] {
         if present {
             return Err(ConfigError(format!(
                 "{}: `{what}` is not supported by this version yet; remove it rather than run without it",
@@ -266,8 +289,14 @@ queues:
         assert!(e.0.contains("queues.orders.on_parent_dead"), "{}", e.0);
         let e = p("queues:\n  bad/name: {}\n").unwrap_err();
         assert!(e.0.contains("queues.bad/name"), "{}", e.0);
-        let e = p("auth:\n  tokens: []\n").unwrap_err();
+        let e = p("tls:\n  cert: x\n").unwrap_err();
         assert!(e.0.contains("not supported"), "{}", e.0);
+        let e = p("auth:\n  tokens: [{token: short, role: admin}]\n").unwrap_err();
+        assert!(e.0.contains("at least"), "{}", e.0);
+        let e = p("auth:\n  tokens: [{token: long-enough-token-1, role: root}]\n").unwrap_err();
+        assert!(e.0.starts_with("config.yml:2:"), "{}", e.0);
+        let e = p("endpoints:\n  allow: [\"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(e.0.contains("endpoints.allow"), "{}", e.0);
     }
 }
 

@@ -4,6 +4,7 @@
 //! The API is a thin layer: it parses and bounds input, calls the [`space::Space`], and shapes
 //! the answer ([`views`]). Status codes for Space errors are decided in [`problem`] only.
 
+pub mod auth;
 pub mod config;
 pub mod legacy;
 pub mod problem;
@@ -35,6 +36,8 @@ pub mod limits {
     pub const JSON_BODY_MAX: usize = 64 * 1024;
     /// A batch's JSON: 16 MiB of bodies, base64 (4/3) and some framing.
     pub const BATCH_JSON_BYTES_MAX: usize = 24 * 1024 * 1024;
+    /// Bearer tokens shorter than this are refused: they could be guessed.
+    pub const TOKEN_BYTES_MIN: usize = 16;
     /// Page sizes (SPEC §8).
     pub const PAGE_DEFAULT: usize = 100;
     pub const PAGE_MAX: usize = 1000;
@@ -45,12 +48,15 @@ pub mod limits {
 pub struct ApiConfig {
     /// Largest message body accepted (`limits.max_body`).
     pub max_body: usize,
+    /// `auth.tokens`; empty: no authentication.
+    pub tokens: Vec<auth::Token>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body: limits::MAX_BODY_DEFAULT,
+            tokens: Vec::new(),
         }
     }
 }
@@ -103,6 +109,10 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(limits::JSON_BODY_MAX))
         .with_state(api.clone())
         .merge(legacy::router(api.space).layer(DefaultBodyLimit::max(max_body)))
+        .layer(axum::middleware::from_fn_with_state(
+            auth::Tokens(std::sync::Arc::new(config.tokens.clone())),
+            auth::check,
+        ))
 }
 
 type ApiResult<T> = Result<T, Problem>;

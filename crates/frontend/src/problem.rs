@@ -74,9 +74,11 @@ pub fn status_of(e: &SpaceError) -> StatusCode {
         | InvalidContentType
         | InvalidIdempotencyKey
         | InvalidBatch(_) => StatusCode::BAD_REQUEST,
-        Settings(_) | UnknownParent(_) | TooManySubscribers | InvalidMaxInFlight(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        Settings(_)
+        | UnknownParent(_)
+        | TooManySubscribers
+        | InvalidMaxInFlight(_)
+        | EndpointNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
         NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
         QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

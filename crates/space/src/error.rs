@@ -18,6 +18,8 @@ pub enum SpaceError {
     TooManySubscribers,
     #[error("invalid endpoint {0}")]
     InvalidEndpoint(String),
+    #[error("endpoint {0:?} is not in endpoints.allow")]
+    EndpointNotAllowed(String),
     #[error("a secret must be whsec_ followed by base64 (the Standard Webhooks format)")]
     InvalidSecret,
     #[error("max_in_flight {0} is outside 1..={max}", max = crate::space::limits::MAX_IN_FLIGHT_MAX)]

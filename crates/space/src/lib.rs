@@ -10,6 +10,7 @@
 //! The Space knows nothing of HTTP frontends: they call it through [`Space`].
 
 pub mod delivery;
+pub mod endpoints;
 mod error;
 pub mod ids;
 mod queue;

@@ -63,6 +63,8 @@ pub struct SpaceConfig {
     /// How often the reclaimer checks whether a checkpoint (and reclaiming the segments
     /// before it) is due.
     pub reclaim_interval: Duration,
+    /// `endpoints.allow`: the hosts and networks subscribers may point at; `None` allows all.
+    pub endpoint_allow: Option<crate::endpoints::AllowList>,
 }
 
 impl SpaceConfig {
@@ -70,6 +72,7 @@ impl SpaceConfig {
         SpaceConfig {
             storage,
             reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
+            endpoint_allow: None,
         }
     }
 }
@@ -195,6 +198,7 @@ struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// One reclaim at a time, and what the last one saw.
     maintenance: tokio::sync::Mutex<Maintenance>,
+    endpoint_allow: Option<crate::endpoints::AllowList>,
 }
 
 /// What the reclaimer remembers between runs.
@@ -306,6 +310,7 @@ impl Space {
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), SpaceError> {
         let reclaim_interval = config.reclaim_interval.max(Duration::from_millis(1));
+        let endpoint_allow = config.endpoint_allow.clone();
         let mut recovery = Log::open(backend, config.storage)?;
         let mut replay = match recovery.checkpoint() {
             None => Replay::default(),
@@ -356,6 +361,7 @@ impl Space {
                 idle: Notify::new(),
                 gate: tokio::sync::RwLock::new(()),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
+                endpoint_allow,
             }),
         };
         let now = now_ms();
@@ -543,6 +549,11 @@ impl Space {
         spec: SubscriberSpec,
     ) -> Result<(SubscriberInfo, bool), SpaceError> {
         validate_endpoint(&spec.endpoint)?;
+        if let Some(allow) = &self.inner.endpoint_allow
+            && !allow.allows(&spec.endpoint)
+        {
+            return Err(SpaceError::EndpointNotAllowed(spec.endpoint));
+        }
         if spec.max_in_flight == 0 || spec.max_in_flight > limits::MAX_IN_FLIGHT_MAX {
             return Err(SpaceError::InvalidMaxInFlight(spec.max_in_flight));
         }

@@ -237,9 +237,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = FsBackend::open(&settings.data)
         .with_context(|| format!("cannot open the data directory {}", settings.data.display()))?;
     let started = std::time::Instant::now();
+    let endpoint_allow = match settings
+        .file
+        .endpoints
+        .as_ref()
+        .and_then(|e| e.allow.as_ref())
+    {
+        Some(rules) => Some(
+            space::endpoints::AllowList::parse(rules)
+                .map_err(|e| anyhow::anyhow!("endpoints.allow: {e}"))?,
+        ),
+        None => None,
+    };
     let (space, report) = Space::open(
         Arc::new(backend),
-        SpaceConfig::new(storage),
+        SpaceConfig {
+            endpoint_allow,
+            ..SpaceConfig::new(storage)
+        },
         Arc::new(handler::HttpDeliverer::new()),
     )
     .with_context(|| format!("cannot recover {}", settings.data.display()))?;
@@ -256,6 +271,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         space.clone(),
         &frontend::ApiConfig {
             max_body: settings.max_body,
+            tokens: settings
+                .file
+                .auth
+                .as_ref()
+                .map(|a| a.tokens.clone())
+                .unwrap_or_default(),
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -934,3 +934,148 @@ async fn the_original_config_file_loads_unchanged_and_bootstrap_is_idempotent() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("syncbrok.yml:3:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_with_roles_and_the_endpoint_allow_list() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("syncbrok.yml"),
+        r#"
+auth:
+  tokens:
+    - {token: admin-token-0123456789, role: admin}
+    - {token: publish-token-0123456789, role: publish}
+    - {token: read-token-0123456789, role: read}
+endpoints:
+  allow: ["127.0.0.1"]
+"#,
+    )
+    .unwrap();
+    let b = start_in(cwd.path());
+    let u = |path: &str| format!("{}{path}", b.url);
+    let bearer = |t: &str| format!("Bearer {t}-token-0123456789");
+    let (admin, publish, read) = (bearer("admin"), bearer("publish"), bearer("read"));
+    let auth = |v: &str| vec![("authorization", v.to_owned())];
+    async fn call_as(method: Method, url: &str, headers: Vec<(&str, String)>, body: &str) -> Reply {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        call(method, url, &h, body.to_owned()).await
+    }
+
+    assert_eq!(
+        call(Method::GET, &u("/healthz"), &[], "").await.status,
+        StatusCode::OK
+    );
+    let r = call(Method::GET, &u("/v1/queues"), &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    let r = call_as(
+        Method::GET,
+        &u("/v1/queues"),
+        vec![("authorization", "Bearer nope-nope-nope-nope".into())],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        call_as(Method::PUT, &u("/v1/queues/q"), auth(&admin), "")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call_as(Method::PUT, &u("/v1/queues/q"), auth(&read), "")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call_as(Method::PUT, &u("/v1/queues/q"), auth(&publish), "")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call_as(Method::GET, &u("/v1/queues/q"), auth(&read), "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_as(Method::GET, &u("/v1/queues/q"), auth(&publish), "")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call_as(
+            Method::POST,
+            &u("/v1/queues/q/messages"),
+            auth(&publish),
+            "x"
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call_as(Method::POST, &u("/v1/queues/q/messages"), auth(&read), "x")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let batch = r#"{"messages": [{"body": "x"}]}"#;
+    assert_eq!(
+        call_as(
+            Method::POST,
+            &u("/v1/queues/q/messages/batch"),
+            auth(&publish),
+            batch
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+
+    // The original broker's API: /msg takes publish, /queue and /subscrib admin.
+    let mut h = auth(&publish);
+    h.push(("queue", "q".into()));
+    assert_eq!(
+        call_as(Method::POST, &u("/msg"), h.clone(), "x")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = call_as(Method::POST, &u("/queue"), h, "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+
+    // Subscribers may point only at allowed hosts.
+    let sub = |endpoint: &str| json!({"endpoint": endpoint}).to_string();
+    let r = call_as(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        auth(&admin),
+        &sub("http://localhost:9/"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    let r = call_as(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        auth(&admin),
+        &sub("http://127.0.0.1:9/"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Tokens never come back.
+    let all = call_as(Method::GET, &u("/v1/queues"), auth(&admin), "").await;
+    assert!(!String::from_utf8_lossy(&all.body).contains("token-0123456789"));
+    assert!(b.terminate().success());
+}
