@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod legacy;
+pub mod metrics;
 pub mod problem;
 pub mod views;
 
@@ -74,6 +75,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
         .route("/v1/queues", get(list_queues))
         .route(
             "/v1/queues/{queue}",
@@ -132,6 +134,17 @@ fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
     text.trim()
         .parse()
         .map_err(|_| Problem::bad_request(format!("{what} {text:?} is not a message id")))
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&api.space),
+    )
+        .into_response()
 }
 
 async fn list_queues(State(api): State<Api>) -> ApiResult<Response> {

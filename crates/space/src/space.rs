@@ -191,6 +191,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Attempts under way, and a wake-up when they reach zero (graceful shutdown).
     in_flight: AtomicUsize,
+    /// Running totals since the Space was opened, for `/metrics`.
+    totals: Totals,
     idle: Notify,
     /// Held (shared) by every change from its append to its effect in memory, and taken
     /// exclusively by a checkpoint: the snapshot then matches the log exactly at the
@@ -199,6 +201,26 @@ struct Inner {
     /// One reclaim at a time, and what the last one saw.
     maintenance: tokio::sync::Mutex<Maintenance>,
     endpoint_allow: Option<crate::endpoints::AllowList>,
+}
+
+/// Running totals since the Space was opened.
+#[derive(Default)]
+struct Totals {
+    published: AtomicU64,
+    acked: AtomicU64,
+    failed_attempts: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// A snapshot of the Space's running totals (monotonic counters since open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceTotals {
+    pub published: u64,
+    pub acked: u64,
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    /// Attempts under way right now.
+    pub in_flight: u64,
 }
 
 /// What the reclaimer remembers between runs.
@@ -358,6 +380,7 @@ impl Space {
                 deliverer,
                 shutdown,
                 in_flight: AtomicUsize::new(0),
+                totals: Totals::default(),
                 idle: Notify::new(),
                 gate: tokio::sync::RwLock::new(()),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
@@ -738,6 +761,7 @@ impl Space {
             }
         }
         appended?;
+        self.inner.totals.published.fetch_add(1, Ordering::Relaxed);
         wake_all(wake);
         Ok(PublishedMessage {
             id,
@@ -943,6 +967,10 @@ impl Space {
             }
         }
         appended?;
+        self.inner
+            .totals
+            .published
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         wake_all(wake);
         Ok(answers)
     }
@@ -1352,6 +1380,18 @@ impl Space {
         });
     }
 
+    /// Running totals since the Space was opened.
+    pub fn totals(&self) -> SpaceTotals {
+        let t = &self.inner.totals;
+        SpaceTotals {
+            published: t.published.load(Ordering::Relaxed),
+            acked: t.acked.load(Ordering::Relaxed),
+            failed_attempts: t.failed_attempts.load(Ordering::Relaxed),
+            dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
+            in_flight: self.inner.in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
+
     /// The log underneath (for statistics).
     pub fn log(&self) -> &Log {
         &self.inner.log
@@ -1493,6 +1533,7 @@ impl Space {
             let now = now_ms();
             match outcome {
                 Outcome::Acked => {
+                    self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
                     let mut wake = Vec::new();
                     queue.lock().ack(id, sub, now, &mut wake);
                     wake_all(wake);
@@ -1517,6 +1558,10 @@ impl Space {
                             .lock()
                             .gave_up(id, sub, number, Some(error.clone()), now, &mut wake);
                         wake_all(wake);
+                        self.inner
+                            .totals
+                            .dead_lettered
+                            .fetch_add(1, Ordering::Relaxed);
                         let record = Record::DeadLettered {
                             message: id,
                             subscriber: Some(sub),
@@ -1535,6 +1580,10 @@ impl Space {
                     queue
                         .lock()
                         .failed(id, sub, number, error.clone(), Some(next_at));
+                    self.inner
+                        .totals
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
                     let record = Record::DeliveryFailed {
                         message: id,
                         subscriber: sub,

@@ -1079,3 +1079,52 @@ endpoints:
     assert!(!String::from_utf8_lossy(&all.body).contains("token-0123456789"));
     assert!(b.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    call(Method::PUT, &u("/v1/queues/m"), &[], "").await;
+    call(
+        Method::POST,
+        &u("/v1/queues/m/subscribers"),
+        &[],
+        json!({"endpoint": sink_url}).to_string(),
+    )
+    .await;
+    for _ in 0..3 {
+        call(Method::POST, &u("/v1/queues/m/messages"), &[], "x").await;
+    }
+    eventually("delivered", || got.lock().unwrap().len() == 3).await;
+    let mut text = String::new();
+    for _ in 0..200 {
+        let r = call(Method::GET, &u("/metrics"), &[], "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        text = String::from_utf8(r.body.to_vec()).unwrap();
+        if text.contains("syncbrok_deliveries_acked_total 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for line in [
+        "syncbrok_messages_published_total 3",
+        "syncbrok_deliveries_acked_total 3",
+        "syncbrok_queue_messages{queue=\"m\",state=\"ready\"} 0",
+        "syncbrok_queue_subscribers{queue=\"m\"} 1",
+        "# TYPE syncbrok_log_fsyncs_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(b.terminate().success());
+}

@@ -1,0 +1,161 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4). Written by hand:
+//! the format is a few lines of text, not worth a dependency.
+
+use std::fmt::Write;
+
+use space::Space;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The metrics text. Queue names need no escaping: they are `[A-Za-z0-9._-]`.
+pub fn render(space: &Space) -> String {
+    let mut out = String::new();
+    let t = space.totals();
+    for (name, help, value) in [
+        (
+            "syncbrok_messages_published_total",
+            "Messages accepted (durable) since start.",
+            t.published,
+        ),
+        (
+            "syncbrok_deliveries_acked_total",
+            "Deliveries acknowledged by subscribers since start.",
+            t.acked,
+        ),
+        (
+            "syncbrok_delivery_attempts_failed_total",
+            "Delivery attempts that failed (status, connection, timeout) since start.",
+            t.failed_attempts,
+        ),
+        (
+            "syncbrok_dead_letters_total",
+            "Deliveries given up after their last attempt since start.",
+            t.dead_lettered,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "syncbrok_deliveries_in_flight",
+        "gauge",
+        "Attempts under way or waiting to retry.",
+    );
+    let _ = writeln!(out, "syncbrok_deliveries_in_flight {}", t.in_flight);
+
+    let queues: Vec<_> = space
+        .queue_names()
+        .into_iter()
+        .filter_map(|n| space.queue_info(&n).ok())
+        .collect();
+    family(
+        &mut out,
+        "syncbrok_queue_messages",
+        "gauge",
+        "Messages held by a queue, per state.",
+    );
+    for q in &queues {
+        let c = q.counts;
+        for (state, n) in [
+            ("waiting", c.waiting),
+            ("ready", c.ready),
+            ("delivering", c.delivering),
+            ("delivered", c.delivered),
+            ("dead", c.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "syncbrok_queue_messages{{queue=\"{}\",state=\"{state}\"}} {n}",
+                q.name
+            );
+        }
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_undelivered_bytes",
+        "gauge",
+        "Bytes of undelivered message bodies.",
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_undelivered_bytes{{queue=\"{}\"}} {}",
+            q.name, q.bytes
+        );
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_oldest_undelivered_age_seconds",
+        "gauge",
+        "Age of the oldest undelivered message (0 when there is none).",
+    );
+    for q in &queues {
+        let age = q.oldest_undelivered_age_ms.unwrap_or(0) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_oldest_undelivered_age_seconds{{queue=\"{}\"}} {age}",
+            q.name
+        );
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_subscribers",
+        "gauge",
+        "Subscribers of a queue.",
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_subscribers{{queue=\"{}\"}} {}",
+            q.name,
+            q.subscribers.len()
+        );
+    }
+
+    let log = space.log();
+    let stats = log.stats();
+    for (name, help, value) in [
+        (
+            "syncbrok_log_writes_total",
+            "Group writes to the log since start.",
+            stats.writes,
+        ),
+        (
+            "syncbrok_log_fsyncs_total",
+            "fdatasync calls on the log since start.",
+            stats.syncs,
+        ),
+        (
+            "syncbrok_log_written_bytes_total",
+            "Bytes written to the log since start.",
+            stats.bytes,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let segments = log.segments();
+    family(
+        &mut out,
+        "syncbrok_log_segments",
+        "gauge",
+        "Segment files on disk.",
+    );
+    let _ = writeln!(out, "syncbrok_log_segments {}", segments.len());
+    family(
+        &mut out,
+        "syncbrok_log_disk_bytes",
+        "gauge",
+        "Bytes of segment files on disk.",
+    );
+    let _ = writeln!(
+        out,
+        "syncbrok_log_disk_bytes {}",
+        segments.iter().map(|s| s.bytes).sum::<u64>()
+    );
+    out
+}
