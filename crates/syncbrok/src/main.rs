@@ -2,6 +2,8 @@
 //! then serves the HTTP API until SIGTERM or Ctrl-C, and shuts down gracefully. `sink` is a
 //! subscriber that prints what it receives, for trying things out.
 
+mod client;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ use storage::io::FsBackend;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: client::Target,
 }
 
 #[derive(Subcommand)]
@@ -30,6 +34,16 @@ enum Command {
     /// A subscriber for trying things out: prints every message it receives and
     /// acknowledges it (answers `true`, so legacy subscriptions work too).
     Sink(SinkArgs),
+    /// Publish a message (the body from a file or standard input).
+    Publish(client::PublishArgs),
+    /// Create, list, show or delete queues.
+    #[command(subcommand)]
+    Queue(client::QueueCommand),
+    /// Subscribe an endpoint to a queue.
+    Subscribe(client::SubscribeArgs),
+    /// List or redrive dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(client::DeadLettersCommand),
 }
 
 #[derive(clap::Args)]
@@ -311,6 +325,16 @@ fn main() -> std::process::ExitCode {
             runtime().and_then(|rt| rt.block_on(serve(args)))
         }
         Command::Sink(args) => runtime().and_then(|rt| rt.block_on(sink(args))),
+        Command::Publish(args) => {
+            runtime().and_then(|rt| rt.block_on(client::publish(&cli.target, args)))
+        }
+        Command::Queue(c) => runtime().and_then(|rt| rt.block_on(client::queue(&cli.target, c))),
+        Command::Subscribe(args) => {
+            runtime().and_then(|rt| rt.block_on(client::subscribe(&cli.target, args)))
+        }
+        Command::DeadLetters(c) => {
+            runtime().and_then(|rt| rt.block_on(client::dead_letters(&cli.target, c)))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

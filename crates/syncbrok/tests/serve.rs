@@ -1128,3 +1128,114 @@ async fn metrics_count_what_happened() {
     }
     assert!(b.terminate().success());
 }
+
+/// Runs a client command of the binary against `url`, with `stdin` as standard input.
+fn cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let (sink_url, got) = sink().await;
+    let url = b.url.clone();
+    let run = move |args: Vec<String>, stdin: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&url, &args, stdin)
+        })
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let (ok, out, _) = run(
+        a(&[
+            "queue",
+            "create",
+            "cli",
+            "--settings",
+            r#"{"retry": {"max_attempts": 2}}"#,
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["settings"]["retry"]["max_attempts"],
+        2
+    );
+    let (ok, _, _) = run(a(&["subscribe", "cli", &sink_url]), "").await.unwrap();
+    assert!(ok);
+    let (ok, out, _) = run(
+        a(&["publish", "cli", "--content-type", "text/plain"]),
+        "from stdin",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    let parent = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body_file = dir.path().join("body.txt");
+    std::fs::write(&body_file, "from a file").unwrap();
+    let (ok, out, _) = run(
+        a(&[
+            "publish",
+            "cli",
+            "--parent",
+            &parent,
+            body_file.to_str().unwrap(),
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["parent"],
+        parent.as_str()
+    );
+    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
+    assert_eq!(got.lock().unwrap()[1].1, "from a file");
+    let (ok, out, _) = run(a(&["queue", "list"]), "").await.unwrap();
+    assert!(ok && out.contains("\"cli\""));
+    let (ok, out, _) = run(a(&["dead-letters", "list", "cli"]), "").await.unwrap();
+    assert!(ok && out.contains("\"dead_letters\""));
+    let (ok, out, _) = run(a(&["dead-letters", "redrive", "cli"]), "")
+        .await
+        .unwrap();
+    assert!(ok && out.contains("\"redriven\": 0"), "{out}");
+    let (ok, _, err) = run(a(&["queue", "show", "nope"]), "").await.unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("404") && err.contains("does not exist"),
+        "{err}"
+    );
+    let (ok, _, _) = run(a(&["queue", "delete", "cli"]), "").await.unwrap();
+    assert!(ok);
+    assert!(b.terminate().success());
+}

@@ -1,0 +1,247 @@
+//! The CLI's client commands: a thin HTTP client of the API v1.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Where the broker is, and how to authenticate.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// The broker's address.
+    #[arg(
+        long,
+        env = "SYNCBROK_URL",
+        default_value = "http://127.0.0.1:10000",
+        global = true
+    )]
+    pub url: String,
+    /// A bearer token, when the broker has `auth.tokens`.
+    #[arg(long, env = "SYNCBROK_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    pub queue: String,
+    /// The parent message's id (parented mode).
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[arg(long)]
+    pub content_type: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A file with the body, or `-` (the default) for standard input.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue, or update its settings (JSON as in the API).
+    Create {
+        name: String,
+        /// Settings as JSON, e.g. '{"retry": {"max_attempts": 3}}'.
+        #[arg(long)]
+        settings: Option<String>,
+    },
+    /// List queues with their counts.
+    List,
+    /// Show a queue: settings, subscribers, counts.
+    Show { name: String },
+    /// Delete a queue and its messages.
+    Delete { name: String },
+}
+
+#[derive(clap::Args)]
+pub struct SubscribeArgs {
+    pub queue: String,
+    pub endpoint: String,
+    /// `webhook` (default) or `legacy`.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// A `whsec_` secret to sign deliveries with.
+    #[arg(long, env = "SYNCBROK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DeadLettersCommand {
+    /// List a queue's dead letters.
+    List { queue: String },
+    /// Send a queue's dead letters again (or one message's, with --message).
+    Redrive {
+        queue: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+}
+
+struct Answer {
+    status: hyper::StatusCode,
+    body: Bytes,
+}
+
+async fn call(
+    target: &Target,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> anyhow::Result<Answer> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let url = format!("{}{path}", target.url.trim_end_matches('/'));
+    let mut req = hyper::Request::builder().method(method).uri(&url);
+    if let Some(t) = &target.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let response = client
+        .request(req.body(Full::new(body))?)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Answer { status, body })
+}
+
+/// Prints a successful answer (JSON pretty-printed), or fails with the problem's detail.
+fn finish(a: Answer) -> anyhow::Result<()> {
+    if !a.status.is_success() {
+        let detail = serde_json::from_slice::<serde_json::Value>(&a.body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned());
+        bail!("{}: {detail}", a.status);
+    }
+    match serde_json::from_slice::<serde_json::Value>(&a.body) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Err(_) if a.body.is_empty() => {}
+        Err(_) => println!("{}", String::from_utf8_lossy(&a.body)),
+    }
+    Ok(())
+}
+
+pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
+    let body = match args.file.as_deref() {
+        None => read_stdin()?,
+        Some(p) if p.as_os_str() == "-" => read_stdin()?,
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+    };
+    let mut headers = Vec::new();
+    if let Some(p) = args.parent {
+        headers.push(("syncbrok-parent", p));
+    }
+    if let Some(c) = args.content_type {
+        headers.push(("content-type", c));
+    }
+    if let Some(k) = args.idempotency_key {
+        headers.push(("idempotency-key", k));
+    }
+    let path = format!("/v1/queues/{}/messages", args.queue);
+    finish(call(target, Method::POST, &path, &headers, Bytes::from(body)).await?)
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read standard input")?;
+    Ok(body)
+}
+
+pub async fn queue(target: &Target, command: QueueCommand) -> anyhow::Result<()> {
+    let a = match command {
+        QueueCommand::Create { name, settings } => {
+            let body = Bytes::from(settings.unwrap_or_default());
+            call(
+                target,
+                Method::PUT,
+                &format!("/v1/queues/{name}"),
+                &[],
+                body,
+            )
+            .await?
+        }
+        QueueCommand::List => call(target, Method::GET, "/v1/queues", &[], Bytes::new()).await?,
+        QueueCommand::Show { name } => {
+            call(
+                target,
+                Method::GET,
+                &format!("/v1/queues/{name}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?
+        }
+        QueueCommand::Delete { name } => {
+            call(
+                target,
+                Method::DELETE,
+                &format!("/v1/queues/{name}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?
+        }
+    };
+    finish(a)
+}
+
+pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({ "endpoint": args.endpoint });
+    if let Some(h) = args.handler {
+        body["handler"] = h.into();
+    }
+    if let Some(s) = args.secret {
+        body["secret"] = s.into();
+    }
+    if let Some(m) = args.max_in_flight {
+        body["max_in_flight"] = m.into();
+    }
+    let path = format!("/v1/queues/{}/subscribers", args.queue);
+    finish(
+        call(
+            target,
+            Method::POST,
+            &path,
+            &[],
+            Bytes::from(body.to_string()),
+        )
+        .await?,
+    )
+}
+
+pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyhow::Result<()> {
+    let a = match command {
+        DeadLettersCommand::List { queue } => {
+            let path = format!("/v1/queues/{queue}/dead-letters");
+            call(target, Method::GET, &path, &[], Bytes::new()).await?
+        }
+        DeadLettersCommand::Redrive {
+            queue,
+            message: Some(id),
+        } => {
+            let path = format!("/v1/queues/{queue}/messages/{id}/redrive");
+            call(target, Method::POST, &path, &[], Bytes::new()).await?
+        }
+        DeadLettersCommand::Redrive {
+            queue,
+            message: None,
+        } => {
+            let path = format!("/v1/queues/{queue}/dead-letters/redrive");
+            call(target, Method::POST, &path, &[], Bytes::new()).await?
+        }
+    };
+    finish(a)
+}
