@@ -28,9 +28,16 @@ pub struct FileConfig {
     pub auth: Option<AuthSection>,
     #[serde(default, alias = "Endpoints")]
     pub endpoints: Option<EndpointsSection>,
-    /// Not supported by this version: refused rather than ignored, since a user relies on it.
     #[serde(default, alias = "Tls", alias = "TLS")]
-    pub tls: Option<serde::de::IgnoredAny>,
+    pub tls: Option<TlsSection>,
+}
+
+/// HTTPS on the API: PEM files of the certificate chain and its private key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,14 +134,6 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             path.display(),
             crate::limits::TOKEN_BYTES_MIN
         )));
-    }
-    for (what, present) in [("tls", config.tls.is_some())] {
-        if present {
-            return Err(ConfigError(format!(
-                "{}: `{what}` is not supported by this version yet; remove it rather than run without it",
-                path.display()
-            )));
-        }
     }
     // Check what the file asks of queues now, so that a bad file stops the start before
     // anything is applied.
@@ -290,7 +289,7 @@ queues:
         let e = p("queues:\n  bad/name: {}\n").unwrap_err();
         assert!(e.0.contains("queues.bad/name"), "{}", e.0);
         let e = p("tls:\n  cert: x\n").unwrap_err();
-        assert!(e.0.contains("not supported"), "{}", e.0);
+        assert!(e.0.contains("key"), "{}", e.0);
         let e = p("auth:\n  tokens: [{token: short, role: admin}]\n").unwrap_err();
         assert!(e.0.contains("at least"), "{}", e.0);
         let e = p("auth:\n  tokens: [{token: long-enough-token-1, role: root}]\n").unwrap_err();

@@ -3,6 +3,7 @@
 //! subscriber that prints what it receives, for trying things out.
 
 mod client;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +117,12 @@ struct ServeArgs {
     /// How long in-flight deliveries may finish at shutdown [default: 10s].
     #[arg(long, env = "SYNCBROK_SHUTDOWN_GRACE")]
     shutdown_grace: Option<Span>,
+    /// Serve the API over HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SYNCBROK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SYNCBROK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Logs as JSON lines instead of text.
     #[arg(long, env = "SYNCBROK_LOG_JSON")]
     log_json: bool,
@@ -128,6 +135,8 @@ struct Settings {
     fsync: FsyncPolicy,
     max_body: usize,
     shutdown_grace: Span,
+    /// Certificate chain and key (PEM) for HTTPS on the API.
+    tls: Option<(PathBuf, PathBuf)>,
     file: frontend::config::FileConfig,
 }
 
@@ -181,6 +190,10 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             .shutdown_grace
             .or(file.shutdown_grace)
             .unwrap_or(Span::secs(10)),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => file.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+        },
         file,
     })
 }
@@ -297,13 +310,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %settings.data.display(), "syncbrok listening");
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, data = %settings.data.display(), scheme, "syncbrok listening");
     // One line on stdout, for scripts and tests that start the broker on port 0.
-    println!("syncbrok listening on http://{addr}");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    println!("syncbrok listening on {scheme}://{addr}");
+    match &settings.tls {
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server failed")?,
+        Some((cert, key)) => {
+            let acceptor = tls::acceptor(cert, key)?;
+            tls::serve(listener, acceptor, router, shutdown_signal()).await;
+        }
+    }
     tracing::info!("shutting down");
     space.shutdown(settings.shutdown_grace.0).await;
     tracing::info!("stopped");

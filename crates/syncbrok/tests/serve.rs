@@ -1239,3 +1239,63 @@ async fn the_cli_drives_the_api() {
     assert!(ok);
     assert!(b.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let b = start(
+        &data,
+        &[
+            "--tls-cert",
+            dir.path().join("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            dir.path().join("key.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(b.url.starts_with("https://"), "{}", b.url);
+    let port = b.url.rsplit(':').next().unwrap().to_owned();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("https://localhost:{port}/v1/queues/secure"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = client.request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = call_plain_fails(&format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain, "plain HTTP was answered on the TLS port");
+    assert!(b.terminate().success());
+}
+
+async fn call_plain_fails(url: &str) -> bool {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let req = Request::builder()
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Ok(Ok(r)) => r.status() != StatusCode::OK,
+        _ => true,
+    }
+}
