@@ -76,6 +76,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/v1/queues", get(list_queues))
         .route(
             "/v1/queues/{queue}",
@@ -117,6 +118,41 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         ))
 }
 
+/// The OpenAPI 3.1 document of the API v1, generated from the handlers and types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "syncbrok",
+        description = "A durable HTTP-push message broker: the HTTP API v1."
+    ),
+    paths(
+        list_queues,
+        put_queue,
+        get_queue,
+        delete_queue,
+        add_subscriber,
+        list_subscribers,
+        remove_subscriber,
+        publish,
+        publish_batch,
+        list_messages,
+        get_message,
+        get_body,
+        discard,
+        dead_letters,
+        redrive,
+        redrive_all,
+        metrics
+    ),
+    components(schemas(problem::ProblemBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
 type ApiResult<T> = Result<T, Problem>;
 
 fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
@@ -136,6 +172,7 @@ fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
         .map_err(|_| Problem::bad_request(format!("{what} {text:?} is not a message id")))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(api): State<Api>) -> Response {
     (
         [(
@@ -147,6 +184,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, description = "Queues with their counts", body = views::QueueList)))]
 async fn list_queues(State(api): State<Api>) -> ApiResult<Response> {
     let mut queues = Vec::new();
     for name in api.space.queue_names() {
@@ -154,9 +192,10 @@ async fn list_queues(State(api): State<Api>) -> ApiResult<Response> {
             queues.push(Queue::from(q));
         }
     }
-    Ok(Json(serde_json::json!({ "queues": queues })).into_response())
+    Ok(Json(views::QueueList { queues }).into_response())
 }
 
+#[utoipa::path(put, path = "/v1/queues/{queue}", tag = "queues", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = Object, description = "Settings to set; omitted ones keep their values", content_type = "application/json"), responses((status = 201, description = "Created", body = views::Queue), (status = 200, description = "Updated", body = views::Queue), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Invalid settings", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn put_queue(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -172,16 +211,18 @@ async fn put_queue(
     Ok((status, Json(Queue::from(info))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "queues", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 200, description = "The queue", body = views::Queue), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn get_queue(State(api): State<Api>, Path(queue): Path<String>) -> ApiResult<Response> {
     Ok(Json(Queue::from(api.space.queue_info(&queue)?)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/queues/{queue}", tag = "queues", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn delete_queue(State(api): State<Api>, Path(queue): Path<String>) -> ApiResult<StatusCode> {
     api.space.delete_queue(&queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscriber {
     endpoint: Option<String>,
@@ -190,6 +231,7 @@ struct NewSubscriber {
     max_in_flight: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = NewSubscriber, content_type = "application/json"), responses((status = 201, description = "Added", body = views::Subscriber), (status = 200, description = "Already there (same endpoint)", body = views::Subscriber), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Not allowed", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn add_subscriber(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -222,6 +264,7 @@ async fn add_subscriber(
     Ok((status, Json(Subscriber::from(info))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 200, description = "Subscribers (secrets never shown)", body = views::SubscriberList), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn list_subscribers(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -232,9 +275,10 @@ async fn list_subscribers(
         .into_iter()
         .map(Subscriber::from)
         .collect();
-    Ok(Json(serde_json::json!({ "subscribers": subs })).into_response())
+    Ok(Json(views::SubscriberList { subscribers: subs }).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/queues/{queue}/subscribers/{id}", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Subscriber id")), responses((status = 204, description = "Removed"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn remove_subscriber(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
@@ -256,6 +300,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a s
         .transpose()
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -296,12 +341,12 @@ async fn publish(
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct Batch {
     messages: Vec<BatchItem>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchItem {
     body: Option<String>,
@@ -312,6 +357,7 @@ struct BatchItem {
     idempotency_key: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages/batch", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = Batch, content_type = "application/json"), responses((status = 201, description = "All accepted", body = views::BatchPublished), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Batch too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish_batch(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -370,7 +416,7 @@ async fn publish_batch(
     }
     let published = api.space.publish_batch(&queue, entries).await?;
     let ids: Vec<MessageId> = published.iter().map(|p| p.id).collect();
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "ids": ids }))).into_response())
+    Ok((StatusCode::CREATED, Json(views::BatchPublished { ids })).into_response())
 }
 
 fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {
@@ -390,6 +436,7 @@ fn after(q: &HashMap<String, String>) -> ApiResult<Option<MessageId>> {
     q.get("after").map(|a| message_id(a, "after")).transpose()
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("state" = Option<String>, Query, description = "waiting, ready, delivering, delivered or dead"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("after" = Option<String>, Query, description = "The `next` of the previous page")), responses((status = 200, description = "A page of messages", body = views::MessagePage), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn list_messages(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -417,9 +464,10 @@ async fn list_messages(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Json(serde_json::json!({ "messages": messages, "next": next })).into_response())
+    Ok(Json(views::MessagePage { messages, next }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/messages/{id}", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 200, description = "The message", body = views::Message), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn get_message(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
@@ -428,6 +476,7 @@ async fn get_message(
     Ok(Json(Message::from(api.space.message(&queue, id)?)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/messages/{id}/body", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 200, description = "The raw body, with its content type", body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn get_body(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
@@ -437,6 +486,7 @@ async fn get_body(
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/queues/{queue}/messages/{id}", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 204, description = "Discarded; waiting children released"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn discard(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
@@ -446,6 +496,7 @@ async fn discard(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/dead-letters", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("after" = Option<String>, Query, description = "The `next` of the previous page")), responses((status = 200, description = "Dead letters with reasons", body = views::DeadLetterPage), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn dead_letters(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -455,27 +506,25 @@ async fn dead_letters(
         .space
         .dead_letters(&queue, after(&q)?, page_limit(&q)?)?;
     let page: Vec<DeadLetterView> = page.into_iter().map(DeadLetterView::from).collect();
-    Ok(Json(serde_json::json!({ "dead_letters": page, "next": next })).into_response())
+    Ok(Json(views::DeadLetterPage {
+        dead_letters: page,
+        next,
+    })
+    .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages/{id}/redrive", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 202, description = "Sent again", body = views::Redriven), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Not dead", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn redrive(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let id = message_id(&id, "message")?;
     api.space.redrive(&queue, id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "redriven": 1 })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(views::Redriven { redriven: 1 })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/dead-letters/redrive", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 202, description = "Sent again", body = views::Redriven), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn redrive_all(State(api): State<Api>, Path(queue): Path<String>) -> ApiResult<Response> {
     let n = api.space.redrive_all(&queue).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "redriven": n })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(views::Redriven { redriven: n })).into_response())
 }

@@ -17,6 +17,16 @@ pub struct Problem {
     pub retry_after_s: Option<u64>,
 }
 
+/// The shape of an error (RFC 9457), for the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]

@@ -3,13 +3,19 @@
 use serde::Serialize;
 use space::time::rfc3339;
 use space::{
-    Counts, DeadLetter, DeliveryState, MessageId, MessageInfo, MessageState, QueueInfo,
-    QueueSettings, SubscriberInfo,
+    Counts, DeadLetter, DeliveryState, MessageInfo, MessageState, QueueInfo, QueueSettings,
+    SubscriberInfo,
 };
+use utoipa::ToSchema;
+// Message ids are written as `Uuid` here (not the `Uuid` alias) so that the OpenAPI
+// generator recognises them as UUID strings.
+use uuid::Uuid;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Queue {
     pub name: String,
+    /// Every effective setting, defaults included (the shape of SPEC §5–6).
+    #[schema(value_type = Object)]
     pub settings: QueueSettings,
     pub subscribers: Vec<Subscriber>,
     pub counts: QueueCounts,
@@ -17,7 +23,7 @@ pub struct Queue {
     pub oldest_undelivered_age_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueueCounts {
     pub waiting: u64,
     pub ready: u64,
@@ -51,10 +57,12 @@ impl From<QueueInfo> for Queue {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Subscriber {
     pub id: u64,
     pub endpoint: String,
+    /// `webhook` or `legacy`.
+    #[schema(value_type = String)]
     pub handler: &'static str,
     pub max_in_flight: u32,
     pub has_secret: bool,
@@ -93,10 +101,12 @@ pub fn parse_state(s: &str) -> Option<MessageState> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Delivery {
     pub subscriber: u64,
     pub endpoint: String,
+    /// `pending`, `in_flight`, `acked` or `dead`.
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -104,12 +114,14 @@ pub struct Delivery {
     pub acked_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Message {
-    pub id: MessageId,
+    pub id: Uuid,
     pub queue: String,
-    pub parent: Option<MessageId>,
-    pub children: Vec<MessageId>,
+    pub parent: Option<Uuid>,
+    pub children: Vec<Uuid>,
+    /// `waiting`, `ready`, `delivering`, `delivered` or `dead`.
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub content_type: String,
     pub size: u64,
@@ -150,11 +162,13 @@ impl From<MessageInfo> for Message {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeadLetterView {
-    pub id: MessageId,
+    pub id: Uuid,
     pub subscriber: Option<u64>,
     pub endpoint: Option<String>,
+    /// `max_attempts` or `parent_dead`.
+    #[schema(value_type = String)]
     pub reason: &'static str,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -178,9 +192,42 @@ impl From<DeadLetter> for DeadLetterView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Published {
-    pub id: MessageId,
+    pub id: Uuid,
     pub queue: String,
-    pub parent: Option<MessageId>,
+    pub parent: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<Queue>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberList {
+    pub subscribers: Vec<Subscriber>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    /// Pass back as `after=` for the next page; null at the end.
+    pub next: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    pub dead_letters: Vec<DeadLetterView>,
+    pub next: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchPublished {
+    pub ids: Vec<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Redriven {
+    pub redriven: u64,
 }

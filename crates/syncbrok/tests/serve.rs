@@ -1299,3 +1299,65 @@ async fn call_plain_fails(url: &str) -> bool {
         _ => true,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_v1_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), &[]);
+    let r = call(Method::GET, &format!("{}/openapi.json", b.url), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, method) in [
+        ("/v1/queues", "get"),
+        ("/v1/queues/{queue}", "put"),
+        ("/v1/queues/{queue}", "get"),
+        ("/v1/queues/{queue}", "delete"),
+        ("/v1/queues/{queue}/subscribers", "post"),
+        ("/v1/queues/{queue}/subscribers", "get"),
+        ("/v1/queues/{queue}/subscribers/{id}", "delete"),
+        ("/v1/queues/{queue}/messages", "post"),
+        ("/v1/queues/{queue}/messages", "get"),
+        ("/v1/queues/{queue}/messages/batch", "post"),
+        ("/v1/queues/{queue}/messages/{id}", "get"),
+        ("/v1/queues/{queue}/messages/{id}", "delete"),
+        ("/v1/queues/{queue}/messages/{id}/body", "get"),
+        ("/v1/queues/{queue}/messages/{id}/redrive", "post"),
+        ("/v1/queues/{queue}/dead-letters", "get"),
+        ("/v1/queues/{queue}/dead-letters/redrive", "post"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    // The resources carry the field names of SPEC §8.
+    let message = &doc["components"]["schemas"]["Message"]["properties"];
+    for field in [
+        "id",
+        "queue",
+        "parent",
+        "children",
+        "state",
+        "content_type",
+        "size",
+        "published_at",
+        "deliveries",
+    ] {
+        assert!(message[field].is_object(), "Message.{field}");
+    }
+    let delivery = &doc["components"]["schemas"]["Delivery"]["properties"];
+    for field in [
+        "subscriber",
+        "endpoint",
+        "state",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "acked_at",
+    ] {
+        assert!(delivery[field].is_object(), "Delivery.{field}");
+    }
+    assert!(b.terminate().success());
+}
