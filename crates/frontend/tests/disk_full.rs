@@ -53,10 +53,18 @@ async fn disk_full_is_507_and_publishing_resumes_when_space_is_back() {
             .0,
         StatusCode::CREATED
     );
-    // A subscriber that is down, so that messages stay in the queue.
+    // A subscriber that accepts connections and never answers: messages stay in the queue, and
+    // no failure record is written meanwhile (the injected fault must hit the publish).
     let down = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/", l.local_addr().unwrap())
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in l.incoming() {
+                held.push(stream);
+            }
+        });
+        format!("http://{addr}/")
     };
     let sub = Box::leak(
         serde_json::json!({ "endpoint": down })
