@@ -23,7 +23,7 @@ pub struct FileConfig {
     #[serde(default, alias = "Shutdown_grace")]
     pub shutdown_grace: Option<Span>,
     #[serde(default, alias = "Queues", alias = "QUEUES")]
-    pub queues: BTreeMap<String, QueueSection>,
+    pub queues: BTreeMap<QueueName, QueueSection>,
     #[serde(default, alias = "Auth")]
     pub auth: Option<AuthSection>,
     #[serde(default, alias = "Endpoints")]
@@ -71,9 +71,64 @@ pub struct GlobalLimits {
     pub max_body: Option<usize>,
 }
 
+/// A queue name, checked while the file is read (so that an error has its line and column).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct QueueName(pub String);
+
+impl TryFrom<String> for QueueName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<QueueName, String> {
+        space::space::validate_queue_name(&name).map_err(|e| e.to_string())?;
+        Ok(QueueName(name))
+    }
+}
+
+impl std::ops::Deref for QueueName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A queue's section, checked while the file is read: settings within their bounds, known
+/// handlers and policies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "RawQueueSection")]
+pub struct QueueSection {
+    pub urls: Vec<String>,
+    pub subscribers: Vec<SubscriberSection>,
+    pub patch: SettingsPatch,
+}
+
+impl TryFrom<RawQueueSection> for QueueSection {
+    type Error = String;
+
+    fn try_from(raw: RawQueueSection) -> Result<QueueSection, String> {
+        let patch = raw.patch()?;
+        space::QueueSettings::default()
+            .merged(&patch)
+            .map_err(|e| e.to_string())?;
+        for s in &raw.subscribers {
+            if let Some(h) = &s.handler
+                && HandlerKind::parse(h).is_none()
+            {
+                return Err(format!("unknown handler {h:?}: use webhook or legacy"));
+            }
+        }
+        Ok(QueueSection {
+            urls: raw.urls,
+            subscribers: raw.subscribers,
+            patch,
+        })
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct QueueSection {
+pub struct RawQueueSection {
     /// The original format: endpoints that become `legacy` subscribers.
     #[serde(default, alias = "Urls", alias = "URLS", alias = "URLs")]
     pub urls: Vec<String>,
@@ -135,33 +190,10 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             crate::limits::TOKEN_BYTES_MIN
         )));
     }
-    // Check what the file asks of queues now, so that a bad file stops the start before
-    // anything is applied.
-    for (name, q) in &config.queues {
-        let place = |field: &str| format!("{}: queues.{name}{field}", path.display());
-        space::space::validate_queue_name(name)
-            .map_err(|e| ConfigError(format!("{}: {e}", place(""))))?;
-        let patch = q
-            .patch()
-            .map_err(|e| ConfigError(format!("{}: {e}", place(".on_parent_dead"))))?;
-        space::QueueSettings::default()
-            .merged(&patch)
-            .map_err(|e| ConfigError(format!("{}: {e}", place(""))))?;
-        for s in &q.subscribers {
-            if let Some(h) = &s.handler
-                && HandlerKind::parse(h).is_none()
-            {
-                return Err(ConfigError(format!(
-                    "{}: unknown handler {h:?}: use webhook or legacy",
-                    place(".subscribers")
-                )));
-            }
-        }
-    }
     Ok(config)
 }
 
-impl QueueSection {
+impl RawQueueSection {
     /// The queue settings the section sets.
     pub fn patch(&self) -> Result<SettingsPatch, String> {
         let on_parent_dead = match self.on_parent_dead.as_deref() {
@@ -190,17 +222,18 @@ impl QueueSection {
 /// already match, and a subscriber whose endpoint is already there, are left alone.
 pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceError> {
     for (name, q) in &config.queues {
-        let patch = q.patch().map_err(|e| SpaceError::Internal(e.to_string()))?;
+        let name: &str = name;
+        let patch = &q.patch;
         let wanted = match space.queue_info(name) {
             Ok(info) => {
-                let merged = info.settings.merged(&patch)?;
+                let merged = info.settings.merged(patch)?;
                 (merged != info.settings).then_some(())
             }
             Err(SpaceError::QueueNotFound(_)) => Some(()),
             Err(e) => return Err(e),
         };
         if wanted.is_some() {
-            space.put_queue(name, &patch).await?;
+            space.put_queue(name, patch).await?;
         }
         let legacy = q.urls.iter().map(|url| SubscriberSpec {
             endpoint: url.clone(),
@@ -242,11 +275,12 @@ mod tests {
             c.storage.unwrap().path.unwrap(),
             PathBuf::from("/var/lib/syncbrok/")
         );
-        assert_eq!(c.queues["simple"].urls, vec!["http://localhost:20000/"]);
+        let simple = QueueName("simple".into());
+        assert_eq!(c.queues[&simple].urls, vec!["http://localhost:20000/"]);
         let lower =
             p("storage:\n  path: /x\nqueues:\n  Simple:\n    URLS: [\"http://a/\"]\n").unwrap();
         assert!(
-            lower.queues.contains_key("Simple"),
+            lower.queues.contains_key(&QueueName("Simple".into())),
             "queue names keep their case"
         );
     }
@@ -270,9 +304,8 @@ queues:
         .unwrap();
         assert_eq!(c.listen.as_deref(), Some("127.0.0.1:10001"));
         assert_eq!(c.limits.unwrap().max_body, Some(2048));
-        let q = &c.queues["orders"];
-        let patch = q.patch().unwrap();
-        assert_eq!(patch.on_parent_dead, Some(OnParentDead::DeadLetter));
+        let q = &c.queues[&QueueName("orders".into())];
+        assert_eq!(q.patch.on_parent_dead, Some(OnParentDead::DeadLetter));
         assert_eq!(q.subscribers[0].max_in_flight, Some(8));
     }
 
@@ -285,9 +318,30 @@ queues:
         let e = p("queues:\n  orders:\n    delivery_timeout: soon\n").unwrap_err();
         assert!(e.0.starts_with("config.yml:3:"), "{}", e.0);
         let e = p("queues:\n  orders:\n    on_parent_dead: ignore\n").unwrap_err();
-        assert!(e.0.contains("queues.orders.on_parent_dead"), "{}", e.0);
+        assert!(
+            e.0.starts_with("config.yml:3:") && e.0.contains("on_parent_dead"),
+            "{}",
+            e.0
+        );
+        let e = p("queues:\n  orders:\n    delivery_timeout: 1h\n").unwrap_err();
+        assert!(
+            e.0.starts_with("config.yml:3:") && e.0.contains("delivery_timeout"),
+            "{}",
+            e.0
+        );
+        let e =
+            p("queues:\n  orders:\n    subscribers: [{endpoint: x, handler: sms}]\n").unwrap_err();
+        assert!(
+            e.0.starts_with("config.yml:3:") && e.0.contains("sms"),
+            "{}",
+            e.0
+        );
         let e = p("queues:\n  bad/name: {}\n").unwrap_err();
-        assert!(e.0.contains("queues.bad/name"), "{}", e.0);
+        assert!(
+            e.0.starts_with("config.yml:2:") && e.0.contains("bad/name"),
+            "{}",
+            e.0
+        );
         let e = p("tls:\n  cert: x\n").unwrap_err();
         assert!(e.0.contains("key"), "{}", e.0);
         let e = p("auth:\n  tokens: [{token: short, role: admin}]\n").unwrap_err();
