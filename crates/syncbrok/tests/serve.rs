@@ -941,6 +941,8 @@ async fn bearer_tokens_with_roles_and_the_endpoint_allow_list() {
     std::fs::write(
         cwd.path().join("syncbrok.yml"),
         r#"
+# The --listen flag given by start_in wins over this (flags > environment > file).
+listen: "127.0.0.1:9"
 auth:
   tokens:
     - {token: admin-token-0123456789, role: admin}
@@ -961,9 +963,24 @@ endpoints:
         call(method, url, &h, body.to_owned()).await
     }
 
+    assert!(!b.url.ends_with(":9"), "the flag won over the file");
+    for (path, want) in [
+        ("/healthz", StatusCode::OK),
+        ("/readyz", StatusCode::OK),
+        ("/openapi.json", StatusCode::OK),
+        ("/metrics", StatusCode::UNAUTHORIZED),
+    ] {
+        assert_eq!(
+            call(Method::GET, &u(path), &[], "").await.status,
+            want,
+            "{path}"
+        );
+    }
+    let r = call_as(Method::GET, &u("/metrics"), auth(&publish), "").await;
     assert_eq!(
-        call(Method::GET, &u("/healthz"), &[], "").await.status,
-        StatusCode::OK
+        r.status,
+        StatusCode::OK,
+        "any valid token reads the metrics"
     );
     let r = call(Method::GET, &u("/v1/queues"), &[], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
