@@ -12,26 +12,14 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 fi
-cargo build --quiet --locked -p syncbrok
-data=$(mktemp -d)
-out=$(mktemp)
-target/debug/syncbrok serve --listen 127.0.0.1:0 --data "$data/data" >"$out" 2>"$data/log" &
-pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$out"; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-  url=$(sed -n 's/^syncbrok listening on //p' "$out")
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "the broker did not start"; cat "$data/log"; exit 1; }
+. scripts/lib/broker.sh
 # A queue to aim at, so that operations on /v1/queues/{queue}/… get past the 404.
 target/debug/syncbrok --url "$url" queue create q >/dev/null
 "$venv/bin/schemathesis" run "$url/openapi.json" \
   --checks not_a_server_error \
   --max-examples "$max_examples" \
   --no-color
-if grep -qi "panicked" "$data/log"; then
-  echo "the broker panicked during fuzzing:"; grep -i -A5 "panicked" "$data/log"; exit 1
+if grep -qi "panicked" "$broker_dir/log"; then
+  echo "the broker panicked during fuzzing:"; grep -i -A5 "panicked" "$broker_dir/log"; exit 1
 fi
 echo "api fuzz: no server error"

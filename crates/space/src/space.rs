@@ -439,37 +439,33 @@ impl Space {
         let _admin = self.inner.admin.lock().await;
         let _gate = self.inner.gate.read().await;
         let existing = self.queue(name).ok();
-        let (record, created) = match &existing {
+        let (number, settings) = match &existing {
             Some(q) => {
-                let (number, settings) = {
-                    let st = q.lock();
-                    (st.number, st.settings.merged(patch)?)
-                };
-                let json = serde_json::to_vec(&StoredQueue { number, settings })
-                    .map_err(|e| SpaceError::Internal(e.to_string()))?;
-                (
-                    Record::QueueUpdated {
-                        queue: name.to_owned(),
-                        settings: Bytes::from(json),
-                    },
-                    false,
-                )
+                let st = q.lock();
+                (st.number, st.settings.merged(patch)?)
             }
             None => {
-                let settings = QueueSettings::default().merged(patch)?;
                 let number = self.inner.next_queue_number.load(Ordering::Relaxed);
                 if number > ids::QUEUE_NUMBER_MAX {
                     return Err(SpaceError::Internal("queue numbers exhausted".into()));
                 }
-                let json = serde_json::to_vec(&StoredQueue { number, settings })
-                    .map_err(|e| SpaceError::Internal(e.to_string()))?;
-                (
-                    Record::QueueCreated {
-                        queue: name.to_owned(),
-                        settings: Bytes::from(json),
-                    },
-                    true,
-                )
+                (number, QueueSettings::default().merged(patch)?)
+            }
+        };
+        let json = Bytes::from(
+            serde_json::to_vec(&StoredQueue { number, settings })
+                .map_err(|e| SpaceError::Internal(e.to_string()))?,
+        );
+        let created = existing.is_none();
+        let record = if created {
+            Record::QueueCreated {
+                queue: name.to_owned(),
+                settings: json,
+            }
+        } else {
+            Record::QueueUpdated {
+                queue: name.to_owned(),
+                settings: json,
             }
         };
         self.inner.log.append(std::slice::from_ref(&record)).await?;
