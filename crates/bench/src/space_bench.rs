@@ -206,6 +206,24 @@ pub fn run(args: Args) -> BenchResult<()> {
         deliveries / deliver_s
     ));
 
+    // The raw HTTP limit in the same run: the same number of 1 KiB POSTs, from as many
+    // concurrent tasks through the same pooled client, straight to the same kind of servers.
+    let raw_per_s = rt.block_on(http_limit(
+        args.messages * args.subscribers,
+        args.publishers,
+        args.subscribers,
+        body.clone(),
+    ))?;
+    println!(
+        "http limit: {raw_per_s:.0} plain POSTs/s to {} loopback servers; syncbrok delivers at {:.2}× that, with durable publishes on top",
+        args.subscribers,
+        deliveries / deliver_s / raw_per_s
+    );
+    json.push(format!(
+        r#"{{"workload":"space","measure":"http_limit","requests_per_s":{raw_per_s:.1},"ratio":{:.3}}}"#,
+        deliveries / deliver_s / raw_per_s
+    ));
+
     // 2. Backlog with every subscriber down, 3. restart over it.
     if args.backlog > 0 {
         let data = tempfile::tempdir_in(&args.dir)?;
@@ -266,6 +284,53 @@ pub fn run(args: Args) -> BenchResult<()> {
         }
     }
     Ok(())
+}
+
+/// POSTs `total` bodies over `concurrency` tasks to `servers` sinks; returns requests/s.
+async fn http_limit(total: u64, concurrency: u64, servers: u64, body: Bytes) -> BenchResult<f64> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    let mut urls = Vec::new();
+    let mut counters = Vec::new();
+    for _ in 0..servers {
+        let (url, count) = sink().await?;
+        urls.push(url);
+        counters.push(count);
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let client = client.clone();
+        let urls = urls.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < total {
+                let req = hyper::Request::post(&urls[(i % urls.len() as u64) as usize])
+                    .header("content-type", "application/octet-stream")
+                    .body(Full::new(body.clone()))?;
+                let response = client.request(req).await?;
+                http_body_util::BodyExt::collect(response.into_body()).await?;
+                i += concurrency;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }));
+    }
+    for t in tasks {
+        t.await?.map_err(|e| e.to_string())?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let received: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    if received != total {
+        return Err(format!("the servers got {received} of {total} requests").into());
+    }
+    Ok(total as f64 / seconds)
 }
 
 /// Settings for the backlog: retries a day apart, kept forever.
