@@ -27,6 +27,22 @@ use space::{Attempt, Deliverer, HandlerKind, Outcome};
 
 pub use space::time::rfc3339;
 
+/// Header names, made once: parsing them per request showed in profiles.
+pub mod names {
+    use http::HeaderName;
+    pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    pub const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+    pub const CE_SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
+    pub const CE_ID: HeaderName = HeaderName::from_static("ce-id");
+    pub const CE_SOURCE: HeaderName = HeaderName::from_static("ce-source");
+    pub const CE_TYPE: HeaderName = HeaderName::from_static("ce-type");
+    pub const CE_TIME: HeaderName = HeaderName::from_static("ce-time");
+    pub const SYNCBROK_QUEUE: HeaderName = HeaderName::from_static("syncbrok-queue");
+    pub const SYNCBROK_ATTEMPT: HeaderName = HeaderName::from_static("syncbrok-attempt");
+    pub const SYNCBROK_PARENT: HeaderName = HeaderName::from_static("syncbrok-parent");
+}
+
 /// Bounds of the handlers, each with its reason.
 pub mod limits {
     /// Most of a response body read: the legacy handler needs `true`, the webhook handler
@@ -189,21 +205,21 @@ pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, 
         .method(Method::POST)
         .uri(&*a.endpoint)
         .header(http::header::CONTENT_TYPE, header(&a.content_type)?)
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", now_s.to_string());
+        .header(names::WEBHOOK_ID, &id)
+        .header(names::WEBHOOK_TIMESTAMP, now_s.to_string());
     if let Some(key) = &a.secret {
-        b = b.header("webhook-signature", sign(key, &id, now_s, &a.body));
+        b = b.header(names::WEBHOOK_SIGNATURE, sign(key, &id, now_s, &a.body));
     }
     b = b
-        .header("ce-specversion", "1.0")
-        .header("ce-id", &id)
-        .header("ce-source", header(&format!("/queues/{}", a.queue))?)
-        .header("ce-type", "syncbrok.message")
-        .header("ce-time", rfc3339(a.published_at_ms))
-        .header("syncbrok-queue", header(&a.queue)?)
-        .header("syncbrok-attempt", a.number.to_string());
+        .header(names::CE_SPECVERSION, "1.0")
+        .header(names::CE_ID, &id)
+        .header(names::CE_SOURCE, header(&format!("/queues/{}", a.queue))?)
+        .header(names::CE_TYPE, "syncbrok.message")
+        .header(names::CE_TIME, rfc3339(a.published_at_ms))
+        .header(names::SYNCBROK_QUEUE, header(&a.queue)?)
+        .header(names::SYNCBROK_ATTEMPT, a.number.to_string());
     if let Some(p) = a.parent {
-        b = b.header("syncbrok-parent", p.to_string());
+        b = b.header(names::SYNCBROK_PARENT, p.to_string());
     }
     b.body(Full::new(a.body.clone()))
         .map_err(|e| format!("cannot build the request: {e}"))
