@@ -574,6 +574,7 @@ impl<M> Scheduler<M> {
         if !e.parent_dead && e.dead == 0 {
             return Err(ScheduleError::NotDead(id));
         }
+        let was_parent_dead = e.parent_dead;
         let slots = if e.parent_dead {
             e.parent_dead = false;
             e.fanout & !e.acked
@@ -581,7 +582,20 @@ impl<M> Scheduler<M> {
             std::mem::take(&mut e.dead)
         };
         e.dead = 0;
+        let parent = e.parent;
         let mut events = Vec::new();
+        // A child that died with its parent goes back to waiting if the parent is still held
+        // and not delivered: a redrive never breaks parent order.
+        if was_parent_dead
+            && let Some(p) = parent
+            && self.messages.get(&p).is_some_and(|pe| !pe.is_delivered())
+        {
+            if let Some(e) = self.messages.get_mut(&id) {
+                e.waiting = true;
+            }
+            self.waiting_on.entry(p).or_default().push(id);
+            return Ok((Slots(slots), events));
+        }
         self.release(id, &mut events);
         Ok((Slots(slots), events))
     }
@@ -863,6 +877,29 @@ mod tests {
             }]
         );
         assert_eq!(s.next(sl[0]), None);
+    }
+
+    #[test]
+    fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
+        let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
+        let all = s.all_slots();
+        s.publish(id(1), Lineage::Root, all, ()).unwrap();
+        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+        s.next(sl[0]);
+        s.give_up(id(1), sl[0]);
+        assert_eq!(s.state(id(2)), Some(MessageState::Dead));
+        // Redrive both, child first: the child must still wait for the parent.
+        s.redrive(id(2)).unwrap();
+        assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
+        s.redrive(id(1)).unwrap();
+        assert_eq!(s.next(sl[0]), Some(id(1)));
+        assert_eq!(
+            s.next(sl[0]),
+            None,
+            "the child waits for the redriven parent"
+        );
+        s.ack(id(1), sl[0]);
+        assert_eq!(s.next(sl[0]), Some(id(2)));
     }
 
     #[test]
