@@ -89,7 +89,7 @@ pub fn status_of(e: &SpaceError) -> StatusCode {
         | TooManySubscribers
         | InvalidMaxInFlight(_)
         | EndpointNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        NotDead(_) | IdempotencyConflict(_) => StatusCode::CONFLICT,
+        NotDead(_) | IdempotencyConflict(_) | IdempotencyInProgress(_) => StatusCode::CONFLICT,
         QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,

@@ -32,6 +32,8 @@ pub enum SpaceError {
     NotDead(MessageId),
     #[error("the queue is full ({limit})")]
     QueueFull { limit: &'static str },
+    #[error("a publish with idempotency key {0:?} is still in progress; retry shortly")]
+    IdempotencyInProgress(String),
     #[error("idempotency key {0:?} was used with a different body")]
     IdempotencyConflict(String),
     #[error("content type is longer than {max} bytes", max = crate::space::limits::CONTENT_TYPE_BYTES_MAX)]

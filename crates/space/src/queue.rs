@@ -129,6 +129,8 @@ pub(crate) struct QueueState {
     pub undelivered_bytes: u64,
     /// Publishes accepted but not yet durable: counted against the limits too.
     pub reserved: u64,
+    /// Their ids: not yet issued as far as parents and idempotency keys are concerned.
+    pub pending: std::collections::HashSet<MessageId>,
     pub reserved_bytes: u64,
     pub idempotency: IdempotencyKeys,
     pub deliveries: HashMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
@@ -153,6 +155,7 @@ impl QueueState {
             undelivered: 0,
             undelivered_bytes: 0,
             reserved: 0,
+            pending: std::collections::HashSet::new(),
             reserved_bytes: 0,
             idempotency: IdempotencyKeys::default(),
             deliveries: HashMap::new(),
@@ -168,7 +171,8 @@ impl QueueState {
 
     /// Whether this queue issued `id` (it may since have been removed).
     pub fn issued(&self, id: MessageId) -> bool {
-        matches!(crate::ids::parts(id), Some((n, seq)) if n == self.number && seq < self.next_seq)
+        !self.pending.contains(&id)
+            && matches!(crate::ids::parts(id), Some((n, seq)) if n == self.number && seq < self.next_seq)
     }
 
     pub fn slot_of(&self, sub: SubscriberId) -> Option<Slot> {
@@ -466,5 +470,28 @@ mod tests {
         assert_eq!(k.len(), 1);
         k.expire(30);
         assert_eq!(k.len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod issued_tests {
+    use super::*;
+
+    #[test]
+    fn an_id_whose_publish_is_not_yet_durable_is_not_issued() {
+        let mut q = QueueState::new("q", 4, QueueSettings::default());
+        q.next_seq = 10;
+        let reserved = crate::ids::message_id(1, 4, 9);
+        assert!(q.issued(reserved));
+        q.pending.insert(reserved);
+        assert!(
+            !q.issued(reserved),
+            "a child must not name a parent that may never exist"
+        );
+        assert!(
+            !q.issued(crate::ids::message_id(1, 4, 10)),
+            "beyond the sequence"
+        );
+        assert!(!q.issued(crate::ids::message_id(1, 5, 1)), "another queue");
     }
 }

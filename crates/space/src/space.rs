@@ -348,6 +348,7 @@ impl Space {
                     by_number,
                     next_queue_number: counters.next_queue_number,
                     next_subscriber: counters.next_subscriber,
+                    last_ms: 0,
                 }
             }
         };
@@ -408,6 +409,86 @@ impl Space {
         Ok((space, report))
     }
 
+    /// Runs a change to completion on its own task: the caller may go away (a client that
+    /// disconnects drops its request's future), but a change whose record is being appended
+    /// must still be applied to memory, or memory and the log would disagree.
+    async fn complete<T: Send + 'static>(
+        fut: impl std::future::Future<Output = Result<T, SpaceError>> + Send + 'static,
+    ) -> Result<T, SpaceError> {
+        tokio::spawn(fut)
+            .await
+            .map_err(|e| SpaceError::Internal(format!("a change did not complete: {e}")))?
+    }
+
+    /// Creates a queue, or updates its settings if it exists (nested fields left out keep
+    /// their values). Returns the queue and whether it was created.
+    pub async fn put_queue(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<(QueueInfo, bool), SpaceError> {
+        let (this, name, patch) = (self.clone(), name.to_owned(), patch.clone());
+        Self::complete(async move { this.put_queue_now(&name, &patch).await }).await
+    }
+
+    /// Deletes a queue and its messages; its subscribers' tasks stop.
+    pub async fn delete_queue(&self, name: &str) -> Result<(), SpaceError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        Self::complete(async move { this.delete_queue_now(&name).await }).await
+    }
+
+    /// Adds a subscriber; the same endpoint twice returns the existing one (`false`).
+    pub async fn add_subscriber(
+        &self,
+        queue: &str,
+        spec: SubscriberSpec,
+    ) -> Result<(SubscriberInfo, bool), SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.add_subscriber_now(&queue, spec).await }).await
+    }
+
+    /// Removes a subscriber: pending deliveries to it are dropped, and messages no longer wait
+    /// for it.
+    pub async fn remove_subscriber(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.remove_subscriber_now(&queue, id).await }).await
+    }
+
+    /// Publishes a message; returns once it is durable (under `fsync: always`).
+    pub async fn publish(
+        &self,
+        queue: &str,
+        msg: NewMessage,
+    ) -> Result<PublishedMessage, SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.publish_now(&queue, msg).await }).await
+    }
+
+    /// Publishes several messages atomically: all are accepted (in one durable record batch)
+    /// or none. An entry may name as parent an existing message or an earlier entry. An entry
+    /// whose `Idempotency-Key` matches an earlier publish (same body) is not published again:
+    /// its place in the answer holds the earlier id.
+    pub async fn publish_batch(
+        &self,
+        queue: &str,
+        entries: Vec<BatchEntry>,
+    ) -> Result<Vec<PublishedMessage>, SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.publish_batch_now(&queue, entries).await }).await
+    }
+
+    /// Discards a message: it is no longer delivered, and its waiting children go on.
+    pub async fn discard(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.discard_now(&queue, id).await }).await
+    }
+
+    /// Sends a dead message again to the subscribers that did not acknowledge it.
+    pub async fn redrive(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.redrive_now(&queue, id).await }).await
+    }
+
     fn all_queues(&self) -> Vec<Arc<Queue>> {
         self.inner
             .queues
@@ -430,7 +511,7 @@ impl Space {
 
     /// Creates a queue, or updates its settings if it exists (nested fields left out keep
     /// their values). Returns the queue and whether it was created.
-    pub async fn put_queue(
+    async fn put_queue_now(
         &self,
         name: &str,
         patch: &SettingsPatch,
@@ -501,7 +582,7 @@ impl Space {
     }
 
     /// Deletes a queue and its messages; its subscribers' tasks stop.
-    pub async fn delete_queue(&self, name: &str) -> Result<(), SpaceError> {
+    async fn delete_queue_now(&self, name: &str) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
         let _gate = self.inner.gate.read().await;
         let q = self.queue(name)?;
@@ -562,7 +643,7 @@ impl Space {
     }
 
     /// Adds a subscriber; the same endpoint twice returns the existing one (`false`).
-    pub async fn add_subscriber(
+    async fn add_subscriber_now(
         &self,
         queue: &str,
         spec: SubscriberSpec,
@@ -622,7 +703,7 @@ impl Space {
 
     /// Removes a subscriber: pending deliveries to it are dropped, and messages no longer wait
     /// for it.
-    pub async fn remove_subscriber(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
+    async fn remove_subscriber_now(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
         let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
@@ -643,7 +724,7 @@ impl Space {
     }
 
     /// Publishes a message; returns once it is durable (under `fsync: always`).
-    pub async fn publish(
+    async fn publish_now(
         &self,
         queue: &str,
         msg: NewMessage,
@@ -678,6 +759,9 @@ impl Space {
                 if r.body_hash != hash {
                     return Err(SpaceError::IdempotencyConflict(key.clone()));
                 }
+                if st.pending.contains(&r.id) {
+                    return Err(SpaceError::IdempotencyInProgress(key.clone()));
+                }
                 let parent = st.sched.parent(r.id).or(msg.parent);
                 return Ok(PublishedMessage {
                     id: r.id,
@@ -709,6 +793,7 @@ impl Space {
             }
             let id = ids::message_id(now, st.number, st.next_seq);
             st.next_seq += 1;
+            st.pending.insert(id);
             st.reserved += 1;
             st.reserved_bytes += u64::from(size);
             if let (Some(key), Some(body_hash)) = (&msg.idempotency_key, hash) {
@@ -741,6 +826,7 @@ impl Space {
             let mut st = q.lock();
             st.reserved -= 1;
             st.reserved_bytes -= u64::from(size);
+            st.pending.remove(&id);
             match &appended {
                 Ok(locations) => {
                     let meta = Meta {
@@ -770,7 +856,7 @@ impl Space {
     /// or none. An entry may name as parent an existing message or an earlier entry. An entry
     /// whose `Idempotency-Key` matches an earlier publish (same body) is not published again:
     /// its place in the answer holds the earlier id.
-    pub async fn publish_batch(
+    async fn publish_batch_now(
         &self,
         queue: &str,
         entries: Vec<BatchEntry>,
@@ -830,6 +916,9 @@ impl Space {
                 {
                     if r.body_hash != body_hash(&e.message.body) {
                         return Err(SpaceError::IdempotencyConflict(key.clone()));
+                    }
+                    if st.pending.contains(&r.id) {
+                        return Err(SpaceError::IdempotencyInProgress(key.clone()));
                     }
                     repeated[i] = Some(r.id);
                 }
@@ -898,6 +987,7 @@ impl Space {
                 }
             }
             st.next_seq = next_seq;
+            st.pending.extend(fresh.iter().map(|f| f.1));
             st.reserved += new_count;
             st.reserved_bytes += new_bytes;
             for &(i, id, _, _) in &fresh {
@@ -943,6 +1033,9 @@ impl Space {
             let mut st = q.lock();
             st.reserved -= fresh.len() as u64;
             st.reserved_bytes -= fresh.iter().map(|f| u64::from(f.3)).sum::<u64>();
+            for f in &fresh {
+                st.pending.remove(&f.1);
+            }
             match &appended {
                 Ok(locations) => {
                     for (&(_, id, parent, size), location) in fresh.iter().zip(locations) {
@@ -1092,6 +1185,7 @@ impl Space {
             })
             .collect();
         all.sort_by_key(|d| (d.id, d.subscriber));
+        let limit = limit.max(1);
         // A page ends at a message boundary, so that `after` loses nothing.
         let mut next = None;
         if all.len() > limit {
@@ -1104,7 +1198,7 @@ impl Space {
     }
 
     /// Discards a message: it is no longer delivered, and its waiting children go on.
-    pub async fn discard(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+    async fn discard_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
         let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         if !q.lock().sched.contains(id) {
@@ -1127,7 +1221,7 @@ impl Space {
     }
 
     /// Sends a dead message again to the subscribers that did not acknowledge it.
-    pub async fn redrive(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
+    async fn redrive_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
         let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
         let subscribers = {
@@ -1240,7 +1334,14 @@ impl Space {
         m.snapshot_bytes = report.snapshot_bytes;
         m.bytes_at_checkpoint = self.inner.log.stats().bytes;
 
-        let live = self.live_bytes_per_segment();
+        // Liveness is taken with changes held off, so that every change already applied to
+        // memory has had its record written; the sync then makes those records durable before
+        // any segment goes (an ack applied in memory must not outlive a crash only as a gap).
+        let live = {
+            let _gate = self.inner.gate.write().await;
+            self.live_bytes_per_segment()
+        };
+        self.inner.log.sync().await?;
         for segment in self.inner.log.segments() {
             if segment.id >= checkpoint.segment {
                 continue;
@@ -1692,14 +1793,14 @@ pub(crate) fn add_subscriber_state(
     id: SubscriberId,
     spec: SubscriberSpec,
 ) -> Result<(), SpaceError> {
-    let slot = st
-        .sched
-        .add_subscriber(id)
-        .map_err(|_| SpaceError::TooManySubscribers)?;
     let key = match &spec.secret {
         Some(s) => Some(Arc::<[u8]>::from(decode_secret(s)?)),
         None => None,
     };
+    let slot = st
+        .sched
+        .add_subscriber(id)
+        .map_err(|_| SpaceError::TooManySubscribers)?;
     let (stop, _) = watch::channel(false);
     st.subscribers.insert(
         id,
@@ -1732,6 +1833,8 @@ struct Replay {
     by_number: HashMap<u32, String>,
     next_queue_number: u32,
     next_subscriber: u64,
+    /// The latest time a replayed record carried: the clock for records without one.
+    last_ms: u64,
 }
 
 impl Replay {
@@ -1754,6 +1857,20 @@ impl Replay {
 
     fn apply(&mut self, location: storage::Location, record: Record) {
         let mut wake = Vec::new();
+        let at = match &record {
+            Record::Published(p) => Some(p.published_at_ms),
+            Record::Acked { acks } => acks.iter().map(|a| a.acked_at_ms).max(),
+            Record::DeliveryFailed { failed_at_ms, .. } => Some(*failed_at_ms),
+            Record::DeadLettered { dead_at_ms, .. } => Some(*dead_at_ms),
+            Record::Redriven { redriven_at_ms, .. } => Some(*redriven_at_ms),
+            Record::Discarded {
+                discarded_at_ms, ..
+            } => Some(*discarded_at_ms),
+            _ => None,
+        };
+        if let Some(at) = at {
+            self.last_ms = self.last_ms.max(at);
+        }
         match record {
             Record::QueueCreated { queue, settings } => {
                 let Ok(stored) = serde_json::from_slice::<StoredQueue>(&settings) else {
@@ -1804,7 +1921,8 @@ impl Replay {
             }
             Record::SubscriberRemoved { queue, subscriber } => {
                 if let Some(q) = self.queues.get_mut(&queue) {
-                    remove_subscriber_state(q, subscriber, 0, &mut wake);
+                    // The record has no time of its own: the latest one seen is the closest.
+                    remove_subscriber_state(q, subscriber, self.last_ms, &mut wake);
                 }
             }
             Record::Published(p) => {

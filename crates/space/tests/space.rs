@@ -921,3 +921,39 @@ async fn a_batch_is_accepted_whole_with_parents_inside_it_or_refused_whole() {
         1000
     );
 }
+
+#[tokio::test]
+async fn a_publish_whose_caller_goes_away_still_completes() {
+    let disk = SimDisk::new(18);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
+        "limits": {"max_messages": 2}, "retry": {"initial_backoff": "1s", "max_backoff": "1s"}
+    }))
+    .unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    // The caller gives up after the first poll (a client that disconnects): the future is
+    // dropped while its record is being appended.
+    let mut publishing = Box::pin(space.publish("q", msg("orphan")));
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(publishing.as_mut(), cx).is_ready())
+    })
+    .await;
+    assert!(!first, "the publish was expected to be under way");
+    drop(publishing);
+    eventually("the orphaned publish is applied", || {
+        let c = space.queue_info("q").unwrap().counts;
+        c.ready + c.delivering == 1
+    })
+    .await;
+    space.publish("q", msg("second")).await.unwrap();
+    assert!(matches!(
+        space.publish("q", msg("third")).await,
+        Err(SpaceError::QueueFull { .. })
+    ));
+    assert!(
+        space.dead_letters("q", None, 0).is_ok(),
+        "limit 0 does not panic"
+    );
+}
