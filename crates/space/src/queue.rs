@@ -138,6 +138,9 @@ pub(crate) struct QueueState {
     pub expiry: BTreeSet<(u64, MessageId)>,
     /// Set when the queue is deleted: its tasks stop, its calls fail.
     pub deleted: bool,
+    /// Woken when messages are removed (discarded, expired): a retry waiting out its backoff
+    /// for one of them lets go of its `max_in_flight` permit at once.
+    pub removed: Arc<Notify>,
 }
 
 /// Subscribers to wake after a change.
@@ -161,6 +164,7 @@ impl QueueState {
             deliveries: HashMap::new(),
             expiry: BTreeSet::new(),
             deleted: false,
+            removed: Arc::new(Notify::new()),
         }
     }
 
@@ -313,6 +317,7 @@ impl QueueState {
     ) -> Result<(), crate::ScheduleError> {
         let state = self.sched.state(id);
         let (meta, events) = self.sched.remove(id)?;
+        self.removed.notify_waiters();
         if matches!(
             state,
             Some(MessageState::Waiting | MessageState::Ready | MessageState::Delivering)

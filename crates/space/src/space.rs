@@ -1693,15 +1693,37 @@ impl Space {
                         tracing::warn!(error = %e, "could not record a failed attempt");
                     }
                     drop(gate);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => return,
-                        // The message stays owed; it is sent again after the restart.
-                        _ = shutdown.changed() => return,
+                    let until = tokio::time::Instant::now() + delay;
+                    loop {
+                        let removed = queue.lock().removed.clone();
+                        let notified = removed.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        if !self.still_owed(&queue, sub, id) {
+                            // Discarded or expired meanwhile: free the permit now.
+                            return;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            _ = notified => continue,
+                            _ = stop.changed() => return,
+                            // The message stays owed; it is sent again after the restart.
+                            _ = shutdown.changed() => return,
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Whether an attempt of `id` for `sub` is still wanted (the message held, the subscriber
+    /// there, its delivery in flight).
+    fn still_owed(&self, queue: &Queue, sub: SubscriberId, id: MessageId) -> bool {
+        let st = queue.lock();
+        !st.deleted
+            && st.subscribers.get(&sub).is_some_and(|s| {
+                st.sched.delivery_state(id, s.slot) == Some(crate::DeliveryState::InFlight)
+            })
     }
 
     /// What the next attempt needs, if the message is still owed to the subscriber.

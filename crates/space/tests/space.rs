@@ -957,3 +957,46 @@ async fn a_publish_whose_caller_goes_away_still_completes() {
         "limit 0 does not panic"
     );
 }
+
+#[tokio::test]
+async fn discarding_a_message_in_backoff_frees_its_slot_at_once() {
+    let disk = SimDisk::new(19);
+    let d = Recorder::new(|a: &Attempt| {
+        if a.body == "poison" {
+            fail(a)
+        } else {
+            Outcome::Acked
+        }
+    });
+    let space = open(Arc::new(disk), &d);
+    // Retries an hour apart, one delivery at a time.
+    let patch: SettingsPatch = serde_json::from_value(serde_json::json!({
+        "retry": {"max_attempts": 0, "initial_backoff": "1h", "max_backoff": "1h"}
+    }))
+    .unwrap();
+    space.put_queue("q", &patch).await.unwrap();
+    space
+        .add_subscriber(
+            "q",
+            SubscriberSpec {
+                endpoint: A.into(),
+                handler: HandlerKind::Webhook,
+                secret: None,
+                max_in_flight: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let poison = space.publish("q", msg("poison")).await.unwrap().id;
+    let next = space.publish("q", msg("fine")).await.unwrap().id;
+    eventually("the poison message failed once", || {
+        d.to(A).contains(&poison)
+    })
+    .await;
+    assert!(
+        !d.to(A).contains(&next),
+        "the only slot is held by the retry"
+    );
+    space.discard("q", poison).await.unwrap();
+    eventually("the next message goes out", || d.to(A).contains(&next)).await;
+}
