@@ -1449,29 +1449,17 @@ impl Space {
     }
 
     fn spawn_reclaimer(&self, interval: Duration) {
-        let weak = Arc::downgrade(&self.inner);
-        let mut stop = self.inner.shutdown.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => return,
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let space = Space { inner };
-                if space.reclaim_due().await {
-                    match space.reclaim().await {
-                        Ok(r) => tracing::info!(
-                            snapshot_bytes = r.snapshot_bytes,
-                            deleted = r.segments_deleted,
-                            compacted = r.segments_compacted,
-                            moved = r.records_moved,
-                            "reclaimed log segments"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "reclaiming log segments failed"),
-                    }
+        self.spawn_periodic(interval, |space| async move {
+            if space.reclaim_due().await {
+                match space.reclaim().await {
+                    Ok(r) => tracing::info!(
+                        snapshot_bytes = r.snapshot_bytes,
+                        deleted = r.segments_deleted,
+                        compacted = r.segments_compacted,
+                        moved = r.records_moved,
+                        "reclaimed log segments"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "reclaiming log segments failed"),
                 }
             }
         });
@@ -1494,11 +1482,16 @@ impl Space {
         &self.inner.log
     }
 
-    fn spawn_sweeper(&self) {
+    /// Runs `job` every `interval` until shutdown, while the Space exists.
+    fn spawn_periodic<F, Fut>(&self, interval: Duration, job: F)
+    where
+        F: Fn(Space) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(&self.inner);
         let mut stop = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(limits::SWEEP_INTERVAL_MS));
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -1506,15 +1499,24 @@ impl Space {
                     _ = stop.changed() => return,
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                let space = Space { inner };
+                job(Space { inner }).await;
+            }
+        });
+    }
+
+    /// Retention and idempotency windows.
+    fn spawn_sweeper(&self) {
+        self.spawn_periodic(
+            Duration::from_millis(limits::SWEEP_INTERVAL_MS),
+            |space| async move {
                 let now = now_ms();
                 for q in space.all_queues() {
                     let mut wake = Vec::new();
                     q.lock().expire(now, &mut wake);
                     wake_all(wake);
                 }
-            }
-        });
+            },
+        );
     }
 
     fn spawn_dispatcher(&self, queue: Arc<Queue>, sub: SubscriberId) {
