@@ -894,7 +894,13 @@ async fn a_batch_is_accepted_whole_with_parents_inside_it_or_refused_whole() {
     let chain: Vec<MessageId> = d.to(A).into_iter().filter(|m| *m != ids[2]).collect();
     assert_eq!(chain, vec![root, ids[0], ids[1], ids[3]]);
 
-    // Refused whole: an unknown parent in the last entry, a forward parent_index.
+    // Refused whole: an unknown parent in the last entry, a forward parent_index. (Counts are
+    // compared once every answer is in: sends are recorded before their answers.)
+    eventually("every answer is in", || {
+        let c = space.queue_info("q").unwrap().counts;
+        c.ready + c.delivering == 0
+    })
+    .await;
     let before = space.queue_info("q").unwrap().counts;
     let unknown = space::ids::message_id(1, 999, 0);
     assert!(matches!(
