@@ -509,8 +509,7 @@ impl Space {
             .ok_or_else(|| SpaceError::QueueNotFound(name.to_owned()))
     }
 
-    /// Creates a queue, or updates its settings if it exists (nested fields left out keep
-    /// their values). Returns the queue and whether it was created.
+    /// The body of [`Space::put_queue`], run on its own task by it.
     async fn put_queue_now(
         &self,
         name: &str,
@@ -581,7 +580,7 @@ impl Space {
         Ok((self.queue_info(name)?, created))
     }
 
-    /// Deletes a queue and its messages; its subscribers' tasks stop.
+    /// The body of [`Space::delete_queue`], run on its own task by it.
     async fn delete_queue_now(&self, name: &str) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
         let _gate = self.inner.gate.read().await;
@@ -642,7 +641,7 @@ impl Space {
         })
     }
 
-    /// Adds a subscriber; the same endpoint twice returns the existing one (`false`).
+    /// The body of [`Space::add_subscriber`], run on its own task by it.
     async fn add_subscriber_now(
         &self,
         queue: &str,
@@ -701,8 +700,7 @@ impl Space {
         Ok(self.queue_info(queue)?.subscribers)
     }
 
-    /// Removes a subscriber: pending deliveries to it are dropped, and messages no longer wait
-    /// for it.
+    /// The body of [`Space::remove_subscriber`], run on its own task by it.
     async fn remove_subscriber_now(&self, queue: &str, id: SubscriberId) -> Result<(), SpaceError> {
         let _admin = self.inner.admin.lock().await;
         let _gate = self.inner.gate.read().await;
@@ -723,7 +721,7 @@ impl Space {
         Ok(())
     }
 
-    /// Publishes a message; returns once it is durable (under `fsync: always`).
+    /// The body of [`Space::publish`], run on its own task by it.
     async fn publish_now(
         &self,
         queue: &str,
@@ -852,10 +850,7 @@ impl Space {
         })
     }
 
-    /// Publishes several messages atomically: all are accepted (in one durable record batch)
-    /// or none. An entry may name as parent an existing message or an earlier entry. An entry
-    /// whose `Idempotency-Key` matches an earlier publish (same body) is not published again:
-    /// its place in the answer holds the earlier id.
+    /// The body of [`Space::publish_batch`], run on its own task by it.
     async fn publish_batch_now(
         &self,
         queue: &str,
@@ -1197,7 +1192,7 @@ impl Space {
         Ok((all, next))
     }
 
-    /// Discards a message: it is no longer delivered, and its waiting children go on.
+    /// The body of [`Space::discard`], run on its own task by it.
     async fn discard_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
         let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;
@@ -1220,7 +1215,7 @@ impl Space {
         Ok(())
     }
 
-    /// Sends a dead message again to the subscribers that did not acknowledge it.
+    /// The body of [`Space::redrive`], run on its own task by it.
     async fn redrive_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
         let _gate = self.inner.gate.read().await;
         let q = self.queue(queue)?;

@@ -995,65 +995,57 @@ endpoints:
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
-    assert_eq!(
-        call_as(Method::PUT, &u("/v1/queues/q"), auth(&admin), "")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        call_as(Method::PUT, &u("/v1/queues/q"), auth(&read), "")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        call_as(Method::PUT, &u("/v1/queues/q"), auth(&publish), "")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        call_as(Method::GET, &u("/v1/queues/q"), auth(&read), "")
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        call_as(Method::GET, &u("/v1/queues/q"), auth(&publish), "")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        call_as(
-            Method::POST,
-            &u("/v1/queues/q/messages"),
-            auth(&publish),
-            "x"
-        )
-        .await
-        .status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        call_as(Method::POST, &u("/v1/queues/q/messages"), auth(&read), "x")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
+    // Each role against each kind of call, in order (the queue is created first).
     let batch = r#"{"messages": [{"body": "x"}]}"#;
-    assert_eq!(
-        call_as(
+    for (method, path, token, body, want) in [
+        (Method::PUT, "/v1/queues/q", &admin, "", StatusCode::CREATED),
+        (
+            Method::PUT,
+            "/v1/queues/q",
+            &read,
+            "",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::PUT,
+            "/v1/queues/q",
+            &publish,
+            "",
+            StatusCode::FORBIDDEN,
+        ),
+        (Method::GET, "/v1/queues/q", &read, "", StatusCode::OK),
+        (
+            Method::GET,
+            "/v1/queues/q",
+            &publish,
+            "",
+            StatusCode::FORBIDDEN,
+        ),
+        (
             Method::POST,
-            &u("/v1/queues/q/messages/batch"),
-            auth(&publish),
-            batch
-        )
-        .await
-        .status,
-        StatusCode::CREATED
-    );
+            "/v1/queues/q/messages",
+            &publish,
+            "x",
+            StatusCode::CREATED,
+        ),
+        (
+            Method::POST,
+            "/v1/queues/q/messages",
+            &read,
+            "x",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::POST,
+            "/v1/queues/q/messages/batch",
+            &publish,
+            batch,
+            StatusCode::CREATED,
+        ),
+    ] {
+        let r = call_as(method.clone(), &u(path), auth(token), body).await;
+        assert_eq!(r.status, want, "{method} {path} as {token}");
+    }
 
     // The original broker's API: /msg takes publish, /queue and /subscrib admin.
     let mut h = auth(&publish);
