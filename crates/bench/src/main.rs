@@ -7,6 +7,13 @@
 //!   `fsync: always`, next to this disk's own fdatasync/s measured in the same run (the ratio
 //!   shows group commit), and the time to reopen a log of 1 million records.
 
+mod backlog;
+mod chains;
+mod fanout;
+mod measure;
+mod peers;
+mod server;
+mod sink;
 mod space_bench;
 mod storage_bench;
 
@@ -29,6 +36,15 @@ enum Workload {
     /// The broker in one process over loopback HTTP: deliveries/s, RAM per undelivered
     /// message, restart time.
     Space(space_bench::Args),
+    /// Side by side: syncbrok, the HTTP limit, NATS JetStream and RabbitMQ on one fan-out
+    /// workload (see scripts/bench-peers.sh for the peers).
+    Fanout(fanout::Args),
+    /// Parented chains through syncbrok: hop latency and order violations.
+    Chains(chains::Args),
+    /// Restart time of syncbrok with 1 million undelivered messages, RAM per message.
+    Recovery(backlog::RecoveryArgs),
+    /// 10 million messages with the subscribers down: RAM and disk, restart, then the drain.
+    Backlog(backlog::BacklogArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +52,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.workload {
         Workload::Storage(args) => storage_bench::run(args),
         Workload::Space(args) => space_bench::run(args),
+        Workload::Fanout(args) => fanout::run(args).map_err(|e| e.to_string().into()),
+        Workload::Chains(args) => chains::run(args).map_err(|e| e.to_string().into()),
+        Workload::Recovery(args) => backlog::recovery(args).map_err(|e| e.to_string().into()),
+        Workload::Backlog(args) => backlog::backlog(args).map_err(|e| e.to_string().into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

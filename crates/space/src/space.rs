@@ -52,6 +52,8 @@ pub mod limits {
     pub const RECLAIM_INTERVAL_MS: u64 = 5000;
     /// Sealed segments since the last checkpoint before another is taken.
     pub const RECLAIM_SEGMENTS_MIN: usize = 2;
+    /// Acks per log record when gathered acks are appended (32 bytes each).
+    pub const ACKS_PER_RECORD_MAX: usize = 4096;
     /// Checkpoint snapshots are written in parts of at most this size (one record each).
     pub const CHECKPOINT_PART_BYTES: usize = 16 * 1024 * 1024;
 }
@@ -201,6 +203,39 @@ struct Inner {
     /// One reclaim at a time, and what the last one saw.
     maintenance: tokio::sync::Mutex<Maintenance>,
     endpoint_allow: Option<crate::endpoints::AllowList>,
+    acks: Arc<AckBuffer>,
+}
+
+/// Acks on their way to the log. A delivery hands its ack over and lets go of its
+/// `max_in_flight` permit at once, instead of waiting for the log writer; one task appends
+/// what has gathered, many acks per record. Nothing waits for them to be durable (losing one
+/// in a crash only means a redelivery), but shutdown appends what is left.
+#[derive(Default)]
+struct AckBuffer {
+    acks: Mutex<Vec<Ack>>,
+    gathered: Notify,
+    /// Held while acks taken out are being appended: shutdown's last append waits for one
+    /// under way, so that none is cut off by the log closing.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl AckBuffer {
+    fn push(&self, ack: Ack) {
+        self.acks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ack);
+        self.gathered.notify_one();
+    }
+
+    fn take(&self) -> Vec<Ack> {
+        std::mem::take(
+            &mut *self
+                .acks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// Running totals since the Space was opened.
@@ -386,6 +421,7 @@ impl Space {
                 gate: tokio::sync::RwLock::new(()),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
                 endpoint_allow,
+                acks: Arc::default(),
             }),
         };
         let now = now_ms();
@@ -406,6 +442,7 @@ impl Space {
         }
         space.spawn_sweeper();
         space.spawn_reclaimer(reclaim_interval);
+        space.spawn_ack_writer();
         Ok((space, report))
     }
 
@@ -1297,10 +1334,45 @@ impl Space {
                 "shutdown grace over; unfinished deliveries will be sent again after restart"
             );
         }
+        self.write_acks().await;
         if let Err(e) = self.inner.log.sync().await {
             tracing::error!(error = %e, "final sync of the log failed");
         }
         self.inner.log.clone().close();
+    }
+
+    /// Appends the acks gathered in the [`AckBuffer`] so far.
+    async fn write_acks(&self) {
+        let _writing = self.inner.acks.writing.lock().await;
+        let acks = self.inner.acks.take();
+        for chunk in acks.chunks(limits::ACKS_PER_RECORD_MAX) {
+            let record = Record::Acked {
+                acks: chunk.to_vec(),
+            };
+            if let Err(e) = self.inner.log.append_lazy(&[record]).await {
+                tracing::warn!(error = %e, acks = chunk.len(), "could not record acks; they will be redelivered after a restart");
+            }
+        }
+    }
+
+    /// The task that empties the [`AckBuffer`] into the log until shutdown (which empties it
+    /// one last time once deliveries have stopped).
+    fn spawn_ack_writer(&self) {
+        let buffer = self.inner.acks.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    // Shutdown first: from then on its own last append writes what is left.
+                    biased;
+                    _ = stop.changed() => return,
+                    _ = buffer.gathered.notified() => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                Space { inner }.write_acks().await;
+            }
+        });
     }
 
     /// Writes a checkpoint, then reclaims the segments before it: deletes those that hold no
@@ -1631,16 +1703,11 @@ impl Space {
                     let mut wake = Vec::new();
                     queue.lock().ack(id, sub, now, &mut wake);
                     wake_all(wake);
-                    let ack = Record::Acked {
-                        acks: vec![Ack {
-                            message: id,
-                            subscriber: sub,
-                            acked_at_ms: now,
-                        }],
-                    };
-                    if let Err(e) = self.inner.log.append_lazy(&[ack]).await {
-                        tracing::warn!(error = %e, "could not record an ack; it will be redelivered after a restart");
-                    }
+                    self.inner.acks.push(Ack {
+                        message: id,
+                        subscriber: sub,
+                        acked_at_ms: now,
+                    });
                     return;
                 }
                 Outcome::Failed { error, retry_after } => {
@@ -2036,5 +2103,94 @@ impl From<AppendError> for SpaceError {
             AppendError::Closed => SpaceError::ShuttingDown,
             other => SpaceError::Storage(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Outcome;
+    use crate::settings::{RetryPatch, Span};
+    use std::pin::Pin;
+
+    /// A subscriber that is always down.
+    struct Down;
+
+    impl Deliverer for Down {
+        fn deliver(
+            &self,
+            _: Attempt,
+        ) -> Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+            Box::pin(async {
+                Outcome::Failed {
+                    error: "down".into(),
+                    retry_after: None,
+                }
+            })
+        }
+    }
+
+    fn open(disk: &storage::sim::SimDisk) -> Space {
+        let config = SpaceConfig::new(storage::Config::default());
+        Space::open(Arc::new(disk.clone()), config, Arc::new(Down))
+            .expect("open")
+            .0
+    }
+
+    #[tokio::test]
+    async fn shutdown_appends_the_acks_still_gathered() {
+        let disk = storage::sim::SimDisk::new(7);
+        let space = open(&disk);
+        let patch = SettingsPatch {
+            retry: Some(RetryPatch {
+                max_attempts: Some(0),
+                initial_backoff: Some(Span::secs(3600)),
+                max_backoff: Some(Span::secs(3600)),
+            }),
+            ..SettingsPatch::default()
+        };
+        space.put_queue("q", &patch).await.expect("queue");
+        let sub = space
+            .add_subscriber(
+                "q",
+                SubscriberSpec {
+                    endpoint: "http://127.0.0.1:1/".into(),
+                    handler: HandlerKind::Webhook,
+                    secret: None,
+                    max_in_flight: 1,
+                },
+            )
+            .await
+            .expect("subscriber")
+            .0
+            .id;
+        let message = space
+            .publish(
+                "q",
+                crate::NewMessage {
+                    body: Bytes::from_static(b"x"),
+                    content_type: None,
+                    parent: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .expect("publish")
+            .id;
+        // The ack is gathered and shutdown starts before the ack writer can run (one thread).
+        space.inner.acks.push(Ack {
+            message,
+            subscriber: sub,
+            acked_at_ms: now_ms(),
+        });
+        space.shutdown(Duration::from_millis(50)).await;
+        let space = open(&disk);
+        let counts = space.queue_info("q").expect("queue").counts;
+        assert_eq!(
+            (counts.ready, counts.delivering),
+            (0, 0),
+            "the gathered ack was written"
+        );
+        space.shutdown(Duration::from_millis(50)).await;
     }
 }

@@ -608,6 +608,37 @@ async fn after_a_crash_everything_unacknowledged_is_sent_again_and_nothing_acked
     space.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_gathered_for_the_log_are_all_written_by_a_clean_stop() {
+    let disk = SimDisk::new(13);
+    let d = Recorder::new(ack);
+    let space = open(Arc::new(disk.clone()), &d);
+    space.put_queue("q", &fast_retries(0)).await.unwrap();
+    subscribe(&space, "q", A).await;
+    subscribe(&space, "q", B).await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(space.publish("q", msg(&format!("m{i}"))).await.unwrap().id);
+    }
+    eventually("all acked", || d.to(A).len() == 300 && d.to(B).len() == 300).await;
+    // Stop at once: acks still gathered in memory must reach the log before it closes.
+    space.shutdown(Duration::from_secs(1)).await;
+    let d2 = Recorder::new(ack);
+    let space = open(Arc::new(disk), &d2);
+    let counts = space.queue_info("q").unwrap().counts;
+    assert_eq!(
+        (counts.waiting, counts.ready, counts.delivering),
+        (0, 0, 0),
+        "every message is known to be delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        d2.to(A).is_empty() && d2.to(B).is_empty(),
+        "nothing acked is sent again"
+    );
+    space.shutdown(Duration::from_secs(1)).await;
+}
+
 fn small_segments() -> SpaceConfig {
     SpaceConfig::new(storage::Config {
         segment_bytes: 16 * 1024,

@@ -1,0 +1,469 @@
+//! The `fanout` workload, side by side: M messages of S bytes from C concurrent publishers,
+//! each delivered to K subscribers that acknowledge every one, against each target in turn in
+//! one run, for several rounds. Reported per target: publishes/s, deliveries/s (first publish
+//! to last delivery), publish → delivery latency p50/p99/max, the server's peak resident set
+//! and the CPU time it used; then the ratios of syncbrok to each other target, per round and
+//! their median.
+//!
+//! Targets:
+//! - `syncbrok`: the real binary (`fsync: always`), publishes over its HTTP API (one message per
+//!   request, or `--batch` per batch request), K webhook subscribers on loopback.
+//! - `http-limit`: no broker; each publisher POSTs every message straight to the K subscriber
+//!   servers with the same client. The ceiling for any broker that pushes over HTTP here.
+//! - `nats`, `rabbitmq`: see `peers.rs`.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+use http_body_util::Full;
+use indicatif::ProgressBar;
+
+use crate::measure::{
+    BenchResult, Deliveries, Latencies, PeakRss, cpu_of, median, progress, stamped_body,
+};
+use crate::peers::{Nats, Rabbit};
+use crate::server::{Server, default_binary};
+use crate::sink::{Sink, http_client, send};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Targets, in the order each round runs them: syncbrok, http-limit, nats, rabbitmq.
+    #[arg(long, value_delimiter = ',', default_value = "syncbrok,http-limit")]
+    targets: Vec<String>,
+    /// Messages per target and round (M).
+    #[arg(long, default_value_t = 50_000)]
+    messages: u64,
+    /// Body size in bytes (S).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Concurrent publishers (C).
+    #[arg(long, default_value_t = 64)]
+    publishers: u64,
+    /// Subscribers, each receiving every message (K).
+    #[arg(long, default_value_t = 2)]
+    subscribers: u64,
+    /// Messages per publish request (syncbrok's batch publish; for the peers, that many
+    /// publishes in flight before waiting for their acknowledgements).
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
+    /// Unacknowledged deliveries allowed per subscriber: syncbrok's `max_in_flight`, NATS's
+    /// `max_ack_pending`, RabbitMQ's prefetch.
+    #[arg(long, default_value_t = 64)]
+    in_flight: u32,
+    /// Rounds over all targets; ratios are reported per round and as medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Directory for syncbrok's data (a temporary directory is made inside it).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The syncbrok binary (default: next to this one).
+    #[arg(long)]
+    syncbrok_bin: Option<PathBuf>,
+    /// NATS server URL (JetStream enabled).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The NATS server's pid, for its resident set and CPU time.
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// RabbitMQ URL.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    rabbitmq_url: String,
+    /// The RabbitMQ server's (Erlang VM's) pid, for its resident set and CPU time.
+    #[arg(long)]
+    rabbitmq_pid: Option<u32>,
+    /// Seconds syncbrok is left idle after its last round, to measure its idle CPU (0 skips).
+    #[arg(long, default_value_t = 5)]
+    idle_seconds: u64,
+    /// Also write results as JSON lines to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The workload every target runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub messages: u64,
+    pub body_bytes: usize,
+    pub publishers: u64,
+    pub subscribers: u64,
+    pub batch: u64,
+    pub in_flight: u32,
+}
+
+impl Spec {
+    pub fn deliveries(&self) -> u64 {
+        self.messages * self.subscribers
+    }
+}
+
+/// What one target did in one round.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub target: String,
+    pub publishes_per_s: f64,
+    pub deliveries_per_s: f64,
+    pub latency: Latencies,
+    pub peak_rss: u64,
+    pub cpu_s: f64,
+}
+
+impl Outcome {
+    pub fn new(
+        target: &str,
+        spec: &Spec,
+        publish_s: f64,
+        deliver_s: f64,
+        deliveries: &Deliveries,
+        peak_rss: u64,
+        cpu_s: f64,
+    ) -> Self {
+        Self {
+            target: target.to_string(),
+            publishes_per_s: spec.messages as f64 / publish_s,
+            deliveries_per_s: deliveries.count() as f64 / deliver_s,
+            latency: deliveries.latencies(),
+            peak_rss,
+            cpu_s,
+        }
+    }
+
+    fn json(&self, spec: &Spec, round: u32) -> String {
+        format!(
+            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{}}}"#,
+            self.target,
+            spec.messages,
+            spec.body_bytes,
+            spec.publishers,
+            spec.subscribers,
+            spec.batch,
+            self.publishes_per_s,
+            self.deliveries_per_s,
+            self.latency.p50_us,
+            self.latency.p99_us,
+            self.latency.max_us,
+            self.peak_rss,
+            if self.cpu_s.is_finite() {
+                format!("{:.3}", self.cpu_s)
+            } else {
+                "null".into()
+            }
+        )
+    }
+}
+
+/// Runs `publish(n)` (publish `n` messages) from `spec.publishers` concurrent tasks until
+/// `spec.messages` have been published.
+pub async fn publish_concurrently<'a, F, Fut>(spec: &Spec, publish: F) -> BenchResult<()>
+where
+    F: Fn(u64) -> Fut + Sync + 'a,
+    Fut: Future<Output = BenchResult<()>> + 'a,
+{
+    let next = AtomicU64::new(0);
+    let publisher = || async {
+        loop {
+            let first = next.fetch_add(spec.batch, Ordering::Relaxed);
+            if first >= spec.messages {
+                return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+            }
+            publish(spec.batch.min(spec.messages - first)).await?;
+        }
+    };
+    // Publishers are futures on this task, not spawned tasks: borrowing the workload's
+    // clients needs no reference counting, and a two-core machine gains nothing by spreading
+    // them over threads.
+    try_join_all((0..spec.publishers).map(|_| publisher())).await?;
+    Ok(())
+}
+
+/// Counts deliveries at `K` sinks.
+async fn sinks(k: u64, deliveries: &Arc<Deliveries>) -> BenchResult<Vec<Sink>> {
+    let mut sinks = Vec::new();
+    for _ in 0..k {
+        let deliveries = deliveries.clone();
+        sinks.push(Sink::start(Arc::new(move |body: &[u8]| deliveries.record(body))).await?);
+    }
+    Ok(sinks)
+}
+
+async fn syncbrok(
+    spec: &Spec,
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    idle: Duration,
+    bar: &ProgressBar,
+) -> BenchResult<(Outcome, Option<f64>)> {
+    let data = tempfile::tempdir_in(dir)?;
+    let server = Server::start(binary, &data.path().join("data"))?;
+    let client = http_client();
+    let deliveries = Deliveries::new();
+    let sinks = sinks(spec.subscribers, &deliveries).await?;
+    let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
+    server
+        .bench_queue(&client, "{}", &urls, spec.in_flight)
+        .await?;
+
+    let pid = server.pid();
+    let watch = PeakRss::watch(pid);
+    let cpu_before = cpu_of(pid);
+    let started = Instant::now();
+    let (server_ref, client_ref) = (&server, &client);
+    publish_concurrently(spec, |n| async move {
+        if n == 1 && spec.batch == 1 {
+            server_ref
+                .publish(client_ref, stamped_body(spec.body_bytes), None)
+                .await?;
+        } else {
+            let bodies: Vec<Vec<u8>> = (0..n).map(|_| stamped_body(spec.body_bytes)).collect();
+            server_ref.publish_batch(client_ref, &bodies).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let publish_s = started.elapsed().as_secs_f64();
+    deliveries
+        .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
+        .await?;
+    let deliver_s = started.elapsed().as_secs_f64();
+    let peak_rss = watch.finish();
+    let cpu_s = (cpu_of(pid) - cpu_before).as_secs_f64();
+    let outcome = Outcome::new(
+        "syncbrok",
+        spec,
+        publish_s,
+        deliver_s,
+        &deliveries,
+        peak_rss,
+        cpu_s,
+    );
+    if deliveries.unstamped() > 0 {
+        return Err(format!("{} deliveries lost their stamp", deliveries.unstamped()).into());
+    }
+    // Idle: nothing to deliver, nothing to publish.
+    let idle_cpu = if idle > Duration::ZERO {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = cpu_of(pid);
+        tokio::time::sleep(idle).await;
+        Some((cpu_of(pid) - before).as_secs_f64() / idle.as_secs_f64())
+    } else {
+        None
+    };
+    server.kill()?;
+    Ok((outcome, idle_cpu))
+}
+
+async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
+    let client = http_client();
+    let deliveries = Deliveries::new();
+    let sinks = sinks(spec.subscribers, &deliveries).await?;
+    let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
+    let started = Instant::now();
+    let (client_ref, urls_ref) = (&client, &urls);
+    publish_concurrently(spec, |n| async move {
+        for _ in 0..n {
+            let body = Bytes::from(stamped_body(spec.body_bytes));
+            try_join_all(urls_ref.iter().map(|url| {
+                let body = body.clone();
+                async move {
+                    let request = hyper::Request::post(url)
+                        .header("content-type", "application/octet-stream")
+                        .body(Full::new(body))?;
+                    send(client_ref, request).await
+                }
+            }))
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let publish_s = started.elapsed().as_secs_f64();
+    deliveries
+        .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
+        .await?;
+    let deliver_s = started.elapsed().as_secs_f64();
+    Ok(Outcome::new(
+        "http-limit",
+        spec,
+        publish_s,
+        deliver_s,
+        &deliveries,
+        0,
+        f64::NAN,
+    ))
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes == 0 {
+        "-".into()
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2}", f64::from(us) / 1000.0)
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!(
+        "  {:<11} {:>11} {:>13} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "target", "publishes/s", "deliveries/s", "p50 ms", "p99 ms", "max ms", "peak RSS", "CPU s"
+    );
+    for o in outcomes {
+        println!(
+            "  {:<11} {:>11.0} {:>13.0} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            o.target,
+            o.publishes_per_s,
+            o.deliveries_per_s,
+            ms(o.latency.p50_us),
+            ms(o.latency.p99_us),
+            ms(o.latency.max_us),
+            mib(o.peak_rss),
+            if o.cpu_s.is_finite() {
+                format!("{:.1}", o.cpu_s)
+            } else {
+                "-".into()
+            }
+        );
+    }
+}
+
+pub fn run(args: Args) -> BenchResult<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    std::fs::create_dir_all(&args.dir)?;
+    let spec = Spec {
+        messages: args.messages,
+        body_bytes: args.body_bytes,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        batch: args.batch.max(1),
+        in_flight: args.in_flight,
+    };
+    for target in &args.targets {
+        if !matches!(
+            target.as_str(),
+            "syncbrok" | "http-limit" | "nats" | "rabbitmq"
+        ) {
+            return Err(format!("unknown target {target:?}").into());
+        }
+    }
+    let binary = args.syncbrok_bin.clone().unwrap_or_else(default_binary);
+    let nats = Nats {
+        url: args.nats_url.clone(),
+        pid: args.nats_pid,
+    };
+    let rabbit = Rabbit {
+        url: args.rabbitmq_url.clone(),
+        pid: args.rabbitmq_pid,
+    };
+    println!(
+        "fanout: {} messages × {} B, {} publishers, {} subscribers, {} per publish, {} in flight per subscriber; syncbrok with fsync always",
+        spec.messages,
+        spec.body_bytes,
+        spec.publishers,
+        spec.subscribers,
+        spec.batch,
+        spec.in_flight
+    );
+    let mut json = Vec::new();
+    let mut rounds: Vec<Vec<Outcome>> = Vec::new();
+    let mut idle_cpu = None;
+    for round in 1..=args.rounds {
+        let mut outcomes = Vec::new();
+        for target in &args.targets {
+            let bar = progress(spec.deliveries(), &format!("round {round}: {target}"));
+            let last_round = round == args.rounds;
+            let outcome = rt.block_on(async {
+                match target.as_str() {
+                    "syncbrok" => {
+                        let idle = if last_round {
+                            Duration::from_secs(args.idle_seconds)
+                        } else {
+                            Duration::ZERO
+                        };
+                        let (outcome, idle) =
+                            syncbrok(&spec, &binary, &args.dir, idle, &bar).await?;
+                        if idle.is_some() {
+                            idle_cpu = idle;
+                        }
+                        Ok(outcome)
+                    }
+                    "http-limit" => http_limit(&spec, &bar).await,
+                    "nats" => nats.fanout(&spec, round, &bar).await,
+                    "rabbitmq" => rabbit.fanout(&spec, round, &bar).await,
+                    other => Err(format!("unknown target {other:?}").into()),
+                }
+            });
+            bar.finish_and_clear();
+            let outcome = outcome.map_err(|e| format!("{target}: {e}"))?;
+            json.push(outcome.json(&spec, round));
+            outcomes.push(outcome);
+        }
+        println!("round {round}:");
+        print_table(&outcomes);
+        rounds.push(outcomes);
+    }
+
+    // Ratios of syncbrok to each other target, per round, then their medians.
+    let of = |outcomes: &[Outcome], name: &str| outcomes.iter().find(|o| o.target == name).cloned();
+    if args.targets.iter().any(|t| t == "syncbrok") {
+        println!("syncbrok ÷ target (median of {} rounds):", rounds.len());
+        for other in args.targets.iter().filter(|t| *t != "syncbrok") {
+            let mut deliveries = Vec::new();
+            let mut p99 = Vec::new();
+            let mut rss = Vec::new();
+            for outcomes in &rounds {
+                if let (Some(s), Some(o)) = (of(outcomes, "syncbrok"), of(outcomes, other)) {
+                    deliveries.push(s.deliveries_per_s / o.deliveries_per_s);
+                    p99.push(f64::from(s.latency.p99_us) / f64::from(o.latency.p99_us.max(1)));
+                    if o.peak_rss > 0 {
+                        rss.push(s.peak_rss as f64 / o.peak_rss as f64);
+                    }
+                }
+            }
+            let (d, p, r) = (median(&mut deliveries), median(&mut p99), median(&mut rss));
+            println!(
+                "  vs {other:<11} deliveries/s {d:.2}×   p99 latency {p:.2}×   peak RSS {}",
+                if r.is_finite() {
+                    format!("{r:.2}×")
+                } else {
+                    "-".into()
+                }
+            );
+            json.push(format!(
+                r#"{{"workload":"fanout","ratio_of":"syncbrok","to":"{other}","batch":{},"deliveries":{d:.3},"p99":{p:.3},"peak_rss":{}}}"#,
+                spec.batch,
+                if r.is_finite() {
+                    format!("{r:.3}")
+                } else {
+                    "null".into()
+                }
+            ));
+        }
+    }
+    if let Some(idle) = idle_cpu {
+        println!(
+            "syncbrok idle for {} s after its last round: {:.2} % of a core",
+            args.idle_seconds,
+            idle * 100.0
+        );
+        json.push(format!(
+            r#"{{"workload":"fanout","measure":"idle_cpu","seconds":{},"core_fraction":{idle:.5}}}"#,
+            args.idle_seconds
+        ));
+    }
+    if let Some(path) = args.json {
+        let mut f = std::fs::File::create(path)?;
+        for line in json {
+            writeln!(f, "{line}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The real `syncbrok` binary as a child process, driven over its HTTP API, as users run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::measure::BenchResult;
+use crate::sink::{HttpClient, send};
+
+/// Where the `syncbrok` binary is: `--syncbrok-bin`, else next to this benchmark's binary
+/// (both are built into the same `target/` directory).
+pub fn default_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("syncbrok")))
+        .unwrap_or_else(|| PathBuf::from("syncbrok"))
+}
+
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// From spawning the process to its "listening" line: recovery included, since the API is
+    /// served only once the log is replayed.
+    pub start_to_ready: Duration,
+}
+
+impl Server {
+    /// Starts `syncbrok serve` on an ephemeral loopback port with its data in `data` and
+    /// `fsync: always`; its log goes to `data/../server.log`.
+    pub fn start(binary: &Path, data: &Path) -> BenchResult<Self> {
+        let log_path = data.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--fsync",
+                "always",
+                "--data",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(line) => {
+                    let line = line?;
+                    if let Some(url) = line.strip_prefix("syncbrok listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "syncbrok exited before listening; see {}",
+                        log_path.display()
+                    )
+                    .into());
+                }
+            }
+        };
+        let start_to_ready = started.elapsed();
+        // Keep reading so that the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            base,
+            start_to_ready,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) -> BenchResult<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends a JSON request to the API and checks the status class is 2xx.
+    pub async fn call(
+        &self,
+        client: &HttpClient,
+        method: hyper::Method,
+        path: &str,
+        json: String,
+    ) -> BenchResult<Bytes> {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json)))?;
+        let (status, body) = send(client, request).await?;
+        if !status.is_success() {
+            return Err(format!("{path}: {status}: {}", String::from_utf8_lossy(&body)).into());
+        }
+        Ok(body)
+    }
+
+    /// Creates queue `bench` with `settings` (a JSON object) and one webhook subscriber per
+    /// endpoint.
+    pub async fn bench_queue(
+        &self,
+        client: &HttpClient,
+        settings: &str,
+        endpoints: &[String],
+        in_flight: u32,
+    ) -> BenchResult<()> {
+        self.call(
+            client,
+            hyper::Method::PUT,
+            "/v1/queues/bench",
+            settings.to_string(),
+        )
+        .await?;
+        for endpoint in endpoints {
+            self.call(
+                client,
+                hyper::Method::POST,
+                "/v1/queues/bench/subscribers",
+                format!(r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight}}}"#),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one message (raw body) to queue `bench`, naming `parent` if given; returns
+    /// the id.
+    pub async fn publish(
+        &self,
+        client: &HttpClient,
+        body: Vec<u8>,
+        parent: Option<&str>,
+    ) -> BenchResult<String> {
+        let mut request = hyper::Request::post(format!("{}/v1/queues/bench/messages", self.base))
+            .header("content-type", "application/octet-stream");
+        if let Some(parent) = parent {
+            request = request.header("syncbrok-parent", parent);
+        }
+        let (status, answer) = send(client, request.body(Full::new(Bytes::from(body)))?).await?;
+        if status != hyper::StatusCode::CREATED {
+            return Err(format!("publish: {status}: {}", String::from_utf8_lossy(&answer)).into());
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+        answer["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "publish answer without an id".into())
+    }
+
+    /// Publishes bodies (ASCII) in one batch request to queue `bench`.
+    pub async fn publish_batch(&self, client: &HttpClient, bodies: &[Vec<u8>]) -> BenchResult<()> {
+        self.publish_batch_with(client, bodies, false).await
+    }
+
+    /// Publishes bodies (ASCII) in one batch request, each naming the one before it as its
+    /// parent (`parent_index`): a whole chain, durable at once.
+    pub async fn publish_chain(&self, client: &HttpClient, bodies: &[Vec<u8>]) -> BenchResult<()> {
+        self.publish_batch_with(client, bodies, true).await
+    }
+
+    async fn publish_batch_with(
+        &self,
+        client: &HttpClient,
+        bodies: &[Vec<u8>],
+        chained: bool,
+    ) -> BenchResult<()> {
+        let mut json =
+            String::with_capacity(bodies.iter().map(|b| b.len() + 12).sum::<usize>() + 16);
+        json.push_str(r#"{"messages":["#);
+        for (i, body) in bodies.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(r#"{"body":""#);
+            json.push_str(std::str::from_utf8(body)?);
+            json.push('"');
+            if chained && i > 0 {
+                json.push_str(&format!(r#","parent_index":{}"#, i - 1));
+            }
+            json.push('}');
+        }
+        json.push_str("]}");
+        let request = hyper::Request::post(format!("{}/v1/queues/bench/messages/batch", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json)))?;
+        let (status, answer) = send(client, request).await?;
+        if status != hyper::StatusCode::CREATED {
+            return Err(format!(
+                "batch publish: {status}: {}",
+                String::from_utf8_lossy(&answer)
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
