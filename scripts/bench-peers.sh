@@ -42,6 +42,8 @@ rabbit_env() {
         RABBITMQ_LOG_BASE="$HOME_FOR_RABBIT/log" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$HOME_FOR_RABBIT/enabled_plugins" \
         RABBITMQ_CONFIG_FILE="$HOME_FOR_RABBIT/rabbitmq" \
+        ERL_CRASH_DUMP="$HOME_FOR_RABBIT/erl_crash.dump" \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none" \
         "$@"
 }
 
@@ -63,7 +65,8 @@ nats_port=$(free_port)
 nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
 nats_pid=$!
 
-# RabbitMQ: no plugins, data and logs under $work/rabbitmq.
+# RabbitMQ: no plugins, data and logs under $work/rabbitmq. Its Erlang schedulers do not
+# busy-wait (+sbwt none): an idle RabbitMQ would otherwise take CPU from the target measured.
 amqp_port=$(free_port)
 dist_port=$(free_port)
 echo "[]." >"$HOME_FOR_RABBIT/enabled_plugins"

@@ -198,31 +198,52 @@ fn header(v: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"))
 }
 
-/// The webhook request of an attempt, at unix time `now_s`.
+/// The webhook request of an attempt, at unix time `now_s`. Built straight into a header map
+/// (no request builder, no `format!`): it is made for every delivery, and the builder's moves
+/// and string formatting were a fifth of the broker's instructions under fan-out.
 pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, String> {
-    let id = a.message.to_string();
-    let mut b = Request::builder()
-        .method(Method::POST)
-        .uri(&*a.endpoint)
-        .header(http::header::CONTENT_TYPE, header(&a.content_type)?)
-        .header(names::WEBHOOK_ID, &id)
-        .header(names::WEBHOOK_TIMESTAMP, now_s.to_string());
+    let uri = http::Uri::try_from(&*a.endpoint)
+        .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
+    let mut id_text = [0u8; 36];
+    let id_text: &str = a.message.hyphenated().encode_lower(&mut id_text);
+    let id = header(id_text)?;
+    let mut source = String::with_capacity("/queues/".len() + a.queue.len());
+    source.push_str("/queues/");
+    source.push_str(&a.queue);
+
+    let mut headers = http::HeaderMap::with_capacity(12);
+    headers.insert(http::header::CONTENT_TYPE, header(&a.content_type)?);
+    headers.insert(names::WEBHOOK_ID, id.clone());
+    headers.insert(names::WEBHOOK_TIMESTAMP, HeaderValue::from(now_s));
     if let Some(key) = &a.secret {
-        b = b.header(names::WEBHOOK_SIGNATURE, sign(key, &id, now_s, &a.body));
+        headers.insert(
+            names::WEBHOOK_SIGNATURE,
+            header(&sign(key, id_text, now_s, &a.body))?,
+        );
     }
-    b = b
-        .header(names::CE_SPECVERSION, "1.0")
-        .header(names::CE_ID, &id)
-        .header(names::CE_SOURCE, header(&format!("/queues/{}", a.queue))?)
-        .header(names::CE_TYPE, "syncbrok.message")
-        .header(names::CE_TIME, rfc3339(a.published_at_ms))
-        .header(names::SYNCBROK_QUEUE, header(&a.queue)?)
-        .header(names::SYNCBROK_ATTEMPT, a.number.to_string());
+    headers.insert(names::CE_SPECVERSION, HeaderValue::from_static("1.0"));
+    headers.insert(names::CE_ID, id);
+    headers.insert(names::CE_SOURCE, header(&source)?);
+    headers.insert(names::CE_TYPE, HeaderValue::from_static("syncbrok.message"));
+    headers.insert(
+        names::CE_TIME,
+        HeaderValue::from_bytes(&space::time::rfc3339_bytes(a.published_at_ms))
+            .map_err(|e| format!("invalid time header: {e}"))?,
+    );
+    headers.insert(names::SYNCBROK_QUEUE, header(&a.queue)?);
+    headers.insert(names::SYNCBROK_ATTEMPT, HeaderValue::from(a.number));
     if let Some(p) = a.parent {
-        b = b.header(names::SYNCBROK_PARENT, p.to_string());
+        let mut text = [0u8; 36];
+        headers.insert(
+            names::SYNCBROK_PARENT,
+            header(p.hyphenated().encode_lower(&mut text))?,
+        );
     }
-    b.body(Full::new(a.body.clone()))
-        .map_err(|e| format!("cannot build the request: {e}"))
+    let mut request = Request::new(Full::new(a.body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// The legacy request: the original broker's JSON.

@@ -14,6 +14,7 @@ pub mod endpoints;
 mod error;
 pub mod ids;
 mod queue;
+mod recent;
 pub mod scheduler;
 pub mod settings;
 mod snapshot;

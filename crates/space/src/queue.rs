@@ -40,6 +40,8 @@ pub struct SubscriberSpec {
 pub(crate) struct Subscriber {
     pub slot: Slot,
     pub spec: SubscriberSpec,
+    /// `spec.endpoint`, shared with every attempt instead of copied into each.
+    pub endpoint: Arc<str>,
     /// The decoded key of `spec.secret`.
     pub key: Option<Arc<[u8]>>,
     /// Woken when messages are released to this subscriber.
@@ -325,7 +327,12 @@ impl QueueState {
             self.undelivered -= 1;
             self.undelivered_bytes -= u64::from(meta.size);
         }
-        self.deliveries.retain(|(m, _), _| *m != id);
+        // By key, not by a scan of the map: it holds an entry per failed attempt still owed,
+        // millions with a subscriber down. Entries of removed subscribers went with them.
+        for sub in self.subscribers.keys() {
+            self.deliveries.remove(&(id, Some(*sub)));
+        }
+        self.deliveries.remove(&(id, None));
         self.handle(events, now_ms, wake);
         Ok(())
     }

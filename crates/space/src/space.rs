@@ -52,6 +52,9 @@ pub mod limits {
     pub const RECLAIM_INTERVAL_MS: u64 = 5000;
     /// Sealed segments since the last checkpoint before another is taken.
     pub const RECLAIM_SEGMENTS_MIN: usize = 2;
+    /// Memory for the bodies of the latest messages, so that deliveries need not read them
+    /// back from the log.
+    pub const RECENT_BODIES_BYTES: usize = 8 * 1024 * 1024;
     /// Acks per log record when gathered acks are appended (32 bytes each).
     pub const ACKS_PER_RECORD_MAX: usize = 4096;
     /// Checkpoint snapshots are written in parts of at most this size (one record each).
@@ -204,6 +207,7 @@ struct Inner {
     maintenance: tokio::sync::Mutex<Maintenance>,
     endpoint_allow: Option<crate::endpoints::AllowList>,
     acks: Arc<AckBuffer>,
+    recent: crate::recent::RecentBodies,
 }
 
 /// Acks on their way to the log. A delivery hands its ack over and lets go of its
@@ -422,6 +426,7 @@ impl Space {
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
                 endpoint_allow,
                 acks: Arc::default(),
+                recent: crate::recent::RecentBodies::new(limits::RECENT_BODIES_BYTES),
             }),
         };
         let now = now_ms();
@@ -868,6 +873,9 @@ impl Space {
                         location: locations[0],
                         size,
                     };
+                    if let Record::Published(p) = &record {
+                        self.inner.recent.insert(p);
+                    }
                     st.insert_published(id, msg.parent, &fanout, meta, now, &mut wake);
                 }
                 Err(_) => {
@@ -1070,6 +1078,11 @@ impl Space {
             }
             match &appended {
                 Ok(locations) => {
+                    for record in &records {
+                        if let Record::Published(p) = record {
+                            self.inner.recent.insert(p);
+                        }
+                    }
                     for (&(_, id, parent, size), location) in fresh.iter().zip(locations) {
                         let meta = Meta {
                             location: *location,
@@ -1815,12 +1828,23 @@ impl Space {
                 done + 1,
                 st.name.clone(),
                 st.settings,
-                Arc::<str>::from(s.spec.endpoint.as_str()),
+                s.endpoint.clone(),
                 s.spec.handler,
                 s.key.clone(),
             )
         };
-        let p = match self.read_message(queue, id) {
+        let p = match self.inner.recent.get(id) {
+            Some(recent) => Ok(recent),
+            None => self
+                .read_message(queue, id)
+                .map(|p| crate::recent::RecentBody {
+                    body: p.body,
+                    content_type: p.content_type,
+                    parent: p.parent,
+                    published_at_ms: p.published_at_ms,
+                }),
+        };
+        let p = match p {
             Ok(p) => p,
             Err(SpaceError::MessageNotFound(_)) => return Prepared::Gone,
             Err(e) => {
@@ -1893,6 +1917,7 @@ pub(crate) fn add_subscriber_state(
         Subscriber {
             slot,
             limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
+            endpoint: Arc::from(spec.endpoint.as_str()),
             spec,
             key,
             notify: Arc::new(Notify::new()),

@@ -1,0 +1,131 @@
+//! Bodies of the most recently published messages, kept in memory within a byte budget, so
+//! that a delivery attempt does not read its message back from the log (a `pread`, a buffer
+//! and a checksum per attempt) while the message is fresh, which under steady fan-out is
+//! always. Oldest out first; a message not (or no longer) here is read from the log.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use storage::Published;
+
+use crate::scheduler::MessageId;
+
+/// Bytes charged per entry on top of its body: map and queue slots, the content type.
+const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// What an attempt needs of a published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecentBody {
+    pub body: Bytes,
+    pub content_type: String,
+    pub parent: Option<MessageId>,
+    pub published_at_ms: u64,
+}
+
+pub(crate) struct RecentBodies {
+    budget_bytes: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    bodies: HashMap<MessageId, RecentBody>,
+    /// Insertion order, with each entry's charge.
+    order: VecDeque<(MessageId, usize)>,
+    bytes: usize,
+}
+
+impl RecentBodies {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            budget_bytes,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a copy of a message just made durable. The body is copied: the caller's may be a
+    /// slice of a larger network buffer, which keeping would pin. Bodies larger than a
+    /// sixty-fourth of the budget are not kept (they would push out many small ones).
+    pub fn insert(&self, p: &Published) {
+        let charge = p.body.len() + p.content_type.len() + ENTRY_OVERHEAD_BYTES;
+        if charge > self.budget_bytes / 64 {
+            return;
+        }
+        let entry = RecentBody {
+            body: Bytes::copy_from_slice(&p.body),
+            content_type: p.content_type.clone(),
+            parent: p.parent,
+            published_at_ms: p.published_at_ms,
+        };
+        let mut st = self.lock();
+        if st.bodies.insert(p.id, entry).is_none() {
+            st.order.push_back((p.id, charge));
+            st.bytes += charge;
+        }
+        while st.bytes > self.budget_bytes {
+            let Some((old, old_charge)) = st.order.pop_front() else {
+                break;
+            };
+            st.bodies.remove(&old);
+            st.bytes -= old_charge;
+        }
+    }
+
+    pub fn get(&self, id: MessageId) -> Option<RecentBody> {
+        self.lock().bodies.get(&id).cloned()
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(n: u128, body: &[u8]) -> Published {
+        Published {
+            queue: "q".into(),
+            id: uuid::Uuid::from_u128(n),
+            parent: None,
+            content_type: "text/plain".into(),
+            published_at_ms: 7,
+            idempotency_key: None,
+            fanout: vec![],
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[test]
+    fn the_oldest_leave_first_and_the_budget_holds() {
+        let charge = 1000 + "text/plain".len() + ENTRY_OVERHEAD_BYTES;
+        let recent = RecentBodies::new(charge * 64);
+        for n in 0..100 {
+            recent.insert(&published(n, &[b'x'; 1000]));
+            assert!(recent.bytes() <= charge * 64);
+        }
+        assert_eq!(recent.get(uuid::Uuid::from_u128(35)), None);
+        let kept = recent
+            .get(uuid::Uuid::from_u128(36))
+            .expect("among the newest 64");
+        assert_eq!((kept.body.len(), kept.published_at_ms), (1000, 7));
+        assert!(recent.get(uuid::Uuid::from_u128(99)).is_some());
+    }
+
+    #[test]
+    fn a_body_too_large_for_its_share_is_not_kept() {
+        let recent = RecentBodies::new(64 * 1024);
+        recent.insert(&published(1, &[0; 2048]));
+        assert_eq!(recent.get(uuid::Uuid::from_u128(1)), None);
+        assert_eq!(recent.bytes(), 0);
+    }
+}
