@@ -54,7 +54,7 @@ pub mod limits {
     pub const RECLAIM_SEGMENTS_MIN: usize = 2;
     /// Memory for the bodies of the latest messages, so that deliveries need not read them
     /// back from the log.
-    pub const RECENT_BODIES_BYTES: usize = 8 * 1024 * 1024;
+    pub const RECENT_BODIES_BYTES: usize = 4 * 1024 * 1024;
     /// Acks per log record when gathered acks are appended (32 bytes each).
     pub const ACKS_PER_RECORD_MAX: usize = 4096;
     /// Checkpoint snapshots are written in parts of at most this size (one record each).
