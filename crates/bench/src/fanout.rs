@@ -111,6 +111,8 @@ pub struct Outcome {
     pub latency: Latencies,
     pub peak_rss: u64,
     pub cpu_s: f64,
+    /// fdatasync calls of the server during the round (syncbrok's `/metrics`).
+    pub fsyncs: Option<u64>,
 }
 
 impl Outcome {
@@ -130,12 +132,13 @@ impl Outcome {
             latency: deliveries.latencies(),
             peak_rss,
             cpu_s,
+            fsyncs: None,
         }
     }
 
     fn json(&self, spec: &Spec, round: u32) -> String {
         format!(
-            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{}}}"#,
+            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"fsyncs":{}}}"#,
             self.target,
             spec.messages,
             spec.body_bytes,
@@ -152,9 +155,22 @@ impl Outcome {
                 format!("{:.3}", self.cpu_s)
             } else {
                 "null".into()
-            }
+            },
+            self.fsyncs.map_or("null".into(), |n| n.to_string())
         )
     }
+}
+
+/// The server's fdatasync calls since it started, from its `/metrics`.
+async fn fsyncs_of(server: &Server, client: &crate::sink::HttpClient) -> BenchResult<u64> {
+    let text = server
+        .call(client, hyper::Method::GET, "/metrics", String::new())
+        .await?;
+    std::str::from_utf8(&text)?
+        .lines()
+        .find_map(|l| l.strip_prefix("syncbrok_log_fsyncs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no syncbrok_log_fsyncs_total in /metrics".into())
 }
 
 /// Runs `publish(n)` (publish `n` messages) from `spec.publishers` concurrent tasks until
@@ -209,6 +225,7 @@ async fn syncbrok(
         .await?;
 
     let pid = server.pid();
+    let fsyncs_before = fsyncs_of(&server, &client).await?;
     let watch = PeakRss::watch(pid);
     let cpu_before = cpu_of(pid);
     let started = Instant::now();
@@ -232,7 +249,7 @@ async fn syncbrok(
     let deliver_s = started.elapsed().as_secs_f64();
     let peak_rss = watch.finish();
     let cpu_s = (cpu_of(pid) - cpu_before).as_secs_f64();
-    let outcome = Outcome::new(
+    let mut outcome = Outcome::new(
         "syncbrok",
         spec,
         publish_s,
@@ -241,6 +258,7 @@ async fn syncbrok(
         peak_rss,
         cpu_s,
     );
+    outcome.fsyncs = Some(fsyncs_of(&server, &client).await? - fsyncs_before);
     if deliveries.unstamped() > 0 {
         return Err(format!("{} deliveries lost their stamp", deliveries.unstamped()).into());
     }
@@ -373,6 +391,16 @@ pub fn run(args: Args) -> BenchResult<()> {
         spec.in_flight
     );
     let mut json = Vec::new();
+    // The disk's own durable-write rate, for scale: what one fsync per publish would allow.
+    let disk_rate = crate::storage_bench::fdatasync_rate(&args.dir, spec.body_bytes, 2.0)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "this disk: {disk_rate:.0} fdatasync/s of one {} B write each",
+        spec.body_bytes
+    );
+    json.push(format!(
+        r#"{{"workload":"fanout","measure":"disk","fdatasync_per_s":{disk_rate:.1}}}"#
+    ));
     let mut rounds: Vec<Vec<Outcome>> = Vec::new();
     let mut idle_cpu = None;
     for round in 1..=args.rounds {
@@ -408,6 +436,13 @@ pub fn run(args: Args) -> BenchResult<()> {
         }
         println!("round {round}:");
         print_table(&outcomes);
+        if let Some(n) = outcomes.iter().find_map(|o| o.fsyncs) {
+            println!(
+                "  syncbrok: {n} fsyncs for {} publish requests ({:.1} requests per fsync)",
+                spec.messages.div_ceil(spec.batch),
+                spec.messages.div_ceil(spec.batch) as f64 / n.max(1) as f64
+            );
+        }
         rounds.push(outcomes);
     }
 

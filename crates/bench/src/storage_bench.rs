@@ -51,7 +51,11 @@ fn record(i: u64, body: &Bytes) -> Record {
 
 /// This disk's own rate of 1 KiB append + fdatasync, one at a time: the cost group commit
 /// shares out.
-fn fdatasync_rate(dir: &std::path::Path, record_bytes: usize, seconds: f64) -> BenchResult<f64> {
+pub(crate) fn fdatasync_rate(
+    dir: &std::path::Path,
+    record_bytes: usize,
+    seconds: f64,
+) -> BenchResult<f64> {
     let path = dir.join("fdatasync.probe");
     let f = std::fs::OpenOptions::new()
         .create(true)

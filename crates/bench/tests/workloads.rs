@@ -78,6 +78,11 @@ fn fanout_counts_every_delivery_for_syncbrok_and_the_http_limit() {
         .expect("syncbrok");
     assert!(syncbrok["peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
     assert!(lines.iter().any(|l| l["measure"] == "idle_cpu"));
+    let disk = lines
+        .iter()
+        .find(|l| l["measure"] == "disk")
+        .expect("disk rate");
+    assert!(disk["fdatasync_per_s"].as_f64().unwrap_or(0.0) > 0.0);
 }
 
 #[test]
@@ -97,8 +102,15 @@ fn fanout_with_batched_publishes() {
         "--idle-seconds",
         "0",
     ]);
-    assert_eq!(lines[0]["batch"], 100);
-    assert!(lines[0]["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    let syncbrok = lines
+        .iter()
+        .find(|l| l["target"] == "syncbrok")
+        .expect("syncbrok's line");
+    assert_eq!(syncbrok["batch"], 100);
+    assert!(syncbrok["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    // 5 batch requests, each durable before its answer (acks add lazy syncs of their own).
+    let fsyncs = syncbrok["fsyncs"].as_u64().expect("fsyncs counted");
+    assert!(fsyncs >= 1, "{fsyncs} fsyncs");
 }
 
 #[test]
