@@ -27,6 +27,9 @@ free_port() {
 }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/syncbrok-peers.XXXXXX")
+# RabbitMQ starts Erlang's port mapper daemon if none runs; stop it after if it was ours.
+epmd_was_running=""
+pgrep -x epmd >/dev/null && epmd_was_running=yes
 nats_pid=""
 rabbit_node="syncbrokbench$$@localhost"
 export HOME_FOR_RABBIT="$work/rabbitmq"
@@ -55,6 +58,8 @@ stop_all() {
     if [ -n "${amqp_port:-}" ]; then
         rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" stop >/dev/null 2>&1 || true
         [ -z "${rabbit_pid:-}" ] || kill "$rabbit_pid" 2>/dev/null || true
+        [ -z "${rabbit_launcher:-}" ] || wait "$rabbit_launcher" 2>/dev/null || true
+        [ -n "$epmd_was_running" ] || pkill -x epmd 2>/dev/null || true
     fi
     rm -rf "$work"
 }
@@ -75,6 +80,7 @@ python3 -c 'import secrets; print(secrets.token_hex(16).upper(), end="")' >"$HOM
 chmod 400 "$HOME_FOR_RABBIT/.erlang.cookie"
 printf 'loopback_users = none\n' >"$HOME_FOR_RABBIT/rabbitmq.conf"
 rabbit_env /usr/lib/rabbitmq/bin/rabbitmq-server >"$work/rabbitmq.out" 2>&1 &
+rabbit_launcher=$!
 
 echo "bench-peers: building syncbrok and syncbrok-bench (release)" >&2
 cargo build --release --locked -q -p syncbrok -p syncbrok-bench
@@ -102,9 +108,15 @@ rabbit_pid=$(rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$rabbit_node" eval
 echo "bench-peers: nats-server $(nats-server --version | awk '{print $NF}') on :$nats_port (pid $nats_pid)," \
     "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) on :$amqp_port (pid $rabbit_pid)" >&2
 
+# All four targets unless the caller chose some.
+targets=(--targets syncbrok,http-limit,nats,rabbitmq)
+for arg in "$@"; do
+    case "$arg" in --targets | --targets=*) targets=() ;; esac
+done
+
 mkdir -p target/bench-data
 target/release/syncbrok-bench fanout \
-    --targets syncbrok,http-limit,nats,rabbitmq \
+    "${targets[@]}" \
     --dir target/bench-data \
     --nats-url "nats://127.0.0.1:$nats_port" --nats-pid "$nats_pid" \
     --rabbitmq-url "amqp://guest:guest@127.0.0.1:$amqp_port/%2f" --rabbitmq-pid "$rabbit_pid" \

@@ -5,14 +5,13 @@
 //! set again and a check that all N messages are still owed; then, for `backlog`, the
 //! subscribers come up and the drain rate is measured.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fanout::{Spec, publish_concurrently};
 use crate::measure::{BenchResult, Deliveries, progress, rss_of, stamped_body};
-use crate::server::{Server, default_binary};
+use crate::server::Server;
 use crate::sink::{Sink, http_client, reserve_port};
 
 #[derive(clap::Args)]
@@ -29,15 +28,8 @@ pub struct Common {
     /// Concurrent batch publishers.
     #[arg(long, default_value_t = 4)]
     publishers: u64,
-    /// Directory for syncbrok's data (a temporary directory is made inside it).
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
-    /// The syncbrok binary (default: next to this one).
-    #[arg(long)]
-    syncbrok_bin: Option<PathBuf>,
-    /// Also write results as JSON lines to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    out: crate::server::Output,
 }
 
 #[derive(clap::Args)]
@@ -108,14 +100,14 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    std::fs::create_dir_all(&args.dir)?;
-    let binary = args.syncbrok_bin.clone().unwrap_or_else(default_binary);
+    std::fs::create_dir_all(&args.out.dir)?;
+    let binary = args.out.binary();
     let workload = if drain { "backlog" } else { "recovery" };
     println!(
         "{workload}: {messages} messages × {} B in batches of {}, {} subscribers down; syncbrok with fsync always",
         args.body_bytes, args.batch, args.subscribers
     );
-    let data_root = tempfile::tempdir_in(&args.dir)?;
+    let data_root = tempfile::tempdir_in(&args.out.dir)?;
     let data = data_root.path().join("data");
     let mut json = Vec::new();
     rt.block_on(async {
@@ -219,11 +211,6 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
         server.kill()?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;
-    if let Some(path) = &args.json {
-        let mut f = std::fs::File::create(path)?;
-        for line in json {
-            writeln!(f, "{line}")?;
-        }
-    }
+    crate::measure::write_json_lines(args.out.json.as_deref(), &json)?;
     Ok(())
 }

@@ -9,15 +9,13 @@
 //! child's own durable publish when that came later; and order violations: a child arriving
 //! anywhere before its parent was answered by every subscriber (must be 0).
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fanout::{Spec, publish_concurrently};
 use crate::measure::{BenchResult, Latencies, PeakRss, cpu_of, now_ns, progress};
-use crate::server::{Server, default_binary};
+use crate::server::Server;
 use crate::sink::{Sink, http_client};
 
 #[derive(clap::Args)]
@@ -47,15 +45,8 @@ pub struct Args {
     /// Rounds (a fresh broker each); latencies are reported per round and as medians.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Directory for syncbrok's data (a temporary directory is made inside it).
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
-    /// The syncbrok binary (default: next to this one).
-    #[arg(long)]
-    syncbrok_bin: Option<PathBuf>,
-    /// Also write results as JSON lines to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    out: crate::server::Output,
 }
 
 /// Times seen by the sinks and the publishers, in [`now_ns`] (0 = not yet).
@@ -199,7 +190,7 @@ struct RoundResult {
 }
 
 async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult> {
-    let data = tempfile::tempdir_in(&args.dir)?;
+    let data = tempfile::tempdir_in(&args.out.dir)?;
     let server = Server::start(binary, &data.path().join("data"))?;
     let client = http_client();
     let timeline = Arc::new(Timeline::new(args.chains, args.length, args.subscribers));
@@ -300,8 +291,8 @@ pub fn run(args: Args) -> BenchResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    std::fs::create_dir_all(&args.dir)?;
-    let binary = args.syncbrok_bin.clone().unwrap_or_else(default_binary);
+    std::fs::create_dir_all(&args.out.dir)?;
+    let binary = args.out.binary();
     println!(
         "chains: {} chains × {} messages of {} B, {} publishers, {} subscribers; syncbrok with fsync always",
         args.chains, args.length, args.body_bytes, args.publishers, args.subscribers
@@ -362,12 +353,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         crate::measure::median(&mut p50s),
         crate::measure::median(&mut p99s)
     );
-    if let Some(path) = &args.json {
-        let mut f = std::fs::File::create(path)?;
-        for line in json {
-            writeln!(f, "{line}")?;
-        }
-    }
+    crate::measure::write_json_lines(args.out.json.as_deref(), &json)?;
     if violations > 0 {
         return Err(
             format!("{violations} children arrived before their parent was acknowledged").into(),

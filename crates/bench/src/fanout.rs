@@ -13,8 +13,6 @@
 //! - `nats`, `rabbitmq`: see `peers.rs`.
 
 use std::future::Future;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +26,7 @@ use crate::measure::{
     BenchResult, Deliveries, Latencies, PeakRss, cpu_of, median, progress, stamped_body,
 };
 use crate::peers::{Nats, Rabbit};
-use crate::server::{Server, default_binary};
+use crate::server::Server;
 use crate::sink::{Sink, http_client, send};
 
 #[derive(clap::Args)]
@@ -59,12 +57,6 @@ pub struct Args {
     /// Rounds over all targets; ratios are reported per round and as medians.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Directory for syncbrok's data (a temporary directory is made inside it).
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
-    /// The syncbrok binary (default: next to this one).
-    #[arg(long)]
-    syncbrok_bin: Option<PathBuf>,
     /// NATS server URL (JetStream enabled).
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
@@ -80,9 +72,8 @@ pub struct Args {
     /// Seconds syncbrok is left idle after its last round, to measure its idle CPU (0 skips).
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
-    /// Also write results as JSON lines to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    out: crate::server::Output,
 }
 
 /// The workload every target runs.
@@ -116,26 +107,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(
-        target: &str,
-        spec: &Spec,
-        publish_s: f64,
-        deliver_s: f64,
-        deliveries: &Deliveries,
-        peak_rss: u64,
-        cpu_s: f64,
-    ) -> Self {
-        Self {
-            target: target.to_string(),
-            publishes_per_s: spec.messages as f64 / publish_s,
-            deliveries_per_s: deliveries.count() as f64 / deliver_s,
-            latency: deliveries.latencies(),
-            peak_rss,
-            cpu_s,
-            fsyncs: None,
-        }
-    }
-
     fn json(&self, spec: &Spec, round: u32) -> String {
         format!(
             r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"fsyncs":{}}}"#,
@@ -171,6 +142,62 @@ async fn fsyncs_of(server: &Server, client: &crate::sink::HttpClient) -> BenchRe
         .find_map(|l| l.strip_prefix("syncbrok_log_fsyncs_total "))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| "no syncbrok_log_fsyncs_total in /metrics".into())
+}
+
+/// Measures one target's round: from the first publish to the last delivery, with the
+/// server's peak resident set and CPU time when its pid is known.
+pub struct Round {
+    pid: Option<u32>,
+    watch: Option<PeakRss>,
+    cpu_before: Option<Duration>,
+    started: Instant,
+    publish_s: Option<f64>,
+}
+
+impl Round {
+    /// Starts measuring; call right before the first publish.
+    pub fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            watch: pid.map(PeakRss::watch),
+            cpu_before: pid.map(cpu_of),
+            started: Instant::now(),
+            publish_s: None,
+        }
+    }
+
+    /// Every publish has been acknowledged.
+    pub fn published(&mut self) {
+        self.publish_s = Some(self.started.elapsed().as_secs_f64());
+    }
+
+    /// Waits for every delivery (failing after 60 s without one), then sums the round up.
+    pub async fn finish(
+        self,
+        target: &str,
+        spec: &Spec,
+        deliveries: &Deliveries,
+        bar: &ProgressBar,
+    ) -> BenchResult<Outcome> {
+        deliveries
+            .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
+            .await?;
+        let deliver_s = self.started.elapsed().as_secs_f64();
+        let publish_s = self.publish_s.unwrap_or(deliver_s);
+        let cpu_s = match (self.pid, self.cpu_before) {
+            (Some(pid), Some(before)) => (cpu_of(pid) - before).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        Ok(Outcome {
+            target: target.to_string(),
+            publishes_per_s: spec.messages as f64 / publish_s,
+            deliveries_per_s: deliveries.count() as f64 / deliver_s,
+            latency: deliveries.latencies(),
+            peak_rss: self.watch.map_or(0, PeakRss::finish),
+            cpu_s,
+            fsyncs: None,
+        })
+    }
 }
 
 /// Runs `publish(n)` (publish `n` messages) from `spec.publishers` concurrent tasks until
@@ -226,9 +253,7 @@ async fn syncbrok(
 
     let pid = server.pid();
     let fsyncs_before = fsyncs_of(&server, &client).await?;
-    let watch = PeakRss::watch(pid);
-    let cpu_before = cpu_of(pid);
-    let started = Instant::now();
+    let mut measure = Round::start(Some(pid));
     let (server_ref, client_ref) = (&server, &client);
     publish_concurrently(spec, |n| async move {
         if n == 1 && spec.batch == 1 {
@@ -242,22 +267,8 @@ async fn syncbrok(
         Ok(())
     })
     .await?;
-    let publish_s = started.elapsed().as_secs_f64();
-    deliveries
-        .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
-        .await?;
-    let deliver_s = started.elapsed().as_secs_f64();
-    let peak_rss = watch.finish();
-    let cpu_s = (cpu_of(pid) - cpu_before).as_secs_f64();
-    let mut outcome = Outcome::new(
-        "syncbrok",
-        spec,
-        publish_s,
-        deliver_s,
-        &deliveries,
-        peak_rss,
-        cpu_s,
-    );
+    measure.published();
+    let mut outcome = measure.finish("syncbrok", spec, &deliveries, bar).await?;
     outcome.fsyncs = Some(fsyncs_of(&server, &client).await? - fsyncs_before);
     if deliveries.unstamped() > 0 {
         return Err(format!("{} deliveries lost their stamp", deliveries.unstamped()).into());
@@ -280,7 +291,7 @@ async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
     let deliveries = Deliveries::new();
     let sinks = sinks(spec.subscribers, &deliveries).await?;
     let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
-    let started = Instant::now();
+    let mut measure = Round::start(None);
     let (client_ref, urls_ref) = (&client, &urls);
     publish_concurrently(spec, |n| async move {
         for _ in 0..n {
@@ -299,20 +310,8 @@ async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
         Ok(())
     })
     .await?;
-    let publish_s = started.elapsed().as_secs_f64();
-    deliveries
-        .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
-        .await?;
-    let deliver_s = started.elapsed().as_secs_f64();
-    Ok(Outcome::new(
-        "http-limit",
-        spec,
-        publish_s,
-        deliver_s,
-        &deliveries,
-        0,
-        f64::NAN,
-    ))
+    measure.published();
+    measure.finish("http-limit", spec, &deliveries, bar).await
 }
 
 fn mib(bytes: u64) -> String {
@@ -355,7 +354,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    std::fs::create_dir_all(&args.dir)?;
+    std::fs::create_dir_all(&args.out.dir)?;
     let spec = Spec {
         messages: args.messages,
         body_bytes: args.body_bytes,
@@ -372,7 +371,7 @@ pub fn run(args: Args) -> BenchResult<()> {
             return Err(format!("unknown target {target:?}").into());
         }
     }
-    let binary = args.syncbrok_bin.clone().unwrap_or_else(default_binary);
+    let binary = args.out.binary();
     let nats = Nats {
         url: args.nats_url.clone(),
         pid: args.nats_pid,
@@ -392,7 +391,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     );
     let mut json = Vec::new();
     // The disk's own durable-write rate, for scale: what one fsync per publish would allow.
-    let disk_rate = crate::storage_bench::fdatasync_rate(&args.dir, spec.body_bytes, 2.0)
+    let disk_rate = crate::storage_bench::fdatasync_rate(&args.out.dir, spec.body_bytes, 2.0)
         .map_err(|e| e.to_string())?;
     println!(
         "this disk: {disk_rate:.0} fdatasync/s of one {} B write each",
@@ -417,7 +416,7 @@ pub fn run(args: Args) -> BenchResult<()> {
                             Duration::ZERO
                         };
                         let (outcome, idle) =
-                            syncbrok(&spec, &binary, &args.dir, idle, &bar).await?;
+                            syncbrok(&spec, &binary, &args.out.dir, idle, &bar).await?;
                         if idle.is_some() {
                             idle_cpu = idle;
                         }
@@ -494,11 +493,6 @@ pub fn run(args: Args) -> BenchResult<()> {
             args.idle_seconds
         ));
     }
-    if let Some(path) = args.json {
-        let mut f = std::fs::File::create(path)?;
-        for line in json {
-            writeln!(f, "{line}")?;
-        }
-    }
+    crate::measure::write_json_lines(args.out.json.as_deref(), &json)?;
     Ok(())
 }

@@ -222,6 +222,17 @@ pub fn progress(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// Writes results as JSON lines to `path`, when one was asked for (`--json`).
+pub fn write_json_lines(path: Option<&std::path::Path>, lines: &[String]) -> std::io::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(
+            path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )?;
+    }
+    Ok(())
+}
+
 /// Median of a non-empty list.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {

@@ -12,14 +12,13 @@
 //! Every round declares fresh streams, consumers, exchanges and queues and deletes them after.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use indicatif::ProgressBar;
 
-use crate::fanout::{Outcome, Spec, publish_concurrently};
-use crate::measure::{BenchResult, Deliveries, PeakRss, cpu_of, stamped_body};
+use crate::fanout::{Outcome, Round, Spec, publish_concurrently};
+use crate::measure::{BenchResult, Deliveries, stamped_body};
 
 /// A NATS server with JetStream enabled.
 pub struct Nats {
@@ -31,6 +30,7 @@ pub struct Nats {
 impl Nats {
     pub async fn fanout(&self, spec: &Spec, round: u32, bar: &ProgressBar) -> BenchResult<Outcome> {
         use async_nats::jetstream::{self, consumer, stream};
+        const TARGET: &str = "nats";
         let client = async_nats::connect(&self.url).await?;
         let js = jetstream::new(client);
         let name = format!("BENCH{round}");
@@ -78,9 +78,7 @@ impl Nats {
             });
         }
 
-        let watch = self.pid.map(PeakRss::watch);
-        let cpu_before = self.pid.map(cpu_of);
-        let started = Instant::now();
+        let mut measure = Round::start(self.pid);
         let js_ref = &js;
         let subject_ref = &subject;
         publish_concurrently(spec, |n| async move {
@@ -95,27 +93,11 @@ impl Nats {
             Ok(())
         })
         .await?;
-        let publish_s = started.elapsed().as_secs_f64();
-        deliveries
-            .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
-            .await?;
-        let deliver_s = started.elapsed().as_secs_f64();
-        let peak_rss = watch.map_or(0, PeakRss::finish);
-        let cpu_s = match (self.pid, cpu_before) {
-            (Some(pid), Some(before)) => (cpu_of(pid) - before).as_secs_f64(),
-            _ => f64::NAN,
-        };
+        measure.published();
+        let outcome = measure.finish(TARGET, spec, &deliveries, bar).await?;
         consumers.abort_all();
         js.delete_stream(&name).await?;
-        Ok(Outcome::new(
-            "nats",
-            spec,
-            publish_s,
-            deliver_s,
-            &deliveries,
-            peak_rss,
-            cpu_s,
-        ))
+        Ok(outcome)
     }
 }
 
@@ -128,6 +110,7 @@ pub struct Rabbit {
 
 impl Rabbit {
     pub async fn fanout(&self, spec: &Spec, round: u32, bar: &ProgressBar) -> BenchResult<Outcome> {
+        const TARGET: &str = "rabbitmq";
         use lapin::options::{
             BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
             ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -213,9 +196,7 @@ impl Rabbit {
         }
         let channels = Arc::new(channels);
 
-        let watch = self.pid.map(PeakRss::watch);
-        let cpu_before = self.pid.map(cpu_of);
-        let started = Instant::now();
+        let mut measure = Round::start(self.pid);
         let exchange_ref = &exchange;
         let next_channel = std::sync::atomic::AtomicUsize::new(0);
         let next_ref = &next_channel;
@@ -247,16 +228,8 @@ impl Rabbit {
             Ok(())
         })
         .await?;
-        let publish_s = started.elapsed().as_secs_f64();
-        deliveries
-            .wait_for(spec.deliveries(), bar, Duration::from_secs(60))
-            .await?;
-        let deliver_s = started.elapsed().as_secs_f64();
-        let peak_rss = watch.map_or(0, PeakRss::finish);
-        let cpu_s = match (self.pid, cpu_before) {
-            (Some(pid), Some(before)) => (cpu_of(pid) - before).as_secs_f64(),
-            _ => f64::NAN,
-        };
+        measure.published();
+        let outcome = measure.finish(TARGET, spec, &deliveries, bar).await?;
         consumers.abort_all();
         for queue in queues {
             setup
@@ -267,14 +240,6 @@ impl Rabbit {
             .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
             .await?;
         let _ = connection.close(200, "done".into()).await;
-        Ok(Outcome::new(
-            "rabbitmq",
-            spec,
-            publish_s,
-            deliver_s,
-            &deliveries,
-            peak_rss,
-            cpu_s,
-        ))
+        Ok(outcome)
     }
 }

@@ -11,6 +11,26 @@ use http_body_util::Full;
 use crate::measure::BenchResult;
 use crate::sink::{HttpClient, send};
 
+/// Where the workloads that run the binary find it, put its data and write their results.
+#[derive(clap::Args)]
+pub struct Output {
+    /// Directory for syncbrok's data (a temporary directory is made inside it).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The syncbrok binary (default: next to this one).
+    #[arg(long)]
+    pub syncbrok_bin: Option<PathBuf>,
+    /// Also write results as JSON lines to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl Output {
+    pub fn binary(&self) -> PathBuf {
+        self.syncbrok_bin.clone().unwrap_or_else(default_binary)
+    }
+}
+
 /// Where the `syncbrok` binary is: `--syncbrok-bin`, else next to this benchmark's binary
 /// (both are built into the same `target/` directory).
 pub fn default_binary() -> PathBuf {

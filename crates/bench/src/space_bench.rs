@@ -9,7 +9,6 @@
 //!    from open to ready (replay of the whole log).
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,12 +276,7 @@ pub fn run(args: Args) -> BenchResult<()> {
             args.backlog, per_message, reopen_s
         ));
     }
-    if let Some(path) = args.json {
-        let mut f = std::fs::File::create(path)?;
-        for line in json {
-            writeln!(f, "{line}")?;
-        }
-    }
+    crate::measure::write_json_lines(args.json.as_deref(), &json)?;
     Ok(())
 }
 

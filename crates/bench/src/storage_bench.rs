@@ -1,6 +1,5 @@
 //! The `storage` workload: group commit and replay speed of the log.
 
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -296,11 +295,6 @@ pub fn run(args: Args) -> BenchResult<()> {
             r.records, r.bytes, r.warm_s
         ));
     }
-    if let Some(path) = args.json {
-        let mut f = std::fs::File::create(path)?;
-        for line in json {
-            writeln!(f, "{line}")?;
-        }
-    }
+    crate::measure::write_json_lines(args.json.as_deref(), &json)?;
     Ok(())
 }
