@@ -338,10 +338,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout, for scripts and tests that start the broker on port 0.
     println!("syncbrok listening on {scheme}://{addr}");
     match &settings.tls {
-        None => axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the HTTP server failed")?,
+        None => {
+            use axum::serve::ListenerExt;
+            // Answers leave at once: no Nagle wait behind a delayed ACK (as over TLS).
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("the HTTP server failed")?
+        }
         Some((cert, key)) => {
             let acceptor = tls::acceptor(cert, key)?;
             tls::serve(listener, acceptor, router, shutdown_signal()).await;
