@@ -13,6 +13,9 @@ use crate::scheduler::MessageId;
 
 /// Bytes charged per entry on top of its body: map and queue slots, the content type.
 const ENTRY_OVERHEAD_BYTES: usize = 160;
+/// A body is kept only if it takes at most this fraction (1/N) of the budget: one large body
+/// must not push out many small ones.
+const BUDGET_SHARE_MAX: usize = 64;
 
 /// What an attempt needs of a published message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +54,10 @@ impl RecentBodies {
     }
 
     /// Keeps a copy of a message just made durable. The body is copied: the caller's may be a
-    /// slice of a larger network buffer, which keeping would pin. Bodies larger than a
-    /// sixty-fourth of the budget are not kept (they would push out many small ones).
+    /// slice of a larger network buffer, which keeping would pin. See [`BUDGET_SHARE_MAX`].
     pub fn insert(&self, p: &Published) {
         let charge = p.body.len() + p.content_type.len() + ENTRY_OVERHEAD_BYTES;
-        if charge > self.budget_bytes / 64 {
+        if charge > self.budget_bytes / BUDGET_SHARE_MAX {
             return;
         }
         let entry = RecentBody {
@@ -108,10 +110,10 @@ mod tests {
     #[test]
     fn the_oldest_leave_first_and_the_budget_holds() {
         let charge = 1000 + "text/plain".len() + ENTRY_OVERHEAD_BYTES;
-        let recent = RecentBodies::new(charge * 64);
+        let recent = RecentBodies::new(charge * BUDGET_SHARE_MAX);
         for n in 0..100 {
             recent.insert(&published(n, &[b'x'; 1000]));
-            assert!(recent.bytes() <= charge * 64);
+            assert!(recent.bytes() <= charge * BUDGET_SHARE_MAX);
         }
         assert_eq!(recent.get(uuid::Uuid::from_u128(35)), None);
         let kept = recent

@@ -861,6 +861,10 @@ impl Space {
             body: msg.body,
         });
         let appended = self.inner.log.append(std::slice::from_ref(&record)).await;
+        // Kept before the message is released to dispatchers, outside the queue's lock.
+        if let (Ok(_), Record::Published(p)) = (&appended, &record) {
+            self.inner.recent.insert(p);
+        }
         let mut wake = Vec::new();
         {
             let mut st = q.lock();
@@ -873,9 +877,6 @@ impl Space {
                         location: locations[0],
                         size,
                     };
-                    if let Record::Published(p) = &record {
-                        self.inner.recent.insert(p);
-                    }
                     st.insert_published(id, msg.parent, &fanout, meta, now, &mut wake);
                 }
                 Err(_) => {
@@ -1068,6 +1069,14 @@ impl Space {
             })
             .collect();
         let appended = self.inner.log.append(&records).await;
+        // Kept before the messages are released to dispatchers, outside the queue's lock.
+        if appended.is_ok() {
+            for record in &records {
+                if let Record::Published(p) = record {
+                    self.inner.recent.insert(p);
+                }
+            }
+        }
         let mut wake = Vec::new();
         {
             let mut st = q.lock();
@@ -1078,11 +1087,6 @@ impl Space {
             }
             match &appended {
                 Ok(locations) => {
-                    for record in &records {
-                        if let Record::Published(p) = record {
-                            self.inner.recent.insert(p);
-                        }
-                    }
                     for (&(_, id, parent, size), location) in fresh.iter().zip(locations) {
                         let meta = Meta {
                             location: *location,
@@ -1357,14 +1361,15 @@ impl Space {
     /// Appends the acks gathered in the [`AckBuffer`] so far.
     async fn write_acks(&self) {
         let _writing = self.inner.acks.writing.lock().await;
-        let acks = self.inner.acks.take();
-        for chunk in acks.chunks(limits::ACKS_PER_RECORD_MAX) {
-            let record = Record::Acked {
-                acks: chunk.to_vec(),
-            };
+        let mut acks = self.inner.acks.take();
+        while !acks.is_empty() {
+            let rest = acks.split_off(acks.len().min(limits::ACKS_PER_RECORD_MAX));
+            let count = acks.len();
+            let record = Record::Acked { acks };
             if let Err(e) = self.inner.log.append_lazy(&[record]).await {
-                tracing::warn!(error = %e, acks = chunk.len(), "could not record acks; they will be redelivered after a restart");
+                tracing::warn!(error = %e, acks = count, "could not record acks; they will be redelivered after a restart");
             }
+            acks = rest;
         }
     }
 
@@ -2189,32 +2194,40 @@ mod tests {
             .expect("subscriber")
             .0
             .id;
-        let message = space
-            .publish(
-                "q",
-                crate::NewMessage {
-                    body: Bytes::from_static(b"x"),
-                    content_type: None,
+        // More acks than one record holds, so that the last append is split.
+        let count = limits::ACKS_PER_RECORD_MAX + 3;
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            let entries = (0..(count - messages.len()).min(limits::BATCH_MESSAGES_MAX))
+                .map(|_| BatchEntry {
+                    message: crate::NewMessage {
+                        body: Bytes::from_static(b"x"),
+                        content_type: None,
+                        parent: None,
+                        idempotency_key: None,
+                    },
                     parent: None,
-                    idempotency_key: None,
-                },
-            )
-            .await
-            .expect("publish")
-            .id;
-        // The ack is gathered and shutdown starts before the ack writer can run (one thread).
-        space.inner.acks.push(Ack {
-            message,
-            subscriber: sub,
-            acked_at_ms: now_ms(),
-        });
+                })
+                .collect();
+            let published = space.publish_batch("q", entries).await.expect("publish");
+            messages.extend(published.into_iter().map(|m| m.id));
+        }
+        // The acks are gathered and shutdown starts before the ack writer can run (one
+        // thread, and shutdown comes first in its wait).
+        for message in messages {
+            space.inner.acks.push(Ack {
+                message,
+                subscriber: sub,
+                acked_at_ms: now_ms(),
+            });
+        }
         space.shutdown(Duration::from_millis(50)).await;
         let space = open(&disk);
         let counts = space.queue_info("q").expect("queue").counts;
         assert_eq!(
             (counts.ready, counts.delivering),
             (0, 0),
-            "the gathered ack was written"
+            "every gathered ack was written"
         );
         space.shutdown(Duration::from_millis(50)).await;
     }
