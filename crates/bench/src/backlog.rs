@@ -195,7 +195,7 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
             let want = messages * args.subscribers;
             let bar = progress(want, "draining");
             deliveries
-                .wait_for(want, &bar, Duration::from_secs(60))
+                .wait_for(want, &bar)
                 .await?;
             bar.finish_and_clear();
             let drain_s = started.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::fanout::{Spec, publish_concurrently};
 use crate::measure::{BenchResult, Latencies, PeakRss, cpu_of, now_ns, progress};
@@ -252,21 +252,8 @@ async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult
         Ok(())
     })
     .await?;
-    let deadline_stall = Duration::from_secs(60);
-    let mut last = (0, Instant::now());
-    loop {
-        let now = timeline.deliveries.load(Ordering::Relaxed);
-        bar.set_position(now);
-        if now >= total {
-            break;
-        }
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > deadline_stall {
-            return Err(format!("{now} of {total} deliveries, none for 60 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::measure::wait_for_count(|| timeline.deliveries.load(Ordering::Relaxed), total, &bar)
+        .await?;
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let peak_rss = watch.finish();

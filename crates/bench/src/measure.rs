@@ -84,25 +84,37 @@ impl Deliveries {
         Latencies::from_samples(samples)
     }
 
-    /// Waits until `want` deliveries have arrived, moving `bar`. Fails when nothing arrived
-    /// for `stall`.
-    pub async fn wait_for(&self, want: u64, bar: &ProgressBar, stall: Duration) -> BenchResult<()> {
-        let mut last = (self.count(), Instant::now());
-        loop {
-            let now = self.count();
-            bar.set_position(now);
-            if now >= want {
-                return Ok(());
-            }
-            if now != last.0 {
-                last = (now, Instant::now());
-            } else if last.1.elapsed() > stall {
-                return Err(
-                    format!("{now} of {want} deliveries, none for {} s", stall.as_secs()).into(),
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    /// Waits until `want` deliveries have arrived, moving `bar` (see [`wait_for_count`]).
+    pub async fn wait_for(&self, want: u64, bar: &ProgressBar) -> BenchResult<()> {
+        wait_for_count(|| self.count(), want, bar).await
+    }
+}
+
+/// A workload fails when no delivery has arrived for this long: a broker that stopped
+/// delivering, not a slow one.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// Waits until `count()` reaches `want`, moving `bar`; fails after [`STALL`] without progress.
+pub async fn wait_for_count(
+    count: impl Fn() -> u64,
+    want: u64,
+    bar: &ProgressBar,
+) -> BenchResult<()> {
+    let mut last = (count(), Instant::now());
+    loop {
+        let now = count();
+        bar.set_position(now);
+        if now >= want {
+            return Ok(());
         }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return Err(
+                format!("{now} of {want} deliveries, none for {} s", STALL.as_secs()).into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

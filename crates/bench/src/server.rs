@@ -189,12 +189,12 @@ impl Server {
             .ok_or_else(|| "publish answer without an id".into())
     }
 
-    /// Publishes bodies (ASCII) in one batch request to queue `bench`.
+    /// Publishes bodies (UTF-8) in one batch request to queue `bench`.
     pub async fn publish_batch(&self, client: &HttpClient, bodies: &[Vec<u8>]) -> BenchResult<()> {
         self.publish_batch_with(client, bodies, false).await
     }
 
-    /// Publishes bodies (ASCII) in one batch request, each naming the one before it as its
+    /// Publishes bodies (UTF-8) in one batch request, each naming the one before it as its
     /// parent (`parent_index`): a whole chain, durable at once.
     pub async fn publish_chain(&self, client: &HttpClient, bodies: &[Vec<u8>]) -> BenchResult<()> {
         self.publish_batch_with(client, bodies, true).await
@@ -213,9 +213,8 @@ impl Server {
             if i > 0 {
                 json.push(',');
             }
-            json.push_str(r#"{"body":""#);
-            json.push_str(std::str::from_utf8(body)?);
-            json.push('"');
+            json.push_str(r#"{"body":"#);
+            json.push_str(&serde_json::to_string(std::str::from_utf8(body)?)?);
             if chained && i > 0 {
                 json.push_str(&format!(r#","parent_index":{}"#, i - 1));
             }
