@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     subscribers: u64,
     /// How often the Space's reclaimer looks for a checkpoint to take, in milliseconds.
-    #[arg(long, default_value_t = space::space::limits::RECLAIM_INTERVAL_MS)]
+    #[arg(long, default_value_t = space::limits::RECLAIM_INTERVAL_MS)]
     reclaim_interval_ms: u64,
     /// Also write results as JSON lines to this file.
     #[arg(long)]

@@ -80,7 +80,7 @@ impl TryFrom<String> for QueueName {
     type Error = String;
 
     fn try_from(name: String) -> Result<QueueName, String> {
-        space::space::validate_queue_name(&name).map_err(|e| e.to_string())?;
+        space::validate_queue_name(&name).map_err(|e| e.to_string())?;
         Ok(QueueName(name))
     }
 }
@@ -239,7 +239,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceEr
             endpoint: url.clone(),
             handler: HandlerKind::Legacy,
             secret: None,
-            max_in_flight: space::space::limits::MAX_IN_FLIGHT_DEFAULT,
+            max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
         });
         let full = q.subscribers.iter().map(|s| SubscriberSpec {
             endpoint: s.endpoint.clone(),
@@ -251,7 +251,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceEr
             secret: s.secret.clone(),
             max_in_flight: s
                 .max_in_flight
-                .unwrap_or(space::space::limits::MAX_IN_FLIGHT_DEFAULT),
+                .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
         });
         for spec in legacy.chain(full) {
             space.add_subscriber(name, spec).await?;

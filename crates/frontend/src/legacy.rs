@@ -80,7 +80,7 @@ async fn subscribe(State(l): State<Legacy>, headers: HeaderMap) -> Response {
         endpoint,
         handler: HandlerKind::Legacy,
         secret: None,
-        max_in_flight: space::space::limits::MAX_IN_FLIGHT_DEFAULT,
+        max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
     };
     match l.space.add_subscriber(&name, spec).await {
         Ok(_) => text(

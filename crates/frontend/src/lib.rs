@@ -253,7 +253,7 @@ async fn add_subscriber(
         secret: s.secret,
         max_in_flight: s
             .max_in_flight
-            .unwrap_or(space::space::limits::MAX_IN_FLIGHT_DEFAULT),
+            .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
     };
     let (info, created) = api.space.add_subscriber(&queue, spec).await?;
     let status = if created {

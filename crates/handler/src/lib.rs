@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn signatures_match_the_standard_webhooks_test_vector() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let key = space::space::decode_secret(secret).unwrap();
+        let key = space::decode_secret(secret).unwrap();
         assert_eq!(
             sign(
                 &key,

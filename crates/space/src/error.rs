@@ -22,7 +22,7 @@ pub enum SpaceError {
     EndpointNotAllowed(String),
     #[error("a secret must be whsec_ followed by base64 (the Standard Webhooks format)")]
     InvalidSecret,
-    #[error("max_in_flight {0} is outside 1..={max}", max = crate::space::limits::MAX_IN_FLIGHT_MAX)]
+    #[error("max_in_flight {0} is outside 1..={max}", max = crate::limits::MAX_IN_FLIGHT_MAX)]
     InvalidMaxInFlight(u32),
     #[error("message {0} does not exist")]
     MessageNotFound(MessageId),
@@ -36,9 +36,9 @@ pub enum SpaceError {
     IdempotencyInProgress(String),
     #[error("idempotency key {0:?} was used with a different body")]
     IdempotencyConflict(String),
-    #[error("content type is longer than {max} bytes", max = crate::space::limits::CONTENT_TYPE_BYTES_MAX)]
+    #[error("content type is longer than {max} bytes", max = crate::limits::CONTENT_TYPE_BYTES_MAX)]
     InvalidContentType,
-    #[error("idempotency keys are 1 to {max} bytes", max = crate::space::limits::IDEMPOTENCY_KEY_BYTES_MAX)]
+    #[error("idempotency keys are 1 to {max} bytes", max = crate::limits::IDEMPOTENCY_KEY_BYTES_MAX)]
     InvalidIdempotencyKey,
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
@@ -62,4 +62,15 @@ pub enum SpaceError {
     Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<storage::AppendError> for SpaceError {
+    fn from(e: storage::AppendError) -> SpaceError {
+        match e {
+            storage::AppendError::NoSpace(e) => SpaceError::DiskFull(e.to_string()),
+            storage::AppendError::TooLarge(_) => SpaceError::BodyTooLarge,
+            storage::AppendError::Closed => SpaceError::ShuttingDown,
+            other => SpaceError::Storage(other.to_string()),
+        }
+    }
 }

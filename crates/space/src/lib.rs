@@ -13,12 +13,13 @@ pub mod delivery;
 pub mod endpoints;
 mod error;
 pub mod ids;
+pub mod limits;
 mod queue;
 mod recent;
 pub mod scheduler;
 pub mod settings;
 mod snapshot;
-pub mod space;
+mod space;
 pub mod time;
 
 pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
@@ -31,5 +32,6 @@ pub use scheduler::{
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
     BatchEntry, BatchParent, DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo,
-    ReclaimReport, Space, SpaceConfig, SubscriberInfo,
+    ReclaimReport, Space, SpaceConfig, SpaceTotals, SubscriberInfo, decode_secret,
+    validate_queue_name,
 };

@@ -1,0 +1,129 @@
+//! The Space's public types.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::delivery::HandlerKind;
+use crate::queue::DeliveryView;
+use crate::scheduler::{Counts, MessageId, MessageState, SubscriberId};
+use crate::settings::QueueSettings;
+
+use super::*;
+
+/// How a Space is opened.
+#[derive(Debug, Clone)]
+pub struct SpaceConfig {
+    pub storage: storage::Config,
+    /// How often the reclaimer checks whether a checkpoint (and reclaiming the segments
+    /// before it) is due.
+    pub reclaim_interval: Duration,
+    /// `endpoints.allow`: the hosts and networks subscribers may point at; `None` allows all.
+    pub endpoint_allow: Option<crate::endpoints::AllowList>,
+}
+
+impl SpaceConfig {
+    pub fn new(storage: storage::Config) -> SpaceConfig {
+        SpaceConfig {
+            storage,
+            reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
+            endpoint_allow: None,
+        }
+    }
+}
+
+/// A new message.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub body: Bytes,
+    /// Defaults to `application/octet-stream`.
+    pub content_type: Option<String>,
+    pub parent: Option<MessageId>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One message of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    pub message: NewMessage,
+    /// `NewMessage::parent` is ignored in a batch; the parent is named here.
+    pub parent: Option<BatchParent>,
+}
+
+/// The parent of a batch entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchParent {
+    /// A message already in the queue.
+    Id(MessageId),
+    /// An earlier entry of the same batch.
+    Index(usize),
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedMessage {
+    pub id: MessageId,
+    pub parent: Option<MessageId>,
+    /// False when an `Idempotency-Key` matched an earlier publish: `id` is that message's.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    pub id: SubscriberId,
+    pub endpoint: String,
+    pub handler: HandlerKind,
+    pub max_in_flight: u32,
+    pub has_secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub settings: QueueSettings,
+    pub subscribers: Vec<SubscriberInfo>,
+    pub counts: Counts,
+    /// Bytes of undelivered messages.
+    pub bytes: u64,
+    pub oldest_undelivered_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub id: MessageId,
+    pub queue: String,
+    pub parent: Option<MessageId>,
+    pub children: Vec<MessageId>,
+    pub state: MessageState,
+    pub content_type: String,
+    pub size: u64,
+    pub published_at_ms: u64,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One dead (message, subscriber) pair; `subscriber` is `None` for a message dead with its
+/// parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: MessageId,
+    pub subscriber: Option<SubscriberId>,
+    pub endpoint: Option<String>,
+    pub reason: storage::DeadReason,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub dead_at_ms: u64,
+}
+
+/// A page of a listing and the cursor of the next one (`None` at the end).
+pub type Page<T> = (Vec<T>, Option<MessageId>);
+
+/// A snapshot of the Space's running totals (monotonic counters since open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceTotals {
+    pub published: u64,
+    pub acked: u64,
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    /// Attempts under way right now.
+    pub in_flight: u64,
+}
