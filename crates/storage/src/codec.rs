@@ -42,6 +42,10 @@ impl<'a> Encoder<'a> {
         self.buf.push(v);
     }
 
+    pub fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
     pub fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -87,6 +91,16 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    pub fn opt_u64(&mut self, v: &Option<u64>) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.u64(*x);
+            }
+        }
+    }
+
     pub fn u64s(&mut self, v: &[u64]) {
         self.u32(saturating_u32(v.len()));
         for x in v {
@@ -122,6 +136,11 @@ impl Decoder {
 
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
@@ -196,16 +215,31 @@ impl Decoder {
         })
     }
 
-    pub fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
-        let len = self.u32()? as usize;
-        // Check the input can back the count before allocating for it.
-        let needed = len.saturating_mul(8);
-        if self.buf.len() - self.pos < needed {
+    pub fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
+        Ok(if self.tag("optional number tag")? {
+            Some(self.u64()?)
+        } else {
+            None
+        })
+    }
+
+    /// A `u32` count of items of at least `item_bytes` each, checked against what is left of
+    /// the input before anything is allocated for it.
+    pub fn count(&mut self, item_bytes: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.u32()? as usize;
+        let needed = n.saturating_mul(item_bytes);
+        if self.remaining() < needed {
             return Err(DecodeError::Truncated {
-                at: self.pos,
-                needed: needed - (self.buf.len() - self.pos),
+                at,
+                needed: needed - self.remaining(),
             });
         }
+        Ok(n)
+    }
+
+    pub fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let len = self.count(8)?;
         (0..len).map(|_| self.u64()).collect()
     }
 

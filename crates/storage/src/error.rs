@@ -21,9 +21,7 @@ pub enum OpenError {
         source: io::Error,
     },
     /// Damage before the tail of the log: not a torn write, so recovery refuses to guess.
-    #[error(
-        "{file}: corrupted at byte {offset}: {reason} (start with repair to drop the damaged part)"
-    )]
+    #[error("{file}: corrupted at byte {offset}: {reason}")]
     Corrupted {
         file: String,
         offset: u64,

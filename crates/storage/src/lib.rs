@@ -26,9 +26,12 @@ mod writer;
 
 pub use codec::DecodeError;
 pub use error::{AppendError, OpenError, ReadError, ReclaimError};
-pub use frame::{FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
+pub use frame::{FORMAT_VERSION, FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
 pub use log::{Config, FsyncPolicy, Log, Relocation, SegmentInfo};
-pub use record::{Ack, DeadReason, Published, Record, SubscriberId};
+pub use record::{
+    ACK_BYTES, Ack, DeadReason, LostRecord, Published, QueueNumber, Record, SubscriberId,
+    describe_damaged,
+};
 pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
 pub use writer::LogStats;
 

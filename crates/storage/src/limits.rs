@@ -43,6 +43,16 @@ pub const INBOX_REQUESTS_DEFAULT: usize = 4096;
 /// long after they were written, even if no durable append comes along to carry them.
 pub const LAZY_SYNC_DELAY_MS: u64 = 50;
 
+/// Most acks one `Acked` record holds. Acks queued for the writer are gathered into records
+/// of up to this many (36 bytes each): one frame and one checksum for many deliveries.
+pub const ACKS_PER_RECORD_MAX: usize = 4096;
+
+/// Most bytes recovery checksums while it searches damaged data for the next valid frame (to
+/// tell a torn write from corruption, or to step over damage when repairing). Candidates are
+/// rare in real damage; the bound keeps bytes crafted to look like frame headers from making
+/// the search quadratic. Past it, the damage is reported as corruption.
+pub const RESYNC_CHECKED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
 /// Size of the read window used when scanning a segment during recovery and compaction.
 /// Large sequential reads keep replay near disk/page-cache bandwidth.
 pub const SCAN_WINDOW_BYTES: usize = 8 * 1024 * 1024;
@@ -52,3 +62,6 @@ const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MAX + (FRAME_PAYLOAD_BYTES_MAX as u64) * 2 < u32::MAX as u64);
 const _: () = assert!(WRITE_BATCH_BYTES_MAX <= SCAN_WINDOW_BYTES);
+const _: () = assert!(
+    ACKS_PER_RECORD_MAX * crate::record::ACK_BYTES + 4 <= RECORD_PAYLOAD_BYTES_MAX as usize
+);

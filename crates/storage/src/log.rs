@@ -14,7 +14,7 @@ use crate::limits::{
     FRAME_PAYLOAD_BYTES_MAX, FSYNC_INTERVAL_MS_MAX, INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
-use crate::record::{Record, kind};
+use crate::record::{Ack, Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
 use crate::writer::{LogStats, Request, Shared, Wait};
 
@@ -129,6 +129,12 @@ impl Log {
         &self.inner.shared
     }
 
+    /// The log's salt, for tests that forge frames of this log.
+    #[cfg(test)]
+    pub(crate) fn salt(&self) -> crate::frame::Salt {
+        self.shared().salt
+    }
+
     /// Appends records atomically (all are recovered, or none) and returns their locations once
     /// the fsync policy is met: on disk for `always`.
     pub async fn append(&self, records: &[Record]) -> Result<Vec<Location>, AppendError> {
@@ -150,7 +156,7 @@ impl Log {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let unit = encode_unit(records)?;
+        let unit = encode_unit(records, self.shared().salt)?;
         self.request(|reply| Request::Append {
             units: vec![unit],
             wait,
@@ -166,6 +172,15 @@ impl Log {
         let (reply, done) = oneshot::channel();
         self.shared().inbox.submit(make(reply)).await?;
         done.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Queues an acknowledgement behind everything appended so far, without waiting: the writer
+    /// gathers consecutive acks into one `Acked` record and writes it lazily (synced with the next
+    /// durable append, or within [`crate::limits::LAZY_SYNC_DELAY_MS`]). Because the ack is
+    /// queued at once, it reaches the log before any append made after this call, and a
+    /// [`Log::sync`] made after it covers it.
+    pub fn append_ack(&self, ack: Ack) -> Result<(), AppendError> {
+        self.shared().inbox.push_ack(ack)
     }
 
     /// Makes everything appended so far durable.
@@ -188,11 +203,14 @@ impl Log {
             .into_iter()
             .enumerate()
             .map(|(i, state)| {
-                encode_unit(&[Record::Checkpoint {
-                    part: i as u32,
-                    parts: count,
-                    state,
-                }])
+                encode_unit(
+                    &[Record::Checkpoint {
+                        part: i as u32,
+                        parts: count,
+                        state,
+                    }],
+                    self.shared().salt,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let locations = self
@@ -248,11 +266,13 @@ impl Log {
                 file: name(),
                 source,
             })?;
-        let frame = parse_frame(&Bytes::from(buf)).map_err(|e| corrupted(e.to_string()))?;
-        if frame.len != at.len as usize
-            || frame.kind == kind::BATCH
-            || frame.kind == kind::RELOCATED
-        {
+        let frame = parse_frame(&Bytes::from(buf), self.shared().salt)
+            .map_err(|e| corrupted(e.to_string()))?;
+        let framing = matches!(
+            frame.kind,
+            kind::BATCH | kind::RELOCATED | kind::SYNC_MARK | kind::PADDING
+        );
+        if frame.len != at.len as usize || framing {
             return Err(corrupted(format!(
                 "location does not hold one record (frame of {} bytes, kind {})",
                 frame.len, frame.kind
@@ -351,9 +371,11 @@ impl Log {
             .ok_or(ReclaimError::UnknownSegment { segment })?;
         let name = shared.backend.describe(&segment_name(segment));
         let mut scanner =
-            Scanner::new(file, segment, FIRST_FRAME_OFFSET).map_err(|source| ReclaimError::Io {
-                file: name.clone(),
-                source,
+            Scanner::new(file, segment, FIRST_FRAME_OFFSET, shared.salt).map_err(|source| {
+                ReclaimError::Io {
+                    file: name.clone(),
+                    source,
+                }
             })?;
         let mut froms = Vec::new();
         let mut units = Vec::new();
@@ -387,7 +409,11 @@ impl Log {
                 continue;
             }
             froms.push(scanned.location);
-            units.push(encode_relocated(scanned.location, &scanned.frame));
+            units.push(encode_relocated(
+                scanned.location,
+                &scanned.frame,
+                shared.salt,
+            ));
         }
         let tos = if units.is_empty() {
             Vec::new()

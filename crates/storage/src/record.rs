@@ -41,10 +41,14 @@ impl DeadReason {
     }
 }
 
+/// A queue's number: given when the queue is created, never reused. Records name queues by
+/// number, so that a queue deleted and created again under the same name is a different queue.
+pub type QueueNumber = u32;
+
 /// A message accepted by a queue, with its body and the fan-out set fixed at acceptance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
-    pub queue: String,
+    pub queue: QueueNumber,
     pub id: Uuid,
     pub parent: Option<Uuid>,
     pub content_type: String,
@@ -62,29 +66,35 @@ pub struct Published {
 pub struct Ack {
     pub message: Uuid,
     pub subscriber: SubscriberId,
+    /// The 1-based number of the attempt that was acknowledged.
+    pub attempt: u32,
     /// Unix milliseconds.
     pub acked_at_ms: u64,
 }
+
+/// Bytes of one ack in an `Acked` record.
+pub const ACK_BYTES: usize = 16 + 8 + 4 + 8;
 
 /// A record of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A queue was created; `settings` is the broker's own encoding of its settings.
     QueueCreated {
-        queue: String,
+        queue: QueueNumber,
+        name: String,
         settings: Bytes,
     },
     /// A queue's settings changed; `settings` is the full new value, not a delta.
     QueueUpdated {
-        queue: String,
+        queue: QueueNumber,
         settings: Bytes,
     },
     /// A queue and all its messages were deleted.
     QueueDeleted {
-        queue: String,
+        queue: QueueNumber,
     },
     SubscriberAdded {
-        queue: String,
+        queue: QueueNumber,
         subscriber: SubscriberId,
         endpoint: String,
         handler: String,
@@ -93,11 +103,13 @@ pub enum Record {
         max_in_flight: u32,
     },
     SubscriberRemoved {
-        queue: String,
+        queue: QueueNumber,
         subscriber: SubscriberId,
+        /// Unix milliseconds.
+        removed_at_ms: u64,
     },
     Published(Published),
-    /// Acknowledgements, batched: losing one only causes a redelivery.
+    /// Acknowledgements, gathered many to a record.
     Acked {
         acks: Vec<Ack>,
     },
@@ -137,6 +149,13 @@ pub enum Record {
         /// Unix milliseconds.
         discarded_at_ms: u64,
     },
+    /// Retention removed these finished messages of a queue.
+    Expired {
+        queue: QueueNumber,
+        messages: Vec<Uuid>,
+        /// Unix milliseconds.
+        expired_at_ms: u64,
+    },
     /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`];
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
     /// the records after it. Checkpoint records are never replayed, so appending one with
@@ -162,10 +181,39 @@ pub(crate) mod kind {
     pub const REDRIVEN: u8 = 10;
     pub const DISCARDED: u8 = 11;
     pub const CHECKPOINT: u8 = 12;
+    pub const EXPIRED: u8 = 13;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
     pub const RELOCATED: u8 = 65;
+    /// Framing, not a record: how far the segment was synced when this frame was written.
+    pub const SYNC_MARK: u8 = 66;
+    /// Framing, not a record: bytes repair took out of use.
+    pub const PADDING: u8 = 67;
+}
+
+/// The name of a record kind, for reports.
+pub fn kind_name(k: u8) -> &'static str {
+    match k {
+        kind::QUEUE_CREATED => "queue created",
+        kind::QUEUE_UPDATED => "queue updated",
+        kind::QUEUE_DELETED => "queue deleted",
+        kind::SUBSCRIBER_ADDED => "subscriber added",
+        kind::SUBSCRIBER_REMOVED => "subscriber removed",
+        kind::PUBLISHED => "published",
+        kind::ACKED => "acked",
+        kind::DELIVERY_FAILED => "delivery failed",
+        kind::DEAD_LETTERED => "dead-lettered",
+        kind::REDRIVEN => "redriven",
+        kind::DISCARDED => "discarded",
+        kind::CHECKPOINT => "checkpoint",
+        kind::EXPIRED => "expired",
+        kind::BATCH => "batch",
+        kind::RELOCATED => "relocated",
+        kind::SYNC_MARK => "sync mark",
+        kind::PADDING => "padding",
+        _ => "unknown",
+    }
 }
 
 impl Record {
@@ -183,6 +231,7 @@ impl Record {
             Record::DeadLettered { .. } => kind::DEAD_LETTERED,
             Record::Redriven { .. } => kind::REDRIVEN,
             Record::Discarded { .. } => kind::DISCARDED,
+            Record::Expired { .. } => kind::EXPIRED,
             Record::Checkpoint { .. } => kind::CHECKPOINT,
         }
     }
@@ -191,11 +240,20 @@ impl Record {
     pub(crate) fn encode_payload(&self, buf: &mut Vec<u8>) {
         let mut e = Encoder::new(buf);
         match self {
-            Record::QueueCreated { queue, settings } | Record::QueueUpdated { queue, settings } => {
-                e.str(queue);
+            Record::QueueCreated {
+                queue,
+                name,
+                settings,
+            } => {
+                e.u32(*queue);
+                e.str(name);
                 e.bytes(settings);
             }
-            Record::QueueDeleted { queue } => e.str(queue),
+            Record::QueueUpdated { queue, settings } => {
+                e.u32(*queue);
+                e.bytes(settings);
+            }
+            Record::QueueDeleted { queue } => e.u32(*queue),
             Record::SubscriberAdded {
                 queue,
                 subscriber,
@@ -204,19 +262,24 @@ impl Record {
                 secret,
                 max_in_flight,
             } => {
-                e.str(queue);
+                e.u32(*queue);
                 e.u64(*subscriber);
                 e.str(endpoint);
                 e.str(handler);
                 e.opt_str(secret);
                 e.u32(*max_in_flight);
             }
-            Record::SubscriberRemoved { queue, subscriber } => {
-                e.str(queue);
+            Record::SubscriberRemoved {
+                queue,
+                subscriber,
+                removed_at_ms,
+            } => {
+                e.u32(*queue);
                 e.u64(*subscriber);
+                e.u64(*removed_at_ms);
             }
             Record::Published(p) => {
-                e.str(&p.queue);
+                e.u32(p.queue);
                 e.uuid(&p.id);
                 e.opt_uuid(&p.parent);
                 e.str(&p.content_type);
@@ -231,6 +294,7 @@ impl Record {
                 for a in acks {
                     e.uuid(&a.message);
                     e.u64(a.subscriber);
+                    e.u32(a.attempt);
                     e.u64(a.acked_at_ms);
                 }
             }
@@ -247,13 +311,7 @@ impl Record {
                 e.u32(*attempt);
                 e.str(error);
                 e.u64(*failed_at_ms);
-                match next_attempt_at_ms {
-                    None => e.u8(0),
-                    Some(t) => {
-                        e.u8(1);
-                        e.u64(*t);
-                    }
-                }
+                e.opt_u64(next_attempt_at_ms);
             }
             Record::DeadLettered {
                 message,
@@ -264,13 +322,7 @@ impl Record {
                 dead_at_ms,
             } => {
                 e.uuid(message);
-                match subscriber {
-                    None => e.u8(0),
-                    Some(s) => {
-                        e.u8(1);
-                        e.u64(*s);
-                    }
-                }
+                e.opt_u64(subscriber);
                 e.u8(reason.to_u8());
                 e.u32(*attempts);
                 e.opt_str(last_error);
@@ -292,6 +344,18 @@ impl Record {
                 e.uuid(message);
                 e.u64(*discarded_at_ms);
             }
+            Record::Expired {
+                queue,
+                messages,
+                expired_at_ms,
+            } => {
+                e.u32(*queue);
+                e.u32(crate::codec::saturating_u32(messages.len()));
+                for m in messages {
+                    e.uuid(m);
+                }
+                e.u64(*expired_at_ms);
+            }
             Record::Checkpoint { part, parts, state } => {
                 e.u32(*part);
                 e.u32(*parts);
@@ -306,16 +370,17 @@ impl Record {
         let mut d = Decoder::new(payload);
         let record = match kind {
             kind::QUEUE_CREATED => Record::QueueCreated {
-                queue: d.string()?,
+                queue: d.u32()?,
+                name: d.string()?,
                 settings: d.bytes()?,
             },
             kind::QUEUE_UPDATED => Record::QueueUpdated {
-                queue: d.string()?,
+                queue: d.u32()?,
                 settings: d.bytes()?,
             },
-            kind::QUEUE_DELETED => Record::QueueDeleted { queue: d.string()? },
+            kind::QUEUE_DELETED => Record::QueueDeleted { queue: d.u32()? },
             kind::SUBSCRIBER_ADDED => Record::SubscriberAdded {
-                queue: d.string()?,
+                queue: d.u32()?,
                 subscriber: d.u64()?,
                 endpoint: d.string()?,
                 handler: d.string()?,
@@ -323,11 +388,12 @@ impl Record {
                 max_in_flight: d.u32()?,
             },
             kind::SUBSCRIBER_REMOVED => Record::SubscriberRemoved {
-                queue: d.string()?,
+                queue: d.u32()?,
                 subscriber: d.u64()?,
+                removed_at_ms: d.u64()?,
             },
             kind::PUBLISHED => Record::Published(Published {
-                queue: d.string()?,
+                queue: d.u32()?,
                 id: d.uuid()?,
                 parent: d.opt_uuid()?,
                 content_type: d.string()?,
@@ -337,19 +403,13 @@ impl Record {
                 body: d.bytes()?,
             }),
             kind::ACKED => {
-                let n = d.u32()? as usize;
-                const ACK_BYTES: usize = 16 + 8 + 8;
-                if d.remaining() < n.saturating_mul(ACK_BYTES) {
-                    return Err(DecodeError::Truncated {
-                        at: 4,
-                        needed: n.saturating_mul(ACK_BYTES) - d.remaining(),
-                    });
-                }
+                let n = d.count(ACK_BYTES)?;
                 let mut acks = Vec::with_capacity(n);
                 for _ in 0..n {
                     acks.push(Ack {
                         message: d.uuid()?,
                         subscriber: d.u64()?,
+                        attempt: d.u32()?,
                         acked_at_ms: d.u64()?,
                     });
                 }
@@ -361,11 +421,11 @@ impl Record {
                 attempt: d.u32()?,
                 error: d.string()?,
                 failed_at_ms: d.u64()?,
-                next_attempt_at_ms: if d.bool()? { Some(d.u64()?) } else { None },
+                next_attempt_at_ms: d.opt_u64()?,
             },
             kind::DEAD_LETTERED => Record::DeadLettered {
                 message: d.uuid()?,
-                subscriber: if d.bool()? { Some(d.u64()?) } else { None },
+                subscriber: d.opt_u64()?,
                 reason: DeadReason::from_u8(d.u8()?)?,
                 attempts: d.u32()?,
                 last_error: d.opt_string()?,
@@ -380,6 +440,19 @@ impl Record {
                 message: d.uuid()?,
                 discarded_at_ms: d.u64()?,
             },
+            kind::EXPIRED => {
+                let queue = d.u32()?;
+                let n = d.count(16)?;
+                let mut messages = Vec::with_capacity(n);
+                for _ in 0..n {
+                    messages.push(d.uuid()?);
+                }
+                Record::Expired {
+                    queue,
+                    messages,
+                    expired_at_ms: d.u64()?,
+                }
+            }
             kind::CHECKPOINT => Record::Checkpoint {
                 part: d.u32()?,
                 parts: d.u32()?,
@@ -389,6 +462,98 @@ impl Record {
         };
         d.finish()?;
         Ok(record)
+    }
+}
+
+/// What damaged bytes still tell of a record they held: its kind, and the queue and message
+/// ids its first fields name, as far as they can be read. A best guess: the bytes failed their
+/// checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRecord {
+    pub kind: &'static str,
+    pub queue: Option<QueueNumber>,
+    pub messages: Vec<Uuid>,
+}
+
+/// Reads what it can of the frames in `bytes` (damaged: checksums are not checked), for a
+/// repair report. Never panics and never allocates more than `bytes` can back.
+pub fn describe_damaged(bytes: &[u8]) -> Vec<LostRecord> {
+    let mut out = Vec::new();
+    describe_frames(bytes, 0, &mut out);
+    if out.is_empty() {
+        out.push(LostRecord {
+            kind: "unrecognisable bytes",
+            queue: None,
+            messages: Vec::new(),
+        });
+    }
+    out
+}
+
+fn describe_frames(bytes: &[u8], depth: u8, out: &mut Vec<LostRecord>) {
+    let mut at = 0usize;
+    while bytes.len() - at >= 9 && out.len() < 64 {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let k = bytes[at + 8];
+        let end = (at + 9).saturating_add(len as usize).min(bytes.len());
+        let payload = &bytes[at + 9..end];
+        match k {
+            kind::BATCH if depth == 0 => describe_frames(payload, 1, out),
+            kind::RELOCATED if depth == 0 && payload.len() > 12 => {
+                describe_frames(&payload[12..], 1, out);
+            }
+            kind::QUEUE_CREATED..=kind::EXPIRED => out.push(describe_payload(k, payload)),
+            _ => return,
+        }
+        at = end;
+        if depth == 0 {
+            // Past the first top-level frame the stretch is only guesswork.
+            return;
+        }
+    }
+}
+
+/// The queue and message ids at the start of a record payload of kind `k`.
+fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
+    let mut d = Decoder::new(Bytes::copy_from_slice(payload));
+    let mut messages = Vec::new();
+    let queue = match k {
+        kind::QUEUE_CREATED
+        | kind::QUEUE_UPDATED
+        | kind::QUEUE_DELETED
+        | kind::SUBSCRIBER_ADDED
+        | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
+        kind::PUBLISHED => {
+            let q = d.u32().ok();
+            messages.extend(d.uuid().ok());
+            q
+        }
+        kind::EXPIRED => {
+            let q = d.u32().ok();
+            let n = d.u32().unwrap_or(0).min(64);
+            messages.extend((0..n).map_while(|_| d.uuid().ok()));
+            q
+        }
+        kind::ACKED => {
+            let n = d.u32().unwrap_or(0).min(64);
+            for _ in 0..n {
+                let Ok(m) = d.uuid() else { break };
+                messages.push(m);
+                if d.u64().and(d.u32()).and(d.u64()).is_err() {
+                    break;
+                }
+            }
+            None
+        }
+        _ => {
+            messages.extend(d.uuid().ok());
+            None
+        }
+    };
+    LostRecord {
+        kind: kind_name(k),
+        queue,
+        messages,
     }
 }
 
@@ -409,13 +574,18 @@ pub(crate) mod tests {
     pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
         let text = "[a-z0-9._-]{0,12}";
         prop_oneof![
-            (text, bytes_strategy())
-                .prop_map(|(queue, settings)| Record::QueueCreated { queue, settings }),
-            (text, bytes_strategy())
+            (any::<u32>(), text, bytes_strategy()).prop_map(|(queue, name, settings)| {
+                Record::QueueCreated {
+                    queue,
+                    name,
+                    settings,
+                }
+            }),
+            (any::<u32>(), bytes_strategy())
                 .prop_map(|(queue, settings)| Record::QueueUpdated { queue, settings }),
-            text.prop_map(|queue| Record::QueueDeleted { queue }),
+            any::<u32>().prop_map(|queue| Record::QueueDeleted { queue }),
             (
-                text,
+                any::<u32>(),
                 any::<u64>(),
                 text,
                 text,
@@ -434,10 +604,15 @@ pub(crate) mod tests {
                         }
                     }
                 ),
-            (text, any::<u64>())
-                .prop_map(|(queue, subscriber)| Record::SubscriberRemoved { queue, subscriber }),
+            (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(queue, subscriber, at)| {
+                Record::SubscriberRemoved {
+                    queue,
+                    subscriber,
+                    removed_at_ms: at,
+                }
+            }),
             (
-                text,
+                any::<u32>(),
                 uuid_strategy(),
                 proptest::option::of(uuid_strategy()),
                 text,
@@ -461,11 +636,14 @@ pub(crate) mod tests {
                     }
                 ),
             proptest::collection::vec(
-                (uuid_strategy(), any::<u64>(), any::<u64>()).prop_map(|(m, s, t)| Ack {
-                    message: m,
-                    subscriber: s,
-                    acked_at_ms: t
-                }),
+                (uuid_strategy(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
+                    |(m, s, n, t)| Ack {
+                        message: m,
+                        subscriber: s,
+                        attempt: n,
+                        acked_at_ms: t
+                    }
+                ),
                 0..4
             )
             .prop_map(|acks| Record::Acked { acks }),
@@ -519,6 +697,16 @@ pub(crate) mod tests {
                 message,
                 discarded_at_ms: at
             }),
+            (
+                any::<u32>(),
+                proptest::collection::vec(uuid_strategy(), 0..4),
+                any::<u64>()
+            )
+                .prop_map(|(queue, messages, at)| Record::Expired {
+                    queue,
+                    messages,
+                    expired_at_ms: at
+                }),
             (any::<u32>(), any::<u32>(), bytes_strategy())
                 .prop_map(|(part, parts, state)| Record::Checkpoint { part, parts, state }),
         ]
@@ -577,7 +765,7 @@ pub(crate) mod tests {
             Err(DecodeError::UnknownKind(200))
         );
         let mut buf = Vec::new();
-        Record::QueueDeleted { queue: "q".into() }.encode_payload(&mut buf);
+        Record::QueueDeleted { queue: 1 }.encode_payload(&mut buf);
         buf.push(0);
         assert_eq!(
             Record::decode(kind::QUEUE_DELETED, Bytes::from(buf)),

@@ -15,12 +15,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::error::OpenError;
-use crate::frame::{Location, SEGMENT_HEADER_BYTES, check_segment_header, segment_header};
+use crate::frame::{
+    FRAME_HEADER_BYTES, HeaderError, Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header,
+    padding, segment_header,
+};
 use crate::io::{Backend, BackendFile};
 use crate::log::{Config, Log, LogInner};
-use crate::record::Record;
+use crate::record::{LostRecord, Record, describe_damaged};
 use crate::segment::{
-    FIRST_FRAME_OFFSET, ScanError, Scanner, last_nonzero, parse_segment_name, preallocate,
+    FIRST_FRAME_OFFSET, ScanError, Scanner, last_nonzero, parse_segment_name, preallocate, probe,
     segment_name, zero_range,
 };
 use crate::writer::{
@@ -55,13 +58,17 @@ pub struct TornTail {
     pub reason: String,
 }
 
-/// Bytes dropped by `repair` from a damaged sealed segment.
+/// Bytes that `repair` took out of use: a damaged stretch of a segment, from one valid frame
+/// to the next (or to the end of the data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostRange {
     pub file: String,
     pub offset: u64,
     pub bytes_dropped: u64,
     pub reason: String,
+    /// What the damaged bytes still tell of the records they held (kinds, queues, message
+    /// ids): a best guess, since the bytes failed their checksum.
+    pub records: Vec<LostRecord>,
 }
 
 /// What recovery found and did.
@@ -90,8 +97,13 @@ pub struct Recovery {
     scanning: u32,
     checkpoint: Option<Checkpoint>,
     report: RecoveryReport,
+    /// The log's salt, from the segment headers (a new one for a new log).
+    salt: Salt,
     /// Ranges to zero in [`Recovery::finish`]: (segment, from, to).
     cuts: Vec<(u32, u64, u64)>,
+    /// Damaged ranges between valid frames that repair covers with padding in
+    /// [`Recovery::finish`]: (segment, from, to).
+    pads: Vec<(u32, u64, u64)>,
     /// Where the valid data of the last segment ends: appends resume there.
     last_data_end: Option<u64>,
     /// A preallocated segment left over by the previous run, to delete.
@@ -191,6 +203,7 @@ impl Log {
             .copied()
             .filter(|&id| id >= first_needed)
             .collect();
+        let salt = log_salt(&*backend, &files)?;
 
         let mut recovery = Recovery {
             backend,
@@ -203,7 +216,9 @@ impl Log {
             scanning: 0,
             checkpoint: None,
             report: RecoveryReport::default(),
+            salt,
             cuts: Vec::new(),
+            pads: Vec::new(),
             last_data_end: None,
             stale_prealloc,
             rewrite_last_header: ids.is_empty(),
@@ -317,13 +332,8 @@ impl Recovery {
                         ScanError::Malformed { offset, reason } => (offset, reason, false),
                         ScanError::Io(_) => unreachable!("matched above"),
                     };
-                    let file_len = scanner.file_len();
-                    self.scanner = None;
-                    let file = self.files[&segment].clone();
-                    let end = last_nonzero(&*file, offset, file_len)
-                        .map_err(io_err(&*self.backend, &segment_name(segment)))?
-                        .map_or(offset, |at| at + 1);
-                    self.damaged(segment, offset, end, reason, torn_possible)?;
+                    let scanner = self.scanner.take().expect("checked above");
+                    self.damaged(segment, scanner, offset, reason, torn_possible)?;
                 }
             }
         }
@@ -337,8 +347,29 @@ impl Recovery {
         let mut header = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
         file.read_exact_at(&mut header, 0)
             .map_err(io_err(&*self.backend, &name))?;
-        if let Err(e) = check_segment_header(&header, segment) {
-            if self.is_last(segment) {
+        let checked = check_segment_header(&header, segment);
+        if let Ok(salt) = checked
+            && salt != self.salt
+        {
+            return Err(OpenError::Unrecognised {
+                file: self.name(segment),
+                reason: "this segment belongs to another log (its salt differs)".into(),
+            });
+        }
+        if let Err(e) = checked {
+            if let HeaderError::UnsupportedVersion(_) = e {
+                return Err(OpenError::Unrecognised {
+                    file: self.name(segment),
+                    reason: e.to_string(),
+                });
+            }
+            // A segment's header is written and synced before anything is appended to it (the
+            // file is all zeros, or empty, until then), so any data after a bad header means
+            // the header itself was damaged.
+            let frames_after = last_nonzero(&*file, SEGMENT_HEADER_BYTES as u64, len)
+                .map_err(io_err(&*self.backend, &name))?
+                .is_some();
+            if self.is_last(segment) && !frames_after {
                 // Created just before the crash: its header never made it to disk.
                 self.report.torn_tail = Some(TornTail {
                     file: self.name(segment),
@@ -359,62 +390,137 @@ impl Recovery {
                     reason: e.to_string(),
                 });
             }
+            if frames_after {
+                // Everything a header holds is known (the segment id from the file name, the
+                // salt from the other segments): rewrite it and keep every frame after it.
+                tracing::warn!(file = %self.name(segment), error = %e, "repair: rewriting a damaged segment header");
+                self.report.repaired.push(LostRange {
+                    file: self.name(segment),
+                    offset: 0,
+                    bytes_dropped: 0,
+                    reason: format!("{e}; the header was rewritten, no record was lost"),
+                    records: Vec::new(),
+                });
+                self.rewrite_headers.push(segment);
+                return Scanner::new(file, segment, start.max(FIRST_FRAME_OFFSET), self.salt)
+                    .map(Some)
+                    .map_err(io_err(&*self.backend, &name));
+            }
             self.report.repaired.push(LostRange {
                 file: self.name(segment),
                 offset: 0,
                 bytes_dropped: len,
                 reason: e.to_string(),
+                records: Vec::new(),
             });
             tracing::warn!(file = %self.name(segment), error = %e, "repair: dropping a segment with a damaged header");
             self.cuts.push((segment, 0, len));
             self.rewrite_headers.push(segment);
+            if self.is_last(segment) {
+                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
+            }
             return Ok(None);
         }
-        Scanner::new(file, segment, start)
+        Scanner::new(file, segment, start, self.salt)
             .map(Some)
             .map_err(io_err(&*self.backend, &name))
     }
 
-    /// Handles an invalid frame at `offset`: a torn tail in the last segment, corruption (or
-    /// a repair) elsewhere.
+    /// Handles an invalid frame at `offset` of `segment`.
+    ///
+    /// Damage below what a sync mark of the segment says was on disk hit synced data: that is
+    /// corruption, in any segment. Otherwise, in the last segment, it is the write that was in
+    /// progress at the crash (a torn tail, perhaps with some of its sectors on disk): cut off.
+    /// In a sealed segment, which was synced before the next one was created, damage is always
+    /// corruption. Corruption stops the open, unless `repair` is set: then the damaged bytes up
+    /// to the next valid frame are covered with padding, and the loss reported.
     fn damaged(
         &mut self,
         segment: u32,
+        mut scanner: Scanner,
         offset: u64,
-        end: u64,
         reason: String,
         torn_possible: bool,
     ) -> Result<(), OpenError> {
-        let file = self.name(segment);
-        let dropped = end - offset;
-        if torn_possible && self.is_last(segment) {
-            tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
+        let file = self.files[&segment].clone();
+        let backend = self.backend.clone();
+        let io = |e| io_err(&*backend, &segment_name(segment))(e);
+        let file_len = scanner.file_len();
+        let after = probe(&file, segment, self.salt, offset + 1, file_len).map_err(&io)?;
+        let synced = scanner.synced_claim().max(after.synced_claim);
+        let name = self.name(segment);
+        let data_end = last_nonzero(&*file, offset, file_len)
+            .map_err(&io)?
+            .map_or(offset, |at| at + 1);
+        if torn_possible && self.is_last(segment) && synced <= offset && !after.gave_up {
+            let dropped = data_end - offset;
+            tracing::warn!(file = %name, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
             self.report.torn_tail = Some(TornTail {
-                file,
+                file: name,
                 offset,
                 bytes_dropped: dropped,
                 reason,
             });
-        } else if self.config.repair {
-            tracing::warn!(%file, offset, bytes_dropped = dropped, %reason, "repair: dropping the damaged rest of a segment");
-            self.report.repaired.push(LostRange {
-                file,
-                offset,
-                bytes_dropped: dropped,
-                reason,
-            });
-        } else {
-            self.failed = Some(format!("{file}: corrupted at byte {offset}"));
-            return Err(OpenError::Corrupted {
-                file,
-                offset,
-                reason,
-            });
-        }
-        if self.is_last(segment) {
             self.last_data_end = Some(offset);
+            self.cuts.push((segment, offset, data_end));
+            return Ok(());
         }
-        self.cuts.push((segment, offset, end));
+        let why = if synced > offset {
+            format!("{reason}; a sync mark says byte {synced} was on disk")
+        } else if after.gave_up {
+            format!("{reason}; the search for the next valid frame gave up")
+        } else if torn_possible {
+            format!("{reason}; in a sealed segment")
+        } else {
+            reason
+        };
+        if !self.config.repair {
+            self.failed = Some(format!("{name}: corrupted at byte {offset}"));
+            return Err(OpenError::Corrupted {
+                file: name,
+                offset,
+                reason: why,
+            });
+        }
+        // Repair: step over the damage to the next valid frame, at least a frame header on
+        // (the damaged frame's own header), or drop the rest of the data.
+        let next = match after.next_valid {
+            Some(at) if at >= offset + FRAME_HEADER_BYTES as u64 => Some(at),
+            Some(_) => probe(
+                &file,
+                segment,
+                self.salt,
+                offset + FRAME_HEADER_BYTES as u64,
+                file_len,
+            )
+            .map_err(&io)?
+            .next_valid
+            .filter(|_| !after.gave_up),
+            None => None,
+        };
+        let until = next.unwrap_or(data_end);
+        let records = describe(&*file, offset, until).map_err(&io)?;
+        tracing::warn!(file = %name, offset, bytes_dropped = until - offset, reason = %why, lost = ?records, "repair: dropping damaged bytes");
+        self.report.repaired.push(LostRange {
+            file: name,
+            offset,
+            bytes_dropped: until - offset,
+            reason: why,
+            records,
+        });
+        match next {
+            Some(at) => {
+                self.pads.push((segment, offset, at));
+                scanner.resume_at(at);
+                self.scanner = Some(scanner);
+            }
+            None => {
+                if self.is_last(segment) {
+                    self.last_data_end = Some(offset);
+                }
+                self.cuts.push((segment, offset, data_end));
+            }
+        }
         Ok(())
     }
 
@@ -431,10 +537,17 @@ impl Recovery {
             let name = segment_name(segment);
             zero_range(&*self.files[&segment], from, to).map_err(io_err(&*backend, &name))?;
         }
+        for &(segment, from, to) in &self.pads {
+            let name = segment_name(segment);
+            let f = &self.files[&segment];
+            f.write_all_at(&padding((to - from) as usize, self.salt), from)
+                .and_then(|()| f.sync_data())
+                .map_err(io_err(&*backend, &name))?;
+        }
         for &segment in &self.rewrite_headers {
             let name = segment_name(segment);
             let f = &self.files[&segment];
-            f.write_all_at(&segment_header(segment), 0)
+            f.write_all_at(&segment_header(segment, self.salt), 0)
                 .and_then(|()| f.sync_data())
                 .map_err(io_err(&*backend, &name))?;
         }
@@ -465,7 +578,7 @@ impl Recovery {
         let active_name = segment_name(active);
         if self.rewrite_last_header {
             active_file
-                .write_all_at(&segment_header(active), 0)
+                .write_all_at(&segment_header(active, self.salt), 0)
                 .and_then(|()| active_file.sync_data())
                 .and_then(|()| backend.sync_dir())
                 .map_err(io_err(&*backend, &active_name))?;
@@ -483,6 +596,7 @@ impl Recovery {
 
         let shared = Arc::new(Shared {
             backend,
+            salt: self.salt,
             segments: std::sync::RwLock::new(self.files),
             checkpoint: Mutex::new(self.checkpoint.as_ref().map(|c| c.location)),
             inbox: Inbox::new(self.config.inbox_requests),
@@ -490,6 +604,10 @@ impl Recovery {
         });
         let mut writer = Writer {
             shared: shared.clone(),
+            salt: self.salt,
+            synced_end: active_len,
+            // Unknown: the first thing the writer writes is a mark for what recovery synced.
+            marked_end: 0,
             fsync: self.config.fsync,
             segment_bytes: self.config.segment_bytes,
             active,
@@ -502,6 +620,8 @@ impl Recovery {
             prepared: Arc::new(Mutex::new(None)),
             preparer: None,
         };
+        // What recovery synced is stated at once, before anything else is appended.
+        writer.write_mark();
         writer.prepare_next_segment();
         let handle = std::thread::Builder::new()
             .name("syncbrok-log-writer".into())
@@ -560,4 +680,82 @@ impl Iterator for Recovery {
             }
         }
     }
+}
+
+/// The salt of the log in `files`: the one every valid segment header carries (a new one for
+/// a new log, or one whose only segment's header was torn). A header of another format version
+/// stops the open; so do two different salts.
+fn log_salt(
+    backend: &dyn Backend,
+    files: &BTreeMap<u32, Arc<dyn BackendFile>>,
+) -> Result<Salt, OpenError> {
+    let mut found: Option<Salt> = None;
+    // When no header is valid: the salt under which a segment's first frame checks out.
+    let mut guessed: Option<Salt> = None;
+    for (&id, file) in files {
+        let name = segment_name(id);
+        let len = file.len().map_err(io_err(backend, &name))?;
+        let mut header = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
+        file.read_exact_at(&mut header, 0)
+            .map_err(io_err(backend, &name))?;
+        match check_segment_header(&header, id) {
+            Ok(salt) => match found {
+                None => found = Some(salt),
+                Some(f) if f != salt => {
+                    return Err(OpenError::Unrecognised {
+                        file: backend.describe(&name),
+                        reason: "this segment belongs to another log (its salt differs)".into(),
+                    });
+                }
+                Some(_) => {}
+            },
+            Err(e @ HeaderError::UnsupportedVersion(_)) => {
+                return Err(OpenError::Unrecognised {
+                    file: backend.describe(&name),
+                    reason: format!(
+                        "{e}; this data directory was written by another version of syncbrok"
+                    ),
+                });
+            }
+            // A damaged header: recovery decides about it when it scans that segment.
+            Err(_) => {
+                if guessed.is_none() && header.len() == SEGMENT_HEADER_BYTES {
+                    guessed = guess_salt(&**file, &header, len).map_err(io_err(backend, &name))?;
+                }
+            }
+        }
+    }
+    Ok(found.or(guessed).unwrap_or_else(Salt::random))
+}
+
+/// The salt of a segment whose header is damaged: its salt field, or that field with one bit
+/// flipped, whichever makes the segment's first frame check out.
+fn guess_salt(file: &dyn BackendFile, header: &[u8], len: u64) -> std::io::Result<Option<Salt>> {
+    use crate::frame::{announced_len, parse_frame};
+    let first = SEGMENT_HEADER_BYTES as u64;
+    if len < first + FRAME_HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    file.read_exact_at(&mut head, first)?;
+    let Some(total) = announced_len(&head).filter(|t| first + *t as u64 <= len) else {
+        return Ok(None);
+    };
+    let mut frame = vec![0u8; total];
+    file.read_exact_at(&mut frame, first)?;
+    let frame = Bytes::from(frame);
+    let field = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+    let candidates = std::iter::once(field).chain((0..32).map(|bit| field ^ (1 << bit)));
+    Ok(candidates
+        .map(Salt::new)
+        .find(|salt| parse_frame(&frame, *salt).is_ok()))
+}
+
+/// What the damaged bytes `[from, to)` of a segment still tell of the records they held.
+fn describe(file: &dyn BackendFile, from: u64, to: u64) -> std::io::Result<Vec<LostRecord>> {
+    use crate::limits::FRAME_PAYLOAD_BYTES_MAX;
+    let len = (to - from).min(u64::from(FRAME_PAYLOAD_BYTES_MAX) + FRAME_HEADER_BYTES as u64);
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(describe_damaged(&bytes))
 }

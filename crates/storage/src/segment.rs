@@ -8,10 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::frame::{
-    FRAME_HEADER_BYTES, LOCATION_BYTES, Location, SEGMENT_HEADER_BYTES, announced_len, parse_frame,
+    FRAME_HEADER_BYTES, LOCATION_BYTES, Location, SEGMENT_HEADER_BYTES, Salt, announced_len,
+    is_known_kind, parse_frame, read_sync_mark,
 };
 use crate::io::BackendFile;
-use crate::limits::SCAN_WINDOW_BYTES;
+use crate::limits::{FRAME_PAYLOAD_BYTES_MAX, RESYNC_CHECKED_BYTES_MAX, SCAN_WINDOW_BYTES};
 use crate::record::kind;
 
 /// File name of a segment: its id, zero-padded so that names sort in log order.
@@ -62,6 +63,9 @@ pub(crate) enum ScanError {
 pub(crate) struct Scanner {
     file: Arc<dyn BackendFile>,
     segment: u32,
+    salt: Salt,
+    /// The highest end a sync mark seen so far says was on disk.
+    synced_claim: u64,
     file_len: u64,
     /// Offset of the next top-level frame.
     pos: u64,
@@ -79,11 +83,14 @@ impl Scanner {
         file: Arc<dyn BackendFile>,
         segment: u32,
         offset: u64,
+        salt: Salt,
     ) -> io::Result<Scanner> {
         let file_len = file.len()?;
         Ok(Scanner {
             file,
             segment,
+            salt,
+            synced_claim: 0,
             file_len,
             pos: offset,
             window: Bytes::new(),
@@ -100,6 +107,19 @@ impl Scanner {
     /// Where the valid data ends once the scan has returned `None`.
     pub(crate) fn data_end(&self) -> u64 {
         self.pos
+    }
+
+    /// The highest end that a sync mark seen so far says was on disk: damage below it hit
+    /// data that had been synced, so it is corruption, never a torn write.
+    pub(crate) fn synced_claim(&self) -> u64 {
+        self.synced_claim
+    }
+
+    /// Goes on scanning at `offset` (a valid frame found past damage that repair steps over).
+    pub(crate) fn resume_at(&mut self, offset: u64) {
+        self.pending.clear();
+        self.ended = false;
+        self.pos = offset;
     }
 
     /// Makes sure `[at, at + len)` is inside the window, reading a new window if not.
@@ -142,14 +162,22 @@ impl Scanner {
         }
     }
 
-    /// The next record, `None` at the clean end of the segment.
+    /// The next record, `None` at the clean end of the segment. Sync marks and padding are
+    /// stepped over.
     pub(crate) fn next_record(&mut self) -> Result<Option<Scanned>, ScanError> {
-        if let Some(s) = self.pending.pop_front() {
-            return Ok(Some(s));
+        loop {
+            if let Some(s) = self.pending.pop_front() {
+                return Ok(Some(s));
+            }
+            if self.pos == self.file_len || self.ended {
+                return Ok(None);
+            }
+            self.next_frame()?;
         }
-        if self.pos == self.file_len || self.ended {
-            return Ok(None);
-        }
+    }
+
+    /// Reads the top-level frame at `pos`, queues the records it holds and moves past it.
+    fn next_frame(&mut self) -> Result<(), ScanError> {
         let remaining = self.file_len - self.pos;
         let head = (FRAME_HEADER_BYTES as u64).min(remaining) as usize;
         self.ensure(self.pos, head).map_err(ScanError::Io)?;
@@ -162,7 +190,7 @@ impl Scanner {
             {
                 None => {
                     self.ended = true;
-                    Ok(None)
+                    Ok(())
                 }
                 Some(at) => Err(self.bad(format!("data at byte {at} after a zeroed frame header"))),
             };
@@ -186,7 +214,8 @@ impl Scanner {
         self.ensure(self.pos, total).map_err(ScanError::Io)?;
         let rel = (self.pos - self.window_start) as usize;
         let bytes = self.window.slice(rel..rel + total);
-        let frame = parse_frame(&bytes).map_err(|e| self.bad(e.to_string()))?;
+        let salt = self.salt;
+        let frame = parse_frame(&bytes, salt).map_err(|e| self.bad(e.to_string()))?;
         let frame_offset = self.pos;
         let location = |rel_offset: usize, len: usize| Location {
             segment: self.segment,
@@ -201,9 +230,9 @@ impl Scanner {
                 let mut rel_offset = FRAME_HEADER_BYTES;
                 let mut rest = frame.payload.clone();
                 while !rest.is_empty() {
-                    let inner = parse_frame(&rest)
+                    let inner = parse_frame(&rest, salt)
                         .map_err(|e| self.malformed(format!("inside a batch: {e}")))?;
-                    if inner.kind == kind::BATCH || inner.kind == kind::RELOCATED {
+                    if is_framing(inner.kind) {
                         return Err(self.malformed("a batch holds a framing record"));
                     }
                     self.pending.push_back(Scanned {
@@ -223,12 +252,9 @@ impl Scanner {
                 }
                 let from = Location::decode(&frame.payload[..LOCATION_BYTES]);
                 let rest = frame.payload.slice(LOCATION_BYTES..);
-                let inner = parse_frame(&rest)
+                let inner = parse_frame(&rest, salt)
                     .map_err(|e| self.malformed(format!("inside a relocation: {e}")))?;
-                if inner.len != rest.len()
-                    || inner.kind == kind::BATCH
-                    || inner.kind == kind::RELOCATED
-                {
+                if inner.len != rest.len() || is_framing(inner.kind) {
                     return Err(self.malformed("malformed relocation frame"));
                 }
                 self.pending.push_back(Scanned {
@@ -239,6 +265,13 @@ impl Scanner {
                     relocated_from: Some(from),
                 });
             }
+            kind::SYNC_MARK => match read_sync_mark(&frame.payload) {
+                Some((segment, end)) if segment == self.segment && end <= frame_offset => {
+                    self.synced_claim = self.synced_claim.max(end);
+                }
+                _ => return Err(self.malformed("sync mark of another segment or past itself")),
+            },
+            kind::PADDING => {}
             k => self.pending.push_back(Scanned {
                 location: location(0, frame.len),
                 kind: k,
@@ -248,8 +281,115 @@ impl Scanner {
             }),
         }
         self.pos += total as u64;
-        Ok(self.pending.pop_front())
+        Ok(())
     }
+}
+
+/// Frames that carry no broker record of their own.
+fn is_framing(k: u8) -> bool {
+    matches!(
+        k,
+        kind::BATCH | kind::RELOCATED | kind::SYNC_MARK | kind::PADDING
+    )
+}
+
+/// What a search past damaged bytes found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Probe {
+    /// The first valid top-level frame at or after where the search started.
+    pub next_valid: Option<u64>,
+    /// The highest end that sync marks found after the damage say was on disk.
+    pub synced_claim: u64,
+    /// The search stopped at [`RESYNC_CHECKED_BYTES_MAX`] without reaching the end.
+    pub gave_up: bool,
+}
+
+/// Searches `[from, end)` of a segment, byte by byte, for valid frames (checked against the
+/// log's salt, so bytes of a message body never pass for one), and walks every run of valid
+/// frames it finds to collect their sync marks. Bounded by [`RESYNC_CHECKED_BYTES_MAX`] bytes
+/// checksummed.
+pub(crate) fn probe(
+    file: &Arc<dyn BackendFile>,
+    segment: u32,
+    salt: Salt,
+    from: u64,
+    end: u64,
+) -> io::Result<Probe> {
+    let mut found = Probe::default();
+    let mut budget = RESYNC_CHECKED_BYTES_MAX;
+    let mut at = from;
+    while at < end {
+        let Some(start) = find_frame(&**file, salt, at, end, &mut budget)? else {
+            found.gave_up = budget == 0;
+            break;
+        };
+        found.next_valid.get_or_insert(start);
+        let mut walk = Scanner::new(file.clone(), segment, start, salt)?;
+        let stopped = loop {
+            match walk.next_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(ScanError::Io(e)) => return Err(e),
+                Err(ScanError::Bad { offset, .. } | ScanError::Malformed { offset, .. }) => {
+                    break Some(offset);
+                }
+            }
+        };
+        found.synced_claim = found.synced_claim.max(walk.synced_claim());
+        match stopped {
+            None => break,
+            Some(offset) => at = offset.max(start) + 1,
+        }
+    }
+    Ok(found)
+}
+
+/// The offset of the first valid top-level frame in `[from, end)`, if there is one.
+fn find_frame(
+    file: &dyn BackendFile,
+    salt: Salt,
+    from: u64,
+    end: u64,
+    budget: &mut u64,
+) -> io::Result<Option<u64>> {
+    let mut window = vec![0u8; SCAN_WINDOW_BYTES];
+    let mut base = from;
+    while base < end {
+        let n = ((end - base) as usize).min(window.len());
+        file.read_exact_at(&mut window[..n], base)?;
+        // Candidates whose header fits in this window; the next window starts at the first
+        // one that did not.
+        let last = n.saturating_sub(FRAME_HEADER_BYTES - 1);
+        for i in 0..last {
+            let h = &window[i..i + FRAME_HEADER_BYTES];
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let offset = base + i as u64;
+            let total = FRAME_HEADER_BYTES as u64 + u64::from(len);
+            if !is_known_kind(h[8]) || len > FRAME_PAYLOAD_BYTES_MAX || offset + total > end {
+                continue;
+            }
+            if *budget < total {
+                *budget = 0;
+                return Ok(None);
+            }
+            *budget -= total;
+            let bytes = if i + total as usize <= n {
+                Bytes::copy_from_slice(&window[i..i + total as usize])
+            } else {
+                let mut b = vec![0u8; total as usize];
+                file.read_exact_at(&mut b, offset)?;
+                Bytes::from(b)
+            };
+            if parse_frame(&bytes, salt).is_ok() {
+                return Ok(Some(offset));
+            }
+        }
+        if last == 0 {
+            break;
+        }
+        base += last as u64;
+    }
+    Ok(None)
 }
 
 /// The offset of the last byte in `[from, to)` that is not zero, if any.

@@ -100,7 +100,9 @@ impl SimDisk {
         }
     }
 
-    /// The next `write_all_at` writes part of its buffer, then fails with `ENOSPC`.
+    /// The next `write_all_at` of more than a sync mark writes part of its buffer, then fails
+    /// with `ENOSPC`. A sync mark written alone after an fsync is not hit: its failure is
+    /// harmless, and it would make the fault land at a moment the test cannot tell.
     pub fn fail_next_write(&self) {
         lock(&self.state).fail_next_write = true;
     }
@@ -161,6 +163,11 @@ impl SimDisk {
     /// Brings the disk back after a crash, with what survived.
     pub fn restart(&self) {
         lock(&self.state).down = false;
+    }
+
+    /// The names of the files in the directory, sorted.
+    pub fn file_names(&self) -> Vec<String> {
+        lock(&self.state).files.keys().cloned().collect()
     }
 
     /// The written content of a file, for tests that inspect or damage the log.
@@ -280,7 +287,9 @@ impl BackendFile for SimFile {
             if s.down {
                 return Err(down_error());
             }
-            let fail = s.is_segment(&self.data) && std::mem::take(&mut s.fail_next_write);
+            let fail = s.is_segment(&self.data)
+                && buf.len() > crate::frame::SYNC_MARK_BYTES
+                && std::mem::take(&mut s.fail_next_write);
             let keep = if fail { s.below(buf.len()) } else { buf.len() };
             (fail, keep)
         };

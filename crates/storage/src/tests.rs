@@ -47,7 +47,7 @@ fn small_segments() -> Config {
 
 fn message(i: u64, body_bytes: usize) -> Record {
     Record::Published(Published {
-        queue: "orders".into(),
+        queue: 1,
         id: Uuid::from_u128(u128::from(i) + 1),
         parent: (i > 0).then(|| Uuid::from_u128(u128::from(i))),
         content_type: "application/json".into(),
@@ -198,9 +198,13 @@ async fn garbage_after_the_last_record_is_a_torn_tail() {
     assert_eq!(again.replayed.len(), 1);
     let torn = again.report.torn_tail.unwrap();
     assert_eq!((torn.offset, torn.bytes_dropped), (end, 100));
-    // The garbage is zeroed, not truncated: the segment keeps its preallocated blocks.
+    // The garbage is zeroed, not truncated: the segment keeps its preallocated blocks. The
+    // reopened log then wrote a sync mark for what recovery synced.
+    again.log.close();
     let content = std::fs::read(&path).unwrap();
-    assert!(content[end as usize..].iter().all(|&b| b == 0));
+    let mark = end as usize + crate::frame::SYNC_MARK_BYTES;
+    assert_eq!(content[end as usize + 8], 66, "a sync mark");
+    assert!(content[mark..].iter().all(|&b| b == 0));
 }
 
 /// Writes records into several segments and returns the location of one in segment 1.
@@ -247,7 +251,8 @@ async fn repair_drops_the_damaged_part_reports_it_and_keeps_the_rest() {
     let path = dir.path().join(segment_name(1));
     let len_before = std::fs::metadata(&path).unwrap().len();
     let mut content = std::fs::read(&path).unwrap();
-    content[victim.offset as usize + 20] ^= 0xFF;
+    // In the body: the record's kind, queue and id still read as they were.
+    content[victim.offset as usize + 120] ^= 0xFF;
     std::fs::write(&path, content).unwrap();
 
     let repaired = open(
@@ -261,17 +266,189 @@ async fn repair_drops_the_damaged_part_reports_it_and_keeps_the_rest() {
     let lost = &repaired.report.repaired;
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].offset, u64::from(victim.offset));
-    assert!(lost[0].bytes_dropped >= u64::from(victim.len));
+    // Only the damaged record goes: repair steps over it to the next valid frame.
+    assert_eq!(lost[0].bytes_dropped, u64::from(victim.len));
     assert!(lost[0].bytes_dropped <= len_before - u64::from(victim.offset));
+    let Record::Published(p) = &all[3] else {
+        unreachable!()
+    };
+    assert_eq!(lost[0].records.len(), 1);
+    assert_eq!(lost[0].records[0].kind, "published");
+    assert_eq!(lost[0].records[0].queue, Some(p.queue));
+    assert_eq!(lost[0].records[0].messages, vec![p.id]);
     let got = records(&repaired.replayed);
-    // Records 0..3 survive, the rest of segment 1 is lost, later segments are whole.
-    assert_eq!(&got[..3], &all[..3]);
-    assert_eq!(got.last(), all.last());
-    assert!(!got.contains(&all[3]));
+    let mut expected = all.clone();
+    expected.remove(3);
+    assert_eq!(got, expected, "every intact record is kept");
     repaired.log.close();
     // The repair is on disk: a normal open now succeeds with the same records.
     let again = open(fs(&dir), small_segments()).unwrap();
     assert_eq!(records(&again.replayed), got);
+}
+
+/// 200 acknowledged records in the active segment, one byte flipped inside record 50: the
+/// records after it were synced (their sync marks say so), so this is corruption, not a torn
+/// write to cut off with the 150 acknowledged records after it.
+#[tokio::test]
+async fn damage_before_synced_records_of_the_last_segment_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    let mut all = Vec::new();
+    let mut victim = None;
+    for i in 0..200 {
+        let r = message(i, 100);
+        let at = log.append(std::slice::from_ref(&r)).await.unwrap()[0];
+        assert_eq!(at.segment, 1, "all in the active segment");
+        if i == 50 {
+            victim = Some(at);
+        }
+        all.push(r);
+    }
+    // A crash, not a clean close: the page cache keeps what was written.
+    drop(log);
+    let victim = victim.unwrap();
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[victim.offset as usize + 40] ^= 0x10;
+    std::fs::write(&path, content).unwrap();
+    match open(fs(&dir), test_config()) {
+        Err(OpenError::Corrupted { offset, reason, .. }) => {
+            assert_eq!(offset, u64::from(victim.offset));
+            assert!(reason.contains("sync mark"), "{reason}");
+        }
+        Err(e) => panic!("expected Corrupted, got {e}"),
+        Ok(o) => panic!(
+            "the damage was cut as a torn tail: {} of 200 records left",
+            o.replayed.len()
+        ),
+    }
+    // Repair keeps the 199 intact records and reports the one it lost.
+    let repaired = open(
+        fs(&dir),
+        Config {
+            repair: true,
+            ..test_config()
+        },
+    )
+    .unwrap();
+    let mut expected = all.clone();
+    expected.remove(50);
+    assert_eq!(records(&repaired.replayed), expected);
+    assert_eq!(repaired.report.repaired.len(), 1);
+    assert_eq!(repaired.report.torn_tail, None);
+}
+
+/// A torn write can leave some of its sectors on disk after a power loss: valid frames after
+/// the tear, but none of them synced. That is still a torn tail, cut off.
+#[tokio::test]
+async fn valid_frames_of_an_unsynced_write_after_a_tear_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    let durable: Vec<Record> = (0..5).map(|i| message(i, 100)).collect();
+    let mut last = None;
+    for r in &durable {
+        last = Some(log.append(std::slice::from_ref(r)).await.unwrap()[0]);
+    }
+    let salt = log.salt();
+    log.close();
+    // After the last record: the mark its fsync was followed by. Then two appends that were
+    // written but never synced: the first torn (its first sector lost), the second whole.
+    let last = last.unwrap();
+    let end = (last.offset + last.len) as usize + crate::frame::SYNC_MARK_BYTES;
+    let mut torn = crate::frame::encode_unit(&[message(5, 600)], salt)
+        .unwrap()
+        .bytes;
+    torn[..16].fill(0);
+    let whole = crate::frame::encode_unit(&[message(6, 100)], salt)
+        .unwrap()
+        .bytes;
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[end..end + torn.len()].copy_from_slice(&torn);
+    content[end + torn.len()..end + torn.len() + whole.len()].copy_from_slice(&whole);
+    std::fs::write(&path, content).unwrap();
+    let again = open(fs(&dir), test_config()).unwrap();
+    assert_eq!(records(&again.replayed), durable);
+    let tail = again.report.torn_tail.unwrap();
+    assert_eq!(tail.offset, end as u64);
+    assert_eq!(tail.bytes_dropped as usize, torn.len() + whole.len());
+}
+
+#[tokio::test]
+async fn a_segment_of_another_format_version_stops_the_open_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    log.append(&[message(0, 10)]).await.unwrap();
+    log.close();
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &content).unwrap();
+    match open(fs(&dir), test_config()) {
+        Err(OpenError::Unrecognised { reason, .. }) => {
+            assert!(reason.contains("version 1"), "{reason}");
+        }
+        Err(e) => panic!("expected Unrecognised, got {e}"),
+        Ok(_) => panic!("a segment of another version was taken for a torn header"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        content,
+        "nothing was changed"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_header_with_records_after_it_is_corruption_even_in_the_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    log.append(&[message(0, 10)]).await.unwrap();
+    log.close();
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[13] ^= 0x01;
+    std::fs::write(&path, &content).unwrap();
+    assert!(matches!(
+        open(fs(&dir), test_config()),
+        Err(OpenError::Corrupted { offset: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn acks_are_ordered_behind_earlier_appends_and_a_sync_covers_them() {
+    let disk = SimDisk::new(11);
+    let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    let first = message(0, 10);
+    log.append(std::slice::from_ref(&first)).await.unwrap();
+    let ack = |n: u128| Ack {
+        message: Uuid::from_u128(n),
+        subscriber: 1,
+        attempt: 1,
+        acked_at_ms: 9,
+    };
+    for n in 0..3 {
+        log.append_ack(ack(n)).unwrap();
+    }
+    let later = message(1, 10);
+    log.append_lazy(std::slice::from_ref(&later)).await.unwrap();
+    log.sync().await.unwrap();
+    disk.crash();
+    drop(log);
+    disk.restart();
+    let again = open(Arc::new(disk.clone()), test_config()).unwrap();
+    // The acks, in order, between the two appends (in one record, or more if the writer took
+    // the first before the others were queued).
+    let got = records(&again.replayed);
+    assert_eq!(got.first(), Some(&first));
+    assert_eq!(got.last(), Some(&later));
+    let acks: Vec<Ack> = got[1..got.len() - 1]
+        .iter()
+        .flat_map(|r| match r {
+            Record::Acked { acks } => acks.clone(),
+            other => panic!("not an ack record: {other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, (0..3).map(ack).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -499,6 +676,7 @@ async fn a_lazy_append_is_made_durable_by_the_next_durable_one() {
         acks: vec![Ack {
             message: Uuid::from_u128(1),
             subscriber: 1,
+            attempt: 1,
             acked_at_ms: 5,
         }],
     };
@@ -742,9 +920,11 @@ async fn finish_refuses_after_a_failed_replay() {
 }
 
 /// A batch frame with a valid checksum around garbage: damage, never a torn write.
-fn malformed_batch() -> Vec<u8> {
+fn malformed_batch(salt: crate::frame::Salt) -> Vec<u8> {
     let mut frame = Vec::new();
-    crate::frame::write_frame(&mut frame, 64, |out| out.extend_from_slice(&[7u8; 40]));
+    crate::frame::write_frame(&mut frame, salt, 64, |out| {
+        out.extend_from_slice(&[7u8; 40])
+    });
     frame
 }
 
@@ -753,11 +933,12 @@ async fn a_malformed_frame_in_the_last_segment_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(fs(&dir), test_config()).unwrap().log;
     let at = log.append(&[message(0, 10)]).await.unwrap()[0];
+    let salt = log.salt();
     log.close();
     let path = dir.path().join(segment_name(1));
     let mut content = std::fs::read(&path).unwrap();
     let end = (at.offset + at.len) as usize;
-    let bad = malformed_batch();
+    let bad = malformed_batch(salt);
     content[end..end + bad.len()].copy_from_slice(&bad);
     std::fs::write(&path, content).unwrap();
     match open(fs(&dir), test_config()) {

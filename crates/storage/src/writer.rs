@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::AppendError;
-use crate::frame::{Location, SEGMENT_HEADER_BYTES, Unit, segment_header};
+use crate::frame::{
+    Location, SEGMENT_HEADER_BYTES, Salt, Unit, encode_unit, segment_header, write_sync_mark,
+};
 use crate::io::{Backend, BackendFile};
-use crate::limits::{LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
+use crate::limits::{ACKS_PER_RECORD_MAX, LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
 use crate::log::FsyncPolicy;
+use crate::record::{Ack, Record};
 use crate::segment::segment_name;
 
 /// Name of the next segment while it is being preallocated, before the roll renames it.
@@ -76,6 +79,9 @@ pub(crate) enum Request {
     Sync {
         reply: oneshot::Sender<Result<(), AppendError>>,
     },
+    /// Acks queued by [`Inbox::push_ack`], appended as one lazy `Acked` record. Takes no inbox
+    /// slot: acks are queued synchronously, in the order their effects were applied.
+    Acks(Vec<Ack>),
 }
 
 impl Request {
@@ -85,7 +91,13 @@ impl Request {
                 units.iter().map(|u| u.bytes.len()).sum()
             }
             Request::Sync { .. } => 0,
+            Request::Acks(acks) => acks.len() * crate::record::ACK_BYTES,
         }
+    }
+
+    /// Whether the request holds one of the inbox's slots (see [`Inbox::submit`]).
+    fn holds_slot(&self) -> bool {
+        !matches!(self, Request::Acks(_))
     }
 }
 
@@ -144,6 +156,27 @@ impl Inbox {
         Ok(())
     }
 
+    /// Queues an ack at once, behind every request already queued: the log then holds acks in
+    /// the order they were queued relative to every other append. Consecutive acks share one
+    /// request (and one record) of up to [`ACKS_PER_RECORD_MAX`]. Never waits: acks are small
+    /// and come only from deliveries, which the broker bounds.
+    pub(crate) fn push_ack(&self, ack: Ack) -> Result<(), AppendError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(AppendError::Closed);
+        }
+        match st.requests.back_mut() {
+            Some(Request::Acks(acks)) if acks.len() < ACKS_PER_RECORD_MAX => acks.push(ack),
+            _ => st.requests.push_back(Request::Acks(vec![ack])),
+        }
+        let wake = st.writer_waiting;
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Stops accepting; the writer drains what is queued, syncs and exits.
     pub(crate) fn close(&self) {
         lock(&self.state).closed = true;
@@ -159,6 +192,8 @@ pub(crate) type SegmentMap = RwLock<BTreeMap<u32, Arc<dyn BackendFile>>>;
 /// What the writer shares with the [`crate::Log`] handles.
 pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
+    /// The log's salt (see [`Salt`]).
+    pub salt: Salt,
     pub segments: SegmentMap,
     pub checkpoint: Mutex<Option<Location>>,
     pub inbox: Inbox,
@@ -204,6 +239,12 @@ impl Shared {
 
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
+    /// The log's salt: sync marks and gathered acks are framed here.
+    pub salt: Salt,
+    /// How far the active segment is known to be on disk (its length at the last fsync).
+    pub synced_end: u64,
+    /// The highest `synced_end` a sync mark in the active segment states.
+    pub marked_end: u64,
     pub fsync: FsyncPolicy,
     pub segment_bytes: u64,
     pub active: u32,
@@ -249,11 +290,14 @@ enum Pending {
     Sync {
         reply: oneshot::Sender<Result<(), AppendError>>,
     },
+    /// Gathered acks: nobody waits for them.
+    Acks,
 }
 
 impl Pending {
     fn needs_sync(&self, fsync: FsyncPolicy) -> bool {
         match self {
+            Pending::Acks => false,
             Pending::Append { wait, .. } => match wait {
                 Wait::Written => false,
                 Wait::Policy => fsync == FsyncPolicy::Always,
@@ -271,6 +315,9 @@ impl Pending {
             Pending::Sync { reply } => {
                 let _ = reply.send(Err(e.duplicate()));
             }
+            Pending::Acks => {
+                tracing::warn!(error = %e, "gathered acks could not be written; their messages will be sent again after a restart");
+            }
         }
     }
 }
@@ -282,7 +329,8 @@ impl Writer {
         // the inbox and drop what is queued, which completes every waiter with `Closed`.
         let _closer = CloseInboxOnExit(self.shared.clone());
         while let Some(batch) = self.next_batch() {
-            self.shared.inbox.slots.add_permits(batch.len());
+            let slots = batch.iter().filter(|r| r.holds_slot()).count();
+            self.shared.inbox.slots.add_permits(slots);
             self.process(batch);
         }
         if let Some(preparer) = self.preparer.take() {
@@ -308,6 +356,7 @@ impl Writer {
             if st.closed {
                 drop(st);
                 self.sync_if_dirty();
+                self.seal_with_mark();
                 return None;
             }
             st.writer_waiting = true;
@@ -347,11 +396,11 @@ impl Writer {
     }
 
     fn sync_if_dirty(&mut self) {
-        if self.dirty_since.is_some()
-            && self.poisoned.is_none()
-            && let Err(e) = self.sync()
-        {
-            tracing::error!(error = %e, "background fsync of the log failed");
+        if self.dirty_since.is_some() && self.poisoned.is_none() {
+            match self.sync() {
+                Ok(()) => self.write_mark(),
+                Err(e) => tracing::error!(error = %e, "background fsync of the log failed"),
+            }
         }
     }
 
@@ -363,6 +412,7 @@ impl Writer {
         match self.active_file.sync_data() {
             Ok(()) => {
                 self.dirty_since = None;
+                self.synced_end = self.active_len;
                 Ok(())
             }
             Err(e) => {
@@ -377,9 +427,48 @@ impl Writer {
         }
     }
 
+    /// Right after an fsync: writes a sync mark stating what it covered, without syncing it and
+    /// without marking the segment dirty. A mark lost in a power loss only costs precision (the
+    /// write it covered may then be taken for a torn one), and syncing it would only make a new
+    /// mark due. If the write fails, the next group carries the mark.
+    pub(crate) fn write_mark(&mut self) {
+        if self.poisoned.is_some() || self.synced_end <= self.marked_end {
+            return;
+        }
+        self.buf.clear();
+        self.push_mark();
+        let dirty = self.dirty_since;
+        if let Err(e) = self.write_buf() {
+            tracing::warn!(error = %e, "could not write a sync mark");
+        }
+        self.dirty_since = dirty;
+    }
+
+    /// Puts a sync mark for `synced_end` into the group's buffer.
+    fn push_mark(&mut self) {
+        write_sync_mark(&mut self.buf, self.salt, self.active, self.synced_end);
+        self.marked_end = self.synced_end;
+    }
+
+    /// Ends the active segment with a synced mark for all its data, so that damage anywhere in
+    /// it reads as corruption once it is sealed (a roll) or the log is closed.
+    fn seal_with_mark(&mut self) {
+        if self.poisoned.is_some() || self.synced_end <= self.marked_end {
+            return;
+        }
+        self.buf.clear();
+        self.push_mark();
+        if let Err(e) = self.write_buf().and_then(|()| self.sync()) {
+            tracing::warn!(error = %e, "could not write the final sync mark of a segment");
+        }
+    }
+
     fn process(&mut self, batch: Vec<Request>) {
         let mut group: Vec<Pending> = Vec::with_capacity(batch.len());
         self.buf.clear();
+        if self.synced_end > self.marked_end && self.poisoned.is_none() {
+            self.push_mark();
+        }
         for request in batch {
             if let Some(p) = &self.poisoned {
                 Pending::from_request(request).fail(&AppendError::Poisoned(p.clone()));
@@ -403,6 +492,18 @@ impl Writer {
                         let _ = reply.send(Err(e));
                     }
                 },
+                Request::Acks(acks) => {
+                    let count = acks.len();
+                    let staged = encode_unit(&[Record::Acked { acks }], self.salt)
+                        .map_err(AppendError::from)
+                        .and_then(|unit| self.stage(std::slice::from_ref(&unit), &mut group));
+                    match staged {
+                        Ok(_) => group.push(Pending::Acks),
+                        Err(e) => {
+                            tracing::warn!(error = %e, acks = count, "gathered acks could not be written; their messages will be sent again after a restart");
+                        }
+                    }
+                }
             }
         }
         self.commit(group);
@@ -450,6 +551,7 @@ impl Writer {
             return Err(e);
         }
         self.complete(finished);
+        self.seal_with_mark();
         self.roll()
     }
 
@@ -489,6 +591,7 @@ impl Writer {
         let name = segment_name(next);
         let prepared = lock(&self.prepared).take();
         let backend = self.shared.backend.clone();
+        let salt = self.salt;
         let created = (|| {
             let file = match prepared {
                 Some(file) => {
@@ -497,7 +600,7 @@ impl Writer {
                 }
                 None => backend.create(&name)?,
             };
-            file.write_all_at(&segment_header(next), 0)?;
+            file.write_all_at(&segment_header(next, salt), 0)?;
             file.sync_data()?;
             backend.sync_dir()?;
             Ok::<_, std::io::Error>(file)
@@ -512,6 +615,8 @@ impl Writer {
                 self.active = next;
                 self.active_file = file;
                 self.active_len = SEGMENT_HEADER_BYTES as u64;
+                self.synced_end = self.active_len;
+                self.marked_end = self.active_len;
                 self.dirty_since = None;
                 self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
                 self.prepare_next_segment();
@@ -585,6 +690,7 @@ impl Writer {
                 }
                 return;
             }
+            self.write_mark();
             self.complete(rest);
         } else {
             self.complete(group);
@@ -603,6 +709,7 @@ impl Writer {
                 Pending::Sync { reply } => {
                     let _ = reply.send(Ok(()));
                 }
+                Pending::Acks => {}
                 Pending::Checkpoint { locations, reply } => {
                     let result = match locations.first() {
                         Some(first) => self.point_checkpoint_at(*first).map(|()| locations),
@@ -646,6 +753,7 @@ impl Pending {
                 reply,
             },
             Request::Sync { reply } => Pending::Sync { reply },
+            Request::Acks(_) => Pending::Acks,
         }
     }
 }

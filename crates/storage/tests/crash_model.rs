@@ -85,7 +85,7 @@ impl Model {
     fn record(&mut self, body: usize) -> Record {
         self.next_id += 1;
         Record::Published(Published {
-            queue: "q".into(),
+            queue: 1,
             id: Uuid::from_u128(self.next_id),
             parent: None,
             content_type: "application/octet-stream".into(),
@@ -289,7 +289,11 @@ fn run(seed: u64, setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    // CI runs 192 cases; PROPTEST_CASES runs more (scripts/soak.sh).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(192),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn acknowledged_records_survive_random_crashes(

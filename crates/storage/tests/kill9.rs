@@ -52,7 +52,7 @@ fn body_of(id: Uuid) -> Bytes {
 
 fn record_of(id: Uuid) -> Record {
     Record::Published(Published {
-        queue: "kill9".into(),
+        queue: 1,
         id,
         parent: None,
         content_type: "application/octet-stream".into(),
