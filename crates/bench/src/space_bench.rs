@@ -120,7 +120,7 @@ async fn publish_all(space: &Space, total: u64, publishers: u64, body: Bytes) ->
                     .await?;
                 i += publishers;
             }
-            Ok::<_, space::SpaceError>(())
+            Ok::<_, space::PublishError>(())
         }));
     }
     for t in tasks {

@@ -37,7 +37,7 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn record(i: u64, body: &Bytes) -> Record {
     Record::Published(Published {
-        queue: "bench".into(),
+        queue: 1,
         id: Uuid::from_u128(u128::from(i)),
         parent: None,
         content_type: "application/octet-stream".into(),

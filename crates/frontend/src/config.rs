@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use space::settings::{IdempotencyPatch, LimitsPatch, RetentionPatch, RetryPatch};
-use space::{HandlerKind, OnParentDead, SettingsPatch, Space, SpaceError, Span, SubscriberSpec};
+use space::{
+    HandlerKind, OnParentDead, QueueError, SettingsPatch, Space, Span, SubscriberError,
+    SubscriberSpec,
+};
 
 /// The file, as written. Every field is optional: flags and environment may supply it.
 #[derive(Debug, Default, Deserialize)]
@@ -107,17 +110,10 @@ impl TryFrom<RawQueueSection> for QueueSection {
     type Error = String;
 
     fn try_from(raw: RawQueueSection) -> Result<QueueSection, String> {
-        let patch = raw.patch()?;
+        let patch = raw.patch();
         space::QueueSettings::default()
             .merged(&patch)
             .map_err(|e| e.to_string())?;
-        for s in &raw.subscribers {
-            if let Some(h) = &s.handler
-                && HandlerKind::parse(h).is_none()
-            {
-                return Err(format!("unknown handler {h:?}: use webhook or legacy"));
-            }
-        }
         Ok(QueueSection {
             urls: raw.urls,
             subscribers: raw.subscribers,
@@ -138,17 +134,63 @@ pub struct RawQueueSection {
     pub delivery_timeout: Option<Span>,
     pub retention: Option<RetentionPatch>,
     pub limits: Option<LimitsPatch>,
-    pub on_parent_dead: Option<String>,
+    pub on_parent_dead: Option<PolicyName>,
     pub idempotency: Option<IdempotencyPatch>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An `on_parent_dead` value, checked where it is written (so that an error has its line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PolicyName(pub OnParentDead);
+
+impl TryFrom<String> for PolicyName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<PolicyName, String> {
+        match name.as_str() {
+            "wait" => Ok(PolicyName(OnParentDead::Wait)),
+            "dead_letter" => Ok(PolicyName(OnParentDead::DeadLetter)),
+            "deliver" => Ok(PolicyName(OnParentDead::Deliver)),
+            other => Err(format!(
+                "unknown on_parent_dead {other:?}: use wait, dead_letter or deliver"
+            )),
+        }
+    }
+}
+
+/// A handler name, checked where it is written (so that an error has its line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HandlerName(pub HandlerKind);
+
+impl TryFrom<String> for HandlerName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<HandlerName, String> {
+        HandlerKind::parse(&name)
+            .map(HandlerName)
+            .ok_or_else(|| format!("unknown handler {name:?}: use webhook or legacy"))
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberSection {
     pub endpoint: String,
-    pub handler: Option<String>,
+    pub handler: Option<HandlerName>,
     pub secret: Option<String>,
     pub max_in_flight: Option<u32>,
+}
+
+impl std::fmt::Debug for SubscriberSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberSection")
+            .field("endpoint", &self.endpoint)
+            .field("handler", &self.handler)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
 }
 
 /// Why a configuration file was refused: `FILE:LINE:COLUMN: reason` when the place is known.
@@ -195,45 +237,58 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 
 impl RawQueueSection {
     /// The queue settings the section sets.
-    pub fn patch(&self) -> Result<SettingsPatch, String> {
-        let on_parent_dead = match self.on_parent_dead.as_deref() {
-            None => None,
-            Some("wait") => Some(OnParentDead::Wait),
-            Some("dead_letter") => Some(OnParentDead::DeadLetter),
-            Some("deliver") => Some(OnParentDead::Deliver),
-            Some(other) => {
-                return Err(format!(
-                    "unknown on_parent_dead {other:?}: use wait, dead_letter or deliver"
-                ));
-            }
-        };
-        Ok(SettingsPatch {
+    pub fn patch(&self) -> SettingsPatch {
+        SettingsPatch {
             retry: self.retry.clone(),
             delivery_timeout: self.delivery_timeout,
             retention: self.retention.clone(),
             limits: self.limits.clone(),
-            on_parent_dead,
+            on_parent_dead: self.on_parent_dead.map(|p| p.0),
             idempotency: self.idempotency.clone(),
-        })
+        }
     }
+}
+
+/// Why the queues and subscribers of the file could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("queue {queue:?}: {source}")]
+    Queue {
+        queue: String,
+        #[source]
+        source: QueueError,
+    },
+    #[error("queue {queue:?}, subscriber {endpoint:?}: {source}")]
+    Subscriber {
+        queue: String,
+        endpoint: String,
+        #[source]
+        source: SubscriberError,
+    },
 }
 
 /// Creates or updates the queues and subscribers the file names. A queue whose settings
 /// already match, and a subscriber whose endpoint is already there, are left alone.
-pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceError> {
+pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), BootstrapError> {
     for (name, q) in &config.queues {
         let name: &str = name;
         let patch = &q.patch;
+        let queue_error = |source| BootstrapError::Queue {
+            queue: name.to_owned(),
+            source,
+        };
         let wanted = match space.queue_info(name) {
             Ok(info) => {
-                let merged = info.settings.merged(patch)?;
-                (merged != info.settings).then_some(())
+                let merged = info
+                    .settings
+                    .merged(patch)
+                    .map_err(|e| queue_error(e.into()))?;
+                merged != info.settings
             }
-            Err(SpaceError::QueueNotFound(_)) => Some(()),
-            Err(e) => return Err(e),
+            Err(_) => true,
         };
-        if wanted.is_some() {
-            space.put_queue(name, patch).await?;
+        if wanted {
+            space.put_queue(name, patch).await.map_err(queue_error)?;
         }
         let legacy = q.urls.iter().map(|url| SubscriberSpec {
             endpoint: url.clone(),
@@ -243,18 +298,21 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), SpaceEr
         });
         let full = q.subscribers.iter().map(|s| SubscriberSpec {
             endpoint: s.endpoint.clone(),
-            handler: s
-                .handler
-                .as_deref()
-                .and_then(HandlerKind::parse)
-                .unwrap_or(HandlerKind::Webhook),
+            handler: s.handler.map_or(HandlerKind::Webhook, |h| h.0),
             secret: s.secret.clone(),
             max_in_flight: s
                 .max_in_flight
                 .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
         });
         for spec in legacy.chain(full) {
-            space.add_subscriber(name, spec).await?;
+            let endpoint = spec.endpoint.clone();
+            space.add_subscriber(name, spec).await.map_err(|source| {
+                BootstrapError::Subscriber {
+                    queue: name.to_owned(),
+                    endpoint,
+                    source,
+                }
+            })?;
         }
     }
     Ok(())
@@ -333,6 +391,22 @@ queues:
             p("queues:\n  orders:\n    subscribers: [{endpoint: x, handler: sms}]\n").unwrap_err();
         assert!(
             e.0.starts_with("config.yml:3:") && e.0.contains("sms"),
+            "{}",
+            e.0
+        );
+        // A bad value is reported where it is written, not at the key that encloses it.
+        let e = p("queues:\n  orders:\n    subscribers:\n      - endpoint: http://x/\n        handler: sms\n")
+            .unwrap_err();
+        assert!(
+            e.0.starts_with("config.yml:5:") && e.0.contains("sms"),
+            "{}",
+            e.0
+        );
+        let e =
+            p("queues:\n  orders:\n    retry:\n      max_attempts: 3\n    on_parent_dead: later\n")
+                .unwrap_err();
+        assert!(
+            e.0.starts_with("config.yml:5:") && e.0.contains("later"),
             "{}",
             e.0
         );

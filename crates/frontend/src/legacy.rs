@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use space::{HandlerKind, NewMessage, SettingsPatch, Space, SpaceError, SubscriberSpec};
+use space::{Classify, HandlerKind, NewMessage, SettingsPatch, Space, SubscriberSpec};
 
 #[derive(Clone)]
 struct Legacy {
@@ -37,8 +37,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn error(e: SpaceError) -> Response {
-    text(crate::problem::status_of(&e), e.to_string())
+fn error(e: impl Classify) -> Response {
+    text(crate::problem::status_of(e.kind()), e.to_string())
 }
 
 /// The `queue` header, required and non-empty; the reason for a 400 otherwise.

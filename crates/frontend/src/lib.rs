@@ -460,7 +460,7 @@ async fn list_messages(
         match api.space.message(&queue, id) {
             Ok(m) => messages.push(Message::from(m)),
             // Removed since the page was taken.
-            Err(space::SpaceError::MessageNotFound(_)) => {}
+            Err(space::MessageError::MessageNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -116,8 +116,7 @@ pub fn render(space: &Space) -> String {
         );
     }
 
-    let log = space.log();
-    let stats = log.stats();
+    let stats = space.log_stats();
     for (name, help, value) in [
         (
             "syncbrok_log_writes_total",
@@ -138,7 +137,7 @@ pub fn render(space: &Space) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
-    let segments = log.segments();
+    let segments = space.log_segments();
     family(
         &mut out,
         "syncbrok_log_segments",

@@ -1,10 +1,10 @@
-//! Errors as `application/problem+json` (RFC 9457), and the one place where each Space error
-//! gets its status code.
+//! Errors as `application/problem+json` (RFC 9457), and the one place where each kind of Space
+//! error gets its status code.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use space::SpaceError;
+use space::{Classify, ErrorKind};
 
 /// How long a client should wait after a 429 before publishing again.
 pub const RETRY_AFTER_QUEUE_FULL_S: u64 = 1;
@@ -73,44 +73,49 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The status code of each Space error: the one place it is decided.
-pub fn status_of(e: &SpaceError) -> StatusCode {
-    use SpaceError::*;
-    match e {
-        QueueNotFound(_) | SubscriberNotFound(_) | MessageNotFound(_) => StatusCode::NOT_FOUND,
-        InvalidQueueName(_)
-        | InvalidEndpoint(_)
-        | InvalidSecret
-        | InvalidContentType
-        | InvalidIdempotencyKey
-        | InvalidBatch(_) => StatusCode::BAD_REQUEST,
-        Settings(_)
-        | UnknownParent(_)
-        | TooManySubscribers
-        | InvalidMaxInFlight(_)
-        | EndpointNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        NotDead(_) | IdempotencyConflict(_) | IdempotencyInProgress(_) => StatusCode::CONFLICT,
-        QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-        BodyTooLarge | BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-        ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        Storage(_) | Open(_) | Read(_) | Snapshot(_) | Unsupported(_) | Internal(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+/// The status code of each kind of Space error: the one place it is decided.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Full => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-impl From<SpaceError> for Problem {
-    fn from(e: SpaceError) -> Problem {
-        let status = status_of(&e);
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "request failed");
-        }
-        Problem {
-            status,
-            detail: e.to_string(),
-            retry_after_s: matches!(e, SpaceError::QueueFull { .. })
-                .then_some(RETRY_AFTER_QUEUE_FULL_S),
-        }
+/// Any Space error as a problem.
+pub fn from_space<E: Classify>(e: E) -> Problem {
+    let kind = e.kind();
+    let status = status_of(kind);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "request failed");
+    }
+    Problem {
+        status,
+        detail: e.to_string(),
+        retry_after_s: (kind == ErrorKind::Full).then_some(RETRY_AFTER_QUEUE_FULL_S),
     }
 }
+
+macro_rules! problem_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Problem {
+            fn from(e: $t) -> Problem {
+                from_space(e)
+            }
+        }
+    )*};
+}
+
+problem_from!(
+    space::PublishError,
+    space::QueueError,
+    space::SubscriberError,
+    space::MessageError,
+    space::QueueNotFound
+);

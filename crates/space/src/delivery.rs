@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::scheduler::{MessageId, SubscriberId};
+use crate::model::{MessageId, SubscriberId};
 use crate::settings::Retry;
 
 /// How a subscriber wants its messages (SPEC §3).

@@ -11,7 +11,7 @@
 
 use uuid::Uuid;
 
-use crate::scheduler::MessageId;
+use crate::model::MessageId;
 
 /// Bits of the sequence: 4.4 × 10¹² messages per queue.
 pub const SEQUENCE_BITS: u32 = 42;

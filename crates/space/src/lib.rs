@@ -1,19 +1,27 @@
 //! syncbrok's Space: queues, messages and subscribers on top of Storage.
 //!
-//! - [`Space`]: the durable broker state and its delivery loop (one dispatcher per subscriber).
+//! - [`Space`]: the durable broker state and its delivery loop (one dispatcher per
+//!   subscriber); its parts live in `space/` (journal, registry, publish, admin, messages,
+//!   dispatch, replay, maintenance, views).
+//! - `queue/`: one queue's state and the record-driven transitions shared by live operation,
+//!   replay and snapshots.
 //! - [`scheduler`]: the pure state machine of one queue under parented mode.
 //! - [`delivery`]: what the Space asks of a Handler, and the retry schedule.
 //! - [`settings`]: queue settings as users write them, with defaults, patches and bounds.
 //! - [`ids`]: message ids that tell which queue issued them, and in which order.
-//! - [`time`]: RFC 3339 timestamps for headers and the API.
+//! - [`model`]: the names every part shares; [`types`]: what callers pass in and get back;
+//!   [`error`]: errors per operation; [`limits`]: every bound.
+//! - [`clock`], [`time`]: the wall clock, and RFC 3339 timestamps.
 //!
 //! The Space knows nothing of HTTP frontends: they call it through [`Space`].
 
+pub mod clock;
 pub mod delivery;
 pub mod endpoints;
-mod error;
+pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod model;
 mod queue;
 mod recent;
 pub mod scheduler;
@@ -21,17 +29,25 @@ pub mod settings;
 mod snapshot;
 mod space;
 pub mod time;
+pub mod types;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
-pub use error::SpaceError;
-pub use queue::{DeliveryView, SubscriberSpec};
-pub use scheduler::{
-    Counts, DeadCause, DeliveryState, Event, Lineage, MessageId, MessageState, OnParentDead,
-    SUBSCRIBERS_PER_QUEUE_MAX, ScheduleError, Scheduler, Slot, Slots, SubscriberId,
+pub use error::{
+    Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
+    QueueNotFound, ReclaimError, SubscriberError,
 };
+pub use model::{
+    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
+    SubscriberId,
+};
+pub use queue::SubscriberSpec;
+pub use queue::image::{MessageImage, QueueImage};
+pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
-pub use space::{
-    BatchEntry, BatchParent, DeadLetter, MessageInfo, NewMessage, PublishedMessage, QueueInfo,
-    ReclaimReport, Space, SpaceConfig, SpaceTotals, SubscriberInfo, decode_secret,
-    validate_queue_name,
+pub use snapshot::SnapshotError;
+pub use space::{Space, SpaceImage, decode_secret, validate_queue_name};
+pub use types::{
+    BatchEntry, BatchParent, DeadLetter, DeliveryView, MessageInfo, NewMessage, Page,
+    PublishedMessage, QueueInfo, ReclaimReport, SpaceConfig, SpaceTotals, SubscriberInfo,
 };

@@ -1,32 +1,99 @@
-//! Bounds of the Space, each with its reason.
+//! Every bound the Space enforces, with its reason. A limit that is not here does not exist:
+//! code that needs a bound names one of these. Relations with Storage's limits are checked at
+//! compile time at the end of this file.
 
-/// Queue names: `[A-Za-z0-9._-]{1,128}` (SPEC §4), so they are safe in URLs and logs.
+use storage::limits::{ACKS_PER_RECORD_MAX, RECORD_PAYLOAD_BYTES_MAX};
+
+/// Queue names: `[A-Za-z0-9._-]{1,128}`, so that they are safe in URLs, headers and logs.
 pub const QUEUE_NAME_BYTES_MAX: usize = 128;
-/// Endpoints: absolute http(s) URLs of at most this many bytes (SPEC §4).
+
+/// Endpoints: absolute `http`/`https` URLs of at most this many bytes.
 pub const ENDPOINT_BYTES_MAX: usize = 2048;
-/// `max_in_flight` per subscriber: each in-flight attempt holds a connection and a task.
+
+/// Subscribers one queue may have at once: fan-out sets are 64-bit masks of slots, which keeps
+/// a message's bookkeeping at a few words whatever its fan-out.
+pub const SUBSCRIBERS_PER_QUEUE_MAX: usize = 64;
+
+/// `max_in_flight` of a subscriber when none is given: requests on the wire at once.
 pub const MAX_IN_FLIGHT_DEFAULT: u32 = 64;
+/// Largest `max_in_flight`: each request on the wire holds a connection and a task.
 pub const MAX_IN_FLIGHT_MAX: u32 = 4096;
+
 /// Idempotency keys longer than this are refused: they are kept in memory for the window.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+
 /// Content types longer than this are refused; they are stored with every message.
 pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
+
+/// Distinct content types a queue keeps in memory (interned: a message holds a 2-byte index).
+/// A message whose content type is not among them has its content type read from the log.
+pub const CONTENT_TYPES_PER_QUEUE_MAX: usize = 1024;
+
 /// Error texts kept per failed attempt are cut to this length.
 pub const ERROR_TEXT_BYTES_MAX: usize = 512;
-/// A batch publish holds at most this many messages (SPEC §4) …
+
+/// A batch publish holds at most this many messages …
 pub const BATCH_MESSAGES_MAX: usize = 1000;
-/// … and at most this many bytes of bodies (SPEC §4); one batch is one log record.
+/// … and at most this many bytes of bodies; one batch is one log record.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest body the broker can be configured to accept (`limits.max_body`): one message is
+/// one log record.
+pub const BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
 /// How often retention and idempotency windows are swept.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Messages one `Expired` record names: a sweep that finds more appends several records.
+pub const EXPIRED_PER_RECORD_MAX: usize = 4096;
+
 /// How often the reclaimer checks whether a checkpoint is due, by default.
 pub const RECLAIM_INTERVAL_MS: u64 = 5000;
+
 /// Sealed segments since the last checkpoint before another is taken.
 pub const RECLAIM_SEGMENTS_MIN: usize = 2;
-/// Memory for the bodies of the latest messages, so that deliveries need not read them
-/// back from the log.
+
+/// Memory for the bodies of the latest messages, so that deliveries need not read them back
+/// from the log.
 pub const RECENT_BODIES_BYTES: usize = 4 * 1024 * 1024;
-/// Acks per log record when gathered acks are appended (32 bytes each).
-pub const ACKS_PER_RECORD_MAX: usize = 4096;
+
 /// Checkpoint snapshots are written in parts of at most this size (one record each).
 pub const CHECKPOINT_PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// Ids of dead messages removed by retention that a queue remembers, as ranges of sequence
+/// numbers (a run of consecutive dead messages is one range): a later child of one is dead at
+/// once instead of delivered as if its parent had arrived. Past this many ranges the oldest are
+/// forgotten (counted in `/metrics`); a child of a forgotten one goes at once.
+pub const DEAD_REMOVED_RANGES_PER_QUEUE_MAX: usize = 1 << 20;
+
+/// Reading a message whose record compaction is moving: tries before the read is an error.
+pub const RELOCATED_READ_TRIES: u32 = 3;
+
+/// Fixed bytes of a `Published` record besides its body, content type, idempotency key and
+/// fan-out list (queue, id, parent, time, length prefixes, option tags).
+const PUBLISHED_FIXED_BYTES: usize = 4 + 16 + 17 + 4 + 8 + 1 + 4 + 4;
+/// The most a `Published` record adds to its body.
+const PUBLISHED_OVERHEAD_MAX: usize = PUBLISHED_FIXED_BYTES
+    + CONTENT_TYPE_BYTES_MAX
+    + 4
+    + IDEMPOTENCY_KEY_BYTES_MAX
+    + SUBSCRIBERS_PER_QUEUE_MAX * 8
+    + storage::FRAME_HEADER_BYTES;
+
+// What crosses into Storage's bounds, checked at compile time.
+// The largest single message is one record.
+const _: () =
+    assert!(BODY_BYTES_CEILING + PUBLISHED_OVERHEAD_MAX <= RECORD_PAYLOAD_BYTES_MAX as usize);
+// A whole batch is one record.
+const _: () = assert!(
+    BATCH_BYTES_MAX + BATCH_MESSAGES_MAX * PUBLISHED_OVERHEAD_MAX
+        <= RECORD_PAYLOAD_BYTES_MAX as usize
+);
+// Gathered acks and expiries fit a record.
+const _: () = assert!(ACKS_PER_RECORD_MAX * storage::ACK_BYTES < RECORD_PAYLOAD_BYTES_MAX as usize);
+const _: () = assert!(EXPIRED_PER_RECORD_MAX * 16 + 16 < RECORD_PAYLOAD_BYTES_MAX as usize);
+// A checkpoint part is one record.
+const _: () = assert!(CHECKPOINT_PART_BYTES + 16 < RECORD_PAYLOAD_BYTES_MAX as usize);
+// A redrive names at most every subscriber of a queue.
+const _: () = assert!(SUBSCRIBERS_PER_QUEUE_MAX <= 64);
+const _: () = assert!(CONTENT_TYPES_PER_QUEUE_MAX < u16::MAX as usize);

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use storage::Published;
 
-use crate::scheduler::MessageId;
+use crate::model::MessageId;
 
 /// Bytes charged per entry on top of its body: map and queue slots, the content type.
 const ENTRY_OVERHEAD_BYTES: usize = 160;
@@ -96,7 +96,7 @@ mod tests {
 
     fn published(n: u128, body: &[u8]) -> Published {
         Published {
-            queue: "q".into(),
+            queue: 1,
             id: uuid::Uuid::from_u128(n),
             parent: None,
             content_type: "text/plain".into(),

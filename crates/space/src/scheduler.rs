@@ -1,76 +1,45 @@
 //! The scheduler of one queue: which message goes to which subscriber next, under the rules of
-//! parented mode (SPEC §2).
+//! parented mode.
 //!
 //! Pure state: no I/O, no clock, no HTTP. The Space feeds it what happened (a publish, an
 //! ack, a subscriber giving up, a redrive, a removal) — live, or replayed from the log after a
-//! restart — and it answers with [`Event`]s: which messages were released to which subscribers,
-//! which were delivered, which went dead. Dispatchers take work from it with
-//! [`Scheduler::next`].
+//! restart — and it answers with [`Event`]s: which messages were released to which
+//! subscribers, and which finished (delivered or dead) or were reopened. Dispatchers take work
+//! from it with [`Scheduler::next`].
 //!
 //! Rules kept here:
 //! - a message is sent to a subscriber only if that subscriber is in its fan-out set, has not
 //!   acknowledged it, has not given up on it, and has no attempt of it under way;
 //! - a child is released only when its parent is delivered to every subscriber of the parent's
-//!   fan-out set (or the parent is removed, or it died and the queue says `deliver`);
+//!   fan-out set, or the parent is discarded, or it died and the queue says `deliver`;
 //! - a message is delivered when every subscriber of its fan-out set acknowledged it, dead when
-//!   every one either acknowledged or gave up and at least one gave up.
+//!   every one either acknowledged or gave up and at least one gave up (or its parent died and
+//!   the queue says `dead_letter`, or its dead parent was removed by retention);
+//! - events report transitions only: a message is reported delivered or dead once, and again
+//!   only after it was reopened (redriven) or changed its outcome (a subscriber that gave up on
+//!   it was removed).
 //!
 //! Memory: one [`Entry`] per message in an ordered map, whatever the fan-out; subscribers walk
-//! the map with a cursor instead of keeping queues of ids.
+//! the map with a cursor instead of keeping queues of ids. Counts per state are kept as they
+//! change, so reading them costs nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use uuid::Uuid;
+use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
+use crate::model::{
+    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId,
+};
 
-/// A message's id (UUIDv7, assigned by the broker).
-pub type MessageId = Uuid;
-/// A subscriber's id, unique in the Space.
-pub type SubscriberId = u64;
-
-/// Most subscribers one queue may have at once: fan-out sets are 64-bit masks of slots, which
-/// keeps a message's bookkeeping at a few words whatever its fan-out.
-pub const SUBSCRIBERS_PER_QUEUE_MAX: usize = 64;
-
-/// What happens to the waiting children of a message that went dead (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnParentDead {
-    /// The children stay `waiting` until the parent is redriven and delivered, or removed.
-    #[default]
-    Wait,
-    /// The children go dead too, reason `parent_dead`.
-    DeadLetter,
-    /// The children go on; order is given up.
-    Deliver,
+/// What the scheduler needs to know of what the Space keeps with a message: its size, so that
+/// the bytes of undelivered messages are kept as they change.
+pub trait Weighed {
+    fn weight(&self) -> u64;
 }
 
-/// A message's state as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageState {
-    Waiting,
-    Ready,
-    Delivering,
-    Delivered,
-    Dead,
-}
-
-/// One subscriber's view of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    /// Not yet sent, or between attempts of a retry.
-    Pending,
-    /// An attempt is under way or a retry is scheduled.
-    InFlight,
-    Acked,
-    Dead,
-}
-
-/// Why a message went dead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadCause {
-    /// At least one subscriber gave up (its attempts ran out).
-    MaxAttempts,
-    /// Its parent went dead and the queue's policy is `dead_letter`.
-    ParentDead,
+impl Weighed for () {
+    fn weight(&self) -> u64 {
+        0
+    }
 }
 
 /// The position of a subscriber in fan-out masks. Slots are reused after a subscriber is
@@ -90,9 +59,17 @@ impl Slot {
 
 /// A set of slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Slots(pub u64);
+pub struct Slots(u64);
 
 impl Slots {
+    pub fn from_bits(bits: u64) -> Slots {
+        Slots(bits)
+    }
+
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
     pub fn contains(self, slot: Slot) -> bool {
         self.0 & slot.bit() != 0
     }
@@ -113,13 +90,26 @@ pub enum Lineage {
     Root,
     /// The parent is a message this scheduler holds.
     Child(MessageId),
-    /// The parent was delivered and has since been removed (retention): the child goes at
+    /// The parent was delivered or discarded and has since been removed: the child goes at
     /// once. The Space knows this from its ids, the scheduler no longer can.
     ChildOfRemoved(MessageId),
+    /// The parent died and retention removed it: it can never be delivered, so the child is
+    /// dead at once (reason `parent_dead`), unless the queue says `deliver`.
+    ChildOfRemovedDead(MessageId),
 }
 
-/// What a change caused. The Space persists what must survive a crash and wakes the
-/// dispatchers of released slots.
+/// How a message leaves the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Discarded by a user: its waiting children go on.
+    Discarded,
+    /// Its retention is over (it was delivered or dead). The waiting children of a dead one
+    /// go dead: their parent can never arrive.
+    Expired,
+}
+
+/// What a change caused. The Space books what finished and wakes the dispatchers of released
+/// slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// The message is queued for these subscribers.
@@ -129,8 +119,10 @@ pub enum Event {
     /// It can go no further without a redrive.
     Dead {
         message: MessageId,
-        cause: DeadCause,
+        reason: DeadReason,
     },
+    /// It was delivered or dead and is neither any more (redriven).
+    Reopened { message: MessageId },
 }
 
 /// Why a change was refused.
@@ -150,6 +142,14 @@ pub enum ScheduleError {
     UnknownSlot(Slot),
 }
 
+/// Where a message stands as far as events went: what was last reported of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Open,
+    Delivered,
+    Dead,
+}
+
 #[derive(Debug, Clone)]
 struct Entry<M> {
     /// What the Space keeps with the message (its location in the log, its size).
@@ -162,8 +162,10 @@ struct Entry<M> {
     active: u64,
     /// Held until the parent is delivered.
     waiting: bool,
-    /// Dead as a whole because the parent died (policy `dead_letter`).
+    /// Dead as a whole because the parent died (or its dead parent was removed).
     parent_dead: bool,
+    /// The last outcome events reported.
+    reported: Finish,
 }
 
 impl<M> Entry<M> {
@@ -173,6 +175,16 @@ impl<M> Entry<M> {
 
     fn is_dead(&self) -> bool {
         self.parent_dead || (self.dead != 0 && (self.acked | self.dead) == self.fanout)
+    }
+
+    fn finish(&self) -> Finish {
+        if self.is_dead() {
+            Finish::Dead
+        } else if self.is_delivered() {
+            Finish::Delivered
+        } else {
+            Finish::Open
+        }
     }
 
     fn state(&self) -> MessageState {
@@ -195,51 +207,113 @@ impl<M> Entry<M> {
     }
 }
 
+/// A message's durable scheduling state, as a snapshot stores it and restores it verbatim
+/// (attempts under way are not state: they are sent again after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry<M> {
+    pub meta: M,
+    pub parent: Option<MessageId>,
+    pub fanout: Slots,
+    pub acked: Slots,
+    pub dead: Slots,
+    pub waiting: bool,
+    pub parent_dead: bool,
+}
+
+/// The children of one parent. Most parents in a chain have one: kept inline.
+#[derive(Debug, Clone)]
+enum Children {
+    One(MessageId),
+    Many(Vec<MessageId>),
+}
+
+impl Children {
+    fn push(&mut self, id: MessageId) {
+        match self {
+            Children::One(first) => *self = Children::Many(vec![*first, id]),
+            Children::Many(v) => v.push(id),
+        }
+    }
+
+    /// Removes `id`; true if none are left.
+    fn remove(&mut self, id: MessageId) -> bool {
+        match self {
+            Children::One(only) => *only == id,
+            Children::Many(v) => {
+                v.retain(|c| *c != id);
+                v.is_empty()
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<MessageId> {
+        match self {
+            Children::One(only) => vec![*only],
+            Children::Many(v) => v.clone(),
+        }
+    }
+}
+
 /// Where a subscriber is in the queue. No memory per message: the subscriber walks the
 /// ordered message map with a cursor, and only messages released behind the cursor (children
 /// of a parent delivered late, redrives, requeues) wait in `behind`.
-struct Subscriber {
+struct Cursor {
     id: SubscriberId,
     /// Every message up to here has been considered; `None`: nothing yet.
-    cursor: Option<MessageId>,
+    at: Option<MessageId>,
     /// Released behind the cursor, oldest first. May hold ids that no longer need sending
     /// (acked, removed); [`Scheduler::next`] skips them.
     behind: VecDeque<MessageId>,
 }
 
-impl Subscriber {
+impl Cursor {
     fn is_behind(&self, id: MessageId) -> bool {
-        self.cursor.is_some_and(|c| id <= c)
+        self.at.is_some_and(|c| id <= c)
     }
 }
 
-/// Counts of messages per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub waiting: u64,
-    pub ready: u64,
-    pub delivering: u64,
-    pub delivered: u64,
-    pub dead: u64,
+/// Books a state change of one entry into the counts and the undelivered bytes.
+fn recount(
+    counts: &mut Counts,
+    bytes: &mut u64,
+    before: MessageState,
+    after: MessageState,
+    w: u64,
+) {
+    if before == after {
+        return;
+    }
+    counts.sub(before);
+    counts.add(after);
+    match (before.is_undelivered(), after.is_undelivered()) {
+        (true, false) => *bytes = bytes.saturating_sub(w),
+        (false, true) => *bytes += w,
+        _ => {}
+    }
 }
 
 /// The scheduler of one queue. `M` is what the Space keeps with each message.
 pub struct Scheduler<M = ()> {
     on_parent_dead: OnParentDead,
-    slots: Vec<Option<Subscriber>>,
+    slots: Vec<Option<Cursor>>,
     /// Ordered by id, which is publish order: pages and "oldest" come for free.
     messages: BTreeMap<MessageId, Entry<M>>,
-    /// Children held by a parent that is not delivered yet, by parent.
-    waiting_on: HashMap<MessageId, Vec<MessageId>>,
+    /// The children of every held parent that has any, in publish order.
+    children: HashMap<MessageId, Children>,
+    counts: Counts,
+    /// Bytes (weights) of waiting, ready and delivering messages.
+    undelivered_bytes: u64,
 }
 
-impl<M> Scheduler<M> {
+impl<M: Weighed> Scheduler<M> {
     pub fn new(on_parent_dead: OnParentDead) -> Scheduler<M> {
         Scheduler {
             on_parent_dead,
             slots: Vec::new(),
             messages: BTreeMap::new(),
-            waiting_on: HashMap::new(),
+            children: HashMap::new(),
+            counts: Counts::default(),
+            undelivered_bytes: 0,
         }
     }
 
@@ -249,22 +323,38 @@ impl<M> Scheduler<M> {
         self.on_parent_dead = policy;
     }
 
+    /// Applies `f` to a message's entry and books the state change it made.
+    fn change<R>(&mut self, id: MessageId, f: impl FnOnce(&mut Entry<M>) -> R) -> Option<R> {
+        let e = self.messages.get_mut(&id)?;
+        let before = e.state();
+        let r = f(e);
+        let after = e.state();
+        recount(
+            &mut self.counts,
+            &mut self.undelivered_bytes,
+            before,
+            after,
+            e.meta.weight(),
+        );
+        Some(r)
+    }
+
     /// Adds a subscriber; messages accepted from now on include it in their fan-out set.
     pub fn add_subscriber(&mut self, id: SubscriberId) -> Result<Slot, ScheduleError> {
         // It receives only messages accepted from now on: start past every message held.
-        let sub = Subscriber {
+        let cursor = Cursor {
             id,
-            cursor: self.messages.last_key_value().map(|(k, _)| *k),
+            at: self.messages.last_key_value().map(|(k, _)| *k),
             behind: VecDeque::new(),
         };
         if let Some(i) = self.slots.iter().position(Option::is_none) {
-            self.slots[i] = Some(sub);
+            self.slots[i] = Some(cursor);
             return Ok(Slot(i as u8));
         }
         if self.slots.len() == SUBSCRIBERS_PER_QUEUE_MAX {
             return Err(ScheduleError::TooManySubscribers);
         }
-        self.slots.push(Some(sub));
+        self.slots.push(Some(cursor));
         Ok(Slot((self.slots.len() - 1) as u8))
     }
 
@@ -285,38 +375,43 @@ impl<M> Scheduler<M> {
     }
 
     /// Removes a subscriber: nothing is sent to it any more and no message waits for it.
-    /// Messages for which it was the last one owed are delivered (or dead) now.
+    /// Messages for which it was the last one owed are delivered (or dead) now; a message that
+    /// was dead only because this subscriber gave up on it is delivered if every other one
+    /// acknowledged it, and its waiting children go on.
     pub fn remove_subscriber(&mut self, slot: Slot) -> Result<Vec<Event>, ScheduleError> {
-        let taken = self
-            .slots
+        self.slots
             .get_mut(slot.index())
             .and_then(Option::take)
             .ok_or(ScheduleError::UnknownSlot(slot))?;
-        drop(taken);
         let bit = slot.bit();
-        let mut settled = Vec::new();
+        let mut touched = Vec::new();
         for (id, e) in &mut self.messages {
             if e.fanout & bit != 0 {
-                let was_done = e.is_delivered() || e.is_dead();
+                let before = e.state();
                 e.fanout &= !bit;
                 e.acked &= !bit;
                 e.dead &= !bit;
                 e.active &= !bit;
-                if !was_done && !e.waiting {
-                    settled.push(*id);
+                recount(
+                    &mut self.counts,
+                    &mut self.undelivered_bytes,
+                    before,
+                    e.state(),
+                    e.meta.weight(),
+                );
+                if !e.waiting {
+                    touched.push(*id);
                 }
             }
         }
         let mut events = Vec::new();
-        for id in settled {
-            self.settle(id, &mut events);
-        }
+        self.settle_all(touched, &mut events);
         Ok(events)
     }
 
     /// Accepts a message with the given fan-out set. Returns what it caused: released,
-    /// delivered at once (empty fan-out), dead at once (dead parent, policy `dead_letter`), or
-    /// nothing (it waits for its parent).
+    /// delivered at once (empty fan-out), dead at once (dead parent), or nothing (it waits
+    /// for its parent).
     pub fn publish(
         &mut self,
         id: MessageId,
@@ -329,48 +424,59 @@ impl<M> Scheduler<M> {
         }
         // Slots that are free now cannot be in a fan-out set.
         let fanout = fanout.0 & self.all_slots().0;
-        let (parent, parent_state) = match lineage {
-            Lineage::Root => (None, None),
-            Lineage::ChildOfRemoved(p) => (Some(p), None),
+        let (parent, waiting, parent_dead) = match lineage {
+            Lineage::Root => (None, false, false),
+            Lineage::ChildOfRemoved(p) => (Some(p), false, false),
+            Lineage::ChildOfRemovedDead(p) => {
+                (Some(p), false, self.on_parent_dead != OnParentDead::Deliver)
+            }
             Lineage::Child(p) => {
                 let e = self
                     .messages
                     .get(&p)
                     .ok_or(ScheduleError::UnknownParent(p))?;
-                (Some(p), Some((e.is_delivered(), e.is_dead())))
+                match (e.finish(), self.on_parent_dead) {
+                    (Finish::Delivered, _) | (Finish::Dead, OnParentDead::Deliver) => {
+                        (Some(p), false, false)
+                    }
+                    (Finish::Dead, OnParentDead::DeadLetter) => (Some(p), false, true),
+                    (Finish::Dead, OnParentDead::Wait) | (Finish::Open, _) => {
+                        (Some(p), true, false)
+                    }
+                }
             }
         };
-        let mut entry = Entry {
+        let entry = Entry {
             meta,
             parent,
             fanout,
             acked: 0,
             dead: 0,
             active: 0,
-            waiting: false,
-            parent_dead: false,
+            waiting,
+            parent_dead,
+            reported: Finish::Open,
         };
-        let mut events = Vec::new();
-        match parent_state {
-            Some((false, true)) => match self.on_parent_dead {
-                OnParentDead::Wait => entry.waiting = true,
-                OnParentDead::DeadLetter => entry.parent_dead = true,
-                OnParentDead::Deliver => {}
-            },
-            Some((false, false)) => entry.waiting = true,
-            _ => {}
+        let state = entry.state();
+        self.counts.add(state);
+        if state.is_undelivered() {
+            self.undelivered_bytes += entry.meta.weight();
         }
-        let (waiting, parent_dead) = (entry.waiting, entry.parent_dead);
         self.messages.insert(id, entry);
-        if waiting {
-            let p = parent.expect("a waiting message has a parent");
-            self.waiting_on.entry(p).or_default().push(id);
-        } else if parent_dead {
-            events.push(Event::Dead {
-                message: id,
-                cause: DeadCause::ParentDead,
-            });
-        } else {
+        if let Some(p) = parent
+            && self.messages.contains_key(&p)
+        {
+            match self.children.get_mut(&p) {
+                Some(kids) => kids.push(id),
+                None => {
+                    self.children.insert(p, Children::One(id));
+                }
+            }
+        }
+        let mut events = Vec::new();
+        if parent_dead {
+            self.settle_all(vec![id], &mut events);
+        } else if !waiting {
             self.release(id, &mut events);
         }
         Ok(events)
@@ -384,77 +490,91 @@ impl<M> Scheduler<M> {
         self.settle_all(todo, events);
     }
 
-    fn settle(&mut self, id: MessageId, events: &mut Vec<Event>) {
-        self.settle_all(vec![id], events);
-    }
-
-    /// Reports delivery or death of messages that have no subscriber left to serve, and
-    /// passes the news on to their waiting children, transitively (a work list, not
-    /// recursion: chains may be long).
+    /// Reports what changed of messages whose outcome may have changed, and passes the news
+    /// on to their waiting children, transitively (a work list, not recursion: chains may be
+    /// long).
     fn settle_all(&mut self, mut todo: Vec<MessageId>, events: &mut Vec<Event>) {
         while let Some(id) = todo.pop() {
-            let Some(e) = self.messages.get(&id) else {
+            let Some(e) = self.messages.get_mut(&id) else {
                 continue;
             };
-            if e.waiting || e.active != 0 {
+            let now = e.finish();
+            if now == e.reported {
                 continue;
             }
-            let released_children = if e.is_delivered() {
-                events.push(Event::Delivered { message: id });
-                true
-            } else if e.is_dead() {
-                if !e.parent_dead {
+            e.reported = now;
+            match now {
+                Finish::Open => events.push(Event::Reopened { message: id }),
+                Finish::Delivered => {
+                    events.push(Event::Delivered { message: id });
+                    self.release_children(id, events, &mut todo);
+                }
+                Finish::Dead => {
+                    let reason = if e.parent_dead {
+                        DeadReason::ParentDead
+                    } else {
+                        DeadReason::MaxAttempts
+                    };
                     events.push(Event::Dead {
                         message: id,
-                        cause: DeadCause::MaxAttempts,
+                        reason,
                     });
-                }
-                match self.on_parent_dead {
-                    OnParentDead::Wait => continue,
-                    OnParentDead::Deliver => true,
-                    OnParentDead::DeadLetter => {
-                        for child in self.waiting_on.remove(&id).unwrap_or_default() {
-                            if let Some(c) = self.messages.get_mut(&child)
-                                && c.waiting
-                                && c.parent == Some(id)
-                            {
-                                c.waiting = false;
-                                c.parent_dead = true;
-                                events.push(Event::Dead {
-                                    message: child,
-                                    cause: DeadCause::ParentDead,
-                                });
-                                todo.push(child);
-                            }
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                continue;
-            };
-            if released_children {
-                for child in self.waiting_on.remove(&id).unwrap_or_default() {
-                    if self
-                        .messages
-                        .get(&child)
-                        .is_some_and(|c| c.waiting && c.parent == Some(id))
-                    {
-                        self.release_one(child, events, &mut todo);
+                    match self.on_parent_dead {
+                        OnParentDead::Wait => {}
+                        OnParentDead::Deliver => self.release_children(id, events, &mut todo),
+                        OnParentDead::DeadLetter => self.kill_children(id, &mut todo),
                     }
                 }
             }
         }
     }
 
+    /// The children of `parent` still waiting for it.
+    fn waiting_children(&self, parent: MessageId) -> Vec<MessageId> {
+        let Some(kids) = self.children.get(&parent) else {
+            return Vec::new();
+        };
+        kids.to_vec()
+            .into_iter()
+            .filter(|c| {
+                self.messages
+                    .get(c)
+                    .is_some_and(|e| e.waiting && e.parent == Some(parent))
+            })
+            .collect()
+    }
+
+    fn release_children(
+        &mut self,
+        parent: MessageId,
+        events: &mut Vec<Event>,
+        todo: &mut Vec<MessageId>,
+    ) {
+        for child in self.waiting_children(parent) {
+            self.release_one(child, events, todo);
+        }
+    }
+
+    /// The waiting children of `parent` go dead with it (reason `parent_dead`).
+    fn kill_children(&mut self, parent: MessageId, todo: &mut Vec<MessageId>) {
+        for child in self.waiting_children(parent) {
+            self.change(child, |c| {
+                c.waiting = false;
+                c.parent_dead = true;
+            });
+            todo.push(child);
+        }
+    }
+
     /// Queues a message for every subscriber it is still owed to, and adds it to the work list
     /// of messages to settle.
     fn release_one(&mut self, id: MessageId, events: &mut Vec<Event>, todo: &mut Vec<MessageId>) {
-        let Some(e) = self.messages.get_mut(&id) else {
+        let Some(owed) = self.change(id, |e| {
+            e.waiting = false;
+            e.owed() & !e.active
+        }) else {
             return;
         };
-        e.waiting = false;
-        let owed = e.owed() & !e.active;
         if owed != 0 {
             for slot in Slots(owed).iter() {
                 if let Some(Some(sub)) = self.slots.get_mut(slot.index())
@@ -475,45 +595,34 @@ impl<M> Scheduler<M> {
     /// subscriber until [`Scheduler::ack`], [`Scheduler::give_up`] or [`Scheduler::requeue`].
     pub fn next(&mut self, slot: Slot) -> Option<MessageId> {
         let bit = slot.bit();
-        let sub = self.slots.get_mut(slot.index())?.as_mut()?;
         let sendable = |e: &Entry<M>| {
             !e.waiting && !e.parent_dead && e.owed() & bit != 0 && e.active & bit == 0
         };
+        let sub = self.slots.get_mut(slot.index())?.as_mut()?;
+        let mut found = None;
         while let Some(id) = sub.behind.pop_front() {
-            if let Some(e) = self.messages.get_mut(&id)
-                && sendable(e)
-            {
-                e.active |= bit;
-                return Some(id);
+            if self.messages.get(&id).is_some_and(sendable) {
+                found = Some(id);
+                break;
             }
         }
-        // Walk forward. The cursor passes every message it looks at, sendable or not: one that
-        // becomes sendable later (a child released, a redrive) is queued in `behind` then, so
-        // the walk never looks at a message twice.
-        use std::ops::Bound;
-        let from = sub.cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        for (id, e) in self.messages.range_mut((from, Bound::Unbounded)) {
-            sub.cursor = Some(*id);
-            if sendable(e) {
-                e.active |= bit;
-                return Some(*id);
+        if found.is_none() {
+            // Walk forward. The cursor passes every message it looks at, sendable or not: one
+            // that becomes sendable later (a child released, a redrive) is queued in `behind`
+            // then, so the walk never looks at a message twice.
+            use std::ops::Bound;
+            let from = sub.at.map_or(Bound::Unbounded, Bound::Excluded);
+            for (id, e) in self.messages.range((from, Bound::Unbounded)) {
+                sub.at = Some(*id);
+                if sendable(e) {
+                    found = Some(*id);
+                    break;
+                }
             }
         }
-        None
-    }
-
-    /// Whether a subscriber may have something to send (a cheap check; `next` decides).
-    pub fn has_ready(&self, slot: Slot) -> bool {
-        self.slots
-            .get(slot.index())
-            .and_then(Option::as_ref)
-            .is_some_and(|s| {
-                !s.behind.is_empty()
-                    || self
-                        .messages
-                        .last_key_value()
-                        .is_some_and(|(last, _)| !s.is_behind(*last))
-            })
+        let id = found?;
+        self.change(id, |e| e.active |= bit);
+        Some(id)
     }
 
     /// A subscriber acknowledged a message. Also used on replay, without a prior `next`.
@@ -522,14 +631,17 @@ impl<M> Scheduler<M> {
     pub fn ack(&mut self, id: MessageId, slot: Slot) -> Vec<Event> {
         let bit = slot.bit();
         let mut events = Vec::new();
-        if let Some(e) = self.messages.get_mut(&id)
-            && e.fanout & bit != 0
-            && e.acked & bit == 0
-        {
-            e.acked |= bit;
-            e.dead &= !bit;
-            e.active &= !bit;
-            self.settle(id, &mut events);
+        let applied = self.change(id, |e| {
+            let owed = e.fanout & bit != 0 && e.acked & bit == 0;
+            if owed {
+                e.acked |= bit;
+                e.dead &= !bit;
+                e.active &= !bit;
+            }
+            owed
+        });
+        if applied == Some(true) {
+            self.settle_all(vec![id], &mut events);
         }
         events
     }
@@ -538,29 +650,34 @@ impl<M> Scheduler<M> {
     pub fn give_up(&mut self, id: MessageId, slot: Slot) -> Vec<Event> {
         let bit = slot.bit();
         let mut events = Vec::new();
-        if let Some(e) = self.messages.get_mut(&id)
-            && e.owed() & bit != 0
-        {
-            e.dead |= bit;
-            e.active &= !bit;
-            self.settle(id, &mut events);
+        let applied = self.change(id, |e| {
+            let owed = e.owed() & bit != 0;
+            if owed {
+                e.dead |= bit;
+                e.active &= !bit;
+            }
+            owed
+        });
+        if applied == Some(true) {
+            self.settle_all(vec![id], &mut events);
         }
         events
     }
 
     /// Puts an in-flight message back at the front of a subscriber's queue without an outcome
-    /// (its dispatcher is stopping).
+    /// (its attempt was abandoned).
     pub fn requeue(&mut self, id: MessageId, slot: Slot) {
         let bit = slot.bit();
-        if let Some(e) = self.messages.get_mut(&id)
-            && e.active & bit != 0
-        {
+        let was_active = self.change(id, |e| {
+            let active = e.active & bit != 0;
             e.active &= !bit;
-            if let Some(Some(sub)) = self.slots.get_mut(slot.index())
-                && sub.is_behind(id)
-            {
-                sub.behind.push_front(id);
-            }
+            active
+        });
+        if was_active == Some(true)
+            && let Some(Some(sub)) = self.slots.get_mut(slot.index())
+            && sub.is_behind(id)
+        {
+            sub.behind.push_front(id);
         }
     }
 
@@ -569,61 +686,80 @@ impl<M> Scheduler<M> {
     pub fn redrive(&mut self, id: MessageId) -> Result<(Slots, Vec<Event>), ScheduleError> {
         let e = self
             .messages
-            .get_mut(&id)
+            .get(&id)
             .ok_or(ScheduleError::UnknownMessage(id))?;
         if !e.parent_dead && e.dead == 0 {
             return Err(ScheduleError::NotDead(id));
         }
         let was_parent_dead = e.parent_dead;
-        let slots = if e.parent_dead {
-            e.parent_dead = false;
-            e.fanout & !e.acked
-        } else {
-            std::mem::take(&mut e.dead)
-        };
-        e.dead = 0;
         let parent = e.parent;
+        // A child that died with its parent goes back to waiting while the parent is held and
+        // would still hold a new child back: a redrive never breaks parent order.
+        let back_to_waiting = was_parent_dead
+            && parent
+                .and_then(|p| self.messages.get(&p))
+                .is_some_and(|pe| match pe.finish() {
+                    Finish::Delivered => false,
+                    Finish::Dead => self.on_parent_dead != OnParentDead::Deliver,
+                    Finish::Open => true,
+                });
+        let slots = self
+            .change(id, |e| {
+                let slots = if e.parent_dead {
+                    e.parent_dead = false;
+                    e.fanout & !e.acked
+                } else {
+                    e.dead
+                };
+                e.dead = 0;
+                e.waiting = back_to_waiting;
+                slots
+            })
+            .unwrap_or(0);
         let mut events = Vec::new();
-        // A child that died with its parent goes back to waiting if the parent is still held
-        // and not delivered: a redrive never breaks parent order.
-        if was_parent_dead
-            && let Some(p) = parent
-            && self.messages.get(&p).is_some_and(|pe| !pe.is_delivered())
-        {
-            if let Some(e) = self.messages.get_mut(&id) {
-                e.waiting = true;
-            }
-            self.waiting_on.entry(p).or_default().push(id);
-            return Ok((Slots(slots), events));
+        if back_to_waiting {
+            self.settle_all(vec![id], &mut events);
+        } else {
+            self.release(id, &mut events);
         }
-        self.release(id, &mut events);
         Ok((Slots(slots), events))
     }
 
-    /// Removes a message (discarded, or its retention is over). Its waiting children are
-    /// released: nothing is left for them to wait on. Attempts under way finish unheard.
-    pub fn remove(&mut self, id: MessageId) -> Result<(M, Vec<Event>), ScheduleError> {
+    /// Removes a message (discarded, or its retention is over). Attempts under way finish
+    /// unheard. What happens to its waiting children depends on how it goes (see [`Removal`]).
+    pub fn remove(
+        &mut self,
+        id: MessageId,
+        how: Removal,
+    ) -> Result<(M, Vec<Event>), ScheduleError> {
+        let waiting = self.waiting_children(id);
         let e = self
             .messages
             .remove(&id)
             .ok_or(ScheduleError::UnknownMessage(id))?;
-        if e.waiting
-            && let Some(p) = e.parent
-            && let Some(siblings) = self.waiting_on.get_mut(&p)
-        {
-            siblings.retain(|c| *c != id);
-            if siblings.is_empty() {
-                self.waiting_on.remove(&p);
-            }
+        let state = e.state();
+        self.counts.sub(state);
+        if state.is_undelivered() {
+            self.undelivered_bytes = self.undelivered_bytes.saturating_sub(e.meta.weight());
         }
+        if let Some(p) = e.parent
+            && let Some(siblings) = self.children.get_mut(&p)
+            && siblings.remove(id)
+        {
+            self.children.remove(&p);
+        }
+        self.children.remove(&id);
         let mut events = Vec::new();
         let mut todo = Vec::new();
-        for child in self.waiting_on.remove(&id).unwrap_or_default() {
-            if self
-                .messages
-                .get(&child)
-                .is_some_and(|c| c.waiting && c.parent == Some(id))
-            {
+        let dead = e.finish() == Finish::Dead;
+        for child in waiting {
+            if how == Removal::Expired && dead {
+                self.change(child, |c| {
+                    c.waiting = false;
+                    c.parent_dead = true;
+                });
+                todo.push(child);
+            } else {
                 self.release_one(child, &mut events, &mut todo);
             }
         }
@@ -652,6 +788,18 @@ impl<M> Scheduler<M> {
             .map(|(id, e)| (*id, e.state(), &e.meta))
     }
 
+    /// Messages in id (publish) order from `from` (inclusive).
+    pub fn iter_at(
+        &self,
+        from: Option<MessageId>,
+    ) -> impl Iterator<Item = (MessageId, MessageState, &M)> + '_ {
+        use std::ops::Bound;
+        let start = from.map_or(Bound::Unbounded, Bound::Included);
+        self.messages
+            .range((start, Bound::Unbounded))
+            .map(|(id, e)| (*id, e.state(), &e.meta))
+    }
+
     pub fn contains(&self, id: MessageId) -> bool {
         self.messages.contains_key(&id)
     }
@@ -662,6 +810,14 @@ impl<M> Scheduler<M> {
 
     pub fn parent(&self, id: MessageId) -> Option<MessageId> {
         self.messages.get(&id)?.parent
+    }
+
+    /// The children of a held message that are still held, in publish order.
+    pub fn children(&self, id: MessageId) -> Vec<MessageId> {
+        self.children
+            .get(&id)
+            .map(Children::to_vec)
+            .unwrap_or_default()
     }
 
     /// The message's fan-out set.
@@ -695,328 +851,76 @@ impl<M> Scheduler<M> {
         self.messages.is_empty()
     }
 
-    /// Counts per state. Walks every message: for the API, not the hot path.
+    /// Counts per state, kept as messages change.
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for e in self.messages.values() {
-            match e.state() {
-                MessageState::Waiting => c.waiting += 1,
-                MessageState::Ready => c.ready += 1,
-                MessageState::Delivering => c.delivering += 1,
-                MessageState::Delivered => c.delivered += 1,
-                MessageState::Dead => c.dead += 1,
+        self.counts
+    }
+
+    /// Weights (body bytes) of waiting, ready and delivering messages.
+    pub fn undelivered_bytes(&self) -> u64 {
+        self.undelivered_bytes
+    }
+
+    /// A message's durable scheduling state.
+    pub fn raw(&self, id: MessageId) -> Option<RawEntry<&M>> {
+        self.messages.get(&id).map(|e| RawEntry {
+            meta: &e.meta,
+            parent: e.parent,
+            fanout: Slots(e.fanout),
+            acked: Slots(e.acked),
+            dead: Slots(e.dead),
+            waiting: e.waiting,
+            parent_dead: e.parent_dead,
+        })
+    }
+
+    /// Puts back a message exactly as a snapshot stored it. Call [`Scheduler::finish_restore`]
+    /// once every message is back.
+    pub fn restore(&mut self, id: MessageId, raw: RawEntry<M>) -> Result<(), ScheduleError> {
+        if self.messages.contains_key(&id) {
+            return Err(ScheduleError::Duplicate(id));
+        }
+        let live = self.all_slots().0;
+        let mut e = Entry {
+            meta: raw.meta,
+            parent: raw.parent,
+            fanout: raw.fanout.0 & live,
+            acked: raw.acked.0 & live,
+            dead: raw.dead.0 & live,
+            active: 0,
+            waiting: raw.waiting,
+            parent_dead: raw.parent_dead,
+            reported: Finish::Open,
+        };
+        e.reported = e.finish();
+        let state = e.state();
+        self.counts.add(state);
+        if state.is_undelivered() {
+            self.undelivered_bytes += e.meta.weight();
+        }
+        self.messages.insert(id, e);
+        Ok(())
+    }
+
+    /// Rebuilds what restored messages imply: the children of every parent.
+    pub fn finish_restore(&mut self) {
+        self.children.clear();
+        let pairs: Vec<(MessageId, MessageId)> = self
+            .messages
+            .iter()
+            .filter_map(|(id, e)| e.parent.map(|p| (p, *id)))
+            .filter(|(p, _)| self.messages.contains_key(p))
+            .collect();
+        for (parent, child) in pairs {
+            match self.children.get_mut(&parent) {
+                Some(kids) => kids.push(child),
+                None => {
+                    self.children.insert(parent, Children::One(child));
+                }
             }
         }
-        c
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(n: u128) -> MessageId {
-        Uuid::from_u128(n)
-    }
-
-    /// A scheduler with `n` subscribers, and their slots.
-    fn with_subscribers(policy: OnParentDead, n: u64) -> (Scheduler, Vec<Slot>) {
-        let mut s = Scheduler::new(policy);
-        let slots = (0..n).map(|i| s.add_subscriber(i + 1).unwrap()).collect();
-        (s, slots)
-    }
-
-    fn delivered(events: &[Event], m: MessageId) -> bool {
-        events.contains(&Event::Delivered { message: m })
-    }
-
-    #[test]
-    fn a_message_is_delivered_when_every_subscriber_acked() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        assert_eq!(s.state(id(1)), Some(MessageState::Ready));
-        assert_eq!(s.next(sl[0]), Some(id(1)));
-        assert_eq!(s.next(sl[0]), None, "not twice at once");
-        assert_eq!(s.state(id(1)), Some(MessageState::Delivering));
-        assert_eq!(
-            s.delivery_state(id(1), sl[0]),
-            Some(DeliveryState::InFlight)
-        );
-        assert!(!delivered(&s.ack(id(1), sl[0]), id(1)));
-        assert_eq!(s.next(sl[1]), Some(id(1)));
-        assert!(delivered(&s.ack(id(1), sl[1]), id(1)));
-        assert_eq!(s.state(id(1)), Some(MessageState::Delivered));
-    }
-
-    #[test]
-    fn a_chain_goes_strictly_in_order_and_siblings_together() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
-        s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
-        assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
-        assert_eq!(s.next(sl[0]), Some(id(1)));
-        assert_eq!(s.next(sl[0]), None, "children wait for the parent");
-        let events = s.ack(id(1), sl[0]);
-        assert!(events.contains(&Event::Released {
-            message: id(2),
-            slots: all
-        }));
-        // Both children of 1 go together; the grandchild waits for 2.
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-        assert_eq!(s.next(sl[0]), Some(id(4)));
-        assert_eq!(s.next(sl[0]), None);
-        s.ack(id(2), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(3)));
-    }
-
-    #[test]
-    fn unknown_parents_and_duplicates_are_refused() {
-        let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        assert_eq!(
-            s.publish(id(2), Lineage::Child(id(1)), all, ()),
-            Err(ScheduleError::UnknownParent(id(1)))
-        );
-        assert!(
-            !s.contains(id(2)),
-            "a refused publish leaves nothing behind"
-        );
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        assert_eq!(
-            s.publish(id(1), Lineage::Root, all, ()),
-            Err(ScheduleError::Duplicate(id(1)))
-        );
-    }
-
-    #[test]
-    fn a_child_of_a_delivered_or_removed_parent_goes_at_once() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.next(sl[0]);
-        s.ack(id(1), sl[0]);
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        assert_eq!(s.state(id(2)), Some(MessageState::Ready));
-        s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all, ())
-            .unwrap();
-        assert_eq!(s.state(id(3)), Some(MessageState::Ready));
-        assert_eq!(s.parent(id(3)), Some(id(99)));
-    }
-
-    #[test]
-    fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
-        let (mut s, _) = with_subscribers(OnParentDead::Wait, 0);
-        let events = s.publish(id(1), Lineage::Root, Slots(0), ()).unwrap();
-        assert!(delivered(&events, id(1)));
-        let events = s
-            .publish(id(2), Lineage::Child(id(1)), Slots(0), ())
-            .unwrap();
-        assert!(delivered(&events, id(2)));
-    }
-
-    #[test]
-    fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        s.publish(id(0), Lineage::Root, s.all_slots(), ()).unwrap();
-        for n in 1..100_000 {
-            s.publish(id(n), Lineage::Child(id(n - 1)), Slots(0), ())
-                .unwrap();
-        }
-        s.next(sl[0]);
-        let events = s.ack(id(0), sl[0]);
-        assert!(delivered(&events, id(99_999)));
-    }
-
-    #[test]
-    fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.next(sl[0]);
-        let events = s.give_up(id(1), sl[0]);
-        assert!(events.contains(&Event::Dead {
-            message: id(1),
-            cause: DeadCause::MaxAttempts
-        }));
-        assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
-        let (slots, _) = s.redrive(id(1)).unwrap();
-        assert_eq!(slots, all);
-        assert_eq!(s.next(sl[0]), Some(id(1)));
-        s.ack(id(1), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-    }
-
-    #[test]
-    fn dead_letter_policy_kills_the_whole_line() {
-        let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
-        s.next(sl[0]);
-        let events = s.give_up(id(1), sl[0]);
-        for m in [2, 3] {
-            assert!(events.contains(&Event::Dead {
-                message: id(m),
-                cause: DeadCause::ParentDead
-            }));
-            assert_eq!(s.state(id(m)), Some(MessageState::Dead));
-        }
-        // A child published after the parent died is dead at once.
-        let events = s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
-        assert_eq!(
-            events,
-            vec![Event::Dead {
-                message: id(4),
-                cause: DeadCause::ParentDead
-            }]
-        );
-        assert_eq!(s.next(sl[0]), None);
-    }
-
-    #[test]
-    fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
-        let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.next(sl[0]);
-        s.give_up(id(1), sl[0]);
-        assert_eq!(s.state(id(2)), Some(MessageState::Dead));
-        // Redrive both, child first: the child must still wait for the parent.
-        s.redrive(id(2)).unwrap();
-        assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
-        s.redrive(id(1)).unwrap();
-        assert_eq!(s.next(sl[0]), Some(id(1)));
-        assert_eq!(
-            s.next(sl[0]),
-            None,
-            "the child waits for the redriven parent"
-        );
-        s.ack(id(1), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-    }
-
-    #[test]
-    fn deliver_policy_lets_children_go_on() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Deliver, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.next(sl[0]);
-        s.give_up(id(1), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-    }
-
-    #[test]
-    fn removing_a_parent_releases_its_waiting_children() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.next(sl[0]);
-        let (_, events) = s.remove(id(1)).unwrap();
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::Released { message, .. } if *message == id(2)))
-        );
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-        // The attempt of the removed parent finishes unheard.
-        assert!(s.ack(id(1), sl[0]).is_empty());
-        assert_eq!(s.remove(id(1)), Err(ScheduleError::UnknownMessage(id(1))));
-    }
-
-    #[test]
-    fn removing_a_waiting_child_unlinks_it() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-        s.remove(id(2)).unwrap();
-        s.next(sl[0]);
-        let events = s.ack(id(1), sl[0]);
-        assert_eq!(events, vec![Event::Delivered { message: id(1) }]);
-        assert_eq!(s.next(sl[0]), None);
-    }
-
-    #[test]
-    fn a_removed_subscriber_is_no_longer_waited_for() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.next(sl[0]);
-        s.ack(id(1), sl[0]);
-        let events = s.remove_subscriber(sl[1]).unwrap();
-        assert!(delivered(&events, id(1)));
-        assert_eq!(s.next(sl[1]), None);
-        assert_eq!(
-            s.remove_subscriber(sl[1]),
-            Err(ScheduleError::UnknownSlot(sl[1]))
-        );
-    }
-
-    #[test]
-    fn a_later_subscriber_gets_only_later_messages_and_slots_are_reused() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        s.publish(id(1), Lineage::Root, s.all_slots(), ()).unwrap();
-        let late = s.add_subscriber(7).unwrap();
-        assert_eq!(s.next(late), None);
-        s.publish(id(2), Lineage::Root, s.all_slots(), ()).unwrap();
-        assert_eq!(s.next(late), Some(id(2)));
-        s.remove_subscriber(sl[0]).unwrap();
-        assert_eq!(s.add_subscriber(8).unwrap(), sl[0]);
-        assert_eq!(s.subscriber(sl[0]), Some(8));
-    }
-
-    #[test]
-    fn a_queue_holds_at_most_64_subscribers() {
-        let (mut s, _) = with_subscribers(OnParentDead::Wait, 64);
-        assert_eq!(
-            s.add_subscriber(100),
-            Err(ScheduleError::TooManySubscribers)
-        );
-        assert_eq!(s.all_slots(), Slots(u64::MAX));
-    }
-
-    #[test]
-    fn redrive_goes_only_to_subscribers_that_gave_up() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        assert_eq!(s.redrive(id(1)), Err(ScheduleError::NotDead(id(1))));
-        s.next(sl[0]);
-        s.next(sl[1]);
-        s.ack(id(1), sl[0]);
-        s.give_up(id(1), sl[1]);
-        assert_eq!(s.state(id(1)), Some(MessageState::Dead));
-        let (slots, _) = s.redrive(id(1)).unwrap();
-        assert_eq!(slots, Slots(1 << sl[1].index()));
-        assert_eq!(s.next(sl[0]), None);
-        assert_eq!(s.next(sl[1]), Some(id(1)));
-    }
-
-    #[test]
-    fn replayed_acks_need_no_attempt_and_requeue_puts_back_in_front() {
-        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-        let all = s.all_slots();
-        s.publish(id(1), Lineage::Root, all, ()).unwrap();
-        s.publish(id(2), Lineage::Root, all, ()).unwrap();
-        s.publish(id(3), Lineage::Root, all, ()).unwrap();
-        s.ack(id(1), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(2)), "the acked message is skipped");
-        s.requeue(id(2), sl[0]);
-        assert_eq!(s.next(sl[0]), Some(id(2)));
-    }
-
-    #[test]
-    fn an_entry_stays_small() {
-        // The memory budget is 200 bytes per undelivered message for the whole broker.
-        assert!(std::mem::size_of::<Entry<()>>() <= 64);
-    }
-}
+mod tests;

@@ -1,15 +1,15 @@
-//! The Space's public types.
+//! The Space's public types: what its callers pass in and get back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::clock::{Clock, SystemClock};
 use crate::delivery::HandlerKind;
-use crate::queue::DeliveryView;
-use crate::scheduler::{Counts, MessageId, MessageState, SubscriberId};
+use crate::limits;
+use crate::model::{Counts, DeadReason, DeliveryState, MessageId, MessageState, SubscriberId};
 use crate::settings::QueueSettings;
-
-use super::*;
 
 /// How a Space is opened.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct SpaceConfig {
     pub reclaim_interval: Duration,
     /// `endpoints.allow`: the hosts and networks subscribers may point at; `None` allows all.
     pub endpoint_allow: Option<crate::endpoints::AllowList>,
+    /// The wall clock: record times, retention, idempotency windows. Tests set their own.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SpaceConfig {
@@ -28,6 +30,7 @@ impl SpaceConfig {
             storage,
             reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
             endpoint_allow: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -86,6 +89,9 @@ pub struct QueueInfo {
     /// Bytes of undelivered messages.
     pub bytes: u64,
     pub oldest_undelivered_age_ms: Option<u64>,
+    /// Dead parents removed by retention that the queue no longer remembers (see
+    /// `limits::DEAD_REMOVED_RANGES_PER_QUEUE_MAX`).
+    pub forgotten_dead_parents: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +114,7 @@ pub struct DeadLetter {
     pub id: MessageId,
     pub subscriber: Option<SubscriberId>,
     pub endpoint: Option<String>,
-    pub reason: storage::DeadReason,
+    pub reason: DeadReason,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub dead_at_ms: u64,
@@ -124,6 +130,31 @@ pub struct SpaceTotals {
     pub acked: u64,
     pub failed_attempts: u64,
     pub dead_lettered: u64,
+    /// Attempts whose message body could not be read back from the log (each is retried
+    /// like a failed delivery; a record that fails its checksum is also logged as corruption).
+    pub unreadable_bodies: u64,
     /// Attempts under way right now.
     pub in_flight: u64,
+}
+
+/// One subscriber's view of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    pub subscriber: SubscriberId,
+    pub endpoint: String,
+    pub state: DeliveryState,
+    /// Requests made, the acknowledged one included.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<u64>,
+    pub acked_at_ms: Option<u64>,
+}
+
+/// What [`crate::Space::reclaim`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    pub snapshot_bytes: u64,
+    pub segments_deleted: u32,
+    pub segments_compacted: u32,
+    pub records_moved: u64,
 }

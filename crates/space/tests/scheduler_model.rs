@@ -11,7 +11,9 @@
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
-use space::{Event, Lineage, MessageId, MessageState, OnParentDead, Scheduler, Slot, Slots};
+use space::{
+    Counts, Event, Lineage, MessageId, MessageState, OnParentDead, Removal, Scheduler, Slot, Slots,
+};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -33,8 +35,10 @@ enum Op {
     Redrive {
         message: usize,
     },
+    /// Discard a message, or (if it is finished) let retention remove it.
     Remove {
         message: usize,
+        expire: bool,
     },
 }
 
@@ -58,7 +62,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             1 => Just(Outcome::Requeue),
         ]).prop_map(|(index, outcome)| Op::Resolve { index, outcome }),
         1 => (0usize..1000).prop_map(|message| Op::Redrive { message }),
-        1 => (0usize..1000).prop_map(|message| Op::Remove { message }),
+        1 => (0usize..1000, any::<bool>()).prop_map(|(message, expire)| Op::Remove { message, expire }),
     ]
 }
 
@@ -76,6 +80,8 @@ struct Harness {
     slots: Vec<Slot>,
     published: Vec<MessageId>,
     removed: HashSet<MessageId>,
+    /// Removed by retention while dead: their children can never go.
+    removed_dead: HashSet<MessageId>,
     /// Messages released out of parent order on purpose: redriven by hand, or children of a
     /// parent that died under `deliver` or was removed.
     exempt: HashSet<MessageId>,
@@ -160,6 +166,7 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         slots,
         published: Vec::new(),
         removed: HashSet::new(),
+        removed_dead: HashSet::new(),
         exempt: HashSet::new(),
         in_flight: Vec::new(),
         acked: HashSet::new(),
@@ -177,13 +184,19 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(|i| h.published[i % h.published.len()]);
                 let lineage = match parent {
                     None => Lineage::Root,
+                    Some(p) if h.removed_dead.contains(&p) => Lineage::ChildOfRemovedDead(p),
                     Some(p) if h.removed.contains(&p) => Lineage::ChildOfRemoved(p),
                     Some(p) => Lineage::Child(p),
                 };
-                let events = h.s.publish(id, lineage, Slots(fanout), ()).unwrap();
+                let events =
+                    h.s.publish(id, lineage, Slots::from_bits(fanout), ())
+                        .unwrap();
                 h.apply(&events)?;
                 if let Some(p) = parent {
                     h.parents.insert(id, p);
+                    if h.removed_dead.contains(&p) && policy != OnParentDead::Deliver {
+                        prop_assert_eq!(h.s.state(id), Some(MessageState::Dead));
+                    }
                     if h.removed.contains(&p) {
                         h.exempt.insert(id);
                     }
@@ -236,7 +249,9 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 match h.s.redrive(m) {
                     Ok((slots, events)) => {
                         prop_assert!(had_dead_letter, "redrove {} with no dead letter", m);
-                        prop_assert!(!slots.is_empty() || h.s.fanout(m) == Some(Slots(0)));
+                        prop_assert!(
+                            !slots.is_empty() || h.s.fanout(m) == Some(Slots::from_bits(0))
+                        );
                         for slot in slots.iter() {
                             prop_assert!(
                                 !h.acked.contains(&(m, slot)),
@@ -249,23 +264,52 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Err(_) => prop_assert!(!had_dead_letter, "could not redrive {}", m),
                 }
             }
-            Op::Remove { message } => {
+            Op::Remove { message, expire } => {
                 if h.published.is_empty() {
                     continue;
                 }
                 let m = h.published[message % h.published.len()];
-                if h.s.remove(m).is_ok() {
+                let state = h.s.state(m);
+                let finished = matches!(state, Some(MessageState::Delivered | MessageState::Dead));
+                let how = if expire && finished {
+                    Removal::Expired
+                } else {
+                    Removal::Discarded
+                };
+                let waiting: Vec<MessageId> = h
+                    .parents
+                    .iter()
+                    .filter(|(c, p)| **p == m && h.s.state(**c) == Some(MessageState::Waiting))
+                    .map(|(c, _)| *c)
+                    .collect();
+                if let Ok((_, events)) = h.s.remove(m, how) {
+                    h.apply(&events)?;
                     h.removed.insert(m);
-                    h.exempt_children_of(m);
                     h.in_flight.retain(|(x, _)| *x != m);
+                    if how == Removal::Expired && state == Some(MessageState::Dead) {
+                        // Its parent can never arrive: its waiting children are dead now.
+                        h.removed_dead.insert(m);
+                        for c in waiting {
+                            prop_assert_eq!(h.s.state(c), Some(MessageState::Dead));
+                        }
+                    } else {
+                        h.exempt_children_of(m);
+                    }
                 }
             }
         }
-        let c = h.s.counts();
-        prop_assert_eq!(
-            (c.waiting + c.ready + c.delivering + c.delivered + c.dead) as usize,
-            h.s.len()
-        );
+        // The counts kept as messages change are the counts of the messages held.
+        let mut recount = Counts::default();
+        for (_, state, _) in h.s.iter_from(None) {
+            match state {
+                MessageState::Waiting => recount.waiting += 1,
+                MessageState::Ready => recount.ready += 1,
+                MessageState::Delivering => recount.delivering += 1,
+                MessageState::Delivered => recount.delivered += 1,
+                MessageState::Dead => recount.dead += 1,
+            }
+        }
+        prop_assert_eq!(h.s.counts(), recount);
     }
 
     // Drain: finish what is in flight with acks, then let every subscriber take and ack all.
@@ -319,7 +363,11 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // CI runs 512 cases; PROPTEST_CASES runs more (scripts/soak.sh).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn parented_scheduling_keeps_its_rules(

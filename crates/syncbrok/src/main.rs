@@ -145,6 +145,11 @@ struct ServeArgs {
     /// Logs as JSON lines instead of text.
     #[arg(long, env = "SYNCBROK_LOG_JSON")]
     log_json: bool,
+    /// Start on a damaged log: drop only the damaged records (stepping over them to the next
+    /// valid one), keep every intact record, and report what was lost. For when a start stops
+    /// with "corrupted at byte N".
+    #[arg(long)]
+    repair: bool,
 }
 
 /// The settings in force: flags > environment > configuration file > defaults.
@@ -267,6 +272,45 @@ async fn shutdown_signal() {
     }
 }
 
+/// Says what a repair dropped: on stderr for the operator, and in the log.
+fn report_repairs(report: &storage::RecoveryReport) {
+    for lost in &report.repaired {
+        let records: Vec<String> = lost
+            .records
+            .iter()
+            .map(|r| {
+                let mut s = r.kind.to_owned();
+                if let Some(q) = r.queue {
+                    s.push_str(&format!(" queue #{q}"));
+                }
+                for m in &r.messages {
+                    s.push_str(&format!(" {m}"));
+                }
+                s
+            })
+            .collect();
+        eprintln!(
+            "repair: {}: dropped bytes {}..{} ({}): {}",
+            lost.file,
+            lost.offset,
+            lost.offset + lost.bytes_dropped,
+            lost.reason,
+            if records.is_empty() {
+                "no record".to_owned()
+            } else {
+                records.join("; ")
+            }
+        );
+        tracing::warn!(file = %lost.file, offset = lost.offset, bytes = lost.bytes_dropped, reason = %lost.reason, lost = ?records, "repair dropped damaged records");
+    }
+    if !report.repaired.is_empty() {
+        eprintln!(
+            "repair: {} damaged range(s) dropped; every intact record was kept",
+            report.repaired.len()
+        );
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = resolve(&args)?;
     if settings.max_body > frontend::limits::MAX_BODY_CEILING {
@@ -278,6 +322,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let storage = storage::Config {
         fsync: settings.fsync,
+        repair: args.repair,
         ..storage::Config::default()
     };
     let backend = FsBackend::open(&settings.data)
@@ -295,15 +340,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (space, report) = Space::open(
+    let opened = Space::open(
         Arc::new(backend),
         SpaceConfig {
             endpoint_allow,
             ..SpaceConfig::new(storage)
         },
         Arc::new(handler::HttpDeliverer::new()),
-    )
-    .with_context(|| format!("cannot recover {}", settings.data.display()))?;
+    );
+    let (space, report) = match opened {
+        Ok(opened) => opened,
+        Err(e @ space::OpenError::Storage(storage::OpenError::Corrupted { .. })) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot recover {}; `syncbrok serve --repair` drops only the damaged records and reports what was lost",
+                settings.data.display()
+            )));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot recover {}", settings.data.display())));
+        }
+    };
+    report_repairs(&report);
     tracing::info!(
         records = report.records_replayed,
         segments = report.segments,

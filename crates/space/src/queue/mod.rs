@@ -1,59 +1,66 @@
-//! The in-memory state of one queue, and the transitions shared by live operation and replay.
+//! The state of one queue, and the transitions that change it.
 //!
-//! Every method here is synchronous and does no I/O: the Space appends the record first (or
-//! reads it back during replay) and then applies it here, under the queue's lock. Live
-//! operation and recovery therefore run the very same code.
+//! Every transition here is driven by a record of the log (`apply_*`): live operation appends a
+//! record, then applies it (the ack alone is applied first, then queued for the log); replay
+//! applies the same records in log order. Nothing here does I/O or reads a clock: times come
+//! from the records. The fields are private, so that no other module can change the state
+//! except through these transitions, and the counts kept alongside it stay true.
+//!
+//! - [`reservation`]: publishes checked against the limits and counted before they are in the
+//!   log (reserve, then commit or abort);
+//! - [`views`]: what the API shows of the queue and its messages;
+//! - [`snapshot`]: the queue in a checkpoint, restored verbatim;
+//! - [`image`]: the queue's durable state in a canonical form, for comparisons.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+mod content_types;
+mod dead_removed;
+mod idempotency;
+pub(crate) mod image;
+pub(crate) mod reservation;
+pub(crate) mod snapshot;
+mod subscriber;
+pub(crate) mod views;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use storage::{DeadReason, Location};
-use tokio::sync::{Notify, Semaphore, watch};
+use storage::{Ack, Location, Published};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::delivery::HandlerKind;
-use crate::scheduler::{
-    DeadCause, DeliveryState, Event, Lineage, MessageId, MessageState, Scheduler, Slot, Slots,
-    SubscriberId,
-};
+use crate::error::SubscriberError;
+use crate::model::{DeadReason, DeliveryState, MessageId, MessageState, QueueNumber, SubscriberId};
+use crate::scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed};
 use crate::settings::QueueSettings;
 
-/// What the Space keeps in memory per message besides its scheduling state: 16 bytes.
+pub(crate) use content_types::ContentType;
+use content_types::ContentTypes;
+use dead_removed::DeadRemoved;
+pub(crate) use idempotency::body_hash;
+use idempotency::{IdempotencyKeys, Remembered};
+use reservation::PendingPublishes;
+pub(crate) use subscriber::Subscriber;
+pub use subscriber::SubscriberSpec;
+
+/// What the Space keeps in memory per message besides its scheduling state: 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Meta {
     /// The `Published` record (body included) in the log.
     pub location: Location,
     /// Body size in bytes.
     pub size: u32,
+    pub content_type: ContentType,
 }
 
-/// A subscriber as the user configured it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriberSpec {
-    pub endpoint: String,
-    pub handler: HandlerKind,
-    /// `whsec_<base64>`; never shown by the API.
-    pub secret: Option<String>,
-    pub max_in_flight: u32,
-}
-
-pub(crate) struct Subscriber {
-    pub slot: Slot,
-    pub spec: SubscriberSpec,
-    /// `spec.endpoint`, shared with every attempt instead of copied into each.
-    pub endpoint: Arc<str>,
-    /// The decoded key of `spec.secret`.
-    pub key: Option<Arc<[u8]>>,
-    /// Woken when messages are released to this subscriber.
-    pub notify: Arc<Notify>,
-    /// `max_in_flight` permits: an attempt under way or a retry waiting holds one.
-    pub limit: Arc<Semaphore>,
-    /// Set to true when the subscriber is removed (or its queue deleted): its tasks stop.
-    pub stop: watch::Sender<bool>,
+impl Weighed for Meta {
+    fn weight(&self) -> u64 {
+        u64::from(self.size)
+    }
 }
 
 /// Attempts and outcome of one (message, subscriber) pair, kept only once there is something
-/// to say (a failure, an ack of a message still held, a dead letter).
+/// to say (a failure, an ack of a message still held, a dead letter). The pair
+/// (message, `None`) holds a message that died with its parent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct DeliveryInfo {
     pub attempts: u32,
@@ -63,93 +70,68 @@ pub(crate) struct DeliveryInfo {
     pub dead: Option<(DeadReason, u64)>,
 }
 
-/// A remembered `Idempotency-Key`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Remembered {
-    pub id: MessageId,
-    pub body_hash: u64,
-    pub expires_at_ms: u64,
-}
+/// Subscribers to wake after a change.
+pub(crate) type Wake = Vec<Arc<Notify>>;
 
-/// Idempotency keys with their deadlines in arrival order, so that expiring them costs only
-/// what expires (the sweeper runs every second; a full scan of a big window would not be idle).
+/// Finished messages and when retention removes them.
 #[derive(Default)]
-pub(crate) struct IdempotencyKeys {
-    keys: HashMap<String, Remembered>,
-    deadlines: VecDeque<(u64, String)>,
+struct Expiry {
+    by_time: BTreeSet<(u64, MessageId)>,
+    by_id: HashMap<MessageId, u64>,
 }
 
-impl IdempotencyKeys {
-    pub fn get(&self, key: &str) -> Option<&Remembered> {
-        self.keys.get(key)
+impl Expiry {
+    fn schedule(&mut self, id: MessageId, at_ms: u64) {
+        self.cancel(id);
+        self.by_time.insert((at_ms, id));
+        self.by_id.insert(id, at_ms);
     }
 
-    pub fn insert(&mut self, key: String, r: Remembered) {
-        self.deadlines.push_back((r.expires_at_ms, key.clone()));
-        self.keys.insert(key, r);
-    }
-
-    pub fn remove(&mut self, key: &str) {
-        self.keys.remove(key);
-    }
-
-    /// Forgets keys whose window is over. Deadlines are in arrival order; a window changed
-    /// to be shorter only lets a key live until the ones before it expire.
-    pub fn expire(&mut self, now_ms: u64) {
-        while let Some((at, _)) = self.deadlines.front() {
-            if *at > now_ms {
-                break;
-            }
-            let Some((at, key)) = self.deadlines.pop_front() else {
-                break;
-            };
-            if self.keys.get(&key).is_some_and(|r| r.expires_at_ms == at) {
-                self.keys.remove(&key);
-            }
+    fn cancel(&mut self, id: MessageId) {
+        if let Some(at) = self.by_id.remove(&id) {
+            self.by_time.remove(&(at, id));
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Remembered)> {
-        self.keys.iter()
+    /// Up to `max` messages due at `now_ms`, earliest first.
+    fn due(&self, now_ms: u64, max: usize) -> Vec<MessageId> {
+        self.by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect()
     }
 }
 
 pub(crate) struct QueueState {
-    pub name: Arc<str>,
-    pub number: u32,
-    pub settings: QueueSettings,
-    pub sched: Scheduler<Meta>,
-    pub subscribers: BTreeMap<SubscriberId, Subscriber>,
+    name: Arc<str>,
+    number: QueueNumber,
+    settings: QueueSettings,
+    sched: Scheduler<Meta>,
+    subscribers: BTreeMap<SubscriberId, Subscriber>,
     /// Sequence of the next message id.
-    pub next_seq: u64,
-    /// Messages waiting, ready or delivering, and their bytes: what the limits bound.
-    pub undelivered: u64,
-    pub undelivered_bytes: u64,
-    /// Publishes accepted but not yet durable: counted against the limits too.
-    pub reserved: u64,
-    /// Their ids: not yet issued as far as parents and idempotency keys are concerned.
-    pub pending: std::collections::HashSet<MessageId>,
-    pub reserved_bytes: u64,
-    pub idempotency: IdempotencyKeys,
-    pub deliveries: HashMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
-    /// Finished messages and when retention removes them.
-    pub expiry: BTreeSet<(u64, MessageId)>,
+    next_seq: u64,
+    /// Publishes checked and counted, whose records are not in the log yet.
+    pending: PendingPublishes,
+    idempotency: IdempotencyKeys,
+    deliveries: HashMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
+    /// The dead (message, subscriber) pairs of `deliveries`, in order: pages of dead letters
+    /// cost what they show.
+    dead_letters: BTreeSet<(MessageId, Option<SubscriberId>)>,
+    expiry: Expiry,
+    dead_removed: DeadRemoved,
+    content_types: ContentTypes,
+    /// No undelivered message is older than this one (a hint that only moves forward, and back
+    /// when a message becomes undelivered again): the oldest undelivered age costs only the
+    /// messages that finished since it was last asked.
+    oldest_hint: std::cell::Cell<Option<MessageId>>,
     /// Set when the queue is deleted: its tasks stop, its calls fail.
-    pub deleted: bool,
-    /// Woken when messages are removed (discarded, expired): a retry waiting out its backoff
-    /// for one of them lets go of its `max_in_flight` permit at once.
-    pub removed: Arc<Notify>,
+    deleted: bool,
 }
 
-/// Subscribers to wake after a change.
-pub(crate) type Wake = Vec<Arc<Notify>>;
-
 impl QueueState {
-    pub fn new(name: &str, number: u32, settings: QueueSettings) -> QueueState {
+    pub fn new(name: &str, number: QueueNumber, settings: QueueSettings) -> QueueState {
         QueueState {
             name: Arc::from(name),
             number,
@@ -157,136 +139,206 @@ impl QueueState {
             sched: Scheduler::new(settings.on_parent_dead),
             subscribers: BTreeMap::new(),
             next_seq: 0,
-            undelivered: 0,
-            undelivered_bytes: 0,
-            reserved: 0,
-            pending: std::collections::HashSet::new(),
-            reserved_bytes: 0,
+            pending: PendingPublishes::default(),
             idempotency: IdempotencyKeys::default(),
             deliveries: HashMap::new(),
-            expiry: BTreeSet::new(),
+            dead_letters: BTreeSet::new(),
+            expiry: Expiry::default(),
+            dead_removed: DeadRemoved::default(),
+            content_types: ContentTypes::default(),
+            oldest_hint: std::cell::Cell::new(None),
             deleted: false,
-            removed: Arc::new(Notify::new()),
         }
     }
 
-    pub fn set_settings(&mut self, settings: QueueSettings) {
-        self.settings = settings;
-        self.sched.set_on_parent_dead(settings.on_parent_dead);
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
-    /// Whether this queue issued `id` (it may since have been removed).
+    pub fn number(&self) -> QueueNumber {
+        self.number
+    }
+
+    pub fn settings(&self) -> QueueSettings {
+        self.settings
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    pub fn subscriber(&self, id: SubscriberId) -> Option<&Subscriber> {
+        self.subscribers.get(&id)
+    }
+
+    pub fn subscribers(&self) -> impl Iterator<Item = (SubscriberId, &Subscriber)> {
+        self.subscribers.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.sched.contains(id)
+    }
+
+    pub fn meta(&self, id: MessageId) -> Option<Meta> {
+        self.sched.meta(id).copied()
+    }
+
+    /// Repoints a message whose record compaction copied from `from` to `to`.
+    pub fn relocate(&mut self, id: MessageId, from: Location, to: Location) {
+        if let Some(meta) = self.sched.meta_mut(id)
+            && meta.location == from
+        {
+            meta.location = to;
+        }
+    }
+
+    /// Whether this queue issued `id` and its publish is durable (it may since have been
+    /// removed).
     pub fn issued(&self, id: MessageId) -> bool {
-        !self.pending.contains(&id)
+        !self.pending.holds(id)
             && matches!(crate::ids::parts(id), Some((n, seq)) if n == self.number && seq < self.next_seq)
     }
 
-    pub fn slot_of(&self, sub: SubscriberId) -> Option<Slot> {
+    /// Whether `id` is a dead message that retention removed.
+    fn is_dead_removed(&self, id: MessageId) -> bool {
+        matches!(crate::ids::parts(id), Some((n, seq)) if n == self.number && self.dead_removed.contains(seq))
+    }
+
+    fn slot_of(&self, sub: SubscriberId) -> Option<Slot> {
         self.subscribers.get(&sub).map(|s| s.slot)
     }
 
-    /// Applies an accepted message: durable already, or replayed.
-    pub fn insert_published(
-        &mut self,
-        id: MessageId,
-        parent: Option<MessageId>,
-        fanout: &[SubscriberId],
-        meta: Meta,
-        now_ms: u64,
-        wake: &mut Wake,
-    ) {
-        if let Some((_, seq)) = crate::ids::parts(id) {
-            self.next_seq = self.next_seq.max(seq + 1);
-        }
-        let mask = fanout
-            .iter()
-            .filter_map(|s| self.slot_of(*s))
-            .fold(0u64, |m, slot| m | (1 << slot.index()));
-        let lineage = match parent {
-            None => Lineage::Root,
-            Some(p) if self.sched.contains(p) => Lineage::Child(p),
-            // Gone (delivered and removed, or discarded): nothing left to wait for.
-            Some(p) => Lineage::ChildOfRemoved(p),
-        };
-        self.undelivered += 1;
-        self.undelivered_bytes += u64::from(meta.size);
-        match self.sched.publish(id, lineage, Slots(mask), meta) {
-            Ok(events) => self.handle(events, now_ms, wake),
-            Err(e) => {
-                // Only a duplicate id can get here (a record replayed twice): harmless.
-                self.undelivered -= 1;
-                self.undelivered_bytes -= u64::from(meta.size);
-                tracing::warn!(queue = %self.name, error = %e, "ignoring a published record");
-            }
+    /// A message is waiting, ready or being delivered again: the oldest may be older now.
+    fn note_undelivered(&self, id: MessageId) {
+        if self.oldest_hint.get().is_some_and(|h| id < h) {
+            self.oldest_hint.set(Some(id));
         }
     }
 
-    pub fn ack(&mut self, id: MessageId, sub: SubscriberId, at_ms: u64, wake: &mut Wake) {
+    // ---- transitions, driven by records ----
+
+    /// A message was accepted (its record is durable, or replayed).
+    pub fn apply_published(&mut self, p: &Published, location: Location, wake: &mut Wake) {
+        if let Some((_, seq)) = crate::ids::parts(p.id) {
+            self.next_seq = self.next_seq.max(seq + 1);
+        }
+        if let Some(key) = &p.idempotency_key {
+            let window = self.settings.idempotency.window.as_millis();
+            self.idempotency.insert(
+                key.clone(),
+                Remembered {
+                    id: p.id,
+                    body_hash: body_hash(&p.body),
+                    expires_at_ms: p.published_at_ms.saturating_add(window),
+                },
+            );
+        }
+        let meta = Meta {
+            location,
+            size: u32::try_from(p.body.len()).unwrap_or(u32::MAX),
+            content_type: self.content_types.intern(&p.content_type),
+        };
+        let mask = p
+            .fanout
+            .iter()
+            .filter_map(|s| self.slot_of(*s))
+            .fold(0u64, |m, slot| m | (1 << slot.index()));
+        let lineage = match p.parent {
+            None => Lineage::Root,
+            Some(parent) if self.sched.contains(parent) => Lineage::Child(parent),
+            Some(parent) if self.is_dead_removed(parent) => Lineage::ChildOfRemovedDead(parent),
+            // Gone (delivered and removed, or discarded): nothing left to wait for.
+            Some(parent) => Lineage::ChildOfRemoved(parent),
+        };
+        match self
+            .sched
+            .publish(p.id, lineage, Slots::from_bits(mask), meta)
+        {
+            Ok(events) => {
+                self.note_undelivered(p.id);
+                self.handle(events, p.published_at_ms, wake);
+            }
+            // Only a record replayed twice can get here: harmless.
+            Err(e) => tracing::warn!(queue = %self.name, error = %e, "ignoring a published record"),
+        }
+    }
+
+    /// A subscriber acknowledged a message. Returns whether it was still owed the message
+    /// (acks of messages or subscribers since removed change nothing).
+    pub fn apply_ack(&mut self, ack: &Ack, wake: &mut Wake) -> bool {
+        let Some(slot) = self.slot_of(ack.subscriber) else {
+            return false;
+        };
+        if !matches!(
+            self.sched.delivery_state(ack.message, slot),
+            Some(DeliveryState::Pending | DeliveryState::InFlight)
+        ) {
+            return false;
+        }
+        let events = self.sched.ack(ack.message, slot);
+        let info = self
+            .deliveries
+            .entry((ack.message, Some(ack.subscriber)))
+            .or_default();
+        info.attempts = info.attempts.max(ack.attempt);
+        info.acked_at_ms = Some(ack.acked_at_ms);
+        info.next_attempt_at_ms = None;
+        self.handle(events, ack.acked_at_ms, wake);
+        true
+    }
+
+    /// An attempt failed and another is scheduled.
+    pub fn apply_failed(
+        &mut self,
+        id: MessageId,
+        sub: SubscriberId,
+        attempt: u32,
+        error: &str,
+        next_attempt_at_ms: Option<u64>,
+    ) {
+        if self.sched.contains(id) && self.slot_of(sub).is_some() {
+            let info = self.deliveries.entry((id, Some(sub))).or_default();
+            info.attempts = info.attempts.max(attempt);
+            info.last_error = Some(error.to_owned());
+            info.next_attempt_at_ms = next_attempt_at_ms;
+        }
+    }
+
+    /// A subscriber gave up on a message: its attempts ran out.
+    pub fn apply_dead_lettered(
+        &mut self,
+        id: MessageId,
+        sub: SubscriberId,
+        attempts: u32,
+        last_error: Option<&str>,
+        at_ms: u64,
+        wake: &mut Wake,
+    ) {
         let Some(slot) = self.slot_of(sub) else {
             return;
         };
         if self.sched.delivery_state(id, slot).is_none() {
             return;
         }
-        let events = self.sched.ack(id, slot);
-        if self.sched.contains(id) {
-            let info = self.deliveries.entry((id, Some(sub))).or_default();
-            info.acked_at_ms = Some(at_ms);
-            info.next_attempt_at_ms = None;
-        }
-        self.handle(events, at_ms, wake);
-    }
-
-    pub fn failed(
-        &mut self,
-        id: MessageId,
-        sub: SubscriberId,
-        attempt: u32,
-        error: String,
-        next_attempt_at_ms: Option<u64>,
-    ) {
-        if self.sched.contains(id) && self.slot_of(sub).is_some() {
-            let info = self.deliveries.entry((id, Some(sub))).or_default();
-            info.attempts = info.attempts.max(attempt);
-            info.last_error = Some(error);
-            info.next_attempt_at_ms = next_attempt_at_ms;
-        }
-    }
-
-    pub fn gave_up(
-        &mut self,
-        id: MessageId,
-        sub: SubscriberId,
-        attempts: u32,
-        error: Option<String>,
-        at_ms: u64,
-        wake: &mut Wake,
-    ) {
-        let Some(slot) = self.slot_of(sub) else {
-            return;
-        };
-        if !self.sched.contains(id) {
-            return;
-        }
         let info = self.deliveries.entry((id, Some(sub))).or_default();
         info.attempts = info.attempts.max(attempts);
-        if error.is_some() {
-            info.last_error = error;
+        if let Some(e) = last_error {
+            info.last_error = Some(e.to_owned());
         }
         info.next_attempt_at_ms = None;
         info.dead = Some((DeadReason::MaxAttempts, at_ms));
+        self.dead_letters.insert((id, Some(sub)));
         let events = self.sched.give_up(id, slot);
         self.handle(events, at_ms, wake);
     }
 
     /// Sends a dead message again; returns the subscribers it goes to.
-    pub fn redrive(
+    pub fn apply_redriven(
         &mut self,
         id: MessageId,
         at_ms: u64,
         wake: &mut Wake,
-    ) -> Result<Vec<SubscriberId>, crate::ScheduleError> {
-        let was_dead = self.sched.state(id) == Some(MessageState::Dead);
+    ) -> Result<Vec<SubscriberId>, ScheduleError> {
         let (slots, events) = self.sched.redrive(id)?;
         let subs: Vec<SubscriberId> = self
             .subscribers
@@ -295,54 +347,150 @@ impl QueueState {
             .map(|(id, _)| *id)
             .collect();
         // Attempts start again; the dead letters are gone.
-        for sub in &subs {
-            self.deliveries.remove(&(id, Some(*sub)));
+        for sub in subs.iter().map(|s| Some(*s)).chain([None]) {
+            self.deliveries.remove(&(id, sub));
+            self.dead_letters.remove(&(id, sub));
         }
-        self.deliveries.remove(&(id, None));
-        if was_dead {
-            self.undelivered += 1;
-            if let Some(m) = self.sched.meta(id) {
-                self.undelivered_bytes += u64::from(m.size);
-            }
-            self.expiry.retain(|(_, m)| *m != id);
-        }
+        self.note_undelivered(id);
         self.handle(events, at_ms, wake);
         Ok(subs)
     }
 
-    /// Removes a message (discarded, or its retention is over).
-    pub fn remove(
+    /// The subscribers a redrive of `id` would send it to again, or why it cannot be
+    /// redriven.
+    pub fn redrive_targets(&self, id: MessageId) -> Result<Vec<SubscriberId>, ScheduleError> {
+        let raw = self
+            .sched
+            .raw(id)
+            .ok_or(ScheduleError::UnknownMessage(id))?;
+        let slots = if raw.parent_dead {
+            raw.fanout.bits() & !raw.acked.bits()
+        } else if !raw.dead.is_empty() {
+            raw.dead.bits()
+        } else {
+            return Err(ScheduleError::NotDead(id));
+        };
+        Ok(self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| Slots::from_bits(slots).contains(s.slot))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    /// A message was discarded: its waiting children go on.
+    pub fn apply_discarded(
         &mut self,
         id: MessageId,
-        now_ms: u64,
+        at_ms: u64,
         wake: &mut Wake,
-    ) -> Result<(), crate::ScheduleError> {
-        let state = self.sched.state(id);
-        let (meta, events) = self.sched.remove(id)?;
-        self.removed.notify_waiters();
-        if matches!(
-            state,
-            Some(MessageState::Waiting | MessageState::Ready | MessageState::Delivering)
-        ) {
-            self.undelivered -= 1;
-            self.undelivered_bytes -= u64::from(meta.size);
+    ) -> Result<(), ScheduleError> {
+        self.remove_message(id, Removal::Discarded, at_ms, wake)
+    }
+
+    /// Retention removed these finished messages.
+    pub fn apply_expired(&mut self, ids: &[MessageId], at_ms: u64, wake: &mut Wake) {
+        for id in ids {
+            let finished = matches!(
+                self.sched.state(*id),
+                Some(MessageState::Delivered | MessageState::Dead)
+            );
+            if finished {
+                let _ = self.remove_message(*id, Removal::Expired, at_ms, wake);
+            }
         }
-        // By key, not by a scan of the map: it holds an entry per failed attempt still owed,
-        // millions with a subscriber down. Entries of removed subscribers went with them.
-        for sub in self.subscribers.keys() {
-            self.deliveries.remove(&(id, Some(*sub)));
-        }
-        self.deliveries.remove(&(id, None));
-        self.handle(events, now_ms, wake);
+    }
+
+    pub fn apply_settings(&mut self, settings: QueueSettings) {
+        self.settings = settings;
+        self.sched.set_on_parent_dead(settings.on_parent_dead);
+    }
+
+    pub fn apply_subscriber_added(
+        &mut self,
+        id: SubscriberId,
+        spec: SubscriberSpec,
+    ) -> Result<(), SubscriberError> {
+        let key = match &spec.secret {
+            Some(s) => Some(Arc::<[u8]>::from(crate::decode_secret(s)?)),
+            None => None,
+        };
+        let slot = self
+            .sched
+            .add_subscriber(id)
+            .map_err(|_| SubscriberError::TooManySubscribers)?;
+        self.subscribers
+            .insert(id, Subscriber::new(slot, spec, key));
         Ok(())
     }
 
-    /// Books what the scheduler reports: counters, retention, dead letters, wake-ups.
-    pub fn handle(&mut self, events: Vec<Event>, now_ms: u64, wake: &mut Wake) {
+    /// A subscriber was removed: pending deliveries to it are dropped, and messages no longer
+    /// wait for it.
+    pub fn apply_subscriber_removed(&mut self, id: SubscriberId, at_ms: u64, wake: &mut Wake) {
+        let Some(s) = self.subscribers.remove(&id) else {
+            return;
+        };
+        let _ = s.stop.send(true);
+        self.deliveries.retain(|(_, sub), _| *sub != Some(id));
+        self.dead_letters.retain(|(_, sub)| *sub != Some(id));
+        if let Ok(events) = self.sched.remove_subscriber(s.slot) {
+            self.handle(events, at_ms, wake);
+        }
+    }
+
+    /// The queue was deleted: its subscribers' tasks stop and its calls fail from now on.
+    pub fn apply_deleted(&mut self) {
+        self.deleted = true;
+        for s in self.subscribers.values() {
+            let _ = s.stop.send(true);
+        }
+    }
+
+    /// Forgets idempotency keys whose window is over. Not a record: replay finds the same
+    /// deadlines in the publishes it replays.
+    pub fn expire_idempotency_keys(&mut self, now_ms: u64) {
+        self.idempotency.expire(now_ms);
+    }
+
+    /// Finished messages whose retention is over at `now_ms`, earliest first, at most `max`.
+    pub fn due_for_expiry(&self, now_ms: u64, max: usize) -> Vec<MessageId> {
+        self.expiry.due(now_ms, max)
+    }
+
+    fn remove_message(
+        &mut self,
+        id: MessageId,
+        how: Removal,
+        at_ms: u64,
+        wake: &mut Wake,
+    ) -> Result<(), ScheduleError> {
+        let was_dead = self.sched.state(id) == Some(MessageState::Dead);
+        let (_, events) = self.sched.remove(id, how)?;
+        if how == Removal::Expired
+            && was_dead
+            && let Some((n, seq)) = crate::ids::parts(id)
+            && n == self.number
+        {
+            self.dead_removed.insert(seq);
+        }
+        // By key, not by a scan of the map: it holds an entry per failed attempt still owed,
+        // millions with a subscriber down. Entries of removed subscribers went with them.
+        for sub in self.subscribers.keys().map(|s| Some(*s)).chain([None]) {
+            self.deliveries.remove(&(id, sub));
+            self.dead_letters.remove(&(id, sub));
+        }
+        self.expiry.cancel(id);
+        self.handle(events, at_ms, wake);
+        Ok(())
+    }
+
+    /// Books what the scheduler reports: retention, dead letters, wake-ups.
+    fn handle(&mut self, events: Vec<Event>, at_ms: u64, wake: &mut Wake) {
         let mut remove_now = Vec::new();
         for e in events {
             match e {
-                Event::Released { slots, .. } => {
+                Event::Released { message, slots } => {
+                    self.note_undelivered(message);
                     for s in self.subscribers.values() {
                         if slots.contains(s.slot) {
                             wake.push(s.notify.clone());
@@ -350,160 +498,77 @@ impl QueueState {
                     }
                 }
                 Event::Delivered { message } => {
-                    self.finished(message);
                     let keep = self.settings.retention.delivered.as_millis();
                     if keep == 0 {
                         remove_now.push(message);
                     } else {
-                        self.expiry.insert((now_ms.saturating_add(keep), message));
+                        self.expiry.schedule(message, at_ms.saturating_add(keep));
                     }
                 }
-                Event::Dead { message, cause } => {
-                    self.finished(message);
-                    if cause == DeadCause::ParentDead {
+                Event::Dead { message, reason } => {
+                    if reason == DeadReason::ParentDead {
                         self.deliveries.insert(
                             (message, None),
                             DeliveryInfo {
-                                dead: Some((DeadReason::ParentDead, now_ms)),
+                                dead: Some((DeadReason::ParentDead, at_ms)),
                                 ..DeliveryInfo::default()
                             },
                         );
+                        self.dead_letters.insert((message, None));
                     }
                     let keep = self.settings.retention.dead.as_millis();
-                    self.expiry.insert((now_ms.saturating_add(keep), message));
+                    self.expiry.schedule(message, at_ms.saturating_add(keep));
+                }
+                Event::Reopened { message } => {
+                    self.expiry.cancel(message);
+                    self.note_undelivered(message);
                 }
             }
         }
         for m in remove_now {
-            let _ = self.remove(m, now_ms, wake);
+            let _ = self.remove_message(m, Removal::Expired, at_ms, wake);
         }
     }
 
-    /// A message left the undelivered class.
-    fn finished(&mut self, id: MessageId) {
-        if let Some(meta) = self.sched.meta(id) {
-            self.undelivered = self.undelivered.saturating_sub(1);
-            self.undelivered_bytes = self.undelivered_bytes.saturating_sub(u64::from(meta.size));
-        }
-    }
+    // ---- what dispatchers need ----
 
-    /// Removes what retention and the idempotency window let go of.
-    pub fn expire(&mut self, now_ms: u64, wake: &mut Wake) {
-        while let Some(&(at, id)) = self.expiry.first() {
-            if at > now_ms {
-                break;
-            }
-            self.expiry.pop_first();
-            let finished = matches!(
-                self.sched.state(id),
-                Some(MessageState::Delivered | MessageState::Dead)
-            );
-            if finished {
-                let _ = self.remove(id, now_ms, wake);
+    /// The next message for a subscriber: a retry that is due, else the scheduler's next.
+    pub fn next_for(&mut self, sub: SubscriberId, now: Instant) -> Option<MessageId> {
+        let s = self.subscribers.get_mut(&sub)?;
+        while let Some(id) = s.take_due_retry(now) {
+            // Stale entries (discarded, expired, acked meanwhile) are skipped.
+            if self.sched.delivery_state(id, s.slot) == Some(DeliveryState::InFlight) {
+                return Some(id);
             }
         }
-        self.idempotency.expire(now_ms);
+        self.sched.next(s.slot)
     }
 
-    /// The per-subscriber view of a message for the API.
-    pub fn delivery_views(&self, id: MessageId) -> Vec<DeliveryView> {
-        let mut out = Vec::new();
-        for (sub_id, sub) in &self.subscribers {
-            let Some(state) = self.sched.delivery_state(id, sub.slot) else {
-                continue;
-            };
-            let info = self
-                .deliveries
-                .get(&(id, Some(*sub_id)))
-                .cloned()
-                .unwrap_or_default();
-            out.push(DeliveryView {
-                subscriber: *sub_id,
-                endpoint: sub.spec.endpoint.clone(),
-                state,
-                attempts: info.attempts,
-                last_error: info.last_error,
-                next_attempt_at_ms: info.next_attempt_at_ms,
-                acked_at_ms: info.acked_at_ms,
-            });
+    /// When the subscriber's earliest retry is due.
+    pub fn next_retry_at(&self, sub: SubscriberId) -> Option<Instant> {
+        self.subscribers.get(&sub)?.next_retry_at()
+    }
+
+    pub fn schedule_retry(&mut self, sub: SubscriberId, id: MessageId, at: Instant) {
+        if let Some(s) = self.subscribers.get_mut(&sub) {
+            s.schedule_retry(id, at);
         }
-        out
     }
 
-    /// How long the oldest undelivered message has waited.
-    pub fn oldest_undelivered_age(&self, now_ms: u64) -> Option<Duration> {
-        self.sched
-            .iter_from(None)
-            .find(|(_, s, _)| {
-                matches!(
-                    s,
-                    MessageState::Waiting | MessageState::Ready | MessageState::Delivering
-                )
+    /// Whether an attempt of `id` for `sub` is wanted: the message held, the subscriber there,
+    /// its delivery in flight.
+    pub fn is_in_flight(&self, id: MessageId, sub: SubscriberId) -> bool {
+        !self.deleted
+            && self.slot_of(sub).is_some_and(|slot| {
+                self.sched.delivery_state(id, slot) == Some(DeliveryState::InFlight)
             })
-            .map(|(id, _, _)| Duration::from_millis(now_ms.saturating_sub(crate::ids::unix_ms(id))))
-    }
-}
-
-/// One subscriber's view of one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryView {
-    pub subscriber: SubscriberId,
-    pub endpoint: String,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub next_attempt_at_ms: Option<u64>,
-    pub acked_at_ms: Option<u64>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn remembered(n: u128, expires_at_ms: u64) -> Remembered {
-        Remembered {
-            id: uuid::Uuid::from_u128(n),
-            body_hash: 0,
-            expires_at_ms,
-        }
     }
 
-    #[test]
-    fn idempotency_keys_expire_in_deadline_order_and_a_renewed_key_stays() {
-        let mut k = IdempotencyKeys::default();
-        k.insert("a".into(), remembered(1, 10));
-        k.insert("b".into(), remembered(2, 20));
-        k.insert("a".into(), remembered(3, 30)); // reused after its window: renewed
-        k.expire(15);
-        assert_eq!(k.get("a").map(|r| r.id), Some(uuid::Uuid::from_u128(3)));
-        assert!(k.get("b").is_some());
-        k.expire(25);
-        assert!(k.get("b").is_none());
-        assert_eq!(k.len(), 1);
-        k.expire(30);
-        assert_eq!(k.len(), 0);
-    }
-}
-
-#[cfg(test)]
-mod issued_tests {
-    use super::*;
-
-    #[test]
-    fn an_id_whose_publish_is_not_yet_durable_is_not_issued() {
-        let mut q = QueueState::new("q", 4, QueueSettings::default());
-        q.next_seq = 10;
-        let reserved = crate::ids::message_id(1, 4, 9);
-        assert!(q.issued(reserved));
-        q.pending.insert(reserved);
-        assert!(
-            !q.issued(reserved),
-            "a child must not name a parent that may never exist"
-        );
-        assert!(
-            !q.issued(crate::ids::message_id(1, 4, 10)),
-            "beyond the sequence"
-        );
-        assert!(!q.issued(crate::ids::message_id(1, 5, 1)), "another queue");
+    /// The number (1-based) of the next attempt of `id` for `sub`.
+    pub fn next_attempt_number(&self, id: MessageId, sub: SubscriberId) -> u32 {
+        self.deliveries
+            .get(&(id, Some(sub)))
+            .map_or(0, |i| i.attempts)
+            .saturating_add(1)
     }
 }

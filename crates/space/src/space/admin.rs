@@ -1,38 +1,38 @@
-//! Queues, subscribers, discard and redrive.
+//! Queues and subscribers: created, updated, removed. Each change holds the admin lock (they
+//! reach the log in the order they apply), then the gate, then its queue's order lock
+//! exclusively (no publish or outcome of the queue is between its append and its effect).
+//! Append, then apply; a dispatcher is started only after its subscriber is applied.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use storage::Record;
-use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::error::SpaceError;
-use crate::ids;
-use crate::queue::{QueueState, Subscriber, SubscriberSpec, Wake};
-use crate::scheduler::{MessageId, MessageState, SUBSCRIBERS_PER_QUEUE_MAX, SubscriberId};
+use super::{Queue, Space, wake_all};
+use crate::error::{QueueError, SubscriberError};
+use crate::limits::{ENDPOINT_BYTES_MAX, MAX_IN_FLIGHT_MAX, QUEUE_NAME_BYTES_MAX};
+use crate::model::SubscriberId;
+use crate::queue::{QueueState, SubscriberSpec};
 use crate::settings::{QueueSettings, SettingsPatch};
+use crate::types::{QueueInfo, SubscriberInfo};
 
-use super::*;
-
-/// Checks a queue name against SPEC §4.
-pub fn validate_queue_name(name: &str) -> Result<(), SpaceError> {
+/// Checks a queue name: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+pub fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let ok = !name.is_empty()
-        && name.len() <= limits::QUEUE_NAME_BYTES_MAX
+        && name.len() <= QUEUE_NAME_BYTES_MAX
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(SpaceError::InvalidQueueName(name.to_owned()))
+        Err(QueueError::InvalidQueueName(name.to_owned()))
     }
 }
 
-pub(super) fn validate_endpoint(endpoint: &str) -> Result<(), SpaceError> {
-    let bad = |why: &str| SpaceError::InvalidEndpoint(format!("{endpoint:?}: {why}"));
-    if endpoint.len() > limits::ENDPOINT_BYTES_MAX {
-        return Err(bad("longer than 2048 bytes"));
+fn validate_endpoint(endpoint: &str) -> Result<(), SubscriberError> {
+    let bad = |why: &str| SubscriberError::InvalidEndpoint(format!("{endpoint:?}: {why}"));
+    if endpoint.len() > ENDPOINT_BYTES_MAX {
+        return Err(bad(&format!("longer than {ENDPOINT_BYTES_MAX} bytes")));
     }
     let rest = endpoint
         .strip_prefix("http://")
@@ -46,192 +46,158 @@ pub(super) fn validate_endpoint(endpoint: &str) -> Result<(), SpaceError> {
 }
 
 /// Decodes a `whsec_<base64>` secret into its HMAC key.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SpaceError> {
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
     use base64::Engine;
     let encoded = secret
         .strip_prefix("whsec_")
-        .ok_or(SpaceError::InvalidSecret)?;
+        .ok_or(SubscriberError::InvalidSecret)?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|_| SpaceError::InvalidSecret)?;
+        .map_err(|_| SubscriberError::InvalidSecret)?;
     if key.is_empty() {
-        return Err(SpaceError::InvalidSecret);
+        return Err(SubscriberError::InvalidSecret);
     }
     Ok(key)
 }
 
+fn settings_bytes(settings: &QueueSettings) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(settings).unwrap_or_default())
+}
+
+pub(super) fn subscriber_info(id: SubscriberId, spec: &SubscriberSpec) -> SubscriberInfo {
+    SubscriberInfo {
+        id,
+        endpoint: spec.endpoint.clone(),
+        handler: spec.handler,
+        max_in_flight: spec.max_in_flight,
+        has_secret: spec.secret.is_some(),
+    }
+}
+
 impl Space {
-    /// The body of [`Space::put_queue`], run on its own task by it.
-    pub(super) async fn put_queue_now(
+    /// Creates a queue, or updates its settings if it exists (nested fields left out keep
+    /// their values). Returns the queue and whether it was created.
+    pub async fn put_queue(
         &self,
         name: &str,
         patch: &SettingsPatch,
-    ) -> Result<(QueueInfo, bool), SpaceError> {
+    ) -> Result<(QueueInfo, bool), QueueError> {
         validate_queue_name(name)?;
+        let (this, name, patch) = (self.clone(), name.to_owned(), patch.clone());
+        Self::complete(async move { this.put_queue_now(&name, &patch).await }).await
+    }
+
+    async fn put_queue_now(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<(QueueInfo, bool), QueueError> {
         let _admin = self.inner.admin.lock().await;
-        let _gate = self.inner.gate.read().await;
-        let existing = self.queue(name).ok();
-        let (number, settings) = match &existing {
-            Some(q) => {
-                let st = q.lock();
-                (st.number, st.settings.merged(patch)?)
+        let created = match self.inner.registry.get(name) {
+            Ok(q) => {
+                let change = self.inner.journal.change().await;
+                let _order = q.order.write().await;
+                let (number, settings) = {
+                    let st = q.lock();
+                    (st.number(), st.settings().merged(patch)?)
+                };
+                change
+                    .append(&[Record::QueueUpdated {
+                        queue: number,
+                        settings: settings_bytes(&settings),
+                    }])
+                    .await?;
+                q.lock().apply_settings(settings);
+                false
             }
-            None => {
-                let number = self.inner.next_queue_number.load(Ordering::Relaxed);
-                if number > ids::QUEUE_NUMBER_MAX {
-                    return Err(SpaceError::Internal("queue numbers exhausted".into()));
-                }
-                (number, QueueSettings::default().merged(patch)?)
+            Err(_) => {
+                let settings = QueueSettings::default().merged(patch)?;
+                let number = self.inner.registry.take_queue_number()?;
+                let change = self.inner.journal.change().await;
+                change
+                    .append(&[Record::QueueCreated {
+                        queue: number,
+                        name: name.to_owned(),
+                        settings: settings_bytes(&settings),
+                    }])
+                    .await?;
+                let q = Queue::new(QueueState::new(name, number, settings));
+                self.inner.registry.insert(Arc::new(q));
+                true
             }
         };
-        let json = Bytes::from(
-            serde_json::to_vec(&StoredQueue { number, settings })
-                .map_err(|e| SpaceError::Internal(e.to_string()))?,
-        );
-        let created = existing.is_none();
-        let record = if created {
-            Record::QueueCreated {
-                queue: name.to_owned(),
-                settings: json,
-            }
-        } else {
-            Record::QueueUpdated {
-                queue: name.to_owned(),
-                settings: json,
-            }
-        };
-        self.inner.log.append(std::slice::from_ref(&record)).await?;
-        let stored = match &record {
-            Record::QueueCreated { settings, .. } | Record::QueueUpdated { settings, .. } => {
-                serde_json::from_slice::<StoredQueue>(settings)
-                    .map_err(|e| SpaceError::Internal(e.to_string()))?
-            }
-            _ => unreachable!("built above"),
-        };
-        match existing {
-            Some(q) => q.lock().set_settings(stored.settings),
-            None => {
-                self.inner
-                    .next_queue_number
-                    .store(stored.number + 1, Ordering::Relaxed);
-                let q = Arc::new(Queue {
-                    state: Mutex::new(QueueState::new(name, stored.number, stored.settings)),
-                });
-                self.inner
-                    .queues
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.to_owned(), q.clone());
-                self.inner
-                    .by_number
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(stored.number, q);
-            }
-        }
         Ok((self.queue_info(name)?, created))
     }
 
-    /// The body of [`Space::delete_queue`], run on its own task by it.
-    pub(super) async fn delete_queue_now(&self, name: &str) -> Result<(), SpaceError> {
+    /// Deletes a queue and its messages; its subscribers' tasks stop. Publishes to it that
+    /// were under way finish first (their records come before the deletion).
+    pub async fn delete_queue(&self, name: &str) -> Result<(), QueueError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        Self::complete(async move { this.delete_queue_now(&name).await }).await
+    }
+
+    async fn delete_queue_now(&self, name: &str) -> Result<(), QueueError> {
         let _admin = self.inner.admin.lock().await;
-        let _gate = self.inner.gate.read().await;
-        let q = self.queue(name)?;
-        self.inner
-            .log
-            .append(&[Record::QueueDeleted {
-                queue: name.to_owned(),
-            }])
+        let q = self.inner.registry.get(name)?;
+        let change = self.inner.journal.change().await;
+        let _order = q.order.write().await;
+        let number = q.lock().number();
+        change
+            .append(&[Record::QueueDeleted { queue: number }])
             .await?;
-        let number = {
-            let mut st = q.lock();
-            st.deleted = true;
-            for s in st.subscribers.values() {
-                let _ = s.stop.send(true);
-            }
-            st.number
-        };
-        self.inner
-            .queues
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        self.inner
-            .by_number
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&number);
+        q.lock().apply_deleted();
+        self.inner.registry.remove(name, number);
         Ok(())
     }
 
-    pub fn queue_names(&self) -> Vec<String> {
-        self.inner
-            .queues
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    pub fn queue_info(&self, name: &str) -> Result<QueueInfo, SpaceError> {
-        let q = self.queue(name)?;
-        let st = q.lock();
-        Ok(QueueInfo {
-            name: name.to_owned(),
-            settings: st.settings,
-            subscribers: st
-                .subscribers
-                .iter()
-                .map(|(id, s)| subscriber_info(*id, s))
-                .collect(),
-            counts: st.sched.counts(),
-            bytes: st.undelivered_bytes,
-            oldest_undelivered_age_ms: st
-                .oldest_undelivered_age(now_ms())
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        })
-    }
-
-    /// The body of [`Space::add_subscriber`], run on its own task by it.
-    pub(super) async fn add_subscriber_now(
+    /// Adds a subscriber; the same endpoint twice returns the existing one (`false`).
+    pub async fn add_subscriber(
         &self,
         queue: &str,
         spec: SubscriberSpec,
-    ) -> Result<(SubscriberInfo, bool), SpaceError> {
+    ) -> Result<(SubscriberInfo, bool), SubscriberError> {
         validate_endpoint(&spec.endpoint)?;
         if let Some(allow) = &self.inner.endpoint_allow
             && !allow.allows(&spec.endpoint)
         {
-            return Err(SpaceError::EndpointNotAllowed(spec.endpoint));
+            return Err(SubscriberError::EndpointNotAllowed(spec.endpoint));
         }
-        if spec.max_in_flight == 0 || spec.max_in_flight > limits::MAX_IN_FLIGHT_MAX {
-            return Err(SpaceError::InvalidMaxInFlight(spec.max_in_flight));
+        if spec.max_in_flight == 0 || spec.max_in_flight > MAX_IN_FLIGHT_MAX {
+            return Err(SubscriberError::InvalidMaxInFlight(spec.max_in_flight));
         }
         if let Some(secret) = &spec.secret {
             decode_secret(secret)?;
         }
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.add_subscriber_now(&queue, spec).await }).await
+    }
+
+    async fn add_subscriber_now(
+        &self,
+        queue: &str,
+        spec: SubscriberSpec,
+    ) -> Result<(SubscriberInfo, bool), SubscriberError> {
         let _admin = self.inner.admin.lock().await;
-        let _gate = self.inner.gate.read().await;
-        let q = self.queue(queue)?;
-        {
+        let q = self.inner.registry.get(queue)?;
+        let change = self.inner.journal.change().await;
+        let _order = q.order.write().await;
+        let number = {
             let st = q.lock();
             if let Some((id, s)) = st
-                .subscribers
-                .iter()
+                .subscribers()
                 .find(|(_, s)| s.spec.endpoint == spec.endpoint)
             {
-                return Ok((subscriber_info(*id, s), false));
+                return Ok((subscriber_info(id, &s.spec), false));
             }
-            if st.subscribers.len() >= SUBSCRIBERS_PER_QUEUE_MAX {
-                return Err(SpaceError::TooManySubscribers);
+            if st.subscribers().count() >= crate::limits::SUBSCRIBERS_PER_QUEUE_MAX {
+                return Err(SubscriberError::TooManySubscribers);
             }
-        }
-        let id = self.inner.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .log
+            st.number()
+        };
+        let id = self.inner.registry.take_subscriber_id();
+        change
             .append(&[Record::SubscriberAdded {
-                queue: queue.to_owned(),
+                queue: number,
                 subscriber: id,
                 endpoint: spec.endpoint.clone(),
                 handler: spec.handler.name().to_owned(),
@@ -239,181 +205,110 @@ impl Space {
                 max_in_flight: spec.max_in_flight,
             }])
             .await?;
-        let info = {
-            let mut st = q.lock();
-            add_subscriber_state(&mut st, id, spec)?;
-            subscriber_info(id, &st.subscribers[&id])
-        };
-        self.spawn_dispatcher(q, id);
+        let info = subscriber_info(id, &spec);
+        q.lock().apply_subscriber_added(id, spec)?;
+        self.spawn_dispatcher(q.clone(), id);
         Ok((info, true))
     }
 
-    pub fn subscribers(&self, queue: &str) -> Result<Vec<SubscriberInfo>, SpaceError> {
-        Ok(self.queue_info(queue)?.subscribers)
-    }
-
-    /// The body of [`Space::remove_subscriber`], run on its own task by it.
-    pub(super) async fn remove_subscriber_now(
+    /// Removes a subscriber: pending deliveries to it are dropped, and messages no longer wait
+    /// for it (a message it gave up on is delivered if every other subscriber acknowledged it).
+    pub async fn remove_subscriber(
         &self,
         queue: &str,
         id: SubscriberId,
-    ) -> Result<(), SpaceError> {
+    ) -> Result<(), SubscriberError> {
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.remove_subscriber_now(&queue, id).await }).await
+    }
+
+    async fn remove_subscriber_now(
+        &self,
+        queue: &str,
+        id: SubscriberId,
+    ) -> Result<(), SubscriberError> {
         let _admin = self.inner.admin.lock().await;
-        let _gate = self.inner.gate.read().await;
-        let q = self.queue(queue)?;
-        if !q.lock().subscribers.contains_key(&id) {
-            return Err(SpaceError::SubscriberNotFound(id));
-        }
-        self.inner
-            .log
+        let q = self.inner.registry.get(queue)?;
+        let change = self.inner.journal.change().await;
+        let _order = q.order.write().await;
+        let number = {
+            let st = q.lock();
+            if st.subscriber(id).is_none() {
+                return Err(SubscriberError::SubscriberNotFound(id));
+            }
+            st.number()
+        };
+        let now = self.now_ms();
+        change
             .append(&[Record::SubscriberRemoved {
-                queue: queue.to_owned(),
+                queue: number,
                 subscriber: id,
+                removed_at_ms: now,
             }])
             .await?;
         let mut wake = Vec::new();
-        remove_subscriber_state(&mut q.lock(), id, now_ms(), &mut wake);
+        q.lock().apply_subscriber_removed(id, now, &mut wake);
         wake_all(wake);
         Ok(())
     }
-
-    /// The body of [`Space::discard`], run on its own task by it.
-    pub(super) async fn discard_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
-        let _gate = self.inner.gate.read().await;
-        let q = self.queue(queue)?;
-        if !q.lock().sched.contains(id) {
-            return Err(SpaceError::MessageNotFound(id));
-        }
-        let now = now_ms();
-        self.inner
-            .log
-            .append(&[Record::Discarded {
-                message: id,
-                discarded_at_ms: now,
-            }])
-            .await?;
-        let mut wake = Vec::new();
-        q.lock()
-            .remove(id, now, &mut wake)
-            .map_err(|_| SpaceError::MessageNotFound(id))?;
-        wake_all(wake);
-        Ok(())
-    }
-
-    /// The body of [`Space::redrive`], run on its own task by it.
-    pub(super) async fn redrive_now(&self, queue: &str, id: MessageId) -> Result<(), SpaceError> {
-        let _gate = self.inner.gate.read().await;
-        let q = self.queue(queue)?;
-        let subscribers = {
-            let st = q.lock();
-            if !st.sched.contains(id) {
-                return Err(SpaceError::MessageNotFound(id));
-            }
-            let has_dead = st
-                .deliveries
-                .iter()
-                .any(|((m, _), i)| *m == id && i.dead.is_some())
-                || st.sched.state(id) == Some(MessageState::Dead);
-            if !has_dead {
-                return Err(SpaceError::NotDead(id));
-            }
-            st.subscribers.keys().copied().collect::<Vec<_>>()
-        };
-        let now = now_ms();
-        self.inner
-            .log
-            .append(&[Record::Redriven {
-                message: id,
-                subscribers,
-                redriven_at_ms: now,
-            }])
-            .await?;
-        let mut wake = Vec::new();
-        q.lock().redrive(id, now, &mut wake).map_err(|e| match e {
-            crate::ScheduleError::NotDead(_) => SpaceError::NotDead(id),
-            _ => SpaceError::MessageNotFound(id),
-        })?;
-        wake_all(wake);
-        Ok(())
-    }
-
-    /// Redrives every dead message of a queue; returns how many.
-    pub async fn redrive_all(&self, queue: &str) -> Result<u64, SpaceError> {
-        let ids: Vec<MessageId> = {
-            let q = self.queue(queue)?;
-            let st = q.lock();
-            let mut ids: Vec<_> = st
-                .deliveries
-                .iter()
-                .filter(|(_, i)| i.dead.is_some())
-                .map(|((m, _), _)| *m)
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
-        let mut n = 0;
-        for id in ids {
-            match self.redrive(queue, id).await {
-                Ok(()) => n += 1,
-                Err(SpaceError::NotDead(_) | SpaceError::MessageNotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
-    }
 }
 
-pub(super) fn subscriber_info(id: SubscriberId, s: &Subscriber) -> SubscriberInfo {
-    SubscriberInfo {
-        id,
-        endpoint: s.spec.endpoint.clone(),
-        handler: s.spec.handler,
-        max_in_flight: s.spec.max_in_flight,
-        has_secret: s.spec.secret.is_some(),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Attempt, Deliverer, Outcome};
+    use std::pin::Pin;
+    use std::time::Duration;
 
-pub(crate) fn add_subscriber_state(
-    st: &mut QueueState,
-    id: SubscriberId,
-    spec: SubscriberSpec,
-) -> Result<(), SpaceError> {
-    let key = match &spec.secret {
-        Some(s) => Some(Arc::<[u8]>::from(decode_secret(s)?)),
-        None => None,
-    };
-    let slot = st
-        .sched
-        .add_subscriber(id)
-        .map_err(|_| SpaceError::TooManySubscribers)?;
-    let (stop, _) = watch::channel(false);
-    st.subscribers.insert(
-        id,
-        Subscriber {
-            slot,
-            limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
-            endpoint: Arc::from(spec.endpoint.as_str()),
-            spec,
-            key,
-            notify: Arc::new(Notify::new()),
-            stop,
-        },
-    );
-    Ok(())
-}
+    struct Down;
 
-pub(super) fn remove_subscriber_state(
-    st: &mut QueueState,
-    id: SubscriberId,
-    now: u64,
-    wake: &mut Wake,
-) {
-    if let Some(s) = st.subscribers.remove(&id) {
-        let _ = s.stop.send(true);
-        st.deliveries.retain(|(_, sub), _| *sub != Some(id));
-        if let Ok(events) = st.sched.remove_subscriber(s.slot) {
-            st.handle(events, now, wake);
+    impl Deliverer for Down {
+        fn deliver(
+            &self,
+            _: Attempt,
+        ) -> Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+            Box::pin(async {
+                Outcome::Failed {
+                    error: "down".into(),
+                    retry_after: None,
+                }
+            })
         }
+    }
+
+    fn open() -> Space {
+        let disk = storage::sim::SimDisk::new(9);
+        let config = crate::SpaceConfig::new(storage::Config::default());
+        Space::open(Arc::new(disk), config, Arc::new(Down))
+            .unwrap()
+            .0
+    }
+
+    /// A publish holds its queue's order lock (shared) from before its append until it is
+    /// applied: a deletion waits for it, so no publish is appended after the deletion it raced.
+    #[tokio::test]
+    async fn deleting_a_queue_waits_for_the_publishes_under_way() {
+        let space = open();
+        space
+            .put_queue("q", &SettingsPatch::default())
+            .await
+            .unwrap();
+        let q = space.inner.registry.get("q").unwrap();
+        let publishing = q.order.read().await;
+        let s = space.clone();
+        let deleting = tokio::spawn(async move { s.delete_queue("q").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!deleting.is_finished(), "deleted under a publish");
+        assert!(space.queue_info("q").is_ok());
+        drop(publishing);
+        deleting.await.unwrap().unwrap();
+        assert!(space.queue_info("q").is_err());
+        // Created again, it is another queue: a new number.
+        space
+            .put_queue("q", &SettingsPatch::default())
+            .await
+            .unwrap();
+        let again = space.inner.registry.get("q").unwrap();
+        assert_ne!(again.lock().number(), q.lock().number());
     }
 }

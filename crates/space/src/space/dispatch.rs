@@ -1,21 +1,31 @@
 //! Dispatchers and delivery attempts.
+//!
+//! One dispatcher task per subscriber takes a `max_in_flight` permit, then the subscriber's
+//! next message (a retry that is due first, else the scheduler's next), and starts one attempt.
+//! The permit is held while the request is on the wire only: a failed attempt records its
+//! outcome, schedules its retry on the subscriber's heap and lets the permit go, so messages
+//! waiting out their backoff never keep others from being sent.
+//!
+//! Outcomes are applied under a change and the queue's order lock (shared): the ack is applied
+//! first and queued to the log at once; a failure or a dead letter is appended, then applied.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use storage::{Ack, Record};
-use tokio::sync::watch;
+use bytes::Bytes;
+use storage::{Ack, ReadError, Record};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::{Queue, Space, wake_all};
 use crate::delivery::{Attempt, Outcome, backoff};
-use crate::error::SpaceError;
-use crate::scheduler::{MessageId, SubscriberId};
+use crate::limits::{ERROR_TEXT_BYTES_MAX, RELOCATED_READ_TRIES};
+use crate::model::{MessageId, SubscriberId};
 use crate::settings::QueueSettings;
 
-use super::*;
-
-pub(super) fn cut(mut text: String) -> String {
-    if text.len() > limits::ERROR_TEXT_BYTES_MAX {
-        let mut at = limits::ERROR_TEXT_BYTES_MAX;
+/// Cuts an error text to [`ERROR_TEXT_BYTES_MAX`].
+fn cut(mut text: String) -> String {
+    if text.len() > ERROR_TEXT_BYTES_MAX {
+        let mut at = ERROR_TEXT_BYTES_MAX;
         while !text.is_char_boundary(at) {
             at -= 1;
         }
@@ -24,53 +34,62 @@ pub(super) fn cut(mut text: String) -> String {
     text
 }
 
+/// What an attempt needs, if the message is still owed.
+enum Prepared {
+    /// No longer owed: acknowledged, removed, or the subscriber or queue is gone.
+    Gone,
+    /// The body cannot be read back: the attempt fails with this error (and is retried).
+    Unreadable(u32, QueueSettings, String),
+    Ready(Box<Attempt>, QueueSettings),
+}
+
+/// The body and headers of a message, from memory or its record.
+struct Body {
+    body: Bytes,
+    content_type: String,
+    parent: Option<MessageId>,
+    published_at_ms: u64,
+}
+
 impl Space {
     pub(super) fn spawn_dispatcher(&self, queue: Arc<Queue>, sub: SubscriberId) {
-        let Some((slot, notify, limit, stop)) = ({
-            let st = queue.lock();
-            st.subscribers.get(&sub).map(|s| {
-                (
-                    s.slot,
-                    s.notify.clone(),
-                    s.limit.clone(),
-                    s.stop.subscribe(),
-                )
-            })
-        }) else {
+        let Some((notify, limit, mut stop)) = queue
+            .lock()
+            .subscriber(sub)
+            .map(|s| (s.notify.clone(), s.limit.clone(), s.stop.subscribe()))
+        else {
             return;
         };
         let space = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
-        let mut stop_rx = stop;
         tokio::spawn(async move {
             loop {
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stop_rx.changed() => return,
+                    _ = stop.changed() => return,
                     _ = shutdown.changed() => return,
                 };
-                if *stop_rx.borrow() || *shutdown.borrow() {
+                if *stop.borrow() || *shutdown.borrow() {
                     return;
                 }
                 let notified = notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let next = {
+                let (next, retry_at) = {
                     let mut st = queue.lock();
-                    if st.deleted || !st.subscribers.contains_key(&sub) {
+                    if st.is_deleted() || st.subscriber(sub).is_none() {
                         return;
                     }
-                    st.sched.next(slot)
+                    let next = st.next_for(sub, tokio::time::Instant::now());
+                    (next, st.next_retry_at(sub))
                 };
                 match next {
                     Some(id) => {
                         space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
                         let space = space.clone();
                         let queue = queue.clone();
-                        let stop = stop_rx.clone();
                         tokio::spawn(async move {
-                            space.attempts(queue, sub, id, stop).await;
-                            drop(permit);
+                            space.attempt(&queue, sub, id, permit).await;
                             if space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                                 space.inner.idle.notify_waiters();
                             }
@@ -78,9 +97,16 @@ impl Space {
                     }
                     None => {
                         drop(permit);
+                        let retry = async {
+                            match retry_at {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         tokio::select! {
                             _ = notified => {}
-                            _ = stop_rx.changed() => return,
+                            _ = retry => {}
+                            _ = stop.changed() => return,
                             _ = shutdown.changed() => return,
                         }
                     }
@@ -89,197 +115,171 @@ impl Space {
         });
     }
 
-    /// Attempts to deliver one message to one subscriber until it is acknowledged, given up,
-    /// or no longer owed (removed, discarded), waiting out the backoff between attempts.
-    pub(super) async fn attempts(
-        &self,
-        queue: Arc<Queue>,
-        sub: SubscriberId,
-        id: MessageId,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut shutdown = self.inner.shutdown.subscribe();
-        let mut rng = fastrand::Rng::new();
-        loop {
-            let (number, settings, outcome) = match self.prepare_attempt(&queue, sub, id) {
-                Prepared::Gone => return,
-                // Sending it again cannot help: give up at once, with the reason.
-                Prepared::Unreadable(number, settings, error) => (
-                    number,
-                    QueueSettings {
-                        retry: crate::settings::Retry {
-                            max_attempts: 1,
-                            ..settings.retry
-                        },
-                        ..settings
-                    },
-                    Outcome::Failed {
-                        error,
-                        retry_after: None,
-                    },
-                ),
-                Prepared::Ready(attempt, settings) => {
-                    let number = attempt.number;
-                    let timeout = settings.delivery_timeout.0;
-                    let outcome =
-                        match tokio::time::timeout(timeout, self.inner.deliverer.deliver(*attempt))
-                            .await
-                        {
-                            Ok(o) => o,
-                            Err(_) => Outcome::Failed {
-                                error: format!("timed out after {}", settings.delivery_timeout),
-                                retry_after: None,
-                            },
-                        };
-                    (number, settings, outcome)
-                }
-            };
-            let gate = self.inner.gate.read().await;
-            let now = now_ms();
-            match outcome {
-                Outcome::Acked => {
-                    self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
-                    let mut wake = Vec::new();
-                    queue.lock().ack(id, sub, now, &mut wake);
-                    wake_all(wake);
-                    self.inner.acks.push(Ack {
-                        message: id,
-                        subscriber: sub,
-                        acked_at_ms: now,
-                    });
-                    return;
-                }
-                Outcome::Failed { error, retry_after } => {
-                    let error = cut(error);
-                    let max = settings.retry.max_attempts;
-                    if max != 0 && number >= max {
-                        let mut wake = Vec::new();
-                        queue
-                            .lock()
-                            .gave_up(id, sub, number, Some(error.clone()), now, &mut wake);
-                        wake_all(wake);
-                        self.inner
-                            .totals
-                            .dead_lettered
-                            .fetch_add(1, Ordering::Relaxed);
-                        let record = Record::DeadLettered {
-                            message: id,
-                            subscriber: Some(sub),
-                            reason: storage::DeadReason::MaxAttempts,
-                            attempts: number,
-                            last_error: Some(error),
-                            dead_at_ms: now,
-                        };
-                        if let Err(e) = self.inner.log.append_lazy(&[record]).await {
-                            tracing::warn!(error = %e, "could not record a dead letter");
-                        }
-                        return;
-                    }
-                    let delay = backoff(&settings.retry, number + 1, retry_after, &mut rng);
-                    let next_at = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                    queue
-                        .lock()
-                        .failed(id, sub, number, error.clone(), Some(next_at));
-                    self.inner
-                        .totals
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    let record = Record::DeliveryFailed {
-                        message: id,
-                        subscriber: sub,
-                        attempt: number,
-                        error,
-                        failed_at_ms: now,
-                        next_attempt_at_ms: Some(next_at),
-                    };
-                    if let Err(e) = self.inner.log.append_lazy(&[record]).await {
-                        tracing::warn!(error = %e, "could not record a failed attempt");
-                    }
-                    drop(gate);
-                    let until = tokio::time::Instant::now() + delay;
-                    loop {
-                        let removed = queue.lock().removed.clone();
-                        let notified = removed.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        if !self.still_owed(&queue, sub, id) {
-                            // Discarded or expired meanwhile: free the permit now.
-                            return;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(until) => break,
-                            _ = notified => continue,
-                            _ = stop.changed() => return,
-                            // The message stays owed; it is sent again after the restart.
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether an attempt of `id` for `sub` is still wanted (the message held, the subscriber
-    /// there, its delivery in flight).
-    pub(super) fn still_owed(&self, queue: &Queue, sub: SubscriberId, id: MessageId) -> bool {
-        let st = queue.lock();
-        !st.deleted
-            && st.subscribers.get(&sub).is_some_and(|s| {
-                st.sched.delivery_state(id, s.slot) == Some(crate::DeliveryState::InFlight)
-            })
-    }
-
-    /// What the next attempt needs, if the message is still owed to the subscriber.
-    pub(super) fn prepare_attempt(
+    /// One attempt of `id` for `sub`, then its outcome.
+    async fn attempt(
         &self,
         queue: &Arc<Queue>,
         sub: SubscriberId,
         id: MessageId,
-    ) -> Prepared {
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (number, settings, outcome) = match self.prepare_attempt(queue, sub, id) {
+            Prepared::Gone => return,
+            Prepared::Unreadable(number, settings, error) => (
+                number,
+                settings,
+                Outcome::Failed {
+                    error,
+                    retry_after: None,
+                },
+            ),
+            Prepared::Ready(attempt, settings) => {
+                let number = attempt.number;
+                let timeout = settings.delivery_timeout.0;
+                let sent = self.inner.deliverer.deliver(*attempt);
+                let outcome = match tokio::time::timeout(timeout, sent).await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Failed {
+                        error: format!("timed out after {}", settings.delivery_timeout),
+                        retry_after: None,
+                    },
+                };
+                (number, settings, outcome)
+            }
+        };
+        // The request is off the wire: the slot is free for the next one.
+        drop(permit);
+        self.record_outcome(queue, sub, id, number, &settings, outcome)
+            .await;
+    }
+
+    /// Applies and records how an attempt ended.
+    async fn record_outcome(
+        &self,
+        queue: &Queue,
+        sub: SubscriberId,
+        id: MessageId,
+        number: u32,
+        settings: &QueueSettings,
+        outcome: Outcome,
+    ) {
+        let change = self.inner.journal.change().await;
+        let _order = queue.order.read().await;
+        if !queue.lock().is_in_flight(id, sub) {
+            // Discarded, expired, or its subscriber or queue removed meanwhile.
+            return;
+        }
+        let now = self.now_ms();
+        let mut wake = Vec::new();
+        let (error, retry_after) = match outcome {
+            Outcome::Acked => {
+                let ack = Ack {
+                    message: id,
+                    subscriber: sub,
+                    attempt: number,
+                    acked_at_ms: now,
+                };
+                {
+                    let mut st = queue.lock();
+                    if st.apply_ack(&ack, &mut wake) {
+                        // Queued under the queue's lock, right after its effect: any change
+                        // that sees the effect comes after it in the log.
+                        change.ack(ack);
+                    }
+                }
+                self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
+                wake_all(wake);
+                return;
+            }
+            Outcome::Failed { error, retry_after } => (cut(error), retry_after),
+        };
+        let max = settings.retry.max_attempts;
+        if max != 0 && number >= max {
+            let record = Record::DeadLettered {
+                message: id,
+                subscriber: Some(sub),
+                reason: storage::DeadReason::MaxAttempts,
+                attempts: number,
+                last_error: Some(error.clone()),
+                dead_at_ms: now,
+            };
+            match change.append_lazy(&[record]).await {
+                Ok(_) => {
+                    queue
+                        .lock()
+                        .apply_dead_lettered(id, sub, number, Some(&error), now, &mut wake);
+                    self.inner
+                        .totals
+                        .dead_lettered
+                        .fetch_add(1, Ordering::Relaxed);
+                    wake_all(wake);
+                    return;
+                }
+                // Not recorded, so not applied: it is tried again after a backoff, and given
+                // up on once that can be recorded.
+                Err(e) => {
+                    tracing::warn!(error = %e, message = %id, "could not record a dead letter")
+                }
+            }
+        }
+        let mut rng = fastrand::Rng::new();
+        let delay = backoff(&settings.retry, number + 1, retry_after, &mut rng);
+        let next_at = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let record = Record::DeliveryFailed {
+            message: id,
+            subscriber: sub,
+            attempt: number,
+            error: error.clone(),
+            failed_at_ms: now,
+            next_attempt_at_ms: Some(next_at),
+        };
+        let recorded = change.append_lazy(&[record]).await;
+        let mut st = queue.lock();
+        match recorded {
+            Ok(_) => st.apply_failed(id, sub, number, &error, Some(next_at)),
+            Err(e) => {
+                tracing::warn!(error = %e, message = %id, "could not record a failed attempt")
+            }
+        }
+        st.schedule_retry(sub, id, tokio::time::Instant::now() + delay);
+        self.inner
+            .totals
+            .failed_attempts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the next attempt needs, if the message is still owed to the subscriber.
+    fn prepare_attempt(&self, queue: &Queue, sub: SubscriberId, id: MessageId) -> Prepared {
         let (number, name, settings, endpoint, handler, key) = {
             let st = queue.lock();
-            if st.deleted {
+            if !st.is_in_flight(id, sub) {
                 return Prepared::Gone;
             }
-            let Some(s) = st.subscribers.get(&sub) else {
+            let Some(s) = st.subscriber(sub) else {
                 return Prepared::Gone;
             };
-            let owed = matches!(
-                st.sched.delivery_state(id, s.slot),
-                Some(crate::DeliveryState::InFlight)
-            );
-            if !owed || !st.sched.contains(id) {
-                return Prepared::Gone;
-            }
-            let done = st
-                .deliveries
-                .get(&(id, Some(sub)))
-                .map_or(0, |i| i.attempts);
             (
-                done + 1,
-                st.name.clone(),
-                st.settings,
+                st.next_attempt_number(id, sub),
+                st.name().clone(),
+                st.settings(),
                 s.endpoint.clone(),
                 s.spec.handler,
                 s.key.clone(),
             )
         };
-        let p = match self.inner.recent.get(id) {
-            Some(recent) => Ok(recent),
-            None => self
-                .read_message(queue, id)
-                .map(|p| crate::recent::RecentBody {
-                    body: p.body,
-                    content_type: p.content_type,
-                    parent: p.parent,
-                    published_at_ms: p.published_at_ms,
-                }),
-        };
-        let p = match p {
-            Ok(p) => p,
-            Err(SpaceError::MessageNotFound(_)) => return Prepared::Gone,
+        let body = match self.message_body(queue, id) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Prepared::Gone,
             Err(e) => {
-                tracing::error!(message = %id, error = %e, "cannot read a message body");
+                self.inner
+                    .totals
+                    .unreadable_bodies
+                    .fetch_add(1, Ordering::Relaxed);
+                if matches!(e, ReadError::Io { .. }) {
+                    tracing::warn!(message = %id, error = %e, "cannot read a message body; the attempt is retried");
+                } else {
+                    tracing::error!(message = %id, error = %e, "corrupted record: a message body cannot be read back");
+                }
                 return Prepared::Unreadable(number, settings, format!("body unreadable: {e}"));
             }
         };
@@ -291,22 +291,63 @@ impl Space {
                 endpoint,
                 handler,
                 secret: key,
-                body: p.body,
-                content_type: p.content_type,
-                parent: p.parent,
-                published_at_ms: p.published_at_ms,
+                body: body.body,
+                content_type: body.content_type,
+                parent: body.parent,
+                published_at_ms: body.published_at_ms,
                 number,
             }),
             settings,
         )
     }
-}
 
-/// What [`Space::prepare_attempt`] found.
-pub(super) enum Prepared {
-    /// No longer owed: acknowledged, removed, or the subscriber is gone.
-    Gone,
-    /// The body cannot be read back (attempt number, settings, why).
-    Unreadable(u32, QueueSettings, String),
-    Ready(Box<Attempt>, QueueSettings),
+    /// A message's body and headers: from the recent bodies, else from its record. `None` if
+    /// the queue no longer holds it.
+    fn message_body(&self, queue: &Queue, id: MessageId) -> Result<Option<Body>, ReadError> {
+        if let Some(r) = self.inner.recent.get(id) {
+            return Ok(Some(Body {
+                body: r.body,
+                content_type: r.content_type,
+                parent: r.parent,
+                published_at_ms: r.published_at_ms,
+            }));
+        }
+        Ok(self.read_published(queue, id)?.map(|p| Body {
+            body: p.body,
+            content_type: p.content_type,
+            parent: p.parent,
+            published_at_ms: p.published_at_ms,
+        }))
+    }
+
+    /// Reads a message's record. Compaction may move it meanwhile: its old segment is deleted
+    /// only after the index points at the copy, so a second look finds it. `None` if the
+    /// queue no longer holds the message.
+    pub(super) fn read_published(
+        &self,
+        queue: &Queue,
+        id: MessageId,
+    ) -> Result<Option<storage::Published>, ReadError> {
+        let mut tries = 0;
+        loop {
+            let Some(meta) = queue.lock().meta(id) else {
+                return Ok(None);
+            };
+            match self.inner.journal.read(meta.location) {
+                Ok(Record::Published(p)) if p.id == id => return Ok(Some(p)),
+                Ok(other) => {
+                    return Err(ReadError::Corrupted {
+                        file: format!("segment {}", meta.location.segment),
+                        offset: u64::from(meta.location.offset),
+                        reason: format!(
+                            "expected the published record of {id}, found a record of kind {}",
+                            other.kind()
+                        ),
+                    });
+                }
+                Err(ReadError::SegmentGone { .. }) if tries < RELOCATED_READ_TRIES => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }

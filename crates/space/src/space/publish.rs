@@ -1,371 +1,169 @@
-//! Publishing, one message or a batch.
+//! Publishing, one message or a batch: one path. Reserve under the queue's lock (limits,
+//! idempotency, parents, ids), append without it, then commit (apply the records) or abort.
+//! An id is issued (a valid parent, an idempotent answer) only once its publish is committed.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use storage::{Published, Record};
 
-use crate::error::SpaceError;
-use crate::ids;
-use crate::queue::{Meta, Remembered};
-use crate::scheduler::{MessageId, SubscriberId};
+use super::{Queue, Space, wake_all};
+use crate::error::PublishError;
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+};
+use crate::queue::reservation::Reserved;
+use crate::types::{BatchEntry, BatchParent, NewMessage, PublishedMessage};
 
-use super::*;
+/// A reservation the publish still owes an outcome: committed once its records are in the
+/// log, aborted if they are not, and aborted by its drop if the task ends before either (so
+/// that no reservation is left counting against the limits).
+struct Reservation<'a> {
+    queue: &'a Queue,
+    reserved: Option<Reserved>,
+}
 
-pub(super) fn body_hash(body: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    h.finish()
+impl Reservation<'_> {
+    fn commit(mut self, records: &[Published], locations: &[storage::Location]) {
+        if let Some(r) = self.reserved.take() {
+            let mut wake = Vec::new();
+            self.queue.lock().commit(r, records, locations, &mut wake);
+            wake_all(wake);
+        }
+    }
+
+    fn abort(mut self) {
+        if let Some(r) = self.reserved.take() {
+            self.queue.lock().abort(r);
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reserved.take() {
+            self.queue.lock().abort(r);
+        }
+    }
+}
+
+/// Checks what can be checked without the queue: sizes, keys, content types.
+fn check_entries(entries: &[BatchEntry]) -> Result<(), PublishError> {
+    let mut keys = HashSet::new();
+    for e in entries {
+        let m = &e.message;
+        if m.content_type
+            .as_ref()
+            .is_some_and(|c| c.len() > CONTENT_TYPE_BYTES_MAX)
+        {
+            return Err(PublishError::InvalidContentType);
+        }
+        if u32::try_from(m.body.len()).is_err() {
+            return Err(PublishError::BodyTooLarge);
+        }
+        if let Some(key) = &m.idempotency_key {
+            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+                return Err(PublishError::InvalidIdempotencyKey);
+            }
+            if !keys.insert(key) {
+                return Err(PublishError::InvalidBatch(format!(
+                    "idempotency key {key:?} appears twice in one batch"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Space {
-    /// The body of [`Space::publish`], run on its own task by it.
-    pub(super) async fn publish_now(
+    /// Publishes a message; returns once it is durable (under `fsync: always`).
+    pub async fn publish(
         &self,
         queue: &str,
         msg: NewMessage,
-    ) -> Result<PublishedMessage, SpaceError> {
-        let q = self.queue(queue)?;
-        let content_type = msg
-            .content_type
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        if content_type.len() > limits::CONTENT_TYPE_BYTES_MAX {
-            return Err(SpaceError::InvalidContentType);
-        }
-        if let Some(key) = &msg.idempotency_key
-            && (key.is_empty() || key.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX)
-        {
-            return Err(SpaceError::InvalidIdempotencyKey);
-        }
-        let size = u32::try_from(msg.body.len()).map_err(|_| SpaceError::BodyTooLarge)?;
-        let _gate = self.inner.gate.read().await;
-        let now = now_ms();
-        let hash = msg.idempotency_key.as_ref().map(|_| body_hash(&msg.body));
-
-        // Check and reserve under the lock; append without it.
-        let (id, fanout) = {
-            let mut st = q.lock();
-            if st.deleted {
-                return Err(SpaceError::QueueNotFound(queue.to_owned()));
-            }
-            if let (Some(key), Some(hash)) = (&msg.idempotency_key, hash)
-                && let Some(r) = st.idempotency.get(key)
-                && r.expires_at_ms > now
-            {
-                if r.body_hash != hash {
-                    return Err(SpaceError::IdempotencyConflict(key.clone()));
-                }
-                if st.pending.contains(&r.id) {
-                    return Err(SpaceError::IdempotencyInProgress(key.clone()));
-                }
-                let parent = st.sched.parent(r.id).or(msg.parent);
-                return Ok(PublishedMessage {
-                    id: r.id,
-                    parent,
-                    created: false,
-                });
-            }
-            if let Some(p) = msg.parent
-                && !st.sched.contains(p)
-                && !st.issued(p)
-            {
-                return Err(SpaceError::UnknownParent(p));
-            }
-            let limits = st.settings.limits;
-            if let Some(max) = limits.max_messages
-                && st.undelivered + st.reserved + 1 > max
-            {
-                return Err(SpaceError::QueueFull {
-                    limit: "max_messages",
-                });
-            }
-            if let Some(max) = limits.max_bytes
-                && st.undelivered_bytes + st.reserved_bytes + u64::from(size) > max
-            {
-                return Err(SpaceError::QueueFull { limit: "max_bytes" });
-            }
-            if st.next_seq > ids::SEQUENCE_MAX {
-                return Err(SpaceError::Internal("message sequence exhausted".into()));
-            }
-            let id = ids::message_id(now, st.number, st.next_seq);
-            st.next_seq += 1;
-            st.pending.insert(id);
-            st.reserved += 1;
-            st.reserved_bytes += u64::from(size);
-            if let (Some(key), Some(body_hash)) = (&msg.idempotency_key, hash) {
-                let expires_at_ms = now + st.settings.idempotency.window.as_millis();
-                st.idempotency.insert(
-                    key.clone(),
-                    Remembered {
-                        id,
-                        body_hash,
-                        expires_at_ms,
-                    },
-                );
-            }
-            let fanout: Vec<SubscriberId> = st.subscribers.keys().copied().collect();
-            (id, fanout)
+    ) -> Result<PublishedMessage, PublishError> {
+        let entry = BatchEntry {
+            parent: msg.parent.map(BatchParent::Id),
+            message: msg,
         };
-        let record = Record::Published(Published {
-            queue: queue.to_owned(),
-            id,
-            parent: msg.parent,
-            content_type,
-            published_at_ms: now,
-            idempotency_key: msg.idempotency_key.clone(),
-            fanout: fanout.clone(),
-            body: msg.body,
-        });
-        let appended = self.inner.log.append(std::slice::from_ref(&record)).await;
-        // Kept before the message is released to dispatchers, outside the queue's lock.
-        if let (Ok(_), Record::Published(p)) = (&appended, &record) {
-            self.inner.recent.insert(p);
-        }
-        let mut wake = Vec::new();
-        {
-            let mut st = q.lock();
-            st.reserved -= 1;
-            st.reserved_bytes -= u64::from(size);
-            st.pending.remove(&id);
-            match &appended {
-                Ok(locations) => {
-                    let meta = Meta {
-                        location: locations[0],
-                        size,
-                    };
-                    st.insert_published(id, msg.parent, &fanout, meta, now, &mut wake);
-                }
-                Err(_) => {
-                    if let Some(key) = &msg.idempotency_key {
-                        st.idempotency.remove(key);
-                    }
-                }
-            }
-        }
-        appended?;
-        self.inner.totals.published.fetch_add(1, Ordering::Relaxed);
-        wake_all(wake);
-        Ok(PublishedMessage {
-            id,
-            parent: msg.parent,
-            created: true,
-        })
+        let mut answers = self.publish_entries(queue, vec![entry]).await?;
+        answers
+            .pop()
+            .ok_or(PublishError::InvalidBatch("no answer".into()))
     }
 
-    /// The body of [`Space::publish_batch`], run on its own task by it.
-    pub(super) async fn publish_batch_now(
+    /// Publishes several messages atomically: all are accepted (in one durable record batch)
+    /// or none. An entry may name as parent an existing message or an earlier entry. An entry
+    /// whose `Idempotency-Key` matches an earlier publish (same body) is not published again:
+    /// its place in the answer holds the earlier id.
+    pub async fn publish_batch(
         &self,
         queue: &str,
         entries: Vec<BatchEntry>,
-    ) -> Result<Vec<PublishedMessage>, SpaceError> {
-        if entries.len() > limits::BATCH_MESSAGES_MAX {
-            return Err(SpaceError::BatchTooLarge(format!(
-                "{} messages; a batch holds at most {}",
-                entries.len(),
-                limits::BATCH_MESSAGES_MAX
-            )));
+    ) -> Result<Vec<PublishedMessage>, PublishError> {
+        let bytes: usize = entries.iter().map(|e| e.message.body.len()).sum();
+        if entries.len() > BATCH_MESSAGES_MAX || bytes > BATCH_BYTES_MAX {
+            return Err(PublishError::BatchTooLarge {
+                messages: entries.len(),
+                bytes,
+            });
         }
-        let total: usize = entries.iter().map(|e| e.message.body.len()).sum();
-        if total > limits::BATCH_BYTES_MAX {
-            return Err(SpaceError::BatchTooLarge(format!(
-                "{total} bytes of bodies; a batch holds at most {}",
-                limits::BATCH_BYTES_MAX
-            )));
-        }
-        let q = self.queue(queue)?;
-        let _gate = self.inner.gate.read().await;
-        let now = now_ms();
-        let mut keys_seen = std::collections::HashSet::new();
-        for e in &entries {
-            let m = &e.message;
-            if m.content_type
-                .as_ref()
-                .is_some_and(|c| c.len() > limits::CONTENT_TYPE_BYTES_MAX)
-            {
-                return Err(SpaceError::InvalidContentType);
-            }
-            if let Some(key) = &m.idempotency_key {
-                if key.is_empty() || key.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX {
-                    return Err(SpaceError::InvalidIdempotencyKey);
-                }
-                if !keys_seen.insert(key.clone()) {
-                    return Err(SpaceError::InvalidBatch(format!(
-                        "idempotency key {key:?} appears twice in one batch"
-                    )));
-                }
-            }
-        }
+        self.publish_entries(queue, entries).await
+    }
 
-        // Check everything and reserve under the lock; append the whole batch without it.
-        let mut answers: Vec<PublishedMessage> = Vec::with_capacity(entries.len());
-        let mut fresh: Vec<(usize, MessageId, Option<MessageId>, u32)> = Vec::new();
-        let fanout = {
+    async fn publish_entries(
+        &self,
+        queue: &str,
+        entries: Vec<BatchEntry>,
+    ) -> Result<Vec<PublishedMessage>, PublishError> {
+        check_entries(&entries)?;
+        let (this, queue) = (self.clone(), queue.to_owned());
+        Self::complete(async move { this.publish_now(&queue, entries).await }).await
+    }
+
+    async fn publish_now(
+        &self,
+        queue: &str,
+        entries: Vec<BatchEntry>,
+    ) -> Result<Vec<PublishedMessage>, PublishError> {
+        let q = self.inner.registry.get(queue)?;
+        let change = self.inner.journal.change().await;
+        let _order = q.order.read().await;
+        let now = self.now_ms();
+        let (reservation, records, answers) = {
             let mut st = q.lock();
-            if st.deleted {
-                return Err(SpaceError::QueueNotFound(queue.to_owned()));
-            }
-            // Repeated keys first: they take no room.
-            let mut repeated = vec![None; entries.len()];
-            for (i, e) in entries.iter().enumerate() {
-                if let Some(key) = &e.message.idempotency_key
-                    && let Some(r) = st.idempotency.get(key)
-                    && r.expires_at_ms > now
-                {
-                    if r.body_hash != body_hash(&e.message.body) {
-                        return Err(SpaceError::IdempotencyConflict(key.clone()));
-                    }
-                    if st.pending.contains(&r.id) {
-                        return Err(SpaceError::IdempotencyInProgress(key.clone()));
-                    }
-                    repeated[i] = Some(r.id);
-                }
-            }
-            let new_count = repeated.iter().filter(|r| r.is_none()).count() as u64;
-            let new_bytes: u64 = entries
-                .iter()
-                .zip(&repeated)
-                .filter(|(_, r)| r.is_none())
-                .map(|(e, _)| e.message.body.len() as u64)
-                .sum();
-            let limits = st.settings.limits;
-            if let Some(max) = limits.max_messages
-                && st.undelivered + st.reserved + new_count > max
-            {
-                return Err(SpaceError::QueueFull {
-                    limit: "max_messages",
-                });
-            }
-            if let Some(max) = limits.max_bytes
-                && st.undelivered_bytes + st.reserved_bytes + new_bytes > max
-            {
-                return Err(SpaceError::QueueFull { limit: "max_bytes" });
-            }
-            if st.next_seq + new_count > ids::SEQUENCE_MAX {
-                return Err(SpaceError::Internal("message sequence exhausted".into()));
-            }
-            // Ids in entry order, parents resolved; nothing is changed until all are checked.
-            let mut next_seq = st.next_seq;
-            for (i, e) in entries.iter().enumerate() {
-                let parent = match e.parent {
-                    None => None,
-                    Some(BatchParent::Id(p)) => {
-                        if !st.sched.contains(p) && !st.issued(p) {
-                            return Err(SpaceError::UnknownParent(p));
-                        }
-                        Some(p)
-                    }
-                    Some(BatchParent::Index(j)) => {
-                        if j >= i {
-                            return Err(SpaceError::InvalidBatch(format!(
-                                "entry {i}: parent_index {j} does not name an earlier entry"
-                            )));
-                        }
-                        Some(answers[j].id)
-                    }
-                };
-                match repeated[i] {
-                    Some(id) => answers.push(PublishedMessage {
-                        id,
-                        parent: st.sched.parent(id).or(parent),
-                        created: false,
-                    }),
-                    None => {
-                        let id = ids::message_id(now, st.number, next_seq);
-                        next_seq += 1;
-                        let size = u32::try_from(e.message.body.len())
-                            .map_err(|_| SpaceError::BodyTooLarge)?;
-                        fresh.push((i, id, parent, size));
-                        answers.push(PublishedMessage {
-                            id,
-                            parent,
-                            created: true,
-                        });
-                    }
-                }
-            }
-            st.next_seq = next_seq;
-            st.pending.extend(fresh.iter().map(|f| f.1));
-            st.reserved += new_count;
-            st.reserved_bytes += new_bytes;
-            for &(i, id, _, _) in &fresh {
-                if let Some(key) = &entries[i].message.idempotency_key {
-                    let expires_at_ms = now + st.settings.idempotency.window.as_millis();
-                    st.idempotency.insert(
-                        key.clone(),
-                        Remembered {
-                            id,
-                            body_hash: body_hash(&entries[i].message.body),
-                            expires_at_ms,
-                        },
-                    );
-                }
-            }
-            st.subscribers
-                .keys()
-                .copied()
-                .collect::<Vec<SubscriberId>>()
+            let reserved = st.reserve(&entries, now)?;
+            let records = reserved.records(st.number(), &entries, now);
+            let answers = reserved.answers.clone();
+            let reservation = Reservation {
+                queue: &q,
+                reserved: Some(reserved),
+            };
+            (reservation, records, answers)
         };
-        let records: Vec<Record> = fresh
-            .iter()
-            .map(|&(i, id, parent, _)| {
-                let m = &entries[i].message;
-                Record::Published(Published {
-                    queue: queue.to_owned(),
-                    id,
-                    parent,
-                    content_type: m
-                        .content_type
-                        .clone()
-                        .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                    published_at_ms: now,
-                    idempotency_key: m.idempotency_key.clone(),
-                    fanout: fanout.clone(),
-                    body: m.body.clone(),
-                })
-            })
-            .collect();
-        let appended = self.inner.log.append(&records).await;
-        // Kept before the messages are released to dispatchers, outside the queue's lock.
-        if appended.is_ok() {
-            for record in &records {
-                if let Record::Published(p) = record {
+        if records.is_empty() {
+            // Every entry repeated an earlier publish.
+            reservation.abort();
+            return Ok(answers);
+        }
+        let as_records: Vec<Record> = records.iter().cloned().map(Record::Published).collect();
+        match change.append(&as_records).await {
+            Ok(locations) => {
+                // Kept before the messages are released to dispatchers, outside the lock.
+                for p in &records {
                     self.inner.recent.insert(p);
                 }
+                reservation.commit(&records, &locations);
+                self.inner
+                    .totals
+                    .published
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                Ok(answers)
+            }
+            Err(e) => {
+                reservation.abort();
+                Err(e.into())
             }
         }
-        let mut wake = Vec::new();
-        {
-            let mut st = q.lock();
-            st.reserved -= fresh.len() as u64;
-            st.reserved_bytes -= fresh.iter().map(|f| u64::from(f.3)).sum::<u64>();
-            for f in &fresh {
-                st.pending.remove(&f.1);
-            }
-            match &appended {
-                Ok(locations) => {
-                    for (&(_, id, parent, size), location) in fresh.iter().zip(locations) {
-                        let meta = Meta {
-                            location: *location,
-                            size,
-                        };
-                        st.insert_published(id, parent, &fanout, meta, now, &mut wake);
-                    }
-                }
-                Err(_) => {
-                    for &(i, _, _, _) in &fresh {
-                        if let Some(key) = &entries[i].message.idempotency_key {
-                            st.idempotency.remove(key);
-                        }
-                    }
-                }
-            }
-        }
-        appended?;
-        self.inner
-            .totals
-            .published
-            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-        wake_all(wake);
-        Ok(answers)
     }
 }

@@ -1,93 +1,86 @@
-//! Rebuilding the state from the log.
+//! The state rebuilt from the log: the latest checkpoint's snapshot, restored verbatim, then
+//! every record after it, applied in log order through the same transitions live operation
+//! uses. Record times are the only clock; queues are found by number.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use storage::Record;
+use bytes::Bytes;
+use storage::{Record, Replayed};
 
 use crate::delivery::HandlerKind;
-use crate::ids;
-use crate::queue::{Meta, QueueState, Remembered, SubscriberSpec};
-use crate::scheduler::MessageId;
+use crate::error::OpenError;
+use crate::model::QueueNumber;
+use crate::queue::{QueueState, SubscriberSpec};
+use crate::settings::QueueSettings;
+use crate::snapshot::Counters;
 
-use super::admin::remove_subscriber_state;
-use super::publish::body_hash;
-use super::*;
-
-/// The state rebuilt from the log, before the Space starts.
 #[derive(Default)]
 pub(super) struct Replay {
-    pub(super) queues: BTreeMap<String, QueueState>,
-    pub(super) by_number: HashMap<u32, String>,
-    pub(super) next_queue_number: u32,
-    pub(super) next_subscriber: u64,
-    /// The latest time a replayed record carried: the clock for records without one.
-    pub(super) last_ms: u64,
+    queues: BTreeMap<QueueNumber, QueueState>,
+    next_queue_number: u32,
+    next_subscriber: u64,
 }
 
 impl Replay {
-    /// A live record that compaction copied: the message moves, nothing else changes.
-    pub(super) fn relocate(
-        &mut self,
-        from: storage::Location,
-        to: storage::Location,
-        record: &Record,
-    ) {
-        if let Record::Published(p) = record
-            && let Some(q) = self.queue_of(p.id)
-            && let Some(meta) = q.sched.meta_mut(p.id)
-            && meta.location == from
-        {
-            meta.location = to;
-        }
+    pub fn from_snapshot(bytes: Bytes) -> Result<Replay, OpenError> {
+        let (counters, queues) = crate::snapshot::decode(bytes)?;
+        Ok(Replay {
+            queues: queues.into_iter().map(|q| (q.number(), q)).collect(),
+            next_queue_number: counters.next_queue_number,
+            next_subscriber: counters.next_subscriber,
+        })
     }
 
-    pub(super) fn queue_of(&mut self, id: MessageId) -> Option<&mut QueueState> {
-        let (number, _) = ids::parts(id)?;
-        let name = self.by_number.get(&number)?;
-        self.queues.get_mut(name)
+    /// The queues rebuilt, and the counters for new queues and subscribers.
+    pub fn finish(self) -> (Vec<QueueState>, Counters) {
+        (
+            self.queues.into_values().collect(),
+            Counters {
+                next_queue_number: self.next_queue_number,
+                next_subscriber: self.next_subscriber,
+            },
+        )
     }
 
-    pub(super) fn apply(&mut self, location: storage::Location, record: Record) {
+    fn queue_of_message(&mut self, id: crate::model::MessageId) -> Option<&mut QueueState> {
+        let (number, _) = crate::ids::parts(id)?;
+        self.queues.get_mut(&number)
+    }
+
+    pub fn apply(&mut self, replayed: Replayed) -> Result<(), OpenError> {
+        let at = replayed.location;
+        let bad = |reason: String| OpenError::Replay { at, reason };
         let mut wake = Vec::new();
-        let at = match &record {
-            Record::Published(p) => Some(p.published_at_ms),
-            Record::Acked { acks } => acks.iter().map(|a| a.acked_at_ms).max(),
-            Record::DeliveryFailed { failed_at_ms, .. } => Some(*failed_at_ms),
-            Record::DeadLettered { dead_at_ms, .. } => Some(*dead_at_ms),
-            Record::Redriven { redriven_at_ms, .. } => Some(*redriven_at_ms),
-            Record::Discarded {
-                discarded_at_ms, ..
-            } => Some(*discarded_at_ms),
-            _ => None,
-        };
-        if let Some(at) = at {
-            self.last_ms = self.last_ms.max(at);
+        if let Some(from) = replayed.relocated_from {
+            // A live record that compaction copied: the message moves, nothing else changes.
+            if let Record::Published(p) = &replayed.record
+                && let Some(q) = self.queues.get_mut(&p.queue)
+            {
+                q.relocate(p.id, from, at);
+            }
+            return Ok(());
         }
-        match record {
-            Record::QueueCreated { queue, settings } => {
-                let Ok(stored) = serde_json::from_slice::<StoredQueue>(&settings) else {
-                    tracing::error!(%queue, "unreadable queue settings in the log; queue skipped");
-                    return;
-                };
-                self.next_queue_number = self.next_queue_number.max(stored.number + 1);
-                self.by_number.insert(stored.number, queue.clone());
-                self.queues.insert(
-                    queue.clone(),
-                    QueueState::new(&queue, stored.number, stored.settings),
-                );
+        match replayed.record {
+            Record::QueueCreated {
+                queue,
+                name,
+                settings,
+            } => {
+                let settings: QueueSettings = serde_json::from_slice(&settings)
+                    .map_err(|e| bad(format!("queue {name:?}: unreadable settings: {e}")))?;
+                self.next_queue_number = self.next_queue_number.max(queue + 1);
+                self.queues
+                    .insert(queue, QueueState::new(&name, queue, settings));
             }
             Record::QueueUpdated { queue, settings } => {
-                if let (Some(q), Ok(stored)) = (
-                    self.queues.get_mut(&queue),
-                    serde_json::from_slice::<StoredQueue>(&settings),
-                ) {
-                    q.set_settings(stored.settings);
+                let settings: QueueSettings = serde_json::from_slice(&settings)
+                    .map_err(|e| bad(format!("queue {queue}: unreadable settings: {e}")))?;
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.apply_settings(settings);
                 }
             }
             Record::QueueDeleted { queue } => {
-                if let Some(q) = self.queues.remove(&queue) {
-                    self.by_number.remove(&q.number);
-                }
+                self.queues.remove(&queue);
             }
             Record::SubscriberAdded {
                 queue,
@@ -98,54 +91,37 @@ impl Replay {
                 max_in_flight,
             } => {
                 self.next_subscriber = self.next_subscriber.max(subscriber + 1);
-                let Some(q) = self.queues.get_mut(&queue) else {
-                    return;
-                };
-                let spec = SubscriberSpec {
-                    endpoint,
-                    handler: HandlerKind::parse(&handler).unwrap_or(HandlerKind::Webhook),
-                    secret,
-                    max_in_flight: max_in_flight.max(1),
-                };
-                if let Err(e) = add_subscriber_state(q, subscriber, spec) {
-                    tracing::error!(%queue, subscriber, error = %e, "subscriber in the log could not be restored");
+                let handler = HandlerKind::parse(&handler)
+                    .ok_or_else(|| bad(format!("unknown handler {handler:?}")))?;
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    let spec = SubscriberSpec {
+                        endpoint,
+                        handler,
+                        secret,
+                        max_in_flight,
+                    };
+                    q.apply_subscriber_added(subscriber, spec)
+                        .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
                 }
             }
-            Record::SubscriberRemoved { queue, subscriber } => {
+            Record::SubscriberRemoved {
+                queue,
+                subscriber,
+                removed_at_ms,
+            } => {
                 if let Some(q) = self.queues.get_mut(&queue) {
-                    // The record has no time of its own: the latest one seen is the closest.
-                    remove_subscriber_state(q, subscriber, self.last_ms, &mut wake);
+                    q.apply_subscriber_removed(subscriber, removed_at_ms, &mut wake);
                 }
             }
             Record::Published(p) => {
-                let Some(q) = self.queues.get_mut(&p.queue) else {
-                    return;
-                };
-                let size = p.body.len() as u32;
-                if let Some(key) = &p.idempotency_key {
-                    q.idempotency.insert(
-                        key.clone(),
-                        Remembered {
-                            id: p.id,
-                            body_hash: body_hash(&p.body),
-                            expires_at_ms: p.published_at_ms
-                                + q.settings.idempotency.window.as_millis(),
-                        },
-                    );
+                if let Some(q) = self.queues.get_mut(&p.queue) {
+                    q.apply_published(&p, at, &mut wake);
                 }
-                q.insert_published(
-                    p.id,
-                    p.parent,
-                    &p.fanout,
-                    Meta { location, size },
-                    p.published_at_ms,
-                    &mut wake,
-                );
             }
             Record::Acked { acks } => {
-                for a in acks {
-                    if let Some(q) = self.queue_of(a.message) {
-                        q.ack(a.message, a.subscriber, a.acked_at_ms, &mut wake);
+                for a in &acks {
+                    if let Some(q) = self.queue_of_message(a.message) {
+                        q.apply_ack(a, &mut wake);
                     }
                 }
             }
@@ -157,8 +133,8 @@ impl Replay {
                 next_attempt_at_ms,
                 ..
             } => {
-                if let Some(q) = self.queue_of(message) {
-                    q.failed(message, subscriber, attempt, error, next_attempt_at_ms);
+                if let Some(q) = self.queue_of_message(message) {
+                    q.apply_failed(message, subscriber, attempt, &error, next_attempt_at_ms);
                 }
             }
             Record::DeadLettered {
@@ -169,9 +145,14 @@ impl Replay {
                 dead_at_ms,
                 ..
             } => {
-                if let Some(q) = self.queue_of(message) {
-                    q.gave_up(
-                        message, subscriber, attempts, last_error, dead_at_ms, &mut wake,
+                if let Some(q) = self.queue_of_message(message) {
+                    q.apply_dead_lettered(
+                        message,
+                        subscriber,
+                        attempts,
+                        last_error.as_deref(),
+                        dead_at_ms,
+                        &mut wake,
                     );
                 }
             }
@@ -184,19 +165,29 @@ impl Replay {
                 redriven_at_ms,
                 ..
             } => {
-                if let Some(q) = self.queue_of(message) {
-                    let _ = q.redrive(message, redriven_at_ms, &mut wake);
+                if let Some(q) = self.queue_of_message(message) {
+                    let _ = q.apply_redriven(message, redriven_at_ms, &mut wake);
                 }
             }
             Record::Discarded {
                 message,
                 discarded_at_ms,
             } => {
-                if let Some(q) = self.queue_of(message) {
-                    let _ = q.remove(message, discarded_at_ms, &mut wake);
+                if let Some(q) = self.queue_of_message(message) {
+                    let _ = q.apply_discarded(message, discarded_at_ms, &mut wake);
+                }
+            }
+            Record::Expired {
+                queue,
+                messages,
+                expired_at_ms,
+            } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.apply_expired(&messages, expired_at_ms, &mut wake);
                 }
             }
             Record::Checkpoint { .. } => {}
         }
+        Ok(())
     }
 }

@@ -1,0 +1,105 @@
+//! The names every part of the Space shares: ids, and the states a message and each of its
+//! deliveries can be in.
+
+/// A message's id: a UUIDv7 the broker assigns, carrying its queue's number and a per-queue
+/// sequence (see [`crate::ids`]).
+pub type MessageId = uuid::Uuid;
+
+/// A subscriber's id, unique in the Space and never reused.
+pub use storage::SubscriberId;
+
+/// A queue's number, given when it is created and never reused: records name queues by it.
+pub use storage::QueueNumber;
+
+/// Why a message, or one of its deliveries, is dead.
+pub use storage::DeadReason;
+
+/// What happens to the waiting children of a message that goes dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum OnParentDead {
+    /// The children stay `waiting` until the parent is redriven and delivered, or discarded.
+    /// If retention removes the dead parent, they go dead (reason `parent_dead`): the parent
+    /// can never arrive.
+    #[default]
+    Wait,
+    /// The children go dead too, reason `parent_dead`.
+    DeadLetter,
+    /// The children go on; order is given up.
+    Deliver,
+}
+
+/// A message's state as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageState {
+    /// Its parent is not delivered yet.
+    Waiting,
+    /// Queued, not sent to anyone yet.
+    Ready,
+    /// At least one attempt is under way or scheduled, or some subscribers have it already.
+    Delivering,
+    /// Every subscriber of its fan-out set acknowledged it.
+    Delivered,
+    /// A subscriber gave up on it (the others acknowledged or gave up too), or its parent died.
+    Dead,
+}
+
+impl MessageState {
+    /// Waiting, ready or delivering: what the queue's limits bound.
+    pub fn is_undelivered(self) -> bool {
+        matches!(
+            self,
+            MessageState::Waiting | MessageState::Ready | MessageState::Delivering
+        )
+    }
+}
+
+/// One subscriber's view of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Not yet sent.
+    Pending,
+    /// An attempt is under way, or the next one is scheduled.
+    InFlight,
+    Acked,
+    Dead,
+}
+
+/// Counts of messages per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub waiting: u64,
+    pub ready: u64,
+    pub delivering: u64,
+    pub delivered: u64,
+    pub dead: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, state: MessageState) -> &mut u64 {
+        match state {
+            MessageState::Waiting => &mut self.waiting,
+            MessageState::Ready => &mut self.ready,
+            MessageState::Delivering => &mut self.delivering,
+            MessageState::Delivered => &mut self.delivered,
+            MessageState::Dead => &mut self.dead,
+        }
+    }
+
+    pub(crate) fn add(&mut self, state: MessageState) {
+        *self.slot(state) += 1;
+    }
+
+    pub(crate) fn sub(&mut self, state: MessageState) {
+        let n = self.slot(state);
+        *n = n.saturating_sub(1);
+    }
+
+    /// Waiting, ready and delivering messages.
+    pub fn undelivered(&self) -> u64 {
+        self.waiting + self.ready + self.delivering
+    }
+
+    pub fn total(&self) -> u64 {
+        self.undelivered() + self.delivered + self.dead
+    }
+}

@@ -1,0 +1,130 @@
+//! A queue's durable state in a canonical form: what a restart must rebuild, with nothing that
+//! depends on how it was built (slots, cursors, attempts under way, hash map order). Live
+//! operation, replay of the log and restore from a snapshot must give equal images.
+
+use super::QueueState;
+use crate::model::{DeadReason, MessageId, QueueNumber, SubscriberId};
+use crate::settings::QueueSettings;
+
+/// One queue's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueImage {
+    pub name: String,
+    pub number: QueueNumber,
+    pub settings: QueueSettings,
+    pub next_seq: u64,
+    /// (id, endpoint, handler, has a secret, max_in_flight)
+    pub subscribers: Vec<(SubscriberId, String, &'static str, bool, u32)>,
+    /// (key, message, expiry) of keys still in their window at the image's time.
+    pub idempotency: Vec<(String, MessageId, u64)>,
+    pub messages: Vec<MessageImage>,
+    /// (message, subscriber or `None` for the message itself, attempts, last error, next
+    /// attempt, acked at, dead reason and time)
+    #[allow(clippy::type_complexity)]
+    pub deliveries: Vec<(
+        MessageId,
+        Option<SubscriberId>,
+        u32,
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+        Option<(DeadReason, u64)>,
+    )>,
+    /// (when retention removes it, message)
+    pub expiry: Vec<(u64, MessageId)>,
+    /// Ranges of sequences of dead messages retention removed.
+    pub dead_removed: Vec<(u64, u64)>,
+}
+
+/// One message's durable state. (Its state as the API shows it also depends on attempts under
+/// way, which are not durable: it is derived from these fields.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageImage {
+    pub id: MessageId,
+    pub parent: Option<MessageId>,
+    pub content_type: Option<String>,
+    pub size: u32,
+    pub location: storage::Location,
+    /// Subscribers of its fan-out set, with whether each acknowledged it or gave up.
+    pub fanout: Vec<(SubscriberId, bool, bool)>,
+    pub waiting: bool,
+    pub parent_dead: bool,
+}
+
+impl QueueState {
+    pub fn image(&self, now_ms: u64) -> QueueImage {
+        let subscribers = self
+            .subscribers
+            .iter()
+            .map(|(id, s)| {
+                (
+                    *id,
+                    s.spec.endpoint.clone(),
+                    s.spec.handler.name(),
+                    s.spec.secret.is_some(),
+                    s.spec.max_in_flight,
+                )
+            })
+            .collect();
+        let mut idempotency: Vec<_> = self
+            .idempotency
+            .iter()
+            .filter(|(_, r)| r.expires_at_ms > now_ms)
+            .map(|(k, r)| (k.clone(), r.id, r.expires_at_ms))
+            .collect();
+        idempotency.sort();
+        let messages = self
+            .sched
+            .iter_from(None)
+            .filter_map(|(id, _, meta)| {
+                let raw = self.sched.raw(id)?;
+                let fanout = self
+                    .subscribers
+                    .iter()
+                    .filter(|(_, s)| raw.fanout.contains(s.slot))
+                    .map(|(sub, s)| (*sub, raw.acked.contains(s.slot), raw.dead.contains(s.slot)))
+                    .collect();
+                Some(MessageImage {
+                    id,
+                    parent: raw.parent,
+                    content_type: self
+                        .content_type_name(meta.content_type)
+                        .map(|n| n.to_string()),
+                    size: meta.size,
+                    location: meta.location,
+                    fanout,
+                    waiting: raw.waiting,
+                    parent_dead: raw.parent_dead,
+                })
+            })
+            .collect();
+        let mut deliveries: Vec<_> = self
+            .deliveries
+            .iter()
+            .map(|((m, s), i)| {
+                (
+                    *m,
+                    *s,
+                    i.attempts,
+                    i.last_error.clone(),
+                    i.next_attempt_at_ms,
+                    i.acked_at_ms,
+                    i.dead,
+                )
+            })
+            .collect();
+        deliveries.sort_by_key(|d| (d.0, d.1));
+        QueueImage {
+            name: self.name.to_string(),
+            number: self.number,
+            settings: self.settings,
+            next_seq: self.next_seq,
+            subscribers,
+            idempotency,
+            messages,
+            deliveries,
+            expiry: self.expiry.by_time.iter().copied().collect(),
+            dead_removed: self.dead_removed.ranges().collect(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Publishes between their check and their record: reserved under the queue's lock (checked
+//! against the limits, idempotency keys and parents, given ids), appended to the log without
+//! it, then committed (applied) or aborted. Single and batch publishes take the same path.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use storage::{Location, Published};
+
+use super::{QueueState, Wake, body_hash};
+use crate::error::PublishError;
+use crate::model::{MessageId, SubscriberId};
+use crate::types::{BatchEntry, BatchParent, PublishedMessage};
+
+/// Publishes reserved and not yet committed or aborted: counted against the limits, their ids
+/// not yet issued (a child naming one is refused), their idempotency keys "in progress".
+#[derive(Default)]
+pub(super) struct PendingPublishes {
+    count: u64,
+    bytes: u64,
+    ids: HashSet<MessageId>,
+    keys: HashMap<String, (MessageId, u64)>,
+}
+
+impl PendingPublishes {
+    pub fn holds(&self, id: MessageId) -> bool {
+        self.ids.contains(&id)
+    }
+}
+
+/// A new message of a reservation: which entry, its id and its parent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fresh {
+    pub entry: usize,
+    pub id: MessageId,
+    pub parent: Option<MessageId>,
+}
+
+/// Publishes checked and counted, not yet in the log. Consumed by [`QueueState::commit`] or
+/// [`QueueState::abort`]; the Space wraps it in a guard that aborts it if neither happens.
+#[must_use]
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    /// The answer for every entry, in order; repeated idempotency keys answer the earlier id.
+    pub answers: Vec<PublishedMessage>,
+    /// The entries that are new messages.
+    pub fresh: Vec<Fresh>,
+    /// The subscribers every new message goes to.
+    pub fanout: Vec<SubscriberId>,
+    bytes: u64,
+    keys: Vec<String>,
+}
+
+impl Reserved {
+    /// The records to append: one `Published` per new message.
+    pub fn records(&self, queue: u32, entries: &[BatchEntry], now_ms: u64) -> Vec<Published> {
+        self.fresh
+            .iter()
+            .map(|f| {
+                let m = &entries[f.entry].message;
+                Published {
+                    queue,
+                    id: f.id,
+                    parent: f.parent,
+                    content_type: content_type_of(m.content_type.as_deref()).to_owned(),
+                    published_at_ms: now_ms,
+                    idempotency_key: m.idempotency_key.clone(),
+                    fanout: self.fanout.clone(),
+                    body: Bytes::clone(&m.body),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The content type a message is stored with.
+pub(crate) fn content_type_of(given: Option<&str>) -> &str {
+    given.unwrap_or("application/octet-stream")
+}
+
+impl QueueState {
+    /// Checks publishes against the queue and reserves them: ids in entry order, parents
+    /// resolved, limits counted. Nothing changes if any entry is refused.
+    pub fn reserve(
+        &mut self,
+        entries: &[BatchEntry],
+        now_ms: u64,
+    ) -> Result<Reserved, PublishError> {
+        if self.deleted {
+            return Err(PublishError::QueueNotFound(self.name.to_string()));
+        }
+        let hashes: Vec<Option<u64>> = entries
+            .iter()
+            .map(|e| {
+                e.message
+                    .idempotency_key
+                    .as_ref()
+                    .map(|_| body_hash(&e.message.body))
+            })
+            .collect();
+        // Repeated keys first: they take no room.
+        let mut repeated: Vec<Option<MessageId>> = vec![None; entries.len()];
+        for (i, e) in entries.iter().enumerate() {
+            let (Some(key), Some(hash)) = (&e.message.idempotency_key, hashes[i]) else {
+                continue;
+            };
+            if let Some((_, pending_hash)) = self.pending.keys.get(key) {
+                return Err(if *pending_hash == hash {
+                    PublishError::IdempotencyInProgress(key.clone())
+                } else {
+                    PublishError::IdempotencyConflict(key.clone())
+                });
+            }
+            if let Some(r) = self.idempotency.get(key)
+                && r.expires_at_ms > now_ms
+            {
+                if r.body_hash != hash {
+                    return Err(PublishError::IdempotencyConflict(key.clone()));
+                }
+                repeated[i] = Some(r.id);
+            }
+        }
+        let new_count = repeated.iter().filter(|r| r.is_none()).count() as u64;
+        let new_bytes: u64 = entries
+            .iter()
+            .zip(&repeated)
+            .filter(|(_, r)| r.is_none())
+            .map(|(e, _)| e.message.body.len() as u64)
+            .sum();
+        let limits = self.settings.limits;
+        let undelivered = self.sched.counts().undelivered();
+        if let Some(max) = limits.max_messages
+            && undelivered + self.pending.count + new_count > max
+        {
+            return Err(PublishError::QueueFull {
+                limit: "max_messages",
+            });
+        }
+        if let Some(max) = limits.max_bytes
+            && self.sched.undelivered_bytes() + self.pending.bytes + new_bytes > max
+        {
+            return Err(PublishError::QueueFull { limit: "max_bytes" });
+        }
+        if self.next_seq + new_count > crate::ids::SEQUENCE_MAX + 1 {
+            return Err(PublishError::SequenceExhausted);
+        }
+        let mut answers: Vec<PublishedMessage> = Vec::with_capacity(entries.len());
+        let mut fresh = Vec::with_capacity(new_count as usize);
+        let mut next_seq = self.next_seq;
+        for (i, e) in entries.iter().enumerate() {
+            let parent = match e.parent {
+                None => None,
+                Some(BatchParent::Id(p)) => {
+                    if !self.sched.contains(p) && !self.issued(p) {
+                        return Err(PublishError::UnknownParent(p));
+                    }
+                    Some(p)
+                }
+                Some(BatchParent::Index(j)) => {
+                    if j >= i {
+                        return Err(PublishError::InvalidBatch(format!(
+                            "entry {i}: parent_index {j} does not name an earlier entry"
+                        )));
+                    }
+                    Some(answers[j].id)
+                }
+            };
+            match repeated[i] {
+                Some(id) => answers.push(PublishedMessage {
+                    id,
+                    parent: self.sched.parent(id).or(parent),
+                    created: false,
+                }),
+                None => {
+                    let id = crate::ids::message_id(now_ms, self.number, next_seq);
+                    next_seq += 1;
+                    fresh.push(Fresh {
+                        entry: i,
+                        id,
+                        parent,
+                    });
+                    answers.push(PublishedMessage {
+                        id,
+                        parent,
+                        created: true,
+                    });
+                }
+            }
+        }
+        // Everything is checked: count it.
+        self.next_seq = next_seq;
+        let mut keys = Vec::new();
+        for f in &fresh {
+            self.pending.ids.insert(f.id);
+            if let (Some(key), Some(hash)) =
+                (&entries[f.entry].message.idempotency_key, hashes[f.entry])
+            {
+                self.pending.keys.insert(key.clone(), (f.id, hash));
+                keys.push(key.clone());
+            }
+        }
+        self.pending.count += new_count;
+        self.pending.bytes += new_bytes;
+        Ok(Reserved {
+            answers,
+            fresh,
+            fanout: self.subscribers.keys().copied().collect(),
+            bytes: new_bytes,
+            keys,
+        })
+    }
+
+    /// The records of a reservation are in the log: applies them, and lets the reservation go.
+    pub fn commit(
+        &mut self,
+        reserved: Reserved,
+        records: &[Published],
+        locations: &[Location],
+        wake: &mut Wake,
+    ) {
+        self.release(&reserved);
+        for (p, at) in records.iter().zip(locations) {
+            self.apply_published(p, *at, wake);
+        }
+    }
+
+    /// The records of a reservation did not make it to the log: lets it go, as if it never was.
+    pub fn abort(&mut self, reserved: Reserved) {
+        self.release(&reserved);
+    }
+
+    fn release(&mut self, reserved: &Reserved) {
+        self.pending.count -= reserved.fresh.len() as u64;
+        self.pending.bytes -= reserved.bytes;
+        for f in &reserved.fresh {
+            self.pending.ids.remove(&f.id);
+        }
+        for key in &reserved.keys {
+            self.pending.keys.remove(key);
+        }
+    }
+}

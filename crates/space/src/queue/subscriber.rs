@@ -1,0 +1,87 @@
+//! A subscriber of a queue: what its user configured, and what its dispatcher needs at run time.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::delivery::HandlerKind;
+use crate::model::MessageId;
+use crate::scheduler::Slot;
+
+/// A subscriber as its user configured it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubscriberSpec {
+    pub endpoint: String,
+    pub handler: HandlerKind,
+    /// `whsec_<base64>`; never shown by the API, nor by `Debug`.
+    pub secret: Option<String>,
+    pub max_in_flight: u32,
+}
+
+impl std::fmt::Debug for SubscriberSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberSpec")
+            .field("endpoint", &self.endpoint)
+            .field("handler", &self.handler)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+/// A subscriber of a queue at run time.
+pub(crate) struct Subscriber {
+    pub slot: Slot,
+    pub spec: SubscriberSpec,
+    /// `spec.endpoint`, shared with every attempt instead of copied into each.
+    pub endpoint: Arc<str>,
+    /// The decoded key of `spec.secret`.
+    pub key: Option<Arc<[u8]>>,
+    /// Woken when messages are released to this subscriber, or a retry is scheduled.
+    pub notify: Arc<Notify>,
+    /// `max_in_flight` permits: one per request on the wire. A message waiting out its backoff
+    /// holds none.
+    pub limit: Arc<Semaphore>,
+    /// Set to true when the subscriber is removed (or its queue deleted): its tasks stop.
+    pub stop: watch::Sender<bool>,
+    /// Messages waiting out their backoff, earliest first. They stay in flight for the
+    /// scheduler; the dispatcher sends each again, ahead of new messages, once it is due.
+    retries: BinaryHeap<Reverse<(Instant, MessageId)>>,
+}
+
+impl Subscriber {
+    pub fn new(slot: Slot, spec: SubscriberSpec, key: Option<Arc<[u8]>>) -> Subscriber {
+        let (stop, _) = watch::channel(false);
+        Subscriber {
+            slot,
+            limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
+            endpoint: Arc::from(spec.endpoint.as_str()),
+            spec,
+            key,
+            notify: Arc::new(Notify::new()),
+            stop,
+            retries: BinaryHeap::new(),
+        }
+    }
+
+    pub fn schedule_retry(&mut self, id: MessageId, at: Instant) {
+        self.retries.push(Reverse((at, id)));
+        self.notify.notify_one();
+    }
+
+    /// The earliest retry due at `now`, taken off the schedule.
+    pub fn take_due_retry(&mut self, now: Instant) -> Option<MessageId> {
+        match self.retries.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.retries.pop().map(|Reverse((_, id))| id),
+            _ => None,
+        }
+    }
+
+    /// When the earliest retry is due.
+    pub fn next_retry_at(&self) -> Option<Instant> {
+        self.retries.peek().map(|Reverse((at, _))| *at)
+    }
+}

@@ -1,0 +1,215 @@
+//! The journal: the only way the Space writes its log. It holds the log and the gate, and
+//! hands out what the rules that span publish, delivery, checkpoints and reclaiming need:
+//!
+//! - **A change holds the gate from its append to its effect in memory.** Appends go through
+//!   a [`Change`], which holds the gate (shared) until it is dropped, after the change is
+//!   applied. A checkpoint takes the gate exclusively: the snapshot then shows memory exactly
+//!   as the records before it left it.
+//! - **Acks are queued in the order they are applied.** An ack is applied to memory first (a
+//!   child waiting for it is released without waiting for the disk), then queued to the log at
+//!   once, behind everything appended before ([`Change::ack`]). Any append or sync made later
+//!   comes after it in the log.
+//! - **Segments go only after what made them dead is durable.** Deleting a segment takes a
+//!   [`Settled`] proof: what is live was decided with every change held off, and then the log
+//!   was synced, acks included. No message can then come back after a crash with its record
+//!   gone.
+
+use std::ops::Deref;
+
+use bytes::Bytes;
+use storage::{Ack, Location, Log, LogStats, ReadError, Record, Relocation, SegmentInfo};
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+use crate::error::JournalError;
+
+pub(crate) struct Journal {
+    log: Log,
+    gate: RwLock<()>,
+}
+
+/// One change under way: it may append, and memory may be changed under it; no checkpoint is
+/// taken until it is dropped.
+pub(crate) struct Change<'a> {
+    log: &'a Log,
+    _gate: RwLockReadGuard<'a, ()>,
+}
+
+/// A value computed with every change held off, after which the log was synced: everything
+/// applied to memory before the value was computed is durable.
+pub(crate) struct Settled<T>(T);
+
+impl<T> Deref for Settled<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Journal {
+    pub fn new(log: Log) -> Journal {
+        Journal {
+            log,
+            gate: RwLock::new(()),
+        }
+    }
+
+    /// Starts a change.
+    pub async fn change(&self) -> Change<'_> {
+        Change {
+            log: &self.log,
+            _gate: self.gate.read().await,
+        }
+    }
+
+    /// Writes a checkpoint of what `snapshot` returns, taken with every change held off, and
+    /// makes it the one recovery starts from. Returns its location.
+    pub async fn checkpoint(
+        &self,
+        snapshot: impl FnOnce() -> Vec<Bytes>,
+    ) -> Result<Location, JournalError> {
+        let _exclusive = self.gate.write().await;
+        let parts = snapshot();
+        Ok(self.log.checkpoint(parts).await?)
+    }
+
+    /// Computes `f` with every change held off, then syncs the log.
+    pub async fn settled<T>(&self, f: impl FnOnce() -> T) -> Result<Settled<T>, JournalError> {
+        let value = {
+            let _exclusive = self.gate.write().await;
+            f()
+        };
+        // Queued behind every record, and every ack, of the changes applied before `f` ran.
+        self.log.sync().await?;
+        Ok(Settled(value))
+    }
+
+    /// Copies the records of `segment` that `is_live` keeps to the head of the log, durably.
+    /// Only segments before the latest checkpoint.
+    pub async fn copy_live_records<T>(
+        &self,
+        segment: u32,
+        _settled: &Settled<T>,
+        is_live: impl FnMut(Location, &Record) -> bool,
+    ) -> Result<Vec<Relocation>, storage::ReclaimError> {
+        self.log.copy_live_records(segment, is_live).await
+    }
+
+    /// Deletes a segment that held nothing live when `settled` was computed (or whose live
+    /// records were copied forward and repointed since).
+    pub fn delete_segment<T>(
+        &self,
+        segment: u32,
+        _settled: &Settled<T>,
+    ) -> Result<(), storage::ReclaimError> {
+        self.log.delete_segment(segment)
+    }
+
+    /// Reads the record at a location.
+    pub fn read(&self, at: Location) -> Result<Record, ReadError> {
+        self.log.read(at)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.log.segments()
+    }
+
+    pub fn checkpoint_location(&self) -> Option<Location> {
+        self.log.checkpoint_location()
+    }
+
+    /// Syncs everything appended, then stops the writer.
+    pub async fn close(&self) {
+        if let Err(e) = self.log.sync().await {
+            tracing::error!(error = %e, "final sync of the log failed");
+        }
+        self.log.clone().close();
+    }
+}
+
+impl Change<'_> {
+    /// Appends records atomically; returns once the fsync policy is met (on disk for
+    /// `always`).
+    pub async fn append(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
+        Ok(self.log.append(records).await?)
+    }
+
+    /// Appends records without waiting for an fsync: what losing costs only a redelivery or a
+    /// repeated attempt (failures, dead letters, expiries). They are synced with the next
+    /// durable append, or within 50 ms.
+    pub async fn append_lazy(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
+        Ok(self.log.append_lazy(records).await?)
+    }
+
+    /// Queues an ack whose effect was just applied (call it under the queue's lock, right
+    /// after applying it).
+    pub fn ack(&self, ack: Ack) {
+        if let Err(e) = self.log.append_ack(ack) {
+            tracing::warn!(error = %e, message = %ack.message, "could not queue an ack for the log; the message will be sent again after a restart");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use storage::sim::SimDisk;
+
+    fn open(disk: &SimDisk) -> (Log, Vec<Record>) {
+        let mut recovery = Log::open(Arc::new(disk.clone()), storage::Config::default()).unwrap();
+        let records = recovery
+            .by_ref()
+            .map(|r| r.unwrap().record)
+            .collect::<Vec<_>>();
+        (recovery.finish().unwrap().0, records)
+    }
+
+    /// What reclaiming relies on: an ack applied (and queued) before a settled value is
+    /// computed is on disk once the value is, so a segment deleted on the strength of it
+    /// cannot come back owed after a power loss.
+    #[tokio::test]
+    async fn an_ack_queued_before_a_settled_value_is_durable_with_it() {
+        let disk = SimDisk::new(3);
+        let journal = Journal::new(open(&disk).0);
+        let ack = Ack {
+            message: uuid::Uuid::from_u128(7),
+            subscriber: 1,
+            attempt: 1,
+            acked_at_ms: 5,
+        };
+        {
+            let change = journal.change().await;
+            change.ack(ack);
+        }
+        let settled = journal.settled(|| "live").await.unwrap();
+        assert_eq!(*settled, "live");
+        disk.crash();
+        drop(journal);
+        disk.restart();
+        let (_, records) = open(&disk);
+        assert_eq!(records, vec![Record::Acked { acks: vec![ack] }]);
+    }
+
+    /// A checkpoint waits for changes under way: it sees memory only between changes.
+    #[tokio::test]
+    async fn a_checkpoint_waits_for_the_changes_under_way() {
+        let disk = SimDisk::new(4);
+        let journal = Arc::new(Journal::new(open(&disk).0));
+        let change = journal.change().await;
+        let j = journal.clone();
+        let checkpoint =
+            tokio::spawn(async move { j.checkpoint(|| vec![Bytes::from_static(b"s")]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !checkpoint.is_finished(),
+            "taken while a change was under way"
+        );
+        drop(change);
+        checkpoint.await.unwrap().unwrap();
+    }
+}

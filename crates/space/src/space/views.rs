@@ -1,0 +1,170 @@
+//! Read-only views of the Space for the API and metrics: no append, no gate, and work bounded
+//! by what is returned. No queue lock is held across I/O: a message's body (or, rarely, its
+//! content type) is read after the lock is let go.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use storage::LogStats;
+
+use super::admin::subscriber_info;
+use super::{Queue, Space};
+use crate::error::{MessageError, QueueNotFound};
+use crate::model::{MessageId, MessageState};
+use crate::queue::image::QueueImage;
+use crate::types::{DeadLetter, MessageInfo, Page, QueueInfo, SpaceTotals, SubscriberInfo};
+
+/// The durable state of the whole Space in a canonical form (see [`QueueImage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceImage {
+    pub next_queue_number: u32,
+    pub next_subscriber: u64,
+    pub queues: Vec<QueueImage>,
+}
+
+impl Space {
+    pub fn queue_names(&self) -> Vec<String> {
+        self.inner.registry.names()
+    }
+
+    pub fn queue_info(&self, name: &str) -> Result<QueueInfo, QueueNotFound> {
+        let q = self.inner.registry.get(name)?;
+        let now = self.now_ms();
+        let st = q.lock();
+        Ok(QueueInfo {
+            name: name.to_owned(),
+            settings: st.settings(),
+            subscribers: st
+                .subscribers()
+                .map(|(id, s)| subscriber_info(id, &s.spec))
+                .collect(),
+            counts: st.counts(),
+            bytes: st.undelivered_bytes(),
+            oldest_undelivered_age_ms: st
+                .oldest_undelivered_age(now)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            forgotten_dead_parents: st.forgotten_dead_parents(),
+        })
+    }
+
+    pub fn subscribers(&self, queue: &str) -> Result<Vec<SubscriberInfo>, QueueNotFound> {
+        let q = self.inner.registry.get(queue)?;
+        let st = q.lock();
+        Ok(st
+            .subscribers()
+            .map(|(id, s)| subscriber_info(id, &s.spec))
+            .collect())
+    }
+
+    /// A message's state, parent, children and per-subscriber deliveries.
+    pub fn message(&self, queue: &str, id: MessageId) -> Result<MessageInfo, MessageError> {
+        let q = self.inner.registry.get(queue)?;
+        let view = q
+            .lock()
+            .message_view(id)
+            .ok_or(MessageError::MessageNotFound(id))?;
+        let content_type = match view.content_type {
+            Some(t) => t.to_string(),
+            // The queue's table of content types was full when it was published.
+            None => self.read_record(&q, id)?.content_type,
+        };
+        Ok(MessageInfo {
+            id,
+            queue: queue.to_owned(),
+            parent: view.parent,
+            children: view.children,
+            state: view.state,
+            content_type,
+            size: u64::from(view.size),
+            published_at_ms: crate::ids::unix_ms(id),
+            deliveries: view.deliveries,
+        })
+    }
+
+    /// A message's body and content type.
+    pub fn body(&self, queue: &str, id: MessageId) -> Result<(Bytes, String), MessageError> {
+        let q = self.inner.registry.get(queue)?;
+        let p = self.read_record(&q, id)?;
+        Ok((p.body, p.content_type))
+    }
+
+    fn read_record(&self, q: &Queue, id: MessageId) -> Result<storage::Published, MessageError> {
+        self.read_published(q, id)
+            .map_err(|source| MessageError::Unreadable { id, source })?
+            .ok_or(MessageError::MessageNotFound(id))
+    }
+
+    /// Messages in publish order, optionally of one state, after a cursor.
+    pub fn messages(
+        &self,
+        queue: &str,
+        state: Option<MessageState>,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<(MessageId, MessageState)>, QueueNotFound> {
+        let q = self.inner.registry.get(queue)?;
+        let page = q.lock().messages_page(state, after, limit);
+        Ok(page)
+    }
+
+    /// Dead letters of a queue in message order, after a message id.
+    pub fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<DeadLetter>, QueueNotFound> {
+        let q = self.inner.registry.get(queue)?;
+        let page = q.lock().dead_letters_page(after, limit);
+        Ok(page)
+    }
+
+    /// Running totals since the Space was opened.
+    pub fn totals(&self) -> SpaceTotals {
+        let t = &self.inner.totals;
+        SpaceTotals {
+            published: t.published.load(Ordering::Relaxed),
+            acked: t.acked.load(Ordering::Relaxed),
+            failed_attempts: t.failed_attempts.load(Ordering::Relaxed),
+            dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
+            unreadable_bodies: t.unreadable_bodies.load(Ordering::Relaxed),
+            in_flight: self.inner.in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// The log writer's running totals (for metrics and benchmarks).
+    pub fn log_stats(&self) -> LogStats {
+        self.inner.journal.stats()
+    }
+
+    /// The log's segments, in order, with their sizes.
+    pub fn log_segments(&self) -> Vec<storage::SegmentInfo> {
+        self.inner.journal.segments()
+    }
+
+    /// Where the latest checkpoint is, if there is one.
+    pub fn checkpoint_location(&self) -> Option<storage::Location> {
+        self.inner.journal.checkpoint_location()
+    }
+
+    /// The durable state in a canonical form, at the Space's clock: what a restart must
+    /// rebuild. For checks that live operation, replay and snapshot restore agree, and for
+    /// diagnostics.
+    pub fn state_image(&self) -> SpaceImage {
+        let now = self.now_ms();
+        let counters = self.inner.registry.counters();
+        let mut queues: Vec<QueueImage> = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .map(|q| q.lock().image(now))
+            .collect();
+        queues.sort_by_key(|q| q.number);
+        SpaceImage {
+            next_queue_number: counters.next_queue_number,
+            next_subscriber: counters.next_subscriber,
+            queues,
+        }
+    }
+}
