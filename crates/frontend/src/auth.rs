@@ -1,4 +1,4 @@
-//! Bearer tokens with roles (SPEC §7): `admin` (everything), `publish` (publishing only),
+//! Bearer tokens with roles (docs/api.md, "Security"): `admin` (everything), `publish` (publishing only),
 //! `read` (GETs only). `/healthz`, `/readyz` and `/openapi.json` stay open; `/metrics` takes any
 //! valid token. No token, or an unknown one: 401; a known token without the role: 403.
 //! Tokens are never logged or returned.

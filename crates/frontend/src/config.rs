@@ -1,4 +1,4 @@
-//! The YAML configuration file (SPEC §6): the original broker's format loads unchanged
+//! The YAML configuration file (docs/api.md, "Configuration"): the original broker's format loads unchanged
 //! (`Storage.path`, `Queues.<name>.urls`, keys in any of the usual capitalisations), and the full
 //! format adds the broker's settings and every queue setting. Bootstrap applies the queues and
 //! subscribers it names, idempotently: starting again with the same file changes nothing.
@@ -66,6 +66,13 @@ pub struct StorageSection {
     pub fsync: Option<String>,
     #[serde(default, alias = "Fsync_interval")]
     pub fsync_interval: Option<Span>,
+    /// Target size of a log segment, in bytes: what reclaiming frees in one step.
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+    /// How often the broker checks whether a checkpoint (and reclaiming the segments before
+    /// it) is due.
+    #[serde(default)]
+    pub reclaim_interval: Option<Span>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,4 +1,4 @@
-//! The original Go broker's HTTP API, so that its clients work unchanged (SPEC §5, §8):
+//! The original Go broker's HTTP API, so that its clients work unchanged (docs/api.md, "The original broker's API"):
 //! `POST /queue`, `POST /subscrib`, `POST /msg`, with its exact response texts — but where it
 //! silently dropped or crashed, a plain-text 400/404/422 and nothing stored.
 

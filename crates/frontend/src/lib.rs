@@ -1,4 +1,4 @@
-//! syncbrok's Frontends. So far: the HTTP API v1 (SPEC §5), JSON in and out except message
+//! syncbrok's Frontends. So far: the HTTP API v1 (docs/api.md, "HTTP API"), JSON in and out except message
 //! bodies, errors as `application/problem+json`; and the original broker's API ([`legacy`]).
 //!
 //! The API is a thin layer: it parses and bounds input, calls the [`space::Space`], and shapes
@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod legacy;
+pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod views;
@@ -26,23 +27,6 @@ use space::{HandlerKind, MessageId, NewMessage, SettingsPatch, Space, Subscriber
 
 use crate::problem::Problem;
 use crate::views::{DeadLetterView, Message, Published, Queue, Subscriber};
-
-/// Bounds of the API, each with its reason.
-pub mod limits {
-    /// Default `limits.max_body` (SPEC §4): bodies up to 1 MiB.
-    pub const MAX_BODY_DEFAULT: usize = 1024 * 1024;
-    /// Ceiling of `limits.max_body` (SPEC §4): the log holds records up to 96 MiB.
-    pub const MAX_BODY_CEILING: usize = 64 * 1024 * 1024;
-    /// JSON bodies of the other calls (settings, subscribers) are small.
-    pub const JSON_BODY_MAX: usize = 64 * 1024;
-    /// A batch's JSON: 16 MiB of bodies, base64 (4/3) and some framing.
-    pub const BATCH_JSON_BYTES_MAX: usize = 24 * 1024 * 1024;
-    /// Bearer tokens shorter than this are refused: they could be guessed.
-    pub const TOKEN_BYTES_MIN: usize = 16;
-    /// Page sizes (SPEC §8).
-    pub const PAGE_DEFAULT: usize = 100;
-    pub const PAGE_MAX: usize = 1000;
-}
 
 /// How the API is served.
 #[derive(Debug, Clone)]

@@ -35,6 +35,11 @@ pub fn render(space: &Space) -> String {
             "Deliveries given up after their last attempt since start.",
             t.dead_lettered,
         ),
+        (
+            "syncbrok_unreadable_bodies_total",
+            "Attempts whose message body could not be read back from the log (retried) since start.",
+            t.unreadable_bodies,
+        ),
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
@@ -43,7 +48,7 @@ pub fn render(space: &Space) -> String {
         &mut out,
         "syncbrok_deliveries_in_flight",
         "gauge",
-        "Attempts under way or waiting to retry.",
+        "Delivery requests on the wire.",
     );
     let _ = writeln!(out, "syncbrok_deliveries_in_flight {}", t.in_flight);
 
@@ -99,6 +104,19 @@ pub fn render(space: &Space) -> String {
             out,
             "syncbrok_queue_oldest_undelivered_age_seconds{{queue=\"{}\"}} {age}",
             q.name
+        );
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_forgotten_dead_parents",
+        "gauge",
+        "Dead parents removed by retention that the queue no longer remembers (a later child of one goes at once).",
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_forgotten_dead_parents{{queue=\"{}\"}} {}",
+            q.name, q.forgotten_dead_parents
         );
     }
     family(

@@ -6,9 +6,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use space::{Classify, ErrorKind};
 
-/// How long a client should wait after a 429 before publishing again.
-pub const RETRY_AFTER_QUEUE_FULL_S: u64 = 1;
-
 /// An API error: status, a short title, and a detail for the user.
 #[derive(Debug)]
 pub struct Problem {
@@ -98,7 +95,7 @@ pub fn from_space<E: Classify>(e: E) -> Problem {
     Problem {
         status,
         detail: e.to_string(),
-        retry_after_s: (kind == ErrorKind::Full).then_some(RETRY_AFTER_QUEUE_FULL_S),
+        retry_after_s: (kind == ErrorKind::Full).then_some(crate::limits::RETRY_AFTER_QUEUE_FULL_S),
     }
 }
 

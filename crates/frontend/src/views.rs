@@ -1,4 +1,4 @@
-//! The JSON shapes of the API (SPEC §8): field names are part of the contract.
+//! The JSON shapes of the API (docs/api.md, "Shapes"): field names are part of the contract.
 
 use serde::Serialize;
 use space::time::rfc3339;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 #[derive(Serialize, ToSchema)]
 pub struct Queue {
     pub name: String,
-    /// Every effective setting, defaults included (the shape of SPEC §5–6).
+    /// Every effective setting, defaults included (docs/api.md, "Configuration").
     #[schema(value_type = Object)]
     pub settings: QueueSettings,
     pub subscribers: Vec<Subscriber>,

@@ -1,4 +1,4 @@
-//! syncbrok's Handlers: how one attempt becomes one HTTP POST (SPEC §3).
+//! syncbrok's Handlers: how one attempt becomes one HTTP POST (docs/api.md, "Delivery").
 //!
 //! - `webhook`: the raw body with Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature`), CloudEvents binary-mode headers (`ce-*`) and `syncbrok-*` headers.
@@ -9,6 +9,8 @@
 //! One pooled keep-alive client (hyper-util) serves every subscriber, with `TCP_NODELAY`;
 //! https endpoints go through rustls (ring provider, Mozilla's roots, optional extra roots).
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
+
+pub mod limits;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,17 +43,6 @@ pub mod names {
     pub const SYNCBROK_QUEUE: HeaderName = HeaderName::from_static("syncbrok-queue");
     pub const SYNCBROK_ATTEMPT: HeaderName = HeaderName::from_static("syncbrok-attempt");
     pub const SYNCBROK_PARENT: HeaderName = HeaderName::from_static("syncbrok-parent");
-}
-
-/// Bounds of the handlers, each with its reason.
-pub mod limits {
-    /// Most of a response body read: the legacy handler needs `true`, the webhook handler
-    /// reads (and drops) the body so that the connection can be reused.
-    pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
-    /// Idle keep-alive connections kept per host; enough for a subscriber's `max_in_flight`.
-    pub const POOL_IDLE_PER_HOST: usize = 256;
-    /// Idle connections are closed after this long.
-    pub const POOL_IDLE_TIMEOUT_S: u64 = 90;
 }
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;

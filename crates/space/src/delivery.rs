@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::Retry;
 
-/// How a subscriber wants its messages (SPEC §3).
+/// How a subscriber wants its messages (docs/api.md, "Delivery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HandlerKind {
     /// Raw body, Standard Webhooks and CloudEvents headers; any 2xx acknowledges.

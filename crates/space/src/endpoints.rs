@@ -1,4 +1,4 @@
-//! `endpoints.allow` (SPEC §7): the hosts and networks subscribers may point at. Unset, every
+//! `endpoints.allow`: the hosts and networks subscribers may point at. Unset, every
 //! host is allowed, loopback included.
 
 use std::net::IpAddr;

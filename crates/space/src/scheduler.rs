@@ -78,8 +78,17 @@ impl Slots {
         self.0 == 0
     }
 
+    /// The slots in the set, lowest first (one step per slot, not per bit).
     pub fn iter(self) -> impl Iterator<Item = Slot> {
-        (0..64u8).filter(move |i| self.0 & (1 << i) != 0).map(Slot)
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let i = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            Some(Slot(i))
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! Queue settings (SPEC §5–6): names and defaults as in the YAML and JSON the user writes.
+//! Queue settings (docs/api.md, "Configuration"): names and defaults as in the YAML and JSON the user writes.
 //! Durations are strings such as `"50ms"`, `"30s"`, `"5m"`, `"7d"`.
 
 use std::fmt;

@@ -328,3 +328,37 @@ async fn messages_waiting_for_a_retry_hold_no_delivery_slot() {
     .await;
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The other side of the rule above: a subscriber that is down does not get every message of a
+/// backlog tried at once. After a run of failures its dispatcher sends only the retries it has
+/// scheduled; the first ack resumes it, and the backlog drains.
+#[tokio::test]
+async fn a_subscriber_that_is_down_is_not_tried_with_the_whole_backlog() {
+    let disk = SimDisk::new(48);
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(disk), &d);
+    let patch = settings(serde_json::json!({
+        "retry": {"max_attempts": 0, "initial_backoff": "200ms", "max_backoff": "200ms"}
+    }));
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let mut all = Vec::new();
+    for i in 0..500 {
+        all.push(space.publish("q", msg(&format!("m{i}"))).await.unwrap().id);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tried: std::collections::HashSet<MessageId> = d.to(A).into_iter().collect();
+    let bound = space::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as usize + 8;
+    assert!(
+        tried.len() <= bound,
+        "{} messages tried while the subscriber was down (bound {bound})",
+        tried.len()
+    );
+    d.set(ack);
+    eventually("the backlog drained once the subscriber came back", || {
+        let got: std::collections::HashSet<MessageId> = d.to(A).into_iter().collect();
+        all.iter().all(|m| got.contains(m))
+    })
+    .await;
+    space.shutdown(Duration::from_secs(1)).await;
+}

@@ -7,7 +7,7 @@
 ///
 /// Bounds the memory a reader allocates for a single record, and lets recovery reject a garbage
 /// length field before reading it. It must hold the broker's largest record: a 64 MiB body
-/// (SPEC §4 `limits.max_body` ceiling) plus its headers, or a 16 MiB publish batch.
+/// (the ceiling of `limits.max_body`) plus its headers, or a 16 MiB publish batch.
 pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 96 * 1024 * 1024;
 
 /// Largest payload of any frame on disk: a record plus the wrapper compaction puts around it

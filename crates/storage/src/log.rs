@@ -18,7 +18,7 @@ use crate::record::{Ack, Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
 use crate::writer::{LogStats, Request, Shared, Wait};
 
-/// When appended data is made durable (SPEC §4 `storage.fsync`).
+/// When appended data is made durable (`storage.fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// A durable append completes only after an fsync covering it; concurrent appends share

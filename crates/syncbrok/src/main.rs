@@ -3,6 +3,7 @@
 //! subscriber that prints what it receives, for trying things out.
 
 mod client;
+mod limits;
 mod tls;
 
 /// mimalloc rather than glibc's malloc: cheaper per allocation and without arena locks
@@ -159,6 +160,8 @@ struct Settings {
     fsync: FsyncPolicy,
     max_body: usize,
     shutdown_grace: Span,
+    segment_bytes: u64,
+    reclaim_interval: Span,
     /// Certificate chain and key (PEM) for HTTPS on the API.
     tls: Option<(PathBuf, PathBuf)>,
     file: frontend::config::FileConfig,
@@ -185,27 +188,47 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         (None, Some(text)) => text
             .parse()
             .with_context(|| format!("listen {text:?} in the configuration file"))?,
-        (None, None) => "127.0.0.1:10000".parse()?,
+        (None, None) => limits::LISTEN_DEFAULT.parse()?,
     };
     let data = args
         .data
         .clone()
         .or_else(|| storage.and_then(|s| s.path.clone()))
-        .unwrap_or_else(|| PathBuf::from("./syncbrok-data"));
+        .unwrap_or_else(|| PathBuf::from(limits::DATA_DIR_DEFAULT));
     let fsync = match (&args.fsync, storage.and_then(|s| s.fsync.as_deref())) {
         (Some(flag), _) => fsync_policy(flag)?,
-        (None, Some("interval")) => FsyncPolicy::Interval(
-            storage
-                .and_then(|s| s.fsync_interval)
-                .map_or(std::time::Duration::from_millis(10), |s| s.0),
-        ),
+        (None, Some("interval")) => {
+            FsyncPolicy::Interval(storage.and_then(|s| s.fsync_interval).map_or(
+                std::time::Duration::from_millis(limits::FSYNC_INTERVAL_DEFAULT_MS),
+                |s| s.0,
+            ))
+        }
         (None, Some(text)) => fsync_policy(text)?,
         (None, None) => FsyncPolicy::Always,
     };
+    let segment_bytes = storage
+        .and_then(|s| s.segment_bytes)
+        .unwrap_or(storage::limits::SEGMENT_BYTES_DEFAULT);
+    let segment_range = storage::limits::SEGMENT_BYTES_MIN..=storage::limits::SEGMENT_BYTES_MAX;
+    if !segment_range.contains(&segment_bytes) {
+        anyhow::bail!(
+            "storage.segment_bytes {segment_bytes} is outside {}..={}",
+            segment_range.start(),
+            segment_range.end()
+        );
+    }
+    let reclaim_interval = storage
+        .and_then(|s| s.reclaim_interval)
+        .unwrap_or(Span::millis(space::limits::RECLAIM_INTERVAL_MS));
+    if reclaim_interval.0.is_zero() {
+        anyhow::bail!("storage.reclaim_interval must be more than 0");
+    }
     Ok(Settings {
         listen,
         data,
         fsync,
+        segment_bytes,
+        reclaim_interval,
         max_body: args
             .max_body
             .or(file.limits.as_ref().and_then(|l| l.max_body))
@@ -213,7 +236,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         shutdown_grace: args
             .shutdown_grace
             .or(file.shutdown_grace)
-            .unwrap_or(Span::secs(10)),
+            .unwrap_or(Span::secs(limits::SHUTDOWN_GRACE_DEFAULT_S)),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             _ => file.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
@@ -323,6 +346,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let storage = storage::Config {
         fsync: settings.fsync,
         repair: args.repair,
+        segment_bytes: settings.segment_bytes,
         ..storage::Config::default()
     };
     let backend = FsBackend::open(&settings.data)
@@ -344,6 +368,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(backend),
         SpaceConfig {
             endpoint_allow,
+            reclaim_interval: settings.reclaim_interval.0,
             ..SpaceConfig::new(storage)
         },
         Arc::new(handler::HttpDeliverer::new()),

@@ -1341,7 +1341,7 @@ async fn the_openapi_document_describes_every_v1_call() {
             "{method} {path} is not documented"
         );
     }
-    // The resources carry the field names of SPEC §8.
+    // The resources carry the field names of docs/api.md ("Shapes").
     let message = &doc["components"]["schemas"]["Message"]["properties"];
     for field in [
         "id",

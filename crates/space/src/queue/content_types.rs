@@ -27,11 +27,23 @@ impl ContentType {
 pub(crate) struct ContentTypes {
     names: Vec<Arc<str>>,
     index: HashMap<Arc<str>, u16>,
+    /// The last one interned: most queues carry one content type, and replay interns one per
+    /// message, so a comparison saves a hash.
+    last: Option<ContentType>,
 }
 
 impl ContentTypes {
     pub fn intern(&mut self, name: &str) -> ContentType {
+        if let Some(last) = self.last
+            && self
+                .names
+                .get(usize::from(last.0))
+                .is_some_and(|n| &**n == name)
+        {
+            return last;
+        }
         if let Some(i) = self.index.get(name) {
+            self.last = Some(ContentType(*i));
             return ContentType(*i);
         }
         if self.names.len() >= CONTENT_TYPES_PER_QUEUE_MAX {
@@ -41,6 +53,7 @@ impl ContentTypes {
         let name: Arc<str> = Arc::from(name);
         self.names.push(name.clone());
         self.index.insert(name, i);
+        self.last = Some(ContentType(i));
         ContentType(i)
     }
 

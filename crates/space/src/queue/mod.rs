@@ -532,7 +532,9 @@ impl QueueState {
 
     // ---- what dispatchers need ----
 
-    /// The next message for a subscriber: a retry that is due, else the scheduler's next.
+    /// The next message for a subscriber: a retry that is due, else the scheduler's next
+    /// (unless the subscriber's recent attempts all failed: see
+    /// [`Subscriber::takes_new_messages`]).
     pub fn next_for(&mut self, sub: SubscriberId, now: Instant) -> Option<MessageId> {
         let s = self.subscribers.get_mut(&sub)?;
         while let Some(id) = s.take_due_retry(now) {
@@ -541,7 +543,17 @@ impl QueueState {
                 return Some(id);
             }
         }
+        if !s.takes_new_messages() {
+            return None;
+        }
         self.sched.next(s.slot)
+    }
+
+    /// How an attempt of `sub` ended, for its dispatcher's pacing (not durable state).
+    pub fn record_answer(&mut self, sub: SubscriberId, acked: bool) {
+        if let Some(s) = self.subscribers.get_mut(&sub) {
+            s.record_answer(acked);
+        }
     }
 
     /// When the subscriber's earliest retry is due.

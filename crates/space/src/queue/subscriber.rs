@@ -50,6 +50,8 @@ pub(crate) struct Subscriber {
     /// Messages waiting out their backoff, earliest first. They stay in flight for the
     /// scheduler; the dispatcher sends each again, ahead of new messages, once it is due.
     retries: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    /// Failed attempts since the last ack (see `FAILURES_TO_PAUSE_NEW_MESSAGES`).
+    consecutive_failures: u32,
 }
 
 impl Subscriber {
@@ -64,7 +66,24 @@ impl Subscriber {
             notify: Arc::new(Notify::new()),
             stop,
             retries: BinaryHeap::new(),
+            consecutive_failures: 0,
         }
+    }
+
+    /// An attempt was acknowledged (`true`) or failed.
+    pub fn record_answer(&mut self, acked: bool) {
+        self.consecutive_failures = if acked {
+            0
+        } else {
+            self.consecutive_failures.saturating_add(1)
+        };
+    }
+
+    /// Whether the dispatcher may take a new message (not a retry): unless every recent
+    /// attempt failed and retries are scheduled, which then go first and alone.
+    pub fn takes_new_messages(&self) -> bool {
+        self.consecutive_failures < crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES
+            || self.retries.is_empty()
     }
 
     pub fn schedule_retry(&mut self, id: MessageId, at: Instant) {

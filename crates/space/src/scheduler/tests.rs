@@ -469,3 +469,13 @@ fn a_restored_scheduler_is_the_one_that_was_saved() {
     r.redrive(id(2)).unwrap();
     assert_eq!(r.state(id(2)), Some(MessageState::Waiting));
 }
+
+#[test]
+fn slots_iterate_lowest_first() {
+    let s = Slots::from_bits((1 << 63) | (1 << 5) | 1);
+    assert_eq!(
+        s.iter().map(Slot::index).collect::<Vec<_>>(),
+        vec![0, 5, 63]
+    );
+    assert_eq!(Slots::from_bits(0).iter().count(), 0);
+}

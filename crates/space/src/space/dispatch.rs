@@ -181,6 +181,7 @@ impl Space {
                 };
                 {
                     let mut st = queue.lock();
+                    st.record_answer(sub, true);
                     if st.apply_ack(&ack, &mut wake) {
                         // Queued under the queue's lock, right after its effect: any change
                         // that sees the effect comes after it in the log.
@@ -193,6 +194,7 @@ impl Space {
             }
             Outcome::Failed { error, retry_after } => (cut(error), retry_after),
         };
+        queue.lock().record_answer(sub, false);
         let max = settings.retry.max_attempts;
         if max != 0 && number >= max {
             let record = Record::DeadLettered {

@@ -1,0 +1,23 @@
+//! Every bound the Frontends enforce, with its reason. Relations with the Space's bounds are
+//! checked at compile time at the end of this file.
+
+/// Default `limits.max_body`: bodies up to 1 MiB.
+pub const MAX_BODY_DEFAULT: usize = 1024 * 1024;
+/// Ceiling of `limits.max_body`: one message is one log record.
+pub const MAX_BODY_CEILING: usize = space::limits::BODY_BYTES_CEILING;
+/// JSON bodies of the other calls (settings, subscribers) are small.
+pub const JSON_BODY_MAX: usize = 64 * 1024;
+/// A batch's JSON: 16 MiB of bodies, base64 (4/3) and some framing.
+pub const BATCH_JSON_BYTES_MAX: usize = 24 * 1024 * 1024;
+/// Bearer tokens shorter than this are refused: they could be guessed.
+pub const TOKEN_BYTES_MIN: usize = 16;
+/// Page sizes of listings.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1000;
+/// How long a client should wait after a 429 before publishing again.
+pub const RETRY_AFTER_QUEUE_FULL_S: u64 = 1;
+
+const _: () = assert!(MAX_BODY_DEFAULT <= MAX_BODY_CEILING);
+// A batch of the Space's largest size, base64-encoded, fits the JSON bound.
+const _: () = assert!(space::limits::BATCH_BYTES_MAX / 3 * 4 < BATCH_JSON_BYTES_MAX);
+const _: () = assert!(PAGE_DEFAULT <= PAGE_MAX);

@@ -1,0 +1,9 @@
+//! Every bound the Handlers enforce, with its reason.
+
+/// Most of a response body read: the legacy handler needs `true`, the webhook handler
+/// reads (and drops) the body so that the connection can be reused.
+pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Idle keep-alive connections kept per host; enough for a subscriber's `max_in_flight`.
+pub const POOL_IDLE_PER_HOST: usize = 256;
+/// Idle connections are closed after this long.
+pub const POOL_IDLE_TIMEOUT_S: u64 = 90;
