@@ -7,7 +7,6 @@ use crate::limits::{
 };
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::SettingsError;
-use crate::snapshot::SnapshotError;
 
 /// What kind of failure an error is: the one thing frontends need to pick a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +139,23 @@ impl Classify for PublishError {
             Journal(e) => e.kind(),
         }
     }
+}
+
+/// Why a snapshot cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot version {found} is not supported (this build reads {supported})")]
+    Version { found: u32, supported: u32 },
+    #[error("snapshot is malformed: {0}")]
+    Decode(#[from] storage::DecodeError),
+    #[error("snapshot has unreadable settings: {0}")]
+    Settings(#[from] serde_json::Error),
+    #[error("snapshot names an unknown handler {0:?}")]
+    UnknownHandler(String),
+    #[error("snapshot has a subscriber ({0}) that cannot be restored: {1}")]
+    Subscriber(u64, String),
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(String),
 }
 
 /// Creating, updating or deleting a queue failed.

@@ -35,7 +35,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
 pub use error::{
     Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
-    QueueNotFound, ReclaimError, SubscriberError,
+    QueueNotFound, ReclaimError, SnapshotError, SubscriberError,
 };
 pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
@@ -45,7 +45,6 @@ pub use queue::SubscriberSpec;
 pub use queue::image::{MessageImage, QueueImage};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
-pub use snapshot::SnapshotError;
 pub use space::{Space, SpaceImage, decode_secret, validate_queue_name};
 pub use types::{
     BatchEntry, BatchParent, DeadLetter, DeliveryView, MessageInfo, NewMessage, Page,

@@ -25,6 +25,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+mod entry;
+mod slots;
+
+pub use entry::RawEntry;
+use entry::{Children, Cursor, Entry, Finish};
+pub use slots::{Slot, Slots};
+
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId,
@@ -39,56 +46,6 @@ pub trait Weighed {
 impl Weighed for () {
     fn weight(&self) -> u64 {
         0
-    }
-}
-
-/// The position of a subscriber in fan-out masks. Slots are reused after a subscriber is
-/// removed, never while it exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Slot(u8);
-
-impl Slot {
-    fn bit(self) -> u64 {
-        1u64 << self.0
-    }
-
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-/// A set of slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Slots(u64);
-
-impl Slots {
-    pub fn from_bits(bits: u64) -> Slots {
-        Slots(bits)
-    }
-
-    pub fn bits(self) -> u64 {
-        self.0
-    }
-
-    pub fn contains(self, slot: Slot) -> bool {
-        self.0 & slot.bit() != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The slots in the set, lowest first (one step per slot, not per bit).
-    pub fn iter(self) -> impl Iterator<Item = Slot> {
-        let mut bits = self.0;
-        std::iter::from_fn(move || {
-            if bits == 0 {
-                return None;
-            }
-            let i = bits.trailing_zeros() as u8;
-            bits &= bits - 1;
-            Some(Slot(i))
-        })
     }
 }
 
@@ -149,136 +106,6 @@ pub enum ScheduleError {
     TooManySubscribers,
     #[error("no subscriber in slot {0:?}")]
     UnknownSlot(Slot),
-}
-
-/// Where a message stands as far as events went: what was last reported of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Finish {
-    Open,
-    Delivered,
-    Dead,
-}
-
-#[derive(Debug, Clone)]
-struct Entry<M> {
-    /// What the Space keeps with the message (its location in the log, its size).
-    meta: M,
-    parent: Option<MessageId>,
-    fanout: u64,
-    acked: u64,
-    dead: u64,
-    /// Slots with an attempt under way or a retry scheduled.
-    active: u64,
-    /// Held until the parent is delivered.
-    waiting: bool,
-    /// Dead as a whole because the parent died (or its dead parent was removed).
-    parent_dead: bool,
-    /// The last outcome events reported.
-    reported: Finish,
-}
-
-impl<M> Entry<M> {
-    fn is_delivered(&self) -> bool {
-        !self.waiting && !self.parent_dead && self.acked == self.fanout
-    }
-
-    fn is_dead(&self) -> bool {
-        self.parent_dead || (self.dead != 0 && (self.acked | self.dead) == self.fanout)
-    }
-
-    fn finish(&self) -> Finish {
-        if self.is_dead() {
-            Finish::Dead
-        } else if self.is_delivered() {
-            Finish::Delivered
-        } else {
-            Finish::Open
-        }
-    }
-
-    fn state(&self) -> MessageState {
-        if self.is_dead() {
-            MessageState::Dead
-        } else if self.waiting {
-            MessageState::Waiting
-        } else if self.acked == self.fanout {
-            MessageState::Delivered
-        } else if self.active != 0 || self.acked != 0 || self.dead != 0 {
-            MessageState::Delivering
-        } else {
-            MessageState::Ready
-        }
-    }
-
-    /// Slots that still have to receive it.
-    fn owed(&self) -> u64 {
-        self.fanout & !self.acked & !self.dead
-    }
-}
-
-/// A message's durable scheduling state, as a snapshot stores it and restores it verbatim
-/// (attempts under way are not state: they are sent again after a restart).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEntry<M> {
-    pub meta: M,
-    pub parent: Option<MessageId>,
-    pub fanout: Slots,
-    pub acked: Slots,
-    pub dead: Slots,
-    pub waiting: bool,
-    pub parent_dead: bool,
-}
-
-/// The children of one parent. Most parents in a chain have one: kept inline.
-#[derive(Debug, Clone)]
-enum Children {
-    One(MessageId),
-    Many(Vec<MessageId>),
-}
-
-impl Children {
-    fn push(&mut self, id: MessageId) {
-        match self {
-            Children::One(first) => *self = Children::Many(vec![*first, id]),
-            Children::Many(v) => v.push(id),
-        }
-    }
-
-    /// Removes `id`; true if none are left.
-    fn remove(&mut self, id: MessageId) -> bool {
-        match self {
-            Children::One(only) => *only == id,
-            Children::Many(v) => {
-                v.retain(|c| *c != id);
-                v.is_empty()
-            }
-        }
-    }
-
-    fn to_vec(&self) -> Vec<MessageId> {
-        match self {
-            Children::One(only) => vec![*only],
-            Children::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// Where a subscriber is in the queue. No memory per message: the subscriber walks the
-/// ordered message map with a cursor, and only messages released behind the cursor (children
-/// of a parent delivered late, redrives, requeues) wait in `behind`.
-struct Cursor {
-    id: SubscriberId,
-    /// Every message up to here has been considered; `None`: nothing yet.
-    at: Option<MessageId>,
-    /// Released behind the cursor, oldest first. May hold ids that no longer need sending
-    /// (acked, removed); [`Scheduler::next`] skips them.
-    behind: VecDeque<MessageId>,
-}
-
-impl Cursor {
-    fn is_behind(&self, id: MessageId) -> bool {
-        self.at.is_some_and(|c| id <= c)
-    }
 }
 
 /// Books a state change of one entry into the counts and the undelivered bytes.

@@ -7,29 +7,13 @@
 //! replaying the log would.
 
 use bytes::Bytes;
-use storage::codec::{DecodeError, Decoder, Encoder};
+use storage::codec::{Decoder, Encoder};
 
+use crate::error::SnapshotError;
 use crate::queue::QueueState;
 
 /// Version of the snapshot layout; a reader refuses others.
 pub const VERSION: u32 = 2;
-
-/// Why a snapshot cannot be restored.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("snapshot version {0} is not supported (this build reads {VERSION})")]
-    Version(u32),
-    #[error("snapshot is malformed: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("snapshot has unreadable settings: {0}")]
-    Settings(#[from] serde_json::Error),
-    #[error("snapshot names an unknown handler {0:?}")]
-    UnknownHandler(String),
-    #[error("snapshot has a subscriber ({0}) that cannot be restored: {1}")]
-    Subscriber(u64, String),
-    #[error("snapshot is inconsistent: {0}")]
-    Inconsistent(String),
-}
 
 /// What the Space keeps outside its queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +44,10 @@ pub(crate) fn decode(bytes: Bytes) -> Result<(Counters, Vec<QueueState>), Snapsh
     let mut d = Decoder::new(bytes);
     let version = d.u32()?;
     if version != VERSION {
-        return Err(SnapshotError::Version(version));
+        return Err(SnapshotError::Version {
+            found: version,
+            supported: VERSION,
+        });
     }
     let counters = Counters {
         next_queue_number: d.u32()?,

@@ -318,7 +318,9 @@ impl World {
         self.gate.parked.lock().unwrap().clear();
     }
 
-    async fn restart(self) -> Result<World, TestCaseError> {
+    /// Stops the Space (cleanly, or by a power loss) and opens it again on the same disk;
+    /// returns the new world, the state before and the state rebuilt.
+    async fn stop_and_reopen(self, power_loss: bool) -> (World, SpaceImage, SpaceImage) {
         let before = self.settled_image().await;
         let World {
             disk,
@@ -327,34 +329,31 @@ impl World {
             space,
             published,
         } = self;
+        if power_loss {
+            disk.crash();
+            // Its tasks stop; what it still tries to write fails on the dead disk.
+            space.shutdown(Duration::ZERO).await;
+            disk.restart();
+        } else {
+            space.shutdown(Duration::from_millis(20)).await;
+        }
         // Attempts still parked are abandoned only once the log is closed: their outcomes must
         // not reach it after the image was taken.
-        space.shutdown(Duration::from_millis(20)).await;
         gate.parked.lock().unwrap().clear();
         let mut w = World::open(disk, clock, gate.ever_dead.clone());
         w.published = published;
         let after = w.space.state_image();
+        (w, before, after)
+    }
+
+    async fn restart(self) -> Result<World, TestCaseError> {
+        let (w, before, after) = self.stop_and_reopen(false).await;
         prop_assert_eq!(&after, &before, "the state rebuilt is not the state live");
         Ok(w)
     }
 
     async fn crash(self) -> Result<World, TestCaseError> {
-        let before = self.settled_image().await;
-        let World {
-            disk,
-            clock,
-            gate,
-            space,
-            published,
-        } = self;
-        disk.crash();
-        // Its tasks stop; what it still tries to write fails on the dead disk.
-        space.shutdown(Duration::ZERO).await;
-        gate.parked.lock().unwrap().clear();
-        disk.restart();
-        let mut w = World::open(disk, clock, gate.ever_dead.clone());
-        w.published = published;
-        let after = w.space.state_image();
+        let (w, before, after) = self.stop_and_reopen(true).await;
         for q in &before.queues {
             let Some(a) = after.queues.iter().find(|a| a.number == q.number) else {
                 return Err(TestCaseError::fail(format!("queue {} lost", q.name)));

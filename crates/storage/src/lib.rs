@@ -15,6 +15,7 @@
 pub mod codec;
 mod error;
 mod frame;
+mod inbox;
 pub mod io;
 pub mod limits;
 mod log;
@@ -27,13 +28,13 @@ mod writer;
 pub use codec::DecodeError;
 pub use error::{AppendError, OpenError, ReadError, ReclaimError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
-pub use log::{Config, FsyncPolicy, Log, Relocation, SegmentInfo};
+pub use log::{Config, Log, Relocation, SegmentInfo};
 pub use record::{
     ACK_BYTES, Ack, DeadReason, LostRecord, Published, QueueNumber, Record, SubscriberId,
     describe_damaged,
 };
 pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
-pub use writer::LogStats;
+pub use writer::{FsyncPolicy, LogStats};
 
 #[cfg(test)]
 mod tests;

@@ -10,27 +10,14 @@ use tokio::sync::oneshot;
 
 use crate::error::{AppendError, ReadError, ReclaimError};
 use crate::frame::{FRAME_HEADER_BYTES, Location, encode_relocated, encode_unit, parse_frame};
+use crate::inbox::{Request, Wait};
 use crate::limits::{
     FRAME_PAYLOAD_BYTES_MAX, FSYNC_INTERVAL_MS_MAX, INBOX_REQUESTS_DEFAULT, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 use crate::record::{Ack, Record, kind};
 use crate::segment::{FIRST_FRAME_OFFSET, ScanError, Scanner, segment_name};
-use crate::writer::{LogStats, Request, Shared, Wait};
-
-/// When appended data is made durable (`storage.fsync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// A durable append completes only after an fsync covering it; concurrent appends share
-    /// one fsync (group commit).
-    Always,
-    /// Appends complete once written; the writer fsyncs at most this long after a write.
-    /// A crash may lose the last interval.
-    Interval(Duration),
-    /// Appends complete once written; the OS decides when data reaches the disk. Segments are
-    /// still synced when sealed and on close.
-    Never,
-}
+use crate::writer::{FsyncPolicy, LogStats, Shared};
 
 /// How a log is opened.
 #[derive(Debug, Clone)]

@@ -16,18 +16,18 @@ use bytes::Bytes;
 
 use crate::error::OpenError;
 use crate::frame::{
-    FRAME_HEADER_BYTES, HeaderError, Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header,
-    padding, segment_header,
+    Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header, padding, segment_header,
 };
+use crate::inbox::Inbox;
 use crate::io::{Backend, BackendFile};
 use crate::log::{Config, Log, LogInner};
-use crate::record::{LostRecord, Record, describe_damaged};
+use crate::record::{LostRecord, Record};
 use crate::segment::{
-    FIRST_FRAME_OFFSET, ScanError, Scanner, last_nonzero, parse_segment_name, preallocate, probe,
-    segment_name, zero_range,
+    FIRST_FRAME_OFFSET, ScanError, Scanner, parse_segment_name, preallocate, segment_name,
+    zero_range,
 };
 use crate::writer::{
-    CHECKPOINT_FILE, CHECKPOINT_FILE_BYTES, Inbox, PREALLOC_FILE, Shared, Writer,
+    CHECKPOINT_FILE, CHECKPOINT_FILE_BYTES, PREALLOC_FILE, Shared, Writer,
     decode_checkpoint_pointer,
 };
 
@@ -116,6 +116,62 @@ pub struct Recovery {
     rewrite_headers: Vec<u32>,
 }
 
+mod damage;
+mod salt;
+
+/// Reads the checkpoint pointer file; a damaged one is corruption.
+fn read_checkpoint_pointer(backend: &dyn Backend) -> Result<Location, OpenError> {
+    let f = backend
+        .open(CHECKPOINT_FILE)
+        .map_err(io_err(backend, CHECKPOINT_FILE))?;
+    let mut b = vec![0u8; CHECKPOINT_FILE_BYTES];
+    let read = f.len().and_then(|len| {
+        if len == CHECKPOINT_FILE_BYTES as u64 {
+            f.read_exact_at(&mut b, 0).map(|()| true)
+        } else {
+            Ok(false)
+        }
+    });
+    let valid = read.map_err(io_err(backend, CHECKPOINT_FILE))?;
+    let at = valid.then(|| decode_checkpoint_pointer(&b)).flatten();
+    at.ok_or_else(|| OpenError::Corrupted {
+        file: backend.describe(CHECKPOINT_FILE),
+        offset: 0,
+        reason: "checkpoint pointer is damaged".into(),
+    })
+}
+
+/// Replay needs every segment from the checkpoint's (or the very first) to the last: the first
+/// one needed, or which one is missing.
+fn check_complete(
+    backend: &dyn Backend,
+    ids: &[u32],
+    pointer: Option<Location>,
+) -> Result<u32, OpenError> {
+    let first_needed = pointer.map_or(1, |p| p.segment);
+    if let Some(p) = pointer
+        && ids.last().is_none_or(|&last| p.segment > last)
+    {
+        return Err(OpenError::MissingSegment {
+            file: backend.describe(&segment_name(p.segment)),
+            first: p.segment,
+            last: p.segment,
+        });
+    }
+    if let Some(&last) = ids.last() {
+        for id in first_needed..=last {
+            if ids.binary_search(&id).is_err() {
+                return Err(OpenError::MissingSegment {
+                    file: backend.describe(&segment_name(id)),
+                    first: first_needed,
+                    last,
+                });
+            }
+        }
+    }
+    Ok(first_needed)
+}
+
 fn io_err(backend: &dyn Backend, name: &str) -> impl FnOnce(std::io::Error) -> OpenError {
     let file = backend.describe(name);
     move |source| OpenError::Io { file, source }
@@ -154,56 +210,17 @@ impl Log {
         }
 
         let pointer = if has_pointer {
-            let f = backend
-                .open(CHECKPOINT_FILE)
-                .map_err(io_err(&*backend, CHECKPOINT_FILE))?;
-            let mut b = vec![0u8; CHECKPOINT_FILE_BYTES];
-            let read = f.len().and_then(|len| {
-                if len == CHECKPOINT_FILE_BYTES as u64 {
-                    f.read_exact_at(&mut b, 0).map(|()| true)
-                } else {
-                    Ok(false)
-                }
-            });
-            let valid = read.map_err(io_err(&*backend, CHECKPOINT_FILE))?;
-            let at = valid.then(|| decode_checkpoint_pointer(&b)).flatten();
-            Some(at.ok_or_else(|| OpenError::Corrupted {
-                file: backend.describe(CHECKPOINT_FILE),
-                offset: 0,
-                reason: "checkpoint pointer is damaged".into(),
-            })?)
+            Some(read_checkpoint_pointer(&*backend)?)
         } else {
             None
         };
-
-        // Replay needs every segment from the checkpoint's (or the very first) to the last.
-        let first_needed = pointer.map_or(1, |p| p.segment);
-        if let Some(p) = pointer
-            && ids.last().is_none_or(|&last| p.segment > last)
-        {
-            return Err(OpenError::MissingSegment {
-                file: backend.describe(&segment_name(p.segment)),
-                first: p.segment,
-                last: p.segment,
-            });
-        }
-        if let Some(&last) = ids.last() {
-            for id in first_needed..=last {
-                if !files.contains_key(&id) {
-                    return Err(OpenError::MissingSegment {
-                        file: backend.describe(&segment_name(id)),
-                        first: first_needed,
-                        last,
-                    });
-                }
-            }
-        }
+        let first_needed = check_complete(&*backend, &ids, pointer)?;
         let to_scan: Vec<u32> = ids
             .iter()
             .copied()
             .filter(|&id| id >= first_needed)
             .collect();
-        let salt = log_salt(&*backend, &files)?;
+        let salt = salt::log_salt(&*backend, &files)?;
 
         let mut recovery = Recovery {
             backend,
@@ -357,171 +374,63 @@ impl Recovery {
             });
         }
         if let Err(e) = checked {
-            if let HeaderError::UnsupportedVersion(_) = e {
-                return Err(OpenError::Unrecognised {
-                    file: self.name(segment),
-                    reason: e.to_string(),
-                });
-            }
-            // A segment's header is written and synced before anything is appended to it (the
-            // file is all zeros, or empty, until then), so any data after a bad header means
-            // the header itself was damaged.
-            let frames_after = last_nonzero(&*file, SEGMENT_HEADER_BYTES as u64, len)
-                .map_err(io_err(&*self.backend, &name))?
-                .is_some();
-            if self.is_last(segment) && !frames_after {
-                // Created just before the crash: its header never made it to disk.
-                self.report.torn_tail = Some(TornTail {
-                    file: self.name(segment),
-                    offset: 0,
-                    bytes_dropped: len,
-                    reason: e.to_string(),
-                });
-                tracing::warn!(file = %self.name(segment), error = %e, "the last segment has no valid header; starting it afresh");
-                self.cuts.push((segment, 0, len));
-                self.rewrite_last_header = true;
-                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
-                return Ok(None);
-            }
-            if !self.config.repair {
-                return Err(OpenError::Corrupted {
-                    file: self.name(segment),
-                    offset: 0,
-                    reason: e.to_string(),
-                });
-            }
-            if frames_after {
-                // Everything a header holds is known (the segment id from the file name, the
-                // salt from the other segments): rewrite it and keep every frame after it.
-                tracing::warn!(file = %self.name(segment), error = %e, "repair: rewriting a damaged segment header");
-                self.report.repaired.push(LostRange {
-                    file: self.name(segment),
-                    offset: 0,
-                    bytes_dropped: 0,
-                    reason: format!("{e}; the header was rewritten, no record was lost"),
-                    records: Vec::new(),
-                });
-                self.rewrite_headers.push(segment);
-                return Scanner::new(file, segment, start.max(FIRST_FRAME_OFFSET), self.salt)
-                    .map(Some)
-                    .map_err(io_err(&*self.backend, &name));
-            }
-            self.report.repaired.push(LostRange {
-                file: self.name(segment),
-                offset: 0,
-                bytes_dropped: len,
-                reason: e.to_string(),
-                records: Vec::new(),
-            });
-            tracing::warn!(file = %self.name(segment), error = %e, "repair: dropping a segment with a damaged header");
-            self.cuts.push((segment, 0, len));
-            self.rewrite_headers.push(segment);
-            if self.is_last(segment) {
-                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
-            }
-            return Ok(None);
+            return self.bad_header(segment, file, len, start, e);
         }
         Scanner::new(file, segment, start, self.salt)
             .map(Some)
             .map_err(io_err(&*self.backend, &name))
     }
 
-    /// Handles an invalid frame at `offset` of `segment`.
-    ///
-    /// Damage below what a sync mark of the segment says was on disk hit synced data: that is
-    /// corruption, in any segment. Otherwise, in the last segment, it is the write that was in
-    /// progress at the crash (a torn tail, perhaps with some of its sectors on disk): cut off.
-    /// In a sealed segment, which was synced before the next one was created, damage is always
-    /// corruption. Corruption stops the open, unless `repair` is set: then the damaged bytes up
-    /// to the next valid frame are covered with padding, and the loss reported.
-    fn damaged(
-        &mut self,
-        segment: u32,
-        mut scanner: Scanner,
-        offset: u64,
-        reason: String,
-        torn_possible: bool,
-    ) -> Result<(), OpenError> {
-        let file = self.files[&segment].clone();
-        let backend = self.backend.clone();
-        let io = |e| io_err(&*backend, &segment_name(segment))(e);
-        let file_len = scanner.file_len();
-        let after = probe(&file, segment, self.salt, offset + 1, file_len).map_err(&io)?;
-        let synced = scanner.synced_claim().max(after.synced_claim);
-        let name = self.name(segment);
-        let data_end = last_nonzero(&*file, offset, file_len)
-            .map_err(&io)?
-            .map_or(offset, |at| at + 1);
-        if torn_possible && self.is_last(segment) && synced <= offset && !after.gave_up {
-            let dropped = data_end - offset;
-            tracing::warn!(file = %name, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
-            self.report.torn_tail = Some(TornTail {
-                file: name,
-                offset,
-                bytes_dropped: dropped,
-                reason,
-            });
-            self.last_data_end = Some(offset);
-            self.cuts.push((segment, offset, data_end));
-            return Ok(());
+    /// Writes what recovery decided: torn tails and dropped ranges zeroed, padding over
+    /// repaired damage, fresh headers, a stale preallocation removed.
+    fn write_fixes(&self) -> Result<(), OpenError> {
+        let backend = &*self.backend;
+        for &(segment, from, to) in &self.cuts {
+            let name = segment_name(segment);
+            zero_range(&*self.files[&segment], from, to).map_err(io_err(backend, &name))?;
         }
-        let why = if synced > offset {
-            format!("{reason}; a sync mark says byte {synced} was on disk")
-        } else if after.gave_up {
-            format!("{reason}; the search for the next valid frame gave up")
-        } else if torn_possible {
-            format!("{reason}; in a sealed segment")
-        } else {
-            reason
-        };
-        if !self.config.repair {
-            self.failed = Some(format!("{name}: corrupted at byte {offset}"));
-            return Err(OpenError::Corrupted {
-                file: name,
-                offset,
-                reason: why,
-            });
+        for &(segment, from, to) in &self.pads {
+            let name = segment_name(segment);
+            let f = &self.files[&segment];
+            f.write_all_at(&padding((to - from) as usize, self.salt), from)
+                .and_then(|()| f.sync_data())
+                .map_err(io_err(backend, &name))?;
         }
-        // Repair: step over the damage to the next valid frame, at least a frame header on
-        // (the damaged frame's own header), or drop the rest of the data.
-        let next = match after.next_valid {
-            Some(at) if at >= offset + FRAME_HEADER_BYTES as u64 => Some(at),
-            Some(_) => probe(
-                &file,
-                segment,
-                self.salt,
-                offset + FRAME_HEADER_BYTES as u64,
-                file_len,
-            )
-            .map_err(&io)?
-            .next_valid
-            .filter(|_| !after.gave_up),
-            None => None,
-        };
-        let until = next.unwrap_or(data_end);
-        let records = describe(&*file, offset, until).map_err(&io)?;
-        tracing::warn!(file = %name, offset, bytes_dropped = until - offset, reason = %why, lost = ?records, "repair: dropping damaged bytes");
-        self.report.repaired.push(LostRange {
-            file: name,
-            offset,
-            bytes_dropped: until - offset,
-            reason: why,
-            records,
-        });
-        match next {
-            Some(at) => {
-                self.pads.push((segment, offset, at));
-                scanner.resume_at(at);
-                self.scanner = Some(scanner);
-            }
-            None => {
-                if self.is_last(segment) {
-                    self.last_data_end = Some(offset);
-                }
-                self.cuts.push((segment, offset, data_end));
-            }
+        for &segment in &self.rewrite_headers {
+            let name = segment_name(segment);
+            let f = &self.files[&segment];
+            f.write_all_at(&segment_header(segment, self.salt), 0)
+                .and_then(|()| f.sync_data())
+                .map_err(io_err(backend, &name))?;
+        }
+        if self.stale_prealloc {
+            backend
+                .remove(PREALLOC_FILE)
+                .map_err(io_err(backend, PREALLOC_FILE))?;
         }
         Ok(())
+    }
+
+    /// The segment appends go to: the last one, or a first one for a new log.
+    fn active_segment(&mut self) -> Result<(u32, Arc<dyn BackendFile>), OpenError> {
+        if let Some((id, f)) = self.files.last_key_value() {
+            return Ok((*id, f.clone()));
+        }
+        let backend = &*self.backend;
+        let name = segment_name(1);
+        let f = if self.config.preallocate {
+            let f = preallocate(backend, PREALLOC_FILE, self.config.segment_bytes)
+                .map_err(io_err(backend, PREALLOC_FILE))?;
+            backend
+                .rename(PREALLOC_FILE, &name)
+                .map_err(io_err(backend, &name))?;
+            f
+        } else {
+            backend.create(&name).map_err(io_err(backend, &name))?
+        };
+        self.files.insert(1, f.clone());
+        self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
+        Ok((1, f))
     }
 
     /// Replays everything that is left (discarding it) and opens the log for appends.
@@ -532,49 +441,9 @@ impl Recovery {
         if let Some(reason) = self.failed.take() {
             return Err(OpenError::ReplayFailed(reason));
         }
+        self.write_fixes()?;
         let backend = self.backend.clone();
-        for &(segment, from, to) in &self.cuts {
-            let name = segment_name(segment);
-            zero_range(&*self.files[&segment], from, to).map_err(io_err(&*backend, &name))?;
-        }
-        for &(segment, from, to) in &self.pads {
-            let name = segment_name(segment);
-            let f = &self.files[&segment];
-            f.write_all_at(&padding((to - from) as usize, self.salt), from)
-                .and_then(|()| f.sync_data())
-                .map_err(io_err(&*backend, &name))?;
-        }
-        for &segment in &self.rewrite_headers {
-            let name = segment_name(segment);
-            let f = &self.files[&segment];
-            f.write_all_at(&segment_header(segment, self.salt), 0)
-                .and_then(|()| f.sync_data())
-                .map_err(io_err(&*backend, &name))?;
-        }
-        if self.stale_prealloc {
-            backend
-                .remove(PREALLOC_FILE)
-                .map_err(io_err(&*backend, PREALLOC_FILE))?;
-        }
-        let (active, active_file) = match self.files.last_key_value() {
-            Some((id, f)) => (*id, f.clone()),
-            None => {
-                let name = segment_name(1);
-                let f = if self.config.preallocate {
-                    let f = preallocate(&*backend, PREALLOC_FILE, self.config.segment_bytes)
-                        .map_err(io_err(&*backend, PREALLOC_FILE))?;
-                    backend
-                        .rename(PREALLOC_FILE, &name)
-                        .map_err(io_err(&*backend, &name))?;
-                    f
-                } else {
-                    backend.create(&name).map_err(io_err(&*backend, &name))?
-                };
-                self.files.insert(1, f.clone());
-                self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
-                (1, f)
-            }
-        };
+        let (active, active_file) = self.active_segment()?;
         let active_name = segment_name(active);
         if self.rewrite_last_header {
             active_file
@@ -680,82 +549,4 @@ impl Iterator for Recovery {
             }
         }
     }
-}
-
-/// The salt of the log in `files`: the one every valid segment header carries (a new one for
-/// a new log, or one whose only segment's header was torn). A header of another format version
-/// stops the open; so do two different salts.
-fn log_salt(
-    backend: &dyn Backend,
-    files: &BTreeMap<u32, Arc<dyn BackendFile>>,
-) -> Result<Salt, OpenError> {
-    let mut found: Option<Salt> = None;
-    // When no header is valid: the salt under which a segment's first frame checks out.
-    let mut guessed: Option<Salt> = None;
-    for (&id, file) in files {
-        let name = segment_name(id);
-        let len = file.len().map_err(io_err(backend, &name))?;
-        let mut header = vec![0u8; SEGMENT_HEADER_BYTES.min(len as usize)];
-        file.read_exact_at(&mut header, 0)
-            .map_err(io_err(backend, &name))?;
-        match check_segment_header(&header, id) {
-            Ok(salt) => match found {
-                None => found = Some(salt),
-                Some(f) if f != salt => {
-                    return Err(OpenError::Unrecognised {
-                        file: backend.describe(&name),
-                        reason: "this segment belongs to another log (its salt differs)".into(),
-                    });
-                }
-                Some(_) => {}
-            },
-            Err(e @ HeaderError::UnsupportedVersion(_)) => {
-                return Err(OpenError::Unrecognised {
-                    file: backend.describe(&name),
-                    reason: format!(
-                        "{e}; this data directory was written by another version of syncbrok"
-                    ),
-                });
-            }
-            // A damaged header: recovery decides about it when it scans that segment.
-            Err(_) => {
-                if guessed.is_none() && header.len() == SEGMENT_HEADER_BYTES {
-                    guessed = guess_salt(&**file, &header, len).map_err(io_err(backend, &name))?;
-                }
-            }
-        }
-    }
-    Ok(found.or(guessed).unwrap_or_else(Salt::random))
-}
-
-/// The salt of a segment whose header is damaged: its salt field, or that field with one bit
-/// flipped, whichever makes the segment's first frame check out.
-fn guess_salt(file: &dyn BackendFile, header: &[u8], len: u64) -> std::io::Result<Option<Salt>> {
-    use crate::frame::{announced_len, parse_frame};
-    let first = SEGMENT_HEADER_BYTES as u64;
-    if len < first + FRAME_HEADER_BYTES as u64 {
-        return Ok(None);
-    }
-    let mut head = [0u8; FRAME_HEADER_BYTES];
-    file.read_exact_at(&mut head, first)?;
-    let Some(total) = announced_len(&head).filter(|t| first + *t as u64 <= len) else {
-        return Ok(None);
-    };
-    let mut frame = vec![0u8; total];
-    file.read_exact_at(&mut frame, first)?;
-    let frame = Bytes::from(frame);
-    let field = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
-    let candidates = std::iter::once(field).chain((0..32).map(|bit| field ^ (1 << bit)));
-    Ok(candidates
-        .map(Salt::new)
-        .find(|salt| parse_frame(&frame, *salt).is_ok()))
-}
-
-/// What the damaged bytes `[from, to)` of a segment still tell of the records they held.
-fn describe(file: &dyn BackendFile, from: u64, to: u64) -> std::io::Result<Vec<LostRecord>> {
-    use crate::limits::FRAME_PAYLOAD_BYTES_MAX;
-    let len = (to - from).min(u64::from(FRAME_PAYLOAD_BYTES_MAX) + FRAME_HEADER_BYTES as u64);
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, from)?;
-    Ok(describe_damaged(&bytes))
 }

@@ -9,15 +9,18 @@
 //!
 //! Cycles: `SOAK_CYCLES` (default 6); `scripts/soak.sh` runs 200.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::Broker;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -35,38 +38,12 @@ type Arrivals = Arc<Mutex<Vec<(String, usize, u64)>>>;
 /// (message id, parent id)
 type Accepted = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
-struct Broker {
-    child: Child,
-    url: String,
-}
-
 fn start(data: &std::path::Path, config: &std::path::Path) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("syncbrok listening on ")
-        .unwrap_or_else(|| panic!("the broker did not start: {line:?}"))
-        .to_owned();
-    Broker { child, url }
-}
-
-impl Broker {
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
+    common::spawn(
+        data,
+        &["--config".as_ref(), config.as_os_str()],
+        Stdio::null(),
+    )
 }
 
 async fn call(

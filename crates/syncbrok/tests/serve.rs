@@ -1,13 +1,16 @@
 //! Black-box tests of `syncbrok serve`: the real binary on port 0 with a temporary data
 //! directory, driven over HTTP, delivering to real subscriber servers on loopback.
 
+mod common;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::Broker;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -18,45 +21,9 @@ use serde_json::{Value, json};
 /// A request that must fail: method, URL, headers, body, expected status.
 type ErrorCase<'a> = (Method, String, Vec<(&'a str, &'a str)>, Bytes, StatusCode);
 
-struct Broker {
-    child: Child,
-    url: String,
-}
-
 fn start(data: &std::path::Path, extra: &[&str]) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("syncbrok listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Broker { child, url }
-}
-
-impl Broker {
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
+    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    common::spawn(data, &extra, Stdio::null())
 }
 
 struct Reply {
@@ -1369,4 +1336,91 @@ async fn the_openapi_document_describes_every_v1_call() {
         assert!(delivery[field].is_object(), "Delivery.{field}");
     }
     assert!(b.terminate().success());
+}
+
+/// One byte flipped inside an acknowledged message that later (synced) records follow: the
+/// start stops, naming the file and offset and `--repair`; `serve --repair` then drops only that
+/// record, says which message it was, and keeps every other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_stops_the_start_and_repair_keeps_every_intact_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), &[]);
+    let base = broker.url.clone();
+    call(Method::PUT, &format!("{base}/v1/queues/q"), &[], "").await;
+    let sub = json!({"endpoint": closed_port()}).to_string();
+    call(
+        Method::POST,
+        &format!("{base}/v1/queues/q/subscribers"),
+        &[],
+        sub,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let r = call(
+            Method::POST,
+            &format!("{base}/v1/queues/q/messages"),
+            &[],
+            format!("message number {i:03} of the repair test"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    broker.kill9();
+
+    let segment = dir.path().join("0000000001.log");
+    let mut content = std::fs::read(&segment).unwrap();
+    let marker = b"message number 020 of";
+    let at = content
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap();
+    content[at + 3] ^= 0x20;
+    std::fs::write(&segment, content).unwrap();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started on a corrupted log");
+    assert!(
+        stderr.contains("corrupted at byte") && stderr.contains("--repair"),
+        "{stderr}"
+    );
+
+    let repaired = common::spawn(dir.path(), &["--repair".as_ref()], Stdio::piped());
+    let url = repaired.url.clone();
+    let q = call(Method::GET, &format!("{url}/v1/queues/q"), &[], "").await;
+    let counts = &q.json()["counts"];
+    let held: u64 = ["waiting", "ready", "delivering"]
+        .iter()
+        .map(|k| counts[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, 49, "every intact message kept: {counts}");
+    let lost = call(
+        Method::GET,
+        &format!("{url}/v1/queues/q/messages/{}", ids[20]),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(lost.status, StatusCode::NOT_FOUND);
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| *i != 20) {
+        let m = call(
+            Method::GET,
+            &format!("{url}/v1/queues/q/messages/{id}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(m.status, StatusCode::OK, "message {i}");
+    }
+    let stderr = repaired.kill9();
+    assert!(
+        stderr.contains("repair:") && stderr.contains(&ids[20]),
+        "the repair report names the message lost: {stderr}"
+    );
 }

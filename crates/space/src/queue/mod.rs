@@ -40,7 +40,7 @@ pub(crate) use idempotency::body_hash;
 use idempotency::{IdempotencyKeys, Remembered};
 use reservation::PendingPublishes;
 pub(crate) use subscriber::Subscriber;
-pub use subscriber::SubscriberSpec;
+pub use subscriber::{SubscriberSpec, decode_secret};
 
 /// What the Space keeps in memory per message besides its scheduling state: 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,11 @@ impl QueueState {
 
     pub fn contains(&self, id: MessageId) -> bool {
         self.sched.contains(id)
+    }
+
+    #[cfg(test)]
+    pub fn state_of(&self, id: MessageId) -> Option<MessageState> {
+        self.sched.state(id)
     }
 
     pub fn meta(&self, id: MessageId) -> Option<Meta> {
@@ -412,7 +417,7 @@ impl QueueState {
         spec: SubscriberSpec,
     ) -> Result<(), SubscriberError> {
         let key = match &spec.secret {
-            Some(s) => Some(Arc::<[u8]>::from(crate::decode_secret(s)?)),
+            Some(s) => Some(Arc::<[u8]>::from(subscriber::decode_secret(s)?)),
             None => None,
         };
         let slot = self

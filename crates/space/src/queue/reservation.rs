@@ -98,8 +98,47 @@ impl QueueState {
                     .map(|_| body_hash(&e.message.body))
             })
             .collect();
-        // Repeated keys first: they take no room.
-        let mut repeated: Vec<Option<MessageId>> = vec![None; entries.len()];
+        let repeated = self.repeated_keys(entries, &hashes, now_ms)?;
+        let new_count = repeated.iter().filter(|r| r.is_none()).count() as u64;
+        let new_bytes: u64 = entries
+            .iter()
+            .zip(&repeated)
+            .filter(|(_, r)| r.is_none())
+            .map(|(e, _)| e.message.body.len() as u64)
+            .sum();
+        self.check_room(new_count, new_bytes)?;
+        let (answers, fresh) = self.assign_ids(entries, &repeated, now_ms)?;
+        // Everything is checked: count it.
+        self.next_seq += fresh.len() as u64;
+        let mut keys = Vec::new();
+        for f in &fresh {
+            self.pending.ids.insert(f.id);
+            if let (Some(key), Some(hash)) =
+                (&entries[f.entry].message.idempotency_key, hashes[f.entry])
+            {
+                self.pending.keys.insert(key.clone(), (f.id, hash));
+                keys.push(key.clone());
+            }
+        }
+        self.pending.count += new_count;
+        self.pending.bytes += new_bytes;
+        Ok(Reserved {
+            answers,
+            fresh,
+            fanout: self.subscribers.keys().copied().collect(),
+            bytes: new_bytes,
+            keys,
+        })
+    }
+
+    /// For each entry, the earlier message its idempotency key names (same body), if any.
+    fn repeated_keys(
+        &self,
+        entries: &[BatchEntry],
+        hashes: &[Option<u64>],
+        now_ms: u64,
+    ) -> Result<Vec<Option<MessageId>>, PublishError> {
+        let mut repeated = vec![None; entries.len()];
         for (i, e) in entries.iter().enumerate() {
             let (Some(key), Some(hash)) = (&e.message.idempotency_key, hashes[i]) else {
                 continue;
@@ -120,13 +159,12 @@ impl QueueState {
                 repeated[i] = Some(r.id);
             }
         }
-        let new_count = repeated.iter().filter(|r| r.is_none()).count() as u64;
-        let new_bytes: u64 = entries
-            .iter()
-            .zip(&repeated)
-            .filter(|(_, r)| r.is_none())
-            .map(|(e, _)| e.message.body.len() as u64)
-            .sum();
+        Ok(repeated)
+    }
+
+    /// Whether the queue has room for this many new messages and bytes, counting those
+    /// reserved and not yet committed.
+    fn check_room(&self, new_count: u64, new_bytes: u64) -> Result<(), PublishError> {
         let limits = self.settings.limits;
         let undelivered = self.sched.counts().undelivered();
         if let Some(max) = limits.max_messages
@@ -144,8 +182,19 @@ impl QueueState {
         if self.next_seq + new_count > crate::ids::SEQUENCE_MAX + 1 {
             return Err(PublishError::SequenceExhausted);
         }
+        Ok(())
+    }
+
+    /// The answer for every entry (new ids in entry order, from the queue's next sequence)
+    /// with parents resolved, and the new messages among them.
+    fn assign_ids(
+        &self,
+        entries: &[BatchEntry],
+        repeated: &[Option<MessageId>],
+        now_ms: u64,
+    ) -> Result<(Vec<PublishedMessage>, Vec<Fresh>), PublishError> {
         let mut answers: Vec<PublishedMessage> = Vec::with_capacity(entries.len());
-        let mut fresh = Vec::with_capacity(new_count as usize);
+        let mut fresh = Vec::new();
         let mut next_seq = self.next_seq;
         for (i, e) in entries.iter().enumerate() {
             let parent = match e.parent {
@@ -165,12 +214,12 @@ impl QueueState {
                     Some(answers[j].id)
                 }
             };
-            match repeated[i] {
-                Some(id) => answers.push(PublishedMessage {
+            let answer = match repeated[i] {
+                Some(id) => PublishedMessage {
                     id,
                     parent: self.sched.parent(id).or(parent),
                     created: false,
-                }),
+                },
                 None => {
                     let id = crate::ids::message_id(now_ms, self.number, next_seq);
                     next_seq += 1;
@@ -179,35 +228,16 @@ impl QueueState {
                         id,
                         parent,
                     });
-                    answers.push(PublishedMessage {
+                    PublishedMessage {
                         id,
                         parent,
                         created: true,
-                    });
+                    }
                 }
-            }
+            };
+            answers.push(answer);
         }
-        // Everything is checked: count it.
-        self.next_seq = next_seq;
-        let mut keys = Vec::new();
-        for f in &fresh {
-            self.pending.ids.insert(f.id);
-            if let (Some(key), Some(hash)) =
-                (&entries[f.entry].message.idempotency_key, hashes[f.entry])
-            {
-                self.pending.keys.insert(key.clone(), (f.id, hash));
-                keys.push(key.clone());
-            }
-        }
-        self.pending.count += new_count;
-        self.pending.bytes += new_bytes;
-        Ok(Reserved {
-            answers,
-            fresh,
-            fanout: self.subscribers.keys().copied().collect(),
-            bytes: new_bytes,
-            keys,
-        })
+        Ok((answers, fresh))
     }
 
     /// The records of a reservation are in the log: applies them, and lets the reservation go.

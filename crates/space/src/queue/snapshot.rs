@@ -7,10 +7,10 @@ use storage::codec::{Decoder, Encoder};
 
 use super::{DeliveryInfo, Meta, QueueState, SubscriberSpec};
 use crate::delivery::HandlerKind;
+use crate::error::SnapshotError;
 use crate::model::DeadReason;
 use crate::scheduler::{RawEntry, Slots};
 use crate::settings::QueueSettings;
-use crate::snapshot::SnapshotError;
 
 /// A message's code for one subscriber of its fan-out set.
 const PENDING: u8 = 0;
@@ -146,51 +146,8 @@ impl QueueState {
             };
             q.idempotency.insert(key, r);
         }
-        let count = d.u64()?;
-        for _ in 0..count {
-            let id = d.uuid()?;
-            let meta = Meta {
-                location: Location {
-                    segment: d.u32()?,
-                    offset: d.u32()?,
-                    len: d.u32()?,
-                },
-                size: d.u32()?,
-                content_type: super::ContentType::from_index(d.u16()?),
-            };
-            let parent = d.opt_uuid()?;
-            let flags = d.u8()?;
-            let (mut fanout, mut acked, mut dead) = (0u64, 0u64, 0u64);
-            for _ in 0..d.count(9)? {
-                let sub = d.u64()?;
-                let code = d.u8()?;
-                let Some(s) = q.subscribers.get(&sub) else {
-                    return Err(SnapshotError::Inconsistent(format!(
-                        "message {id} names subscriber {sub}, which the queue does not have"
-                    )));
-                };
-                let bit = 1u64 << s.slot.index();
-                fanout |= bit;
-                match code {
-                    ACKED => acked |= bit,
-                    DEAD => dead |= bit,
-                    _ => {}
-                }
-            }
-            q.sched
-                .restore(
-                    id,
-                    RawEntry {
-                        meta,
-                        parent,
-                        fanout: Slots::from_bits(fanout),
-                        acked: Slots::from_bits(acked),
-                        dead: Slots::from_bits(dead),
-                        waiting: flags & WAITING != 0,
-                        parent_dead: flags & PARENT_DEAD != 0,
-                    },
-                )
-                .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
+        for _ in 0..d.u64()? {
+            q.decode_message(d)?;
         }
         q.sched.finish_restore();
         for _ in 0..d.count(16 + 1 + 4 + 1 + 1 + 1 + 1 + 8)? {
@@ -226,5 +183,152 @@ impl QueueState {
             q.dead_removed.restore(start, end);
         }
         Ok(q)
+    }
+
+    /// One message of a snapshot, put back as it was.
+    fn decode_message(&mut self, d: &mut Decoder) -> Result<(), SnapshotError> {
+        let id = d.uuid()?;
+        let meta = Meta {
+            location: Location {
+                segment: d.u32()?,
+                offset: d.u32()?,
+                len: d.u32()?,
+            },
+            size: d.u32()?,
+            content_type: super::ContentType::from_index(d.u16()?),
+        };
+        let parent = d.opt_uuid()?;
+        let flags = d.u8()?;
+        let (mut fanout, mut acked, mut dead) = (0u64, 0u64, 0u64);
+        for _ in 0..d.count(9)? {
+            let sub = d.u64()?;
+            let code = d.u8()?;
+            let Some(s) = self.subscribers.get(&sub) else {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "message {id} names subscriber {sub}, which the queue does not have"
+                )));
+            };
+            let bit = 1u64 << s.slot.index();
+            fanout |= bit;
+            match code {
+                ACKED => acked |= bit,
+                DEAD => dead |= bit,
+                _ => {}
+            }
+        }
+        self.sched
+            .restore(
+                id,
+                RawEntry {
+                    meta,
+                    parent,
+                    fanout: Slots::from_bits(fanout),
+                    acked: Slots::from_bits(acked),
+                    dead: Slots::from_bits(dead),
+                    waiting: flags & WAITING != 0,
+                    parent_dead: flags & PARENT_DEAD != 0,
+                },
+            )
+            .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use storage::codec::{Decoder, Encoder};
+    use storage::{Ack, Location, Published};
+
+    use super::*;
+    use crate::model::OnParentDead;
+
+    fn published(number: u32, seq: u64, parent: Option<u64>, key: Option<&str>) -> Published {
+        Published {
+            queue: number,
+            id: crate::ids::message_id(1_000 + seq, number, seq),
+            parent: parent.map(|p| crate::ids::message_id(1_000 + p, number, p)),
+            content_type: ["text/plain", "application/json"][seq as usize % 2].into(),
+            published_at_ms: 1_000 + seq,
+            idempotency_key: key.map(str::to_owned),
+            fanout: vec![1, 2],
+            body: Bytes::from(vec![b'x'; seq as usize]),
+        }
+    }
+
+    fn at(n: u32) -> Location {
+        Location {
+            segment: 1,
+            offset: 24 + n * 100,
+            len: 100,
+        }
+    }
+
+    /// A queue with a message in every state a snapshot must keep apart: waiting, dead with
+    /// its parent (decided under a policy since changed), acked by one and given up by the
+    /// other, failed with a retry scheduled, finished and due for removal, and a dead parent
+    /// retention removed.
+    #[test]
+    fn a_queue_comes_back_from_its_snapshot_exactly() {
+        let mut settings = QueueSettings {
+            on_parent_dead: OnParentDead::DeadLetter,
+            ..QueueSettings::default()
+        };
+        settings.retention.delivered = crate::Span::secs(60);
+        let mut q = QueueState::new("q", 3, settings);
+        let spec = |e: &str| SubscriberSpec {
+            endpoint: e.into(),
+            handler: HandlerKind::Webhook,
+            secret: Some("whsec_c2VjcmV0".into()),
+            max_in_flight: 5,
+        };
+        q.apply_subscriber_added(1, spec("http://a/")).unwrap();
+        q.apply_subscriber_added(2, spec("http://b/")).unwrap();
+        let mut wake = Vec::new();
+        let ps: Vec<Published> = vec![
+            published(3, 0, None, Some("k0")),
+            published(3, 1, Some(0), None),
+            published(3, 2, None, None),
+            published(3, 3, Some(2), None),
+            published(3, 4, None, None),
+            published(3, 5, None, None),
+        ];
+        for (n, p) in ps.iter().enumerate() {
+            q.apply_published(p, at(n as u32), &mut wake);
+        }
+        let ack = |p: &Published, sub| Ack {
+            message: p.id,
+            subscriber: sub,
+            attempt: 2,
+            acked_at_ms: 2_000,
+        };
+        // 0: acked by 1, given up by 2 → dead; its child 1 dies with it (dead_letter).
+        q.apply_ack(&ack(&ps[0], 1), &mut wake);
+        q.apply_dead_lettered(ps[0].id, 2, 3, Some("HTTP 500"), 2_100, &mut wake);
+        // 2: failed once, retry scheduled; its child 3 waits.
+        q.apply_failed(ps[2].id, 1, 1, "HTTP 503", Some(9_000));
+        // 4: delivered, kept by retention.
+        q.apply_ack(&ack(&ps[4], 1), &mut wake);
+        q.apply_ack(&ack(&ps[4], 2), &mut wake);
+        // 5: dead, then removed by retention.
+        q.apply_dead_lettered(ps[5].id, 1, 3, None, 2_200, &mut wake);
+        q.apply_dead_lettered(ps[5].id, 2, 3, None, 2_200, &mut wake);
+        q.apply_expired(&[ps[5].id], 3_000, &mut wake);
+        // The policy changes: what it decided before must stay as it was.
+        settings.on_parent_dead = OnParentDead::Wait;
+        q.apply_settings(settings);
+
+        let mut buf = Vec::new();
+        q.encode(&mut Encoder::new(&mut buf));
+        let restored = QueueState::decode(&mut Decoder::new(Bytes::from(buf))).unwrap();
+        assert_eq!(restored.image(0), q.image(0));
+        assert_eq!(restored.counts(), q.counts());
+        assert_eq!(restored.undelivered_bytes(), q.undelivered_bytes());
+        assert_eq!(restored.state_of(ps[1].id), Some(crate::MessageState::Dead));
+        assert_eq!(
+            restored.state_of(ps[3].id),
+            Some(crate::MessageState::Waiting)
+        );
+        assert!(restored.is_dead_removed(ps[5].id));
     }
 }

@@ -8,8 +8,24 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::delivery::HandlerKind;
+use crate::error::SubscriberError;
 use crate::model::MessageId;
 use crate::scheduler::Slot;
+
+/// Decodes a `whsec_<base64>` secret into its HMAC key.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
+    use base64::Engine;
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or(SubscriberError::InvalidSecret)?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| SubscriberError::InvalidSecret)?;
+    if key.is_empty() {
+        return Err(SubscriberError::InvalidSecret);
+    }
+    Ok(key)
+}
 
 /// A subscriber as its user configured it.
 #[derive(Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::{Queue, Space, wake_all};
 use crate::error::{QueueError, SubscriberError};
 use crate::limits::{ENDPOINT_BYTES_MAX, MAX_IN_FLIGHT_MAX, QUEUE_NAME_BYTES_MAX};
 use crate::model::SubscriberId;
-use crate::queue::{QueueState, SubscriberSpec};
+use crate::queue::{QueueState, SubscriberSpec, decode_secret};
 use crate::settings::{QueueSettings, SettingsPatch};
 use crate::types::{QueueInfo, SubscriberInfo};
 
@@ -43,21 +43,6 @@ fn validate_endpoint(endpoint: &str) -> Result<(), SubscriberError> {
         return Err(bad("no host"));
     }
     Ok(())
-}
-
-/// Decodes a `whsec_<base64>` secret into its HMAC key.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
-    use base64::Engine;
-    let encoded = secret
-        .strip_prefix("whsec_")
-        .ok_or(SubscriberError::InvalidSecret)?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| SubscriberError::InvalidSecret)?;
-    if key.is_empty() {
-        return Err(SubscriberError::InvalidSecret);
-    }
-    Ok(key)
 }
 
 fn settings_bytes(settings: &QueueSettings) -> bytes::Bytes {

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use storage::{Ack, ReadError, Record};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::journal::Change;
 use super::{Queue, Space, wake_all};
 use crate::delivery::{Attempt, Outcome, backoff};
 use crate::limits::{ERROR_TEXT_BYTES_MAX, RELOCATED_READ_TRIES};
@@ -41,6 +42,16 @@ enum Prepared {
     /// The body cannot be read back: the attempt fails with this error (and is retried).
     Unreadable(u32, QueueSettings, String),
     Ready(Box<Attempt>, QueueSettings),
+}
+
+/// A failed attempt, on its way to the log.
+struct Failure {
+    id: MessageId,
+    sub: SubscriberId,
+    number: u32,
+    error: String,
+    retry_after: Option<std::time::Duration>,
+    now: u64,
 }
 
 /// The body and headers of a message, from memory or its record.
@@ -170,8 +181,7 @@ impl Space {
             return;
         }
         let now = self.now_ms();
-        let mut wake = Vec::new();
-        let (error, retry_after) = match outcome {
+        match outcome {
             Outcome::Acked => {
                 let ack = Ack {
                     message: id,
@@ -179,6 +189,7 @@ impl Space {
                     attempt: number,
                     acked_at_ms: now,
                 };
+                let mut wake = Vec::new();
                 {
                     let mut st = queue.lock();
                     st.record_answer(sub, true);
@@ -190,60 +201,82 @@ impl Space {
                 }
                 self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
                 wake_all(wake);
-                return;
             }
-            Outcome::Failed { error, retry_after } => (cut(error), retry_after),
-        };
-        queue.lock().record_answer(sub, false);
-        let max = settings.retry.max_attempts;
-        if max != 0 && number >= max {
-            let record = Record::DeadLettered {
-                message: id,
-                subscriber: Some(sub),
-                reason: storage::DeadReason::MaxAttempts,
-                attempts: number,
-                last_error: Some(error.clone()),
-                dead_at_ms: now,
-            };
-            match change.append_lazy(&[record]).await {
-                Ok(_) => {
-                    queue
-                        .lock()
-                        .apply_dead_lettered(id, sub, number, Some(&error), now, &mut wake);
-                    self.inner
-                        .totals
-                        .dead_lettered
-                        .fetch_add(1, Ordering::Relaxed);
-                    wake_all(wake);
+            Outcome::Failed { error, retry_after } => {
+                queue.lock().record_answer(sub, false);
+                let failed = Failure {
+                    id,
+                    sub,
+                    number,
+                    error: cut(error),
+                    retry_after,
+                    now,
+                };
+                let max = settings.retry.max_attempts;
+                if max != 0 && number >= max && self.give_up(&change, queue, &failed).await {
                     return;
                 }
-                // Not recorded, so not applied: it is tried again after a backoff, and given
-                // up on once that can be recorded.
-                Err(e) => {
-                    tracing::warn!(error = %e, message = %id, "could not record a dead letter")
-                }
+                self.schedule_retry(&change, queue, settings, failed).await;
             }
         }
+    }
+
+    /// Records that a subscriber gives up on a message, then applies it. Returns false if the
+    /// dead letter could not be recorded: then it is not applied, and the message is tried
+    /// again after a backoff (and given up on once that can be recorded).
+    async fn give_up(&self, change: &Change<'_>, queue: &Queue, f: &Failure) -> bool {
+        let record = Record::DeadLettered {
+            message: f.id,
+            subscriber: Some(f.sub),
+            reason: storage::DeadReason::MaxAttempts,
+            attempts: f.number,
+            last_error: Some(f.error.clone()),
+            dead_at_ms: f.now,
+        };
+        if let Err(e) = change.append_lazy(&[record]).await {
+            tracing::warn!(error = %e, message = %f.id, "could not record a dead letter");
+            return false;
+        }
+        let mut wake = Vec::new();
+        queue
+            .lock()
+            .apply_dead_lettered(f.id, f.sub, f.number, Some(&f.error), f.now, &mut wake);
+        self.inner
+            .totals
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        wake_all(wake);
+        true
+    }
+
+    /// Records a failed attempt, applies it, and schedules the next one after its backoff.
+    async fn schedule_retry(
+        &self,
+        change: &Change<'_>,
+        queue: &Queue,
+        settings: &QueueSettings,
+        f: Failure,
+    ) {
         let mut rng = fastrand::Rng::new();
-        let delay = backoff(&settings.retry, number + 1, retry_after, &mut rng);
-        let next_at = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let delay = backoff(&settings.retry, f.number + 1, f.retry_after, &mut rng);
+        let next_at = f.now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         let record = Record::DeliveryFailed {
-            message: id,
-            subscriber: sub,
-            attempt: number,
-            error: error.clone(),
-            failed_at_ms: now,
+            message: f.id,
+            subscriber: f.sub,
+            attempt: f.number,
+            error: f.error.clone(),
+            failed_at_ms: f.now,
             next_attempt_at_ms: Some(next_at),
         };
         let recorded = change.append_lazy(&[record]).await;
         let mut st = queue.lock();
         match recorded {
-            Ok(_) => st.apply_failed(id, sub, number, &error, Some(next_at)),
+            Ok(_) => st.apply_failed(f.id, f.sub, f.number, &f.error, Some(next_at)),
             Err(e) => {
-                tracing::warn!(error = %e, message = %id, "could not record a failed attempt")
+                tracing::warn!(error = %e, message = %f.id, "could not record a failed attempt")
             }
         }
-        st.schedule_retry(sub, id, tokio::time::Instant::now() + delay);
+        st.schedule_retry(f.sub, f.id, tokio::time::Instant::now() + delay);
         self.inner
             .totals
             .failed_attempts

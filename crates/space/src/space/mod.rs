@@ -41,7 +41,8 @@ use crate::queue::{QueueState, Wake};
 use crate::recent::RecentBodies;
 use crate::types::SpaceConfig;
 
-pub use admin::{decode_secret, validate_queue_name};
+pub use crate::queue::decode_secret;
+pub use admin::validate_queue_name;
 use journal::Journal;
 use maintenance::Maintenance;
 use registry::Registry;

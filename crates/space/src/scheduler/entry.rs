@@ -1,0 +1,136 @@
+//! What the scheduler keeps per message, and per subscriber.
+
+use std::collections::VecDeque;
+
+use super::Slots;
+use crate::model::{MessageId, MessageState, SubscriberId};
+
+/// Where a message stands as far as events went: what was last reported of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    Open,
+    Delivered,
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Entry<M> {
+    /// What the Space keeps with the message (its location in the log, its size).
+    pub(super) meta: M,
+    pub(super) parent: Option<MessageId>,
+    pub(super) fanout: u64,
+    pub(super) acked: u64,
+    pub(super) dead: u64,
+    /// Slots with an attempt under way or a retry scheduled.
+    pub(super) active: u64,
+    /// Held until the parent is delivered.
+    pub(super) waiting: bool,
+    /// Dead as a whole because the parent died (or its dead parent was removed).
+    pub(super) parent_dead: bool,
+    /// The last outcome events reported.
+    pub(super) reported: Finish,
+}
+
+impl<M> Entry<M> {
+    pub(super) fn is_delivered(&self) -> bool {
+        !self.waiting && !self.parent_dead && self.acked == self.fanout
+    }
+
+    pub(super) fn is_dead(&self) -> bool {
+        self.parent_dead || (self.dead != 0 && (self.acked | self.dead) == self.fanout)
+    }
+
+    pub(super) fn finish(&self) -> Finish {
+        if self.is_dead() {
+            Finish::Dead
+        } else if self.is_delivered() {
+            Finish::Delivered
+        } else {
+            Finish::Open
+        }
+    }
+
+    pub(super) fn state(&self) -> MessageState {
+        if self.is_dead() {
+            MessageState::Dead
+        } else if self.waiting {
+            MessageState::Waiting
+        } else if self.acked == self.fanout {
+            MessageState::Delivered
+        } else if self.active != 0 || self.acked != 0 || self.dead != 0 {
+            MessageState::Delivering
+        } else {
+            MessageState::Ready
+        }
+    }
+
+    /// Slots that still have to receive it.
+    pub(super) fn owed(&self) -> u64 {
+        self.fanout & !self.acked & !self.dead
+    }
+}
+
+/// A message's durable scheduling state, as a snapshot stores it and restores it verbatim
+/// (attempts under way are not state: they are sent again after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry<M> {
+    pub meta: M,
+    pub parent: Option<MessageId>,
+    pub fanout: Slots,
+    pub acked: Slots,
+    pub dead: Slots,
+    pub waiting: bool,
+    pub parent_dead: bool,
+}
+
+/// The children of one parent. Most parents in a chain have one: kept inline.
+#[derive(Debug, Clone)]
+pub(super) enum Children {
+    One(MessageId),
+    Many(Vec<MessageId>),
+}
+
+impl Children {
+    pub(super) fn push(&mut self, id: MessageId) {
+        match self {
+            Children::One(first) => *self = Children::Many(vec![*first, id]),
+            Children::Many(v) => v.push(id),
+        }
+    }
+
+    /// Removes `id`; true if none are left.
+    pub(super) fn remove(&mut self, id: MessageId) -> bool {
+        match self {
+            Children::One(only) => *only == id,
+            Children::Many(v) => {
+                v.retain(|c| *c != id);
+                v.is_empty()
+            }
+        }
+    }
+
+    pub(super) fn to_vec(&self) -> Vec<MessageId> {
+        match self {
+            Children::One(only) => vec![*only],
+            Children::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Where a subscriber is in the queue. No memory per message: the subscriber walks the
+/// ordered message map with a cursor, and only messages released behind the cursor (children
+/// of a parent delivered late, redrives, requeues) wait in `behind`.
+pub(super) struct Cursor {
+    pub(super) id: SubscriberId,
+    /// Every message up to here has been considered; `None`: nothing yet.
+    pub(super) at: Option<MessageId>,
+    /// Released behind the cursor, oldest first. May hold ids that no longer need sending
+    /// (acked, removed); [`Scheduler::next`] skips them.
+    pub(super) behind: VecDeque<MessageId>,
+}
+
+impl Cursor {
+    pub(super) fn is_behind(&self, id: MessageId) -> bool {
+        self.at.is_some_and(|c| id <= c)
+    }
+}

@@ -1,0 +1,215 @@
+//! Round trips and refusals of every record kind.
+
+use super::*;
+use proptest::prelude::*;
+
+fn uuid_strategy() -> impl Strategy<Value = Uuid> {
+    any::<u128>().prop_map(Uuid::from_u128)
+}
+
+fn bytes_strategy() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from)
+}
+
+/// Any record, with small fields: shared with the log's property tests.
+pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
+    let text = "[a-z0-9._-]{0,12}";
+    prop_oneof![
+        (any::<u32>(), text, bytes_strategy()).prop_map(|(queue, name, settings)| {
+            Record::QueueCreated {
+                queue,
+                name,
+                settings,
+            }
+        }),
+        (any::<u32>(), bytes_strategy())
+            .prop_map(|(queue, settings)| Record::QueueUpdated { queue, settings }),
+        any::<u32>().prop_map(|queue| Record::QueueDeleted { queue }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            text,
+            text,
+            proptest::option::of(text),
+            any::<u32>()
+        )
+            .prop_map(
+                |(queue, subscriber, endpoint, handler, secret, max_in_flight)| {
+                    Record::SubscriberAdded {
+                        queue,
+                        subscriber,
+                        endpoint,
+                        handler,
+                        secret,
+                        max_in_flight,
+                    }
+                }
+            ),
+        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(queue, subscriber, at)| {
+            Record::SubscriberRemoved {
+                queue,
+                subscriber,
+                removed_at_ms: at,
+            }
+        }),
+        (
+            any::<u32>(),
+            uuid_strategy(),
+            proptest::option::of(uuid_strategy()),
+            text,
+            any::<u64>(),
+            proptest::option::of(text),
+            proptest::collection::vec(any::<u64>(), 0..4),
+            bytes_strategy()
+        )
+            .prop_map(
+                |(queue, id, parent, content_type, published_at_ms, key, fanout, body)| {
+                    Record::Published(Published {
+                        queue,
+                        id,
+                        parent,
+                        content_type,
+                        published_at_ms,
+                        idempotency_key: key,
+                        fanout,
+                        body,
+                    })
+                }
+            ),
+        proptest::collection::vec(
+            (uuid_strategy(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(m, s, n, t)| {
+                Ack {
+                    message: m,
+                    subscriber: s,
+                    attempt: n,
+                    acked_at_ms: t,
+                }
+            }),
+            0..4
+        )
+        .prop_map(|acks| Record::Acked { acks }),
+        (
+            uuid_strategy(),
+            any::<u64>(),
+            any::<u32>(),
+            text,
+            any::<u64>(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(message, subscriber, attempt, error, at, next)| {
+                Record::DeliveryFailed {
+                    message,
+                    subscriber,
+                    attempt,
+                    error,
+                    failed_at_ms: at,
+                    next_attempt_at_ms: next,
+                }
+            }),
+        (
+            uuid_strategy(),
+            proptest::option::of(any::<u64>()),
+            prop_oneof![Just(DeadReason::MaxAttempts), Just(DeadReason::ParentDead)],
+            any::<u32>(),
+            proptest::option::of(text),
+            any::<u64>()
+        )
+            .prop_map(|(message, subscriber, reason, attempts, last_error, at)| {
+                Record::DeadLettered {
+                    message,
+                    subscriber,
+                    reason,
+                    attempts,
+                    last_error,
+                    dead_at_ms: at,
+                }
+            }),
+        (
+            uuid_strategy(),
+            proptest::collection::vec(any::<u64>(), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(message, subscribers, at)| Record::Redriven {
+                message,
+                subscribers,
+                redriven_at_ms: at
+            }),
+        (uuid_strategy(), any::<u64>()).prop_map(|(message, at)| Record::Discarded {
+            message,
+            discarded_at_ms: at
+        }),
+        (
+            any::<u32>(),
+            proptest::collection::vec(uuid_strategy(), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(queue, messages, at)| Record::Expired {
+                queue,
+                messages,
+                expired_at_ms: at
+            }),
+        (any::<u32>(), any::<u32>(), bytes_strategy())
+            .prop_map(|(part, parts, state)| Record::Checkpoint { part, parts, state }),
+    ]
+}
+
+fn roundtrip(r: &Record) -> Result<Record, DecodeError> {
+    let mut buf = Vec::new();
+    r.encode_payload(&mut buf);
+    Record::decode(r.kind(), Bytes::from(buf))
+}
+
+proptest! {
+    #[test]
+    fn every_record_kind_roundtrips(r in record_strategy()) {
+        prop_assert_eq!(roundtrip(&r)?, r);
+    }
+
+    /// Cutting a payload short never decodes to a record, and never panics.
+    #[test]
+    fn truncated_payloads_are_refused(r in record_strategy(), cut in any::<proptest::sample::Index>()) {
+        let mut buf = Vec::new();
+        r.encode_payload(&mut buf);
+        if !buf.is_empty() {
+            let keep = cut.index(buf.len());
+            prop_assert!(Record::decode(r.kind(), Bytes::from(buf[..keep].to_vec())).is_err());
+        }
+    }
+
+    /// Arbitrary bytes under any kind decode or fail cleanly.
+    #[test]
+    fn garbage_never_panics(kind in any::<u8>(), raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Record::decode(kind, Bytes::from(raw));
+    }
+}
+
+#[test]
+fn a_huge_count_is_refused_before_allocating() {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        Record::decode(kind::ACKED, Bytes::from(buf.clone())),
+        Err(DecodeError::Truncated { .. })
+    ));
+    let mut redriven = vec![0u8; 16];
+    redriven.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        Record::decode(kind::REDRIVEN, Bytes::from(redriven)),
+        Err(DecodeError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn unknown_kinds_and_trailing_bytes_are_refused() {
+    assert_eq!(
+        Record::decode(200, Bytes::new()),
+        Err(DecodeError::UnknownKind(200))
+    );
+    let mut buf = Vec::new();
+    Record::QueueDeleted { queue: 1 }.encode_payload(&mut buf);
+    buf.push(0);
+    assert_eq!(
+        Record::decode(kind::QUEUE_DELETED, Bytes::from(buf)),
+        Err(DecodeError::TrailingBytes { trailing: 1 })
+    );
+}
