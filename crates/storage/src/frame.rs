@@ -269,8 +269,26 @@ pub(crate) fn read_sync_mark(payload: &[u8]) -> Option<(u32, u64)> {
     Some((u32::from_le_bytes(segment), u64::from_le_bytes(end)))
 }
 
-/// A padding frame of exactly `total` bytes (at least a frame header): what repair writes over
-/// damaged bytes between two valid frames, so that the scan steps over them.
+/// The sizes of the padding frames that cover `total` bytes (at least a frame header): as few
+/// as can be, none over the largest frame a reader accepts, none under a frame header.
+pub(crate) fn padding_sizes(total: usize) -> Vec<usize> {
+    let max = FRAME_HEADER_BYTES + FRAME_PAYLOAD_BYTES_MAX as usize;
+    let mut sizes = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let mut this = left.min(max);
+        if left - this > 0 && left - this < FRAME_HEADER_BYTES {
+            this -= FRAME_HEADER_BYTES;
+        }
+        sizes.push(this);
+        left -= this;
+    }
+    sizes
+}
+
+/// A padding frame of exactly `total` bytes (at least a frame header, at most the largest
+/// frame: see [`padding_sizes`]): what repair writes over damaged bytes between two valid
+/// frames, so that the scan steps over them.
 pub(crate) fn padding(total: usize, salt: Salt) -> Vec<u8> {
     debug_assert!(total >= FRAME_HEADER_BYTES);
     let mut out = Vec::with_capacity(total);

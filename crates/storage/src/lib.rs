@@ -28,7 +28,7 @@ mod writer;
 pub use codec::DecodeError;
 pub use error::{AppendError, OpenError, ReadError, ReclaimError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
-pub use log::{Config, Log, Relocation, SegmentInfo};
+pub use log::{Config, Log, PendingCheckpoint, Relocation, SegmentInfo};
 pub use record::{
     ACK_BYTES, Ack, DeadReason, LostRecord, Published, QueueNumber, Record, SubscriberId,
     describe_damaged,

@@ -47,10 +47,11 @@ pub const LAZY_SYNC_DELAY_MS: u64 = 50;
 /// of up to this many (36 bytes each): one frame and one checksum for many deliveries.
 pub const ACKS_PER_RECORD_MAX: usize = 4096;
 
-/// Most bytes recovery checksums while it searches damaged data for the next valid frame (to
-/// tell a torn write from corruption, or to step over damage when repairing). Candidates are
-/// rare in real damage; the bound keeps bytes crafted to look like frame headers from making
-/// the search quadratic. Past it, the damage is reported as corruption.
+/// Most bytes repair checksums while it searches damaged data for the next valid frame to
+/// resume at. Candidates are rare in real damage; the bound keeps bytes crafted to look like
+/// frame headers from making the search quadratic. Past it, the rest of the segment's data is
+/// dropped. (Telling a torn write from corruption needs no such search: it looks for sync
+/// marks only, in one linear pass.)
 pub const RESYNC_CHECKED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Size of the read window used when scanning a segment during recovery and compaction.

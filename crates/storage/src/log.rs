@@ -179,6 +179,16 @@ impl Log {
     /// the next recovery hands these parts back and replays only what was appended after them.
     /// Returns the checkpoint's location. Segments wholly before it may then be reclaimed.
     pub async fn checkpoint(&self, parts: Vec<Bytes>) -> Result<Location, AppendError> {
+        self.submit_checkpoint(parts).await?.written().await
+    }
+
+    /// Queues a checkpoint's records behind everything appended so far and returns without
+    /// waiting for them to be written: anything appended (or any ack queued) after this call
+    /// lands after the checkpoint. [`PendingCheckpoint::written`] waits for it to be durable.
+    pub async fn submit_checkpoint(
+        &self,
+        parts: Vec<Bytes>,
+    ) -> Result<PendingCheckpoint, AppendError> {
         let parts = if parts.is_empty() {
             vec![Bytes::new()]
         } else {
@@ -200,13 +210,12 @@ impl Log {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let locations = self
-            .request(|reply| Request::Checkpoint { units, reply })
+        let (reply, done) = oneshot::channel();
+        self.shared()
+            .inbox
+            .submit(Request::Checkpoint { units, reply })
             .await?;
-        locations
-            .first()
-            .copied()
-            .ok_or_else(|| AppendError::Io(std::io::Error::other("empty checkpoint")))
+        Ok(PendingCheckpoint { done })
     }
 
     /// The writer's running totals since the log was opened.
@@ -432,5 +441,22 @@ impl Log {
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+}
+
+/// A checkpoint queued for the writer (see [`Log::submit_checkpoint`]).
+#[must_use = "a checkpoint is the latest only once written"]
+pub struct PendingCheckpoint {
+    done: oneshot::Receiver<Result<Vec<Location>, AppendError>>,
+}
+
+impl PendingCheckpoint {
+    /// Waits until the checkpoint is durable and the latest; returns its location.
+    pub async fn written(self) -> Result<Location, AppendError> {
+        let locations = self.done.await.map_err(|_| AppendError::Closed)??;
+        locations
+            .first()
+            .copied()
+            .ok_or_else(|| AppendError::Io(std::io::Error::other("empty checkpoint")))
     }
 }

@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use crate::error::OpenError;
 use crate::frame::{
-    Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header, padding, segment_header,
+    Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header, padding, padding_sizes,
+    segment_header,
 };
 use crate::inbox::Inbox;
 use crate::io::{Backend, BackendFile};
@@ -392,9 +393,13 @@ impl Recovery {
         for &(segment, from, to) in &self.pads {
             let name = segment_name(segment);
             let f = &self.files[&segment];
-            f.write_all_at(&padding((to - from) as usize, self.salt), from)
-                .and_then(|()| f.sync_data())
-                .map_err(io_err(backend, &name))?;
+            let mut at = from;
+            for size in padding_sizes((to - from) as usize) {
+                f.write_all_at(&padding(size, self.salt), at)
+                    .map_err(io_err(backend, &name))?;
+                at += size as u64;
+            }
+            f.sync_data().map_err(io_err(backend, &name))?;
         }
         for &segment in &self.rewrite_headers {
             let name = segment_name(segment);
@@ -477,6 +482,8 @@ impl Recovery {
             synced_end: active_len,
             // Unknown: the first thing the writer writes is a mark for what recovery synced.
             marked_end: 0,
+            mark_in_buf: None,
+            mark_unsynced: false,
             fsync: self.config.fsync,
             segment_bytes: self.config.segment_bytes,
             active,

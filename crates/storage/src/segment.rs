@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::frame::{
-    FRAME_HEADER_BYTES, LOCATION_BYTES, Location, SEGMENT_HEADER_BYTES, Salt, announced_len,
-    is_known_kind, parse_frame, read_sync_mark,
+    FRAME_HEADER_BYTES, LOCATION_BYTES, Location, SEGMENT_HEADER_BYTES, SYNC_MARK_BYTES, Salt,
+    announced_len, is_known_kind, parse_frame, read_sync_mark,
 };
 use crate::io::BackendFile;
 use crate::limits::{FRAME_PAYLOAD_BYTES_MAX, RESYNC_CHECKED_BYTES_MAX, SCAN_WINDOW_BYTES};
@@ -293,55 +293,59 @@ fn is_framing(k: u8) -> bool {
     )
 }
 
-/// What a search past damaged bytes found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Probe {
-    /// The first valid top-level frame at or after where the search started.
-    pub next_valid: Option<u64>,
-    /// The highest end that sync marks found after the damage say was on disk.
-    pub synced_claim: u64,
-    /// The search stopped at [`RESYNC_CHECKED_BYTES_MAX`] without reaching the end.
-    pub gave_up: bool,
+/// Searches `[from, end)` of a segment, byte by byte, for the first valid frame (checked
+/// against the log's salt, so bytes of a message body never pass for one). Bounded by
+/// [`RESYNC_CHECKED_BYTES_MAX`] bytes checksummed: `None` past it, as when there is none.
+pub(crate) fn next_valid_frame(
+    file: &dyn BackendFile,
+    salt: Salt,
+    from: u64,
+    end: u64,
+) -> io::Result<Option<u64>> {
+    let mut budget = RESYNC_CHECKED_BYTES_MAX;
+    find_frame(file, salt, from, end, &mut budget)
 }
 
-/// Searches `[from, end)` of a segment, byte by byte, for valid frames (checked against the
-/// log's salt, so bytes of a message body never pass for one), and walks every run of valid
-/// frames it finds to collect their sync marks. Bounded by [`RESYNC_CHECKED_BYTES_MAX`] bytes
-/// checksummed.
-pub(crate) fn probe(
-    file: &Arc<dyn BackendFile>,
+/// The highest end that any sync mark of `segment` in `[from, end)` claims was on disk. Marks
+/// have a fixed size and shape, so the search is linear and cheap whatever the bytes (a full
+/// search for frames over high-entropy data is not).
+pub(crate) fn sync_claims(
+    file: &dyn BackendFile,
     segment: u32,
     salt: Salt,
     from: u64,
     end: u64,
-) -> io::Result<Probe> {
-    let mut found = Probe::default();
-    let mut budget = RESYNC_CHECKED_BYTES_MAX;
-    let mut at = from;
-    while at < end {
-        let Some(start) = find_frame(&**file, salt, at, end, &mut budget)? else {
-            found.gave_up = budget == 0;
-            break;
-        };
-        found.next_valid.get_or_insert(start);
-        let mut walk = Scanner::new(file.clone(), segment, start, salt)?;
-        let stopped = loop {
-            match walk.next_record() {
-                Ok(Some(_)) => {}
-                Ok(None) => break None,
-                Err(ScanError::Io(e)) => return Err(e),
-                Err(ScanError::Bad { offset, .. } | ScanError::Malformed { offset, .. }) => {
-                    break Some(offset);
-                }
+) -> io::Result<u64> {
+    let mark = SYNC_MARK_BYTES;
+    let mut claim = 0;
+    let mut window = vec![0u8; SCAN_WINDOW_BYTES];
+    let mut base = from;
+    while base < end {
+        let n = ((end - base) as usize).min(window.len());
+        file.read_exact_at(&mut window[..n], base)?;
+        let last = n.saturating_sub(mark - 1);
+        for i in 0..last {
+            let w = &window[i..i + mark];
+            if w[8] != kind::SYNC_MARK
+                || w[0..4] != ((mark - FRAME_HEADER_BYTES) as u32).to_le_bytes()
+            {
+                continue;
             }
-        };
-        found.synced_claim = found.synced_claim.max(walk.synced_claim());
-        match stopped {
-            None => break,
-            Some(offset) => at = offset.max(start) + 1,
+            let at = base + i as u64;
+            if let Ok(f) = parse_frame(&Bytes::copy_from_slice(w), salt)
+                && let Some((seg, synced)) = read_sync_mark(&f.payload)
+                && seg == segment
+                && synced <= at
+            {
+                claim = claim.max(synced);
+            }
         }
+        if last == 0 || n < window.len() {
+            break;
+        }
+        base += last as u64;
     }
-    Ok(found)
+    Ok(claim)
 }
 
 /// The offset of the first valid top-level frame in `[from, end)`, if there is one.

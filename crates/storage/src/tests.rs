@@ -1001,3 +1001,95 @@ async fn a_checkpoint_pointer_outside_its_segment_is_corruption() {
         );
     }
 }
+
+/// A message body may hold bytes that form a valid frame (a client cannot know the log's salt,
+/// but nothing stops a body from carrying a copy of another log's data). When damage hits the
+/// record around it, repair must resume after the damaged frame, never inside its body.
+#[tokio::test]
+async fn repair_resumes_after_the_damaged_frame_not_at_a_frame_inside_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), small_segments()).unwrap().log;
+    log.append(&[message(0, 10)]).await.unwrap();
+    log.close();
+    let path = dir.path().join(segment_name(1));
+    let header = std::fs::read(&path).unwrap();
+    let salt = crate::frame::Salt::new(u32::from_le_bytes(header[16..20].try_into().unwrap()));
+    let smuggled = message(1000, 40);
+    let inner = crate::frame::encode_unit(std::slice::from_ref(&smuggled), salt)
+        .unwrap()
+        .bytes;
+    let mut body = vec![7u8; 100];
+    body.extend_from_slice(&inner);
+    body.extend_from_slice(&[7u8; 100]);
+    let Record::Published(mut carrier) = message(1, 0) else {
+        unreachable!()
+    };
+    carrier.body = Bytes::from(body);
+    let carrier = Record::Published(carrier);
+    let log = open(fs(&dir), small_segments()).unwrap().log;
+    let victim = log.append(std::slice::from_ref(&carrier)).await.unwrap()[0];
+    let after = message(2, 10);
+    log.append(std::slice::from_ref(&after)).await.unwrap();
+    log.append(&[message(3, 70_000)]).await.unwrap(); // seals segment 1
+    log.close();
+
+    let mut content = std::fs::read(&path).unwrap();
+    let end = (victim.offset + victim.len) as usize;
+    content[end - 50] ^= 0xFF; // in the body, after the smuggled frame
+    std::fs::write(&path, content).unwrap();
+    let repaired = open(
+        fs(&dir),
+        Config {
+            repair: true,
+            ..small_segments()
+        },
+    )
+    .unwrap();
+    let lost = &repaired.report.repaired;
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].offset, u64::from(victim.offset));
+    assert_eq!(lost[0].bytes_dropped, u64::from(victim.len));
+    let got = records(&repaired.replayed);
+    assert!(
+        !got.contains(&smuggled),
+        "a frame inside a body was replayed"
+    );
+    assert!(!got.contains(&carrier));
+    assert!(got.contains(&after), "the record after the damage is kept");
+    repaired.log.close();
+}
+
+/// A submitted checkpoint holds its place in the log: what is appended (or acked) after the
+/// submission, while it is still being written, replays after it.
+#[tokio::test]
+async fn appends_after_a_checkpoint_is_submitted_replay_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), small_segments()).unwrap().log;
+    log.append(&[message(0, 300)]).await.unwrap();
+    let pending = log
+        .submit_checkpoint(vec![Bytes::from(vec![9u8; 200_000])])
+        .await
+        .unwrap();
+    let ack = Ack {
+        message: Uuid::from_u128(1),
+        subscriber: 1,
+        attempt: 1,
+        acked_at_ms: 5,
+    };
+    log.append_ack(ack).unwrap();
+    let after = message(1, 300);
+    let appending = {
+        let log = log.clone();
+        let after = after.clone();
+        tokio::spawn(async move { log.append(std::slice::from_ref(&after)).await })
+    };
+    let cp = pending.written().await.unwrap();
+    appending.await.unwrap().unwrap();
+    log.close();
+    let again = open(fs(&dir), small_segments()).unwrap();
+    assert_eq!(again.checkpoint.expect("checkpoint recovered").location, cp);
+    assert_eq!(
+        records(&again.replayed),
+        vec![Record::Acked { acks: vec![ack] }, after]
+    );
+}

@@ -122,8 +122,12 @@ pub(crate) struct Writer {
     pub salt: Salt,
     /// How far the active segment is known to be on disk (its length at the last fsync).
     pub synced_end: u64,
-    /// The highest `synced_end` a sync mark in the active segment states.
+    /// The highest `synced_end` a sync mark written in the active segment states.
     pub marked_end: u64,
+    /// The claim of the sync mark in `buf`, if there is one: it counts once written.
+    pub mark_in_buf: Option<u64>,
+    /// A sync mark was written since the last fsync.
+    pub mark_unsynced: bool,
     pub fsync: FsyncPolicy,
     pub segment_bytes: u64,
     pub active: u32,
@@ -292,6 +296,7 @@ impl Writer {
             Ok(()) => {
                 self.dirty_since = None;
                 self.synced_end = self.active_len;
+                self.mark_unsynced = false;
                 Ok(())
             }
             Err(e) => {
@@ -323,22 +328,30 @@ impl Writer {
         self.dirty_since = dirty;
     }
 
-    /// Puts a sync mark for `synced_end` into the group's buffer.
+    /// Puts a sync mark for `synced_end` into the group's buffer; it counts once written.
     fn push_mark(&mut self) {
         write_sync_mark(&mut self.buf, self.salt, self.active, self.synced_end);
-        self.marked_end = self.synced_end;
+        self.mark_in_buf = Some(self.synced_end);
     }
 
     /// Ends the active segment with a synced mark for all its data, so that damage anywhere in
     /// it reads as corruption once it is sealed (a roll) or the log is closed.
     fn seal_with_mark(&mut self) {
-        if self.poisoned.is_some() || self.synced_end <= self.marked_end {
+        if self.poisoned.is_some() {
             return;
         }
-        self.buf.clear();
-        self.push_mark();
-        if let Err(e) = self.write_buf().and_then(|()| self.sync()) {
-            tracing::warn!(error = %e, "could not write the final sync mark of a segment");
+        if self.synced_end > self.marked_end {
+            self.buf.clear();
+            self.push_mark();
+            if let Err(e) = self.write_buf() {
+                tracing::warn!(error = %e, "could not write the final sync mark of a segment");
+                return;
+            }
+        }
+        if self.mark_unsynced
+            && let Err(e) = self.sync()
+        {
+            tracing::warn!(error = %e, "could not sync the final sync mark of a segment");
         }
     }
 
@@ -442,6 +455,7 @@ impl Writer {
         }
         if let Err(e) = self.active_file.write_all_at(&self.buf, self.active_len) {
             self.buf.clear();
+            self.mark_in_buf = None;
             if let Err(cut) = self.active_file.set_len(self.active_len) {
                 let msg = format!("could not cut back a failed write ({e}): {cut}");
                 tracing::error!("{msg}; refusing further appends");
@@ -456,6 +470,10 @@ impl Writer {
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.active_len += self.buf.len() as u64;
         self.buf.clear();
+        if let Some(claim) = self.mark_in_buf.take() {
+            self.marked_end = claim;
+            self.mark_unsynced = true;
+        }
         self.dirty_since.get_or_insert_with(Instant::now);
         Ok(())
     }
@@ -496,6 +514,8 @@ impl Writer {
                 self.active_len = SEGMENT_HEADER_BYTES as u64;
                 self.synced_end = self.active_len;
                 self.marked_end = self.active_len;
+                self.mark_in_buf = None;
+                self.mark_unsynced = false;
                 self.dirty_since = None;
                 self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
                 self.prepare_next_segment();

@@ -56,6 +56,11 @@ impl DeadRemoved {
         }
     }
 
+    /// Puts back the count of forgotten ranges a snapshot stored.
+    pub fn restore_forgotten(&mut self, forgotten: u64) {
+        self.forgotten = forgotten;
+    }
+
     pub fn forgotten(&self) -> u64 {
         self.forgotten
     }

@@ -484,6 +484,9 @@ impl QueueState {
             self.deliveries.remove(&(id, sub));
             self.dead_letters.remove(&(id, sub));
         }
+        for s in self.subscribers.values_mut() {
+            s.forget_retry(id);
+        }
         self.expiry.cancel(id);
         self.handle(events, at_ms, wake);
         Ok(())

@@ -20,11 +20,16 @@ pub(super) struct PendingPublishes {
     bytes: u64,
     ids: HashSet<MessageId>,
     keys: HashMap<String, (MessageId, u64)>,
+    /// Ids of aborted reservations: their sequence numbers are spent, but no message has them.
+    /// (Only an append that failed aborts one, so this stays small; it is not kept across a
+    /// restart, after which such an id reads as issued and removed.)
+    void: HashSet<MessageId>,
 }
 
 impl PendingPublishes {
+    /// Whether `id` was given out without (yet) being issued: reserved, or aborted.
     pub fn holds(&self, id: MessageId) -> bool {
-        self.ids.contains(&id)
+        self.ids.contains(&id) || self.void.contains(&id)
     }
 }
 
@@ -257,6 +262,9 @@ impl QueueState {
     /// The records of a reservation did not make it to the log: lets it go, as if it never was.
     pub fn abort(&mut self, reserved: Reserved) {
         self.release(&reserved);
+        self.pending
+            .void
+            .extend(reserved.fresh.iter().map(|f| f.id));
     }
 
     fn release(&mut self, reserved: &Reserved) {
@@ -268,5 +276,46 @@ impl QueueState {
         for key in &reserved.keys {
             self.pending.keys.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueSettings;
+    use crate::types::NewMessage;
+
+    fn entry(parent: Option<MessageId>) -> BatchEntry {
+        BatchEntry {
+            message: NewMessage {
+                body: Bytes::from_static(b"x"),
+                content_type: None,
+                parent: None,
+                idempotency_key: None,
+            },
+            parent: parent.map(BatchParent::Id),
+        }
+    }
+
+    /// An aborted publish never was: a child naming its id is refused, while it waits and
+    /// after, even once later publishes have moved the sequence past it.
+    #[test]
+    fn a_child_of_an_aborted_publish_is_refused() {
+        let mut q = QueueState::new("q", 1, QueueSettings::default());
+        let reserved = q.reserve(&[entry(None)], 1_000).unwrap();
+        let id = reserved.fresh[0].id;
+        assert!(matches!(
+            q.reserve(&[entry(Some(id))], 1_000),
+            Err(PublishError::UnknownParent(p)) if p == id
+        ));
+        q.abort(reserved);
+        assert!(matches!(
+            q.reserve(&[entry(Some(id))], 1_000),
+            Err(PublishError::UnknownParent(p)) if p == id
+        ));
+        let later = q.reserve(&[entry(None)], 1_001).unwrap();
+        assert_ne!(later.fresh[0].id, id);
+        assert!(!q.issued(id));
+        q.abort(later);
     }
 }

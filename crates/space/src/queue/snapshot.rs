@@ -110,6 +110,7 @@ impl QueueState {
             e.u64(start);
             e.u64(end);
         }
+        e.u64(self.dead_removed.forgotten());
     }
 
     pub(crate) fn decode(d: &mut Decoder) -> Result<QueueState, SnapshotError> {
@@ -182,6 +183,7 @@ impl QueueState {
             let end = d.u64()?;
             q.dead_removed.restore(start, end);
         }
+        q.dead_removed.restore_forgotten(d.u64()?);
         Ok(q)
     }
 
@@ -318,6 +320,9 @@ mod tests {
         settings.on_parent_dead = OnParentDead::Wait;
         q.apply_settings(settings);
 
+        // As if earlier dead parents had been forgotten to stay within the limit.
+        q.dead_removed.restore_forgotten(7);
+
         let mut buf = Vec::new();
         q.encode(&mut Encoder::new(&mut buf));
         let restored = QueueState::decode(&mut Decoder::new(Bytes::from(buf))).unwrap();
@@ -330,5 +335,6 @@ mod tests {
             Some(crate::MessageState::Waiting)
         );
         assert!(restored.is_dead_removed(ps[5].id));
+        assert_eq!(restored.forgotten_dead_parents(), 7);
     }
 }

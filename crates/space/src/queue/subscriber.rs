@@ -1,7 +1,7 @@
 //! A subscriber of a queue: what its user configured, and what its dispatcher needs at run time.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, Semaphore, watch};
@@ -65,7 +65,10 @@ pub(crate) struct Subscriber {
     pub stop: watch::Sender<bool>,
     /// Messages waiting out their backoff, earliest first. They stay in flight for the
     /// scheduler; the dispatcher sends each again, ahead of new messages, once it is due.
+    /// Entries whose id is no longer in `scheduled` are stale and skipped.
     retries: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    /// The messages on the retry schedule (a message removed meanwhile leaves it at once).
+    scheduled: HashSet<MessageId>,
     /// Failed attempts since the last ack (see `FAILURES_TO_PAUSE_NEW_MESSAGES`).
     consecutive_failures: u32,
 }
@@ -82,41 +85,184 @@ impl Subscriber {
             notify: Arc::new(Notify::new()),
             stop,
             retries: BinaryHeap::new(),
+            scheduled: HashSet::new(),
             consecutive_failures: 0,
         }
     }
 
-    /// An attempt was acknowledged (`true`) or failed.
+    /// An attempt was acknowledged (`true`) or failed. An ack ends a pause at once: the
+    /// dispatcher, which may be asleep until its next retry is due, is woken.
     pub fn record_answer(&mut self, acked: bool) {
-        self.consecutive_failures = if acked {
-            0
+        if acked {
+            if !self.takes_new_messages() {
+                self.notify.notify_one();
+            }
+            self.consecutive_failures = 0;
         } else {
-            self.consecutive_failures.saturating_add(1)
-        };
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        }
     }
 
     /// Whether the dispatcher may take a new message (not a retry): unless every recent
-    /// attempt failed and retries are scheduled, which then go first and alone.
+    /// attempt failed and a full pause's worth of retries is scheduled (see
+    /// `FAILURES_TO_PAUSE_NEW_MESSAGES`). A retry taken off the schedule makes room for one new
+    /// message, which so goes out as a probe behind it.
     pub fn takes_new_messages(&self) -> bool {
         self.consecutive_failures < crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES
-            || self.retries.is_empty()
+            || self.scheduled.len() < crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as usize
     }
 
     pub fn schedule_retry(&mut self, id: MessageId, at: Instant) {
-        self.retries.push(Reverse((at, id)));
-        self.notify.notify_one();
+        if self.scheduled.insert(id) {
+            self.retries.push(Reverse((at, id)));
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes a removed message off the retry schedule.
+    pub fn forget_retry(&mut self, id: MessageId) {
+        if self.scheduled.is_empty() {
+            return;
+        }
+        let paused = !self.takes_new_messages();
+        if self.scheduled.remove(&id) && paused && self.takes_new_messages() {
+            self.notify.notify_one();
+        }
     }
 
     /// The earliest retry due at `now`, taken off the schedule.
     pub fn take_due_retry(&mut self, now: Instant) -> Option<MessageId> {
-        match self.retries.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.retries.pop().map(|Reverse((_, id))| id),
-            _ => None,
+        while let Some(Reverse((at, id))) = self.retries.peek().copied() {
+            if !self.scheduled.contains(&id) {
+                self.retries.pop();
+                continue;
+            }
+            if at > now {
+                return None;
+            }
+            self.retries.pop();
+            self.scheduled.remove(&id);
+            return Some(id);
         }
+        None
     }
 
     /// When the earliest retry is due.
     pub fn next_retry_at(&self) -> Option<Instant> {
         self.retries.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use storage::{Location, Published};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as PAUSE;
+    use crate::model::SubscriberId;
+    use crate::queue::{QueueSettings, QueueState};
+
+    const SUB: SubscriberId = 1;
+
+    /// A queue of `n` independent messages with one subscriber.
+    fn queue(n: u64) -> QueueState {
+        let mut q = QueueState::new("q", 1, QueueSettings::default());
+        let spec = SubscriberSpec {
+            endpoint: "http://a/".into(),
+            handler: HandlerKind::Webhook,
+            secret: None,
+            max_in_flight: 4096,
+        };
+        q.apply_subscriber_added(SUB, spec).unwrap();
+        let mut wake = Vec::new();
+        for seq in 0..n {
+            let p = Published {
+                queue: 1,
+                id: crate::ids::message_id(1_000, 1, seq),
+                parent: None,
+                content_type: "text/plain".into(),
+                published_at_ms: 1_000,
+                idempotency_key: None,
+                fanout: vec![SUB],
+                body: Bytes::new(),
+            };
+            let at = Location {
+                segment: 1,
+                offset: 24 + seq as u32 * 100,
+                len: 100,
+            };
+            q.apply_published(&p, at, &mut wake);
+        }
+        q
+    }
+
+    /// Takes `n` new messages, each failing with its retry due at `retry_at`.
+    fn fail_new(q: &mut QueueState, n: u32, retry_at: Instant) {
+        for _ in 0..n {
+            let id = q.next_for(SUB, Instant::now()).expect("a new message");
+            q.record_answer(SUB, false);
+            q.schedule_retry(SUB, id, retry_at);
+        }
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_few_retries_never_pause_new_messages() {
+        let mut q = queue(200);
+        fail_new(&mut q, 3, later());
+        for _ in 0..PAUSE {
+            q.record_answer(SUB, false);
+        }
+        assert!(q.next_for(SUB, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_full_retry_schedule_after_failures_pauses_until_an_ack() {
+        let mut q = queue(200);
+        fail_new(&mut q, PAUSE, later());
+        assert_eq!(q.next_for(SUB, Instant::now()), None, "paused");
+        let notify = q.subscriber(SUB).unwrap().notify.clone();
+        // An ack (of an attempt still on the wire) resumes at once, and wakes the dispatcher,
+        // which may be asleep until its next retry is due.
+        q.record_answer(SUB, true);
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        assert!(woken.as_mut().enable(), "the ack woke the dispatcher");
+        assert!(q.next_for(SUB, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_paused_dispatcher_sends_one_new_message_behind_each_retry() {
+        let mut q = queue(200);
+        let due = Instant::now() + Duration::from_secs(60);
+        fail_new(&mut q, 1, due);
+        fail_new(&mut q, PAUSE - 1, later());
+        assert_eq!(
+            q.next_for(SUB, due),
+            Some(crate::ids::message_id(1_000, 1, 0))
+        );
+        let probe = q.next_for(SUB, due).expect("a probe behind the retry");
+        assert_eq!(probe, crate::ids::message_id(1_000, 1, u64::from(PAUSE)));
+        // A refused probe goes on the schedule too: paused again.
+        q.record_answer(SUB, false);
+        q.schedule_retry(SUB, probe, later());
+        assert_eq!(q.next_for(SUB, due), None);
+    }
+
+    #[test]
+    fn removing_a_scheduled_message_ends_the_pause() {
+        let mut q = queue(200);
+        fail_new(&mut q, PAUSE, later());
+        assert_eq!(q.next_for(SUB, Instant::now()), None);
+        let first = crate::ids::message_id(1_000, 1, 0);
+        q.apply_discarded(first, 2_000, &mut Vec::new()).unwrap();
+        assert!(q.next_for(SUB, Instant::now()).is_some());
     }
 }

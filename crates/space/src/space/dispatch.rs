@@ -175,7 +175,16 @@ impl Space {
         outcome: Outcome,
     ) {
         let change = self.inner.journal.change().await;
-        let _order = queue.order.read().await;
+        // Giving up on a message decides the fate of children published meanwhile: it must
+        // not interleave with their publishing, so it holds the order lock exclusively.
+        let max = settings.retry.max_attempts;
+        let may_give_up = matches!(outcome, Outcome::Failed { .. }) && max != 0 && number >= max;
+        let (_shared, _exclusive);
+        if may_give_up {
+            _exclusive = queue.order.write().await;
+        } else {
+            _shared = queue.order.read().await;
+        }
         if !queue.lock().is_in_flight(id, sub) {
             // Discarded, expired, or its subscriber or queue removed meanwhile.
             return;
@@ -212,8 +221,7 @@ impl Space {
                     retry_after,
                     now,
                 };
-                let max = settings.retry.max_attempts;
-                if max != 0 && number >= max && self.give_up(&change, queue, &failed).await {
+                if may_give_up && self.give_up(&change, queue, &failed).await {
                     return;
                 }
                 self.schedule_retry(&change, queue, settings, failed).await;

@@ -63,14 +63,19 @@ impl Journal {
     }
 
     /// Writes a checkpoint of what `snapshot` returns, taken with every change held off, and
-    /// makes it the one recovery starts from. Returns its location.
+    /// makes it the one recovery starts from. Returns its location. Changes are held off only
+    /// until the checkpoint is queued for the writer (what they append comes after it), not
+    /// while it is written.
     pub async fn checkpoint(
         &self,
         snapshot: impl FnOnce() -> Vec<Bytes>,
     ) -> Result<Location, JournalError> {
-        let _exclusive = self.gate.write().await;
-        let parts = snapshot();
-        Ok(self.log.checkpoint(parts).await?)
+        let pending = {
+            let _exclusive = self.gate.write().await;
+            let parts = snapshot();
+            self.log.submit_checkpoint(parts).await?
+        };
+        Ok(pending.written().await?)
     }
 
     /// Computes `f` with every change held off, then syncs the log.

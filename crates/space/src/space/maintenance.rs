@@ -226,7 +226,8 @@ impl Space {
                     break;
                 }
                 let change = self.inner.journal.change().await;
-                let _order = q.order.read().await;
+                // Removing a parent decides what its children published meanwhile see.
+                let _order = q.order.write().await;
                 let (number, due) = {
                     let st = q.lock();
                     if st.is_deleted() {

@@ -30,8 +30,14 @@ impl Space {
         let q = self.inner.registry.get(queue)?;
         let change = self.inner.journal.change().await;
         let _order = q.order.write().await;
-        if !q.lock().contains(id) {
-            return Err(MessageError::MessageNotFound(id));
+        {
+            let st = q.lock();
+            if st.is_deleted() {
+                return Err(MessageError::QueueNotFound(queue.to_owned()));
+            }
+            if !st.contains(id) {
+                return Err(MessageError::MessageNotFound(id));
+            }
         }
         let now = self.now_ms();
         change
@@ -69,6 +75,9 @@ impl Space {
         let now = self.now_ms();
         let records: Vec<Record> = {
             let st = q.lock();
+            if st.is_deleted() {
+                return Err(MessageError::QueueNotFound(queue.to_owned()));
+            }
             let ids = match one {
                 Some(id) => vec![id],
                 None => st.dead_message_ids(),
@@ -179,5 +188,44 @@ mod tests {
         assert!(!redriving.is_finished(), "redriven under an outcome");
         drop(outcome_under_way);
         redriving.await.unwrap().unwrap();
+    }
+
+    /// A queue deleted while a discard or redrive waits for its order lock: the change is
+    /// refused as for a queue that is gone, and nothing is appended for it.
+    #[tokio::test]
+    async fn changes_that_waited_out_a_deletion_find_no_queue() {
+        let disk = storage::sim::SimDisk::new(13);
+        let config = crate::SpaceConfig::new(storage::Config::default());
+        let space = Space::open(Arc::new(disk), config, Arc::new(Refuse))
+            .unwrap()
+            .0;
+        space
+            .put_queue("q", &SettingsPatch::default())
+            .await
+            .unwrap();
+        let m = space
+            .publish(
+                "q",
+                crate::NewMessage {
+                    body: bytes::Bytes::from_static(b"x"),
+                    content_type: None,
+                    parent: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .unwrap();
+        let q = space.inner.registry.get("q").unwrap();
+        let under_way = q.order.read().await;
+        let s = space.clone();
+        let discarding = tokio::spawn(async move { s.discard("q", m.id).await });
+        let s = space.clone();
+        let redriving = tokio::spawn(async move { s.redrive_all("q").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.lock().apply_deleted();
+        drop(under_way);
+        let gone = |r: Result<_, crate::MessageError>| matches!(r, Err(crate::MessageError::QueueNotFound(name)) if name == "q");
+        assert!(gone(discarding.await.unwrap()));
+        assert!(gone(redriving.await.unwrap().map(|_| ())));
     }
 }

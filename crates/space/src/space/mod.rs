@@ -51,9 +51,10 @@ use replay::Replay;
 /// A queue at run time: its state, and the lock that orders its changes.
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
-    /// Changes that commute with one another (publishes, acks, failures, dead letters,
-    /// expiries) hold it shared; those that do not (redrive, discard, settings, subscribers,
-    /// deletion) hold it exclusively. Held from a change's append to its effect in memory, it
+    /// Changes that commute with one another (publishes, acks, failed attempts) hold it
+    /// shared; those that do not (giving up, expiry, redrive, discard, settings, subscribers,
+    /// deletion: each can decide what a child published meanwhile sees of its parent) hold it
+    /// exclusively. Held from a change's append to its effect in memory, it
     /// makes the order in which non-commuting changes reach the log the order in which they
     /// are applied, so that replay rebuilds what live operation built.
     order: tokio::sync::RwLock<()>,

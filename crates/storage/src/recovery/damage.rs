@@ -6,9 +6,12 @@ use std::sync::Arc;
 use super::{LostRange, Recovery, TornTail, io_err};
 use crate::error::OpenError;
 use crate::frame::{FRAME_HEADER_BYTES, HeaderError, SEGMENT_HEADER_BYTES};
+use crate::frame::{Salt, announced_len, parse_frame};
 use crate::io::BackendFile;
 use crate::record::{LostRecord, describe_damaged};
-use crate::segment::{FIRST_FRAME_OFFSET, Scanner, last_nonzero, probe, segment_name};
+use crate::segment::{
+    FIRST_FRAME_OFFSET, Scanner, last_nonzero, next_valid_frame, segment_name, sync_claims,
+};
 
 impl Recovery {
     /// A segment whose header is not valid (and not of another version). A segment's header is
@@ -110,13 +113,14 @@ impl Recovery {
         let backend = self.backend.clone();
         let io = |e| io_err(&*backend, &segment_name(segment))(e);
         let file_len = scanner.file_len();
-        let after = probe(&file, segment, self.salt, offset + 1, file_len).map_err(&io)?;
-        let synced = scanner.synced_claim().max(after.synced_claim);
+        let marks_after =
+            sync_claims(&*file, segment, self.salt, offset + 1, file_len).map_err(&io)?;
+        let synced = scanner.synced_claim().max(marks_after);
         let name = self.name(segment);
         let data_end = last_nonzero(&*file, offset, file_len)
             .map_err(&io)?
             .map_or(offset, |at| at + 1);
-        if torn_possible && self.is_last(segment) && synced <= offset && !after.gave_up {
+        if torn_possible && self.is_last(segment) && synced <= offset {
             let dropped = data_end - offset;
             tracing::warn!(file = %name, offset, bytes_dropped = dropped, %reason, "cutting a torn write off the end of the log");
             self.report.torn_tail = Some(TornTail {
@@ -131,8 +135,6 @@ impl Recovery {
         }
         let why = if synced > offset {
             format!("{reason}; a sync mark says byte {synced} was on disk")
-        } else if after.gave_up {
-            format!("{reason}; the search for the next valid frame gave up")
         } else if torn_possible {
             format!("{reason}; in a sealed segment")
         } else {
@@ -146,22 +148,7 @@ impl Recovery {
                 reason: why,
             });
         }
-        // Repair: step over the damage to the next valid frame, at least a frame header on
-        // (the damaged frame's own header), or drop the rest of the data.
-        let next = match after.next_valid {
-            Some(at) if at >= offset + FRAME_HEADER_BYTES as u64 => Some(at),
-            Some(_) => probe(
-                &file,
-                segment,
-                self.salt,
-                offset + FRAME_HEADER_BYTES as u64,
-                file_len,
-            )
-            .map_err(&io)?
-            .next_valid
-            .filter(|_| !after.gave_up),
-            None => None,
-        };
+        let next = next_frame_after_damage(&*file, self.salt, offset, file_len).map_err(&io)?;
         let until = next.unwrap_or(data_end);
         let records = describe(&*file, offset, until).map_err(&io)?;
         tracing::warn!(file = %name, offset, bytes_dropped = until - offset, reason = %why, lost = ?records, "repair: dropping damaged bytes");
@@ -187,6 +174,44 @@ impl Recovery {
         }
         Ok(())
     }
+}
+
+/// Where repair resumes after the damaged frame at `offset`: right after it, if its length
+/// still reads true (a valid frame starts exactly there: the damage hit its payload or
+/// checksum, so no frame inside it is taken for one of its own); else the next valid frame at
+/// least a frame header on; `None` if there is none (the rest of the data goes).
+fn next_frame_after_damage(
+    file: &dyn BackendFile,
+    salt: Salt,
+    offset: u64,
+    file_len: u64,
+) -> std::io::Result<Option<u64>> {
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    if offset + FRAME_HEADER_BYTES as u64 <= file_len {
+        file.read_exact_at(&mut head, offset)?;
+        if let Some(total) = announced_len(&head)
+            && total > FRAME_HEADER_BYTES
+        {
+            let at = offset + total as u64;
+            if at + FRAME_HEADER_BYTES as u64 <= file_len && frame_at(file, salt, at, file_len)? {
+                return Ok(Some(at));
+            }
+        }
+    }
+    let from = offset + FRAME_HEADER_BYTES as u64;
+    next_valid_frame(file, salt, from, file_len)
+}
+
+/// Whether a valid frame starts at `at`.
+fn frame_at(file: &dyn BackendFile, salt: Salt, at: u64, file_len: u64) -> std::io::Result<bool> {
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    file.read_exact_at(&mut head, at)?;
+    let Some(total) = announced_len(&head).filter(|t| at + *t as u64 <= file_len) else {
+        return Ok(false);
+    };
+    let mut frame = vec![0u8; total];
+    file.read_exact_at(&mut frame, at)?;
+    Ok(parse_frame(&bytes::Bytes::from(frame), salt).is_ok())
 }
 
 /// What the damaged bytes `[from, to)` of a segment still tell of the records they held.
