@@ -5,6 +5,7 @@
 //! the answer ([`views`]). Status codes for Space errors are decided in [`problem`] only.
 
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod legacy;
 pub mod limits;
@@ -325,79 +326,13 @@ async fn publish(
         .into_response())
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-struct Batch {
-    messages: Vec<BatchItem>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct BatchItem {
-    body: Option<String>,
-    body_base64: Option<String>,
-    content_type: Option<String>,
-    parent: Option<String>,
-    parent_index: Option<usize>,
-    idempotency_key: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages/batch", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = Batch, content_type = "application/json"), responses((status = 201, description = "All accepted", body = views::BatchPublished), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Batch too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages/batch", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = batch::Batch, content_type = "application/json"), responses((status = 201, description = "All accepted", body = views::BatchPublished), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Batch too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish_batch(
     State(api): State<Api>,
     Path(queue): Path<String>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    use base64::Engine;
-    let batch: Batch = json(&body(b)?)?;
-    if batch.messages.is_empty() {
-        return Err(Problem::bad_request("a batch needs at least one message"));
-    }
-    let mut entries = Vec::with_capacity(batch.messages.len());
-    for (i, m) in batch.messages.into_iter().enumerate() {
-        let body = match (m.body, m.body_base64) {
-            (Some(text), None) => Bytes::from(text),
-            (None, Some(b64)) => Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| Problem::bad_request(format!("message {i}: body_base64: {e}")))?,
-            ),
-            (None, None) => Bytes::new(),
-            (Some(_), Some(_)) => {
-                return Err(Problem::bad_request(format!(
-                    "message {i}: give body or body_base64, not both"
-                )));
-            }
-        };
-        if body.len() > api.max_body {
-            return Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "message {i}: body of {} bytes is over {}",
-                    body.len(),
-                    api.max_body
-                ),
-            ));
-        }
-        let parent = match (m.parent, m.parent_index) {
-            (Some(p), None) => Some(space::BatchParent::Id(message_id(&p, "parent")?)),
-            (None, Some(j)) => Some(space::BatchParent::Index(j)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(Problem::bad_request(format!(
-                    "message {i}: give parent or parent_index, not both"
-                )));
-            }
-        };
-        entries.push(space::BatchEntry {
-            message: NewMessage {
-                body,
-                content_type: m.content_type,
-                parent: None,
-                idempotency_key: m.idempotency_key,
-            },
-            parent,
-        });
-    }
+    let entries = batch::parse(&body(b)?, api.max_body)?;
     let published = api.space.publish_batch(&queue, entries).await?;
     let ids: Vec<MessageId> = published.iter().map(|p| p.id).collect();
     Ok((StatusCode::CREATED, Json(views::BatchPublished { ids })).into_response())

@@ -107,7 +107,9 @@ pub enum PublishError {
     IdempotencyInProgress(String),
     #[error("idempotency key {0:?} was used with a different body")]
     IdempotencyConflict(String),
-    #[error("content type is longer than {CONTENT_TYPE_BYTES_MAX} bytes")]
+    #[error(
+        "a content type is at most {CONTENT_TYPE_BYTES_MAX} bytes of what an HTTP header may hold (visible ASCII, spaces, tabs)"
+    )]
     InvalidContentType,
     #[error("idempotency keys are 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")]
     InvalidIdempotencyKey,

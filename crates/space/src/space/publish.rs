@@ -48,13 +48,20 @@ impl Drop for Reservation<'_> {
 }
 
 /// Checks what can be checked without the queue: sizes, keys, content types.
+/// Whether `c` can be a message's content type: up to [`CONTENT_TYPE_BYTES_MAX`] bytes that an
+/// HTTP header value may hold (visible ASCII, spaces and tabs), since every attempt sends it as
+/// one. A content type no header can carry would make every attempt fail.
+fn is_content_type(c: &str) -> bool {
+    c.len() <= CONTENT_TYPE_BYTES_MAX && c.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 fn check_entries(entries: &[BatchEntry]) -> Result<(), PublishError> {
     let mut keys = HashSet::new();
     for e in entries {
         let m = &e.message;
         if m.content_type
-            .as_ref()
-            .is_some_and(|c| c.len() > CONTENT_TYPE_BYTES_MAX)
+            .as_deref()
+            .is_some_and(|c| !is_content_type(c))
         {
             return Err(PublishError::InvalidContentType);
         }
@@ -165,5 +172,24 @@ impl Space {
                 Err(e.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_content_type;
+
+    #[test]
+    fn content_types_are_what_a_header_can_carry() {
+        assert!(is_content_type("application/json; charset=utf-8"));
+        assert!(is_content_type(
+            &"a".repeat(crate::limits::CONTENT_TYPE_BYTES_MAX)
+        ));
+        assert!(!is_content_type(
+            &"a".repeat(crate::limits::CONTENT_TYPE_BYTES_MAX + 1)
+        ));
+        assert!(!is_content_type("text/plain\r\nX-Injected: 1"));
+        assert!(!is_content_type("text/plain\u{7f}"));
+        assert!(!is_content_type("text/plain; name=\u{e9}"));
     }
 }
