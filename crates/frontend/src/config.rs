@@ -33,6 +33,22 @@ pub struct FileConfig {
     pub endpoints: Option<EndpointsSection>,
     #[serde(default, alias = "Tls", alias = "TLS")]
     pub tls: Option<TlsSection>,
+    #[serde(default, alias = "Server")]
+    pub server: Option<ServerSection>,
+}
+
+/// How the API's server treats connections; each has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Open connections at once; at the cap, new ones wait to be accepted.
+    pub max_connections: Option<usize>,
+    /// How long a request's headers (or a TLS handshake) may take to arrive.
+    pub header_timeout: Option<Span>,
+    /// How long a request's body may take to arrive, from its headers.
+    pub body_timeout: Option<Span>,
+    /// A connection that moves no byte for this long is closed.
+    pub idle_timeout: Option<Span>,
 }
 
 /// HTTPS on the API: PEM files of the certificate chain and its private key.

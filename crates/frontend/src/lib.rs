@@ -7,6 +7,7 @@
 pub mod auth;
 mod batch;
 pub mod config;
+pub mod deadline;
 pub mod legacy;
 pub mod limits;
 pub mod metrics;
@@ -36,6 +37,8 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// `auth.tokens`; empty: no authentication.
     pub tokens: Vec<auth::Token>,
+    /// How long a request's body may take to arrive, from its headers (`server.body_timeout`).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +46,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body: limits::MAX_BODY_DEFAULT,
             tokens: Vec::new(),
+            body_timeout: limits::BODY_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -56,6 +60,7 @@ struct Api {
 /// The API's routes over a Space that has finished recovering.
 pub fn router(space: Space, config: &ApiConfig) -> Router {
     let max_body = config.max_body.min(limits::MAX_BODY_CEILING);
+    let body_timeout = config.body_timeout;
     let api = Api { space, max_body };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -101,6 +106,11 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
             auth::Tokens(std::sync::Arc::new(config.tokens.clone())),
             auth::check,
         ))
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| async move {
+                deadline::with_deadline(request, body_timeout)
+            },
+        ))
 }
 
 /// The OpenAPI 3.1 document of the API v1, generated from the handlers and types.
@@ -141,7 +151,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 type ApiResult<T> = Result<T, Problem>;
 
 fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    b.map_err(|r| Problem::new(r.status(), r.body_text()))
+    b.map_err(|r| Problem::new(rejection_status(&r), r.body_text()))
+}
+
+/// The status for a body that could not be read: 408 when it did not arrive in time.
+fn rejection_status(r: &BytesRejection) -> StatusCode {
+    if deadline::timed_out(r) {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        r.status()
+    }
 }
 
 fn json<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> ApiResult<T> {

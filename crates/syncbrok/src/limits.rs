@@ -10,3 +10,18 @@ pub const SHUTDOWN_GRACE_DEFAULT_S: u64 = 10;
 /// `storage.fsync: interval` without `fsync_interval`: at most this much is lost in a power
 /// loss.
 pub const FSYNC_INTERVAL_DEFAULT_MS: u64 = 10;
+
+/// Default `server.max_connections`: open API connections at once. At the cap the server
+/// stops accepting until one closes; each connection holds a task and buffers.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 4096;
+/// Ceiling of `server.max_connections`.
+pub const MAX_CONNECTIONS_MAX: usize = 1_000_000;
+/// Default `server.header_timeout`: a request's headers (and a TLS handshake) must arrive
+/// within it, so a client that sends half a request cannot hold a connection.
+pub const HEADER_TIMEOUT_DEFAULT_S: u64 = 10;
+/// Default `server.idle_timeout`: a connection that moves no byte for this long is closed.
+pub const IDLE_TIMEOUT_DEFAULT_S: u64 = 60;
+/// Waits after a failed accept (out of file descriptors, say), doubling up to the maximum:
+/// retrying at once would only spin.
+pub const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+pub const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);

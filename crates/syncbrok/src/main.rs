@@ -4,6 +4,7 @@
 
 mod client;
 mod limits;
+mod server;
 mod tls;
 
 /// mimalloc rather than glibc's malloc: cheaper per allocation and without arena locks
@@ -164,6 +165,8 @@ struct Settings {
     reclaim_interval: Span,
     /// Certificate chain and key (PEM) for HTTPS on the API.
     tls: Option<(PathBuf, PathBuf)>,
+    server: server::ServerConfig,
+    body_timeout: std::time::Duration,
     file: frontend::config::FileConfig,
 }
 
@@ -223,7 +226,14 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
     if reclaim_interval.0.is_zero() {
         anyhow::bail!("storage.reclaim_interval must be more than 0");
     }
+    let shutdown_grace = args
+        .shutdown_grace
+        .or(file.shutdown_grace)
+        .unwrap_or(Span::secs(limits::SHUTDOWN_GRACE_DEFAULT_S));
+    let (server, body_timeout) = server_settings(file.server.as_ref(), shutdown_grace)?;
     Ok(Settings {
+        server,
+        body_timeout,
         listen,
         data,
         fsync,
@@ -233,16 +243,56 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             .max_body
             .or(file.limits.as_ref().and_then(|l| l.max_body))
             .unwrap_or(frontend::limits::MAX_BODY_DEFAULT),
-        shutdown_grace: args
-            .shutdown_grace
-            .or(file.shutdown_grace)
-            .unwrap_or(Span::secs(limits::SHUTDOWN_GRACE_DEFAULT_S)),
+        shutdown_grace,
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             _ => file.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
         },
         file,
     })
+}
+
+/// The `server:` section with its defaults, checked; and the body deadline the router applies.
+fn server_settings(
+    section: Option<&frontend::config::ServerSection>,
+    shutdown_grace: Span,
+) -> anyhow::Result<(server::ServerConfig, std::time::Duration)> {
+    let span = |value: Option<Span>, default_s: u64, name: &str| {
+        let d = value.map_or(std::time::Duration::from_secs(default_s), |s| s.0);
+        if d.is_zero() {
+            anyhow::bail!("server.{name} must be more than 0");
+        }
+        Ok(d)
+    };
+    let max_connections = section
+        .and_then(|s| s.max_connections)
+        .unwrap_or(limits::MAX_CONNECTIONS_DEFAULT);
+    if !(1..=limits::MAX_CONNECTIONS_MAX).contains(&max_connections) {
+        anyhow::bail!(
+            "server.max_connections {max_connections} is outside 1..={}",
+            limits::MAX_CONNECTIONS_MAX
+        );
+    }
+    let config = server::ServerConfig {
+        max_connections,
+        header_timeout: span(
+            section.and_then(|s| s.header_timeout),
+            limits::HEADER_TIMEOUT_DEFAULT_S,
+            "header_timeout",
+        )?,
+        idle_timeout: span(
+            section.and_then(|s| s.idle_timeout),
+            limits::IDLE_TIMEOUT_DEFAULT_S,
+            "idle_timeout",
+        )?,
+        drain: shutdown_grace.0,
+    };
+    let body_timeout = span(
+        section.and_then(|s| s.body_timeout),
+        frontend::limits::BODY_TIMEOUT_DEFAULT.as_secs(),
+        "body_timeout",
+    )?;
+    Ok((config, body_timeout))
 }
 
 fn fsync_policy(text: &str) -> anyhow::Result<FsyncPolicy> {
@@ -406,6 +456,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|a| a.tokens.clone())
                 .unwrap_or_default(),
+            body_timeout: settings.body_timeout,
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -420,23 +471,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, data = %settings.data.display(), scheme, "syncbrok listening");
     // One line on stdout, for scripts and tests that start the broker on port 0.
     println!("syncbrok listening on {scheme}://{addr}");
-    match &settings.tls {
-        None => {
-            use axum::serve::ListenerExt;
-            // Answers leave at once: no Nagle wait behind a delayed ACK (as over TLS).
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("the HTTP server failed")?
-        }
-        Some((cert, key)) => {
-            let acceptor = tls::acceptor(cert, key)?;
-            tls::serve(listener, acceptor, router, shutdown_signal()).await;
-        }
-    }
+    let tls = match &settings.tls {
+        None => None,
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+    };
+    server::serve(
+        listener,
+        tls,
+        router,
+        settings.server.clone(),
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down");
     space.shutdown(settings.shutdown_grace.0).await;
     tracing::info!("stopped");
