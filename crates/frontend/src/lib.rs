@@ -64,7 +64,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
     let api = Api { space, max_body };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/v1/queues", get(list_queues))
@@ -174,6 +174,34 @@ fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
     text.trim()
         .parse()
         .map_err(|_| Problem::bad_request(format!("{what} {text:?} is not a message id")))
+}
+
+/// Ready unless the log refuses writes: then nothing can be published or acknowledged until
+/// the broker is restarted, and a load balancer should send clients elsewhere.
+async fn ready(State(api): State<Api>) -> Response {
+    match api.space.refusing_writes() {
+        None => "ready".into_response(),
+        Some(why) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the log refuses writes: {why}"),
+        )
+        .into_response(),
+    }
+}
+
+/// What the API answers while the Space recovers: alive, not ready, every other call 503 with
+/// `Retry-After`. Served from the moment the broker listens until recovery is done.
+pub fn recovering_router() -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the broker is recovering its log; retry shortly",
+            );
+            p.retry_after_s = Some(limits::RETRY_AFTER_RECOVERING_S);
+            p
+        })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]

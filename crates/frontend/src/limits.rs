@@ -17,6 +17,8 @@ pub const PAGE_MAX: usize = 1000;
 /// Default `server.body_timeout`: a request's body must arrive whole this long after its
 /// headers, so a client dripping a body cannot hold a connection and its buffer for ever.
 pub const BODY_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client should wait after a 503 while the broker recovers.
+pub const RETRY_AFTER_RECOVERING_S: u64 = 1;
 /// How long a client should wait after a 429 before publishing again.
 pub const RETRY_AFTER_QUEUE_FULL_S: u64 = 1;
 

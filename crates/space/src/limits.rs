@@ -19,13 +19,13 @@ pub const MAX_IN_FLIGHT_DEFAULT: u32 = 64;
 /// Largest `max_in_flight`: each request on the wire holds a connection and a task.
 pub const MAX_IN_FLIGHT_MAX: u32 = 4096;
 
-/// Failed attempts in a row (no ack in between), and retries scheduled, after which a
-/// subscriber's dispatcher pauses new messages: it sends the retries as they fall due, each
-/// followed by at most one new message as a probe, and the first ack resumes it at once. A
-/// subscriber that is down then holds about this many messages on its retry schedule (plus
-/// `max_in_flight`), instead of every message of a backlog failing at once; a few refused
-/// messages among acknowledged ones never pause it, and neither does a subscriber that refuses
-/// only the messages it is retrying.
+/// Failed attempts in a row (no ack in between), with as many retries scheduled, after which
+/// a subscriber's dispatcher pauses new messages: it sends its retries as they fall due, each
+/// making room for one new message as a probe, and the first ack resumes it at once. A
+/// subscriber that is down then holds at most this many messages on its retry schedule (plus
+/// `max_in_flight` on the wire), instead of every message of a backlog failing at once; a few
+/// refused messages among acknowledged ones never pause it, and one that refuses only the
+/// messages it is retrying is found by the probes.
 pub const FAILURES_TO_PAUSE_NEW_MESSAGES: u32 = 64;
 
 /// Idempotency keys longer than this are refused: they are kept in memory for the window.

@@ -218,6 +218,12 @@ impl Log {
         Ok(PendingCheckpoint { done })
     }
 
+    /// Why the log refuses every append (after a failed fsync, or a failed write it could
+    /// not cut back), if it does: until the broker restarts, nothing more can be made durable.
+    pub fn refusing_writes(&self) -> Option<String> {
+        self.shared().refusing.get().cloned()
+    }
+
     /// The writer's running totals since the log was opened.
     pub fn stats(&self) -> LogStats {
         self.shared().stats.snapshot()

@@ -475,6 +475,7 @@ impl Recovery {
             checkpoint: Mutex::new(self.checkpoint.as_ref().map(|c| c.location)),
             inbox: Inbox::new(self.config.inbox_requests),
             stats: Default::default(),
+            refusing: Default::default(),
         });
         let mut writer = Writer {
             shared: shared.clone(),

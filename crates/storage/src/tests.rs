@@ -656,6 +656,7 @@ async fn a_failed_write_leaves_nothing_behind_and_the_log_goes_on() {
 async fn a_failed_fsync_poisons_the_log() {
     let disk = SimDisk::new(4);
     let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    assert_eq!(log.refusing_writes(), None);
     disk.fail_next_sync();
     assert!(matches!(
         log.append(&[message(0, 10)]).await,
@@ -666,6 +667,10 @@ async fn a_failed_fsync_poisons_the_log() {
         Err(AppendError::Poisoned(_))
     ));
     assert!(matches!(log.sync().await, Err(AppendError::Poisoned(_))));
+    assert!(
+        log.refusing_writes()
+            .is_some_and(|why| why.contains("fsync"))
+    );
 }
 
 #[tokio::test]

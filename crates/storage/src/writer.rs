@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub checkpoint: Mutex<Option<Location>>,
     pub inbox: Inbox,
     pub stats: Counters,
+    /// Why the writer refuses every append from now on, once it does (see `Writer::poisoned`).
+    pub refusing: std::sync::OnceLock<String>,
 }
 
 /// Running totals kept by the writer, read by [`crate::Log::stats`] (metrics, benchmarks).
@@ -287,6 +289,12 @@ impl Writer {
         }
     }
 
+    /// From now on every append is refused with `why`; readers see it in `Shared::refusing`.
+    fn poison(&mut self, why: String) {
+        let _ = self.shared.refusing.set(why.clone());
+        self.poisoned = Some(why);
+    }
+
     fn sync(&mut self) -> Result<(), AppendError> {
         if let Some(p) = &self.poisoned {
             return Err(AppendError::Poisoned(p.clone()));
@@ -305,7 +313,7 @@ impl Writer {
                     self.shared.backend.describe(&segment_name(self.active))
                 );
                 tracing::error!("{msg}; refusing further appends");
-                self.poisoned = Some(msg.clone());
+                self.poison(msg.clone());
                 Err(AppendError::Poisoned(msg))
             }
         }
@@ -459,7 +467,7 @@ impl Writer {
             if let Err(cut) = self.active_file.set_len(self.active_len) {
                 let msg = format!("could not cut back a failed write ({e}): {cut}");
                 tracing::error!("{msg}; refusing further appends");
-                self.poisoned = Some(msg);
+                self.poison(msg);
             }
             return Err(AppendError::from_write(e));
         }
@@ -532,7 +540,7 @@ impl Writer {
                 if let Err(cleanup) = removed {
                     let msg = format!("could not remove a half-made {name} ({e}): {cleanup}");
                     tracing::error!("{msg}; refusing further appends");
-                    self.poisoned = Some(msg);
+                    self.poison(msg);
                 }
                 Err(AppendError::from_write(e))
             }

@@ -322,27 +322,49 @@ fn init_logs(json: bool) {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called, not
+/// when the future is first polled: a signal during recovery is not lost to the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
-                    _ = ctrl_c => {}
                     _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
             }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A shutdown signal that several waiters can await: set once a signal has come.
+fn shutdown_watch() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Says what a repair dropped: on stderr for the operator, and in the log.
@@ -385,6 +407,7 @@ fn report_repairs(report: &storage::RecoveryReport) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let stop = shutdown_watch();
     let settings = resolve(&args)?;
     if settings.max_body > frontend::limits::MAX_BODY_CEILING {
         anyhow::bail!(
@@ -393,9 +416,72 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             frontend::limits::MAX_BODY_CEILING
         );
     }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = match &settings.tls {
+        None => None,
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+    };
+    let routes = server::Routes::new(frontend::recovering_router());
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls,
+        routes.clone(),
+        settings.server.clone(),
+        stopped(stop.clone()),
+    ));
+    tracing::info!(%addr, data = %settings.data.display(), "recovering the log; /healthz answers meanwhile");
+    let space = tokio::select! {
+        space = open_space(&settings, args.repair) => space?,
+        () = stopped(stop.clone()) => {
+            // Nothing recovery does on disk needs finishing: an exit here is as safe as a
+            // crash, and what it did is redone at the next start.
+            tracing::info!("stopped during recovery");
+            std::process::exit(0);
+        }
+    };
+    frontend::config::bootstrap(&space, &settings.file)
+        .await
+        .context("cannot apply the configuration file")?;
+    routes.recovered(frontend::router(
+        space.clone(),
+        &frontend::ApiConfig {
+            max_body: settings.max_body,
+            tokens: settings
+                .file
+                .auth
+                .as_ref()
+                .map(|a| a.tokens.clone())
+                .unwrap_or_default(),
+            body_timeout: settings.body_timeout,
+        },
+    ));
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, "syncbrok listening");
+    // One line on stdout once the API is ready, for scripts and tests that start the broker
+    // on port 0.
+    println!("syncbrok listening on {scheme}://{addr}");
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "the HTTP server stopped");
+    }
+    tracing::info!("shutting down");
+    space.shutdown(settings.shutdown_grace.0).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Recovers the Space from the data directory, on a blocking thread (recovery reads the whole
+/// log), and reports what recovery found.
+async fn open_space(settings: &Settings, repair: bool) -> anyhow::Result<Space> {
     let storage = storage::Config {
         fsync: settings.fsync,
-        repair: args.repair,
+        repair,
         segment_bytes: settings.segment_bytes,
         ..storage::Config::default()
     };
@@ -414,27 +500,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let opened = Space::open(
-        Arc::new(backend),
-        SpaceConfig {
-            endpoint_allow,
-            reclaim_interval: settings.reclaim_interval.0,
-            ..SpaceConfig::new(storage)
-        },
-        Arc::new(handler::HttpDeliverer::new()),
-    );
+    let config = SpaceConfig {
+        endpoint_allow,
+        reclaim_interval: settings.reclaim_interval.0,
+        ..SpaceConfig::new(storage)
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        Space::open(
+            Arc::new(backend),
+            config,
+            Arc::new(handler::HttpDeliverer::new()),
+        )
+    })
+    .await
+    .context("recovery stopped")?;
+    let data = settings.data.display();
     let (space, report) = match opened {
         Ok(opened) => opened,
         Err(e @ space::OpenError::Storage(storage::OpenError::Corrupted { .. })) => {
             return Err(anyhow::Error::new(e).context(format!(
-                "cannot recover {}; `syncbrok serve --repair` drops only the damaged records and reports what was lost",
-                settings.data.display()
+                "cannot recover {data}; `syncbrok serve --repair` drops only the damaged records and reports what was lost"
             )));
         }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("cannot recover {}", settings.data.display())));
-        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot recover {data}"))),
     };
     report_repairs(&report);
     tracing::info!(
@@ -443,50 +531,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    frontend::config::bootstrap(&space, &settings.file)
-        .await
-        .context("cannot apply the configuration file")?;
-    let router = frontend::router(
-        space.clone(),
-        &frontend::ApiConfig {
-            max_body: settings.max_body,
-            tokens: settings
-                .file
-                .auth
-                .as_ref()
-                .map(|a| a.tokens.clone())
-                .unwrap_or_default(),
-            body_timeout: settings.body_timeout,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    let scheme = if settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tracing::info!(%addr, data = %settings.data.display(), scheme, "syncbrok listening");
-    // One line on stdout, for scripts and tests that start the broker on port 0.
-    println!("syncbrok listening on {scheme}://{addr}");
-    let tls = match &settings.tls {
-        None => None,
-        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
-    };
-    server::serve(
-        listener,
-        tls,
-        router,
-        settings.server.clone(),
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("shutting down");
-    space.shutdown(settings.shutdown_grace.0).await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(space)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

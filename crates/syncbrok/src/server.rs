@@ -9,14 +9,17 @@
 //!   gracefully (a request under way finishes first); if it stays silent for another
 //!   `idle_timeout`, it is dropped. So a client that stops reading its answer is cut off too.
 //! - **Bodies** have their own deadline, applied by the router (`frontend::deadline`).
+//! - **Recovery**: the broker listens before it recovers; until then `/healthz` answers and
+//!   everything else is 503 ([`Routes`]).
 //! - **Shutdown**: accepting stops, every connection is asked to close after its request under
 //!   way, and the server waits at most `drain` for them.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +33,47 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+
+/// The routes served: the recovering ones (alive, not ready) from the moment the broker
+/// listens, the API once the Space has recovered.
+#[derive(Clone)]
+pub struct Routes {
+    api: Arc<OnceLock<axum::Router>>,
+    recovering: axum::Router,
+}
+
+impl Routes {
+    pub fn new(recovering: axum::Router) -> Routes {
+        Routes {
+            api: Arc::new(OnceLock::new()),
+            recovering,
+        }
+    }
+
+    /// From now on, requests go to `api`.
+    pub fn recovered(&self, api: axum::Router) {
+        let _ = self.api.set(api);
+    }
+
+    fn router(self) -> axum::Router {
+        axum::Router::new().fallback_service(self)
+    }
+}
+
+impl tower_service::Service<axum::extract::Request> for Routes {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <axum::Router as tower_service::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let mut router = self.api.get().unwrap_or(&self.recovering).clone();
+        router.call(request)
+    }
+}
 
 /// How the server treats connections (`server:` in the configuration).
 #[derive(Debug, Clone)]
@@ -45,10 +89,11 @@ pub struct ServerConfig {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    router: axum::Router,
+    routes: Routes,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let router = routes.router();
     let open = Arc::new(Semaphore::new(config.max_connections));
     let (stop, stopping) = watch::channel(false);
     let config = Arc::new(config);

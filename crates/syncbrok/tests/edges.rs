@@ -167,3 +167,61 @@ fn shutdown_does_not_wait_past_its_grace_for_a_stuck_client() {
         start.elapsed()
     );
 }
+
+/// Sends one HTTP/1.1 request and returns the response's head and body.
+fn request(b: &common::Broker, head: &str, body: &[u8]) -> String {
+    let mut s = connect(b);
+    s.write_all(
+        format!(
+            "{head}\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    response(&mut s)
+}
+
+#[test]
+fn sigterm_during_recovery_exits_0() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = common::spawn(&data, &[], Stdio::null());
+    assert!(request(&b, "PUT /v1/queues/q HTTP/1.1", b"").starts_with("HTTP/1.1 201"));
+    let entries = vec![r#"{"body":"x"}"#; 1000].join(",");
+    let batch = format!(r#"{{"messages":[{entries}]}}"#);
+    for _ in 0..20 {
+        let answer = request(
+            &b,
+            "POST /v1/queues/q/messages/batch HTTP/1.1",
+            batch.as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    }
+    b.kill9();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("recovering the log") {
+            break;
+        }
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}

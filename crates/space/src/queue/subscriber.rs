@@ -94,7 +94,7 @@ impl Subscriber {
     /// dispatcher, which may be asleep until its next retry is due, is woken.
     pub fn record_answer(&mut self, acked: bool) {
         if acked {
-            if !self.takes_new_messages() {
+            if self.paused() {
                 self.notify.notify_one();
             }
             self.consecutive_failures = 0;
@@ -103,13 +103,18 @@ impl Subscriber {
         }
     }
 
-    /// Whether the dispatcher may take a new message (not a retry): unless every recent
-    /// attempt failed and a full pause's worth of retries is scheduled (see
-    /// `FAILURES_TO_PAUSE_NEW_MESSAGES`). A retry taken off the schedule makes room for one new
-    /// message, which so goes out as a probe behind it.
+    /// Every recent attempt failed and a full pause's worth of retries is scheduled (see
+    /// `FAILURES_TO_PAUSE_NEW_MESSAGES`).
+    fn paused(&self) -> bool {
+        self.consecutive_failures >= crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES
+            && self.scheduled.len() >= crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as usize
+    }
+
+    /// Whether the dispatcher may take a new message (not a retry): unless it is paused. A
+    /// retry taken off the schedule makes room for one new message, which so goes out as a
+    /// probe behind it; a new message that fails fills the room again.
     pub fn takes_new_messages(&self) -> bool {
-        self.consecutive_failures < crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES
-            || self.scheduled.len() < crate::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as usize
+        !self.paused()
     }
 
     pub fn schedule_retry(&mut self, id: MessageId, at: Instant) {
@@ -124,8 +129,8 @@ impl Subscriber {
         if self.scheduled.is_empty() {
             return;
         }
-        let paused = !self.takes_new_messages();
-        if self.scheduled.remove(&id) && paused && self.takes_new_messages() {
+        let paused = self.paused();
+        if self.scheduled.remove(&id) && paused && !self.paused() {
             self.notify.notify_one();
         }
     }
@@ -214,12 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn a_few_retries_never_pause_new_messages() {
+    fn failures_among_acks_never_pause_new_messages() {
         let mut q = queue(200);
-        fail_new(&mut q, 3, later());
-        for _ in 0..PAUSE {
-            q.record_answer(SUB, false);
-        }
+        fail_new(&mut q, PAUSE - 1, later());
+        q.record_answer(SUB, true);
+        fail_new(&mut q, PAUSE - 1, later());
         assert!(q.next_for(SUB, Instant::now()).is_some());
     }
 

@@ -115,6 +115,10 @@ impl Journal {
         self.log.read(at)
     }
 
+    pub fn refusing_writes(&self) -> Option<String> {
+        self.log.refusing_writes()
+    }
+
     pub fn stats(&self) -> LogStats {
         self.log.stats()
     }

@@ -133,6 +133,11 @@ impl Space {
     }
 
     /// The log writer's running totals (for metrics and benchmarks).
+    /// Why the Space can no longer record anything (its log refuses writes), if so.
+    pub fn refusing_writes(&self) -> Option<String> {
+        self.inner.journal.refusing_writes()
+    }
+
     pub fn log_stats(&self) -> LogStats {
         self.inner.journal.stats()
     }
