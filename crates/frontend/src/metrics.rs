@@ -121,6 +121,32 @@ pub fn render(space: &Space) -> String {
     }
     family(
         &mut out,
+        "syncbrok_queue_idempotency_keys",
+        "gauge",
+        "Idempotency keys the queue remembers.",
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_idempotency_keys{{queue=\"{}\"}} {}",
+            q.name, q.idempotency_keys
+        );
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_idempotency_keys_forgotten_total",
+        "counter",
+        "Idempotency keys forgotten before their window was over, to stay within idempotency.max_keys (since the broker started).",
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "syncbrok_queue_idempotency_keys_forgotten_total{{queue=\"{}\"}} {}",
+            q.name, q.idempotency_keys_forgotten
+        );
+    }
+    family(
+        &mut out,
         "syncbrok_queue_subscribers",
         "gauge",
         "Subscribers of a queue.",

@@ -120,6 +120,13 @@ pub struct Limits {
 pub struct Idempotency {
     /// How long an `Idempotency-Key` is remembered.
     pub window: Span,
+    /// Most keys a queue remembers; past it the oldest are forgotten first.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+fn default_max_keys() -> u64 {
+    bounds::IDEMPOTENCY_KEYS_DEFAULT
 }
 
 /// Every setting of a queue, defaults filled in.
@@ -153,6 +160,7 @@ impl Default for QueueSettings {
             on_parent_dead: OnParentDead::Wait,
             idempotency: Idempotency {
                 window: Span::secs(3_600),
+                max_keys: bounds::IDEMPOTENCY_KEYS_DEFAULT,
             },
         }
     }
@@ -197,6 +205,7 @@ pub struct LimitsPatch {
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyPatch {
     pub window: Option<Span>,
+    pub max_keys: Option<u64>,
 }
 
 /// Bounds on settings, each with its reason.
@@ -214,6 +223,10 @@ pub mod bounds {
     pub const RETENTION_MAX: Span = Span::secs(10 * 365 * 86_400);
     /// Keys are kept in memory for the whole window; a week bounds that.
     pub const IDEMPOTENCY_WINDOW_MAX: Span = Span::secs(7 * 86_400);
+    /// Keys a queue remembers by default (each up to 256 bytes plus ~100 of bookkeeping).
+    pub const IDEMPOTENCY_KEYS_DEFAULT: u64 = 1_000_000;
+    /// Most keys a queue may be set to remember: about 3.5 GB of memory at the longest keys.
+    pub const IDEMPOTENCY_KEYS_MAX: u64 = 10_000_000;
 }
 
 /// Why settings were refused.
@@ -249,6 +262,7 @@ impl QueueSettings {
         s.on_parent_dead = p.on_parent_dead.unwrap_or(s.on_parent_dead);
         if let Some(i) = &p.idempotency {
             s.idempotency.window = i.window.unwrap_or(s.idempotency.window);
+            s.idempotency.max_keys = i.max_keys.unwrap_or(s.idempotency.max_keys);
         }
         s.validate()?;
         Ok(s)
@@ -311,6 +325,15 @@ impl QueueSettings {
             Span::millis(0),
             IDEMPOTENCY_WINDOW_MAX,
         )?;
+        if !(1..=IDEMPOTENCY_KEYS_MAX).contains(&self.idempotency.max_keys) {
+            return Err(SettingsError {
+                field: "idempotency.max_keys",
+                reason: format!(
+                    "{} is outside 1..={IDEMPOTENCY_KEYS_MAX}",
+                    self.idempotency.max_keys
+                ),
+            });
+        }
         Ok(())
     }
 }

@@ -92,6 +92,11 @@ pub struct QueueInfo {
     /// Dead parents removed by retention that the queue no longer remembers (see
     /// `limits::DEAD_REMOVED_RANGES_PER_QUEUE_MAX`).
     pub forgotten_dead_parents: u64,
+    /// Idempotency keys remembered.
+    pub idempotency_keys: u64,
+    /// Idempotency keys forgotten before their window was over, to stay within
+    /// `idempotency.max_keys`, since the broker started.
+    pub idempotency_keys_forgotten: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,15 +52,27 @@ pub struct FsBackend {
 /// Name of the lock file in a data directory.
 const LOCK_FILE: &str = "LOCK";
 
+/// Messages are private: a data directory the broker creates is its owner's only (`0700`), and
+/// so is every file it creates in it (`0600`), whatever the umask allows.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, FILE_MODE);
+    options
+}
+
 impl FsBackend {
-    /// Opens (creating if missing) a data directory and locks it.
+    /// Opens (creating if missing, readable by its owner only) a data directory and locks it.
     pub fn open(root: impl AsRef<Path>) -> io::Result<FsBackend> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, DIR_MODE);
+        dir.create(&root)?;
+        let lock = owner_only(OpenOptions::new().create(true).truncate(false).write(true))
             .open(root.join(LOCK_FILE))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -104,12 +116,14 @@ impl Backend for FsBackend {
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn BackendFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.root.join(name))?;
+        let f = owner_only(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .open(self.root.join(name))?;
         Ok(Arc::new(f))
     }
 
@@ -164,5 +178,19 @@ mod tests {
         assert_eq!(second.err().unwrap().kind(), io::ErrorKind::WouldBlock);
         drop(first);
         FsBackend::open(dir.path()).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_and_its_files_are_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("data");
+        let backend = FsBackend::open(&root).unwrap();
+        backend.create("00000001.log").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("00000001.log")), 0o600);
+        assert_eq!(mode(&root.join(LOCK_FILE)), 0o600);
     }
 }

@@ -27,6 +27,8 @@ pub(crate) fn body_hash(body: &[u8]) -> u64 {
 pub(crate) struct IdempotencyKeys {
     keys: HashMap<String, Remembered>,
     deadlines: VecDeque<(u64, String)>,
+    /// Keys forgotten before their window was over, to stay within `max_keys`.
+    forgotten: u64,
 }
 
 impl IdempotencyKeys {
@@ -34,9 +36,28 @@ impl IdempotencyKeys {
         self.keys.get(key)
     }
 
-    pub fn insert(&mut self, key: String, r: Remembered) {
+    /// Remembers `key`; then forgets the oldest keys while there are more than `max`.
+    pub fn insert(&mut self, key: String, r: Remembered, max: u64) {
         self.deadlines.push_back((r.expires_at_ms, key.clone()));
         self.keys.insert(key, r);
+        self.limit(max);
+    }
+
+    /// Forgets the oldest keys (in arrival order) while there are more than `max`.
+    pub fn limit(&mut self, max: u64) {
+        while self.keys.len() as u64 > max {
+            let Some((at, key)) = self.deadlines.pop_front() else {
+                break;
+            };
+            if self.keys.get(&key).is_some_and(|r| r.expires_at_ms == at) {
+                self.keys.remove(&key);
+                self.forgotten += 1;
+            }
+        }
+    }
+
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
     }
 
     /// Forgets keys whose window is over. Deadlines are in arrival order; a window changed
@@ -59,8 +80,14 @@ impl IdempotencyKeys {
         self.keys.len()
     }
 
+    /// The keys in arrival order (the order that expiry and `max_keys` go by, which a
+    /// snapshot keeps).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Remembered)> {
-        self.keys.iter()
+        self.deadlines.iter().filter_map(|(at, key)| {
+            self.keys
+                .get_key_value(key)
+                .filter(|(_, r)| r.expires_at_ms == *at)
+        })
     }
 }
 
@@ -79,9 +106,9 @@ mod tests {
     #[test]
     fn idempotency_keys_expire_in_deadline_order_and_a_renewed_key_stays() {
         let mut k = IdempotencyKeys::default();
-        k.insert("a".into(), remembered(1, 10));
-        k.insert("b".into(), remembered(2, 20));
-        k.insert("a".into(), remembered(3, 30)); // reused after its window: renewed
+        k.insert("a".into(), remembered(1, 10), 10);
+        k.insert("b".into(), remembered(2, 20), 10);
+        k.insert("a".into(), remembered(3, 30), 10); // reused after its window: renewed
         k.expire(15);
         assert_eq!(k.get("a").map(|r| r.id), Some(uuid::Uuid::from_u128(3)));
         assert!(k.get("b").is_some());
@@ -90,6 +117,26 @@ mod tests {
         assert_eq!(k.len(), 1);
         k.expire(30);
         assert_eq!(k.len(), 0);
+    }
+
+    #[test]
+    fn past_max_keys_the_oldest_are_forgotten_first_and_counted() {
+        let mut k = IdempotencyKeys::default();
+        k.insert("a".into(), remembered(1, 10), 2);
+        k.insert("b".into(), remembered(2, 20), 2);
+        k.insert("a".into(), remembered(3, 30), 2); // renewed: now the newest
+        k.insert("c".into(), remembered(4, 40), 2);
+        assert!(k.get("b").is_none(), "the oldest went");
+        assert!(k.get("a").is_some() && k.get("c").is_some());
+        assert_eq!(k.forgotten(), 1);
+        let order: Vec<&str> = k.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(order, ["a", "c"], "arrival order");
+        k.limit(1);
+        assert_eq!(
+            k.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert_eq!(k.forgotten(), 2);
     }
 
     #[test]

@@ -236,6 +236,7 @@ impl QueueState {
                     body_hash: body_hash(&p.body),
                     expires_at_ms: p.published_at_ms.saturating_add(window),
                 },
+                self.settings.idempotency.max_keys,
             );
         }
         let meta = Meta {
@@ -408,6 +409,7 @@ impl QueueState {
 
     pub fn apply_settings(&mut self, settings: QueueSettings) {
         self.settings = settings;
+        self.idempotency.limit(settings.idempotency.max_keys);
         self.sched.set_on_parent_dead(settings.on_parent_dead);
     }
 

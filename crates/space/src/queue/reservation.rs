@@ -318,4 +318,46 @@ mod tests {
         assert!(!q.issued(id));
         q.abort(later);
     }
+
+    /// `idempotency.max_keys`: past it the oldest key is forgotten, and publishes anew; a
+    /// lower setting applies at once. Driven through records, as live operation and replay are.
+    #[test]
+    fn past_max_keys_the_oldest_key_publishes_anew() {
+        let mut settings = QueueSettings::default();
+        settings.idempotency.max_keys = 2;
+        let mut q = QueueState::new("q", 1, settings);
+        let keyed = |key: &str| BatchEntry {
+            message: NewMessage {
+                body: Bytes::from_static(b"x"),
+                content_type: None,
+                parent: None,
+                idempotency_key: Some(key.to_owned()),
+            },
+            parent: None,
+        };
+        for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
+            let entries = [keyed(key)];
+            let r = q.reserve(&entries, 1_000).unwrap();
+            let records = r.records(1, &entries, 1_000);
+            let at = Location {
+                segment: 1,
+                offset: 24 + 100 * n as u32,
+                len: 100,
+            };
+            q.commit(r, &records, &[at], &mut Vec::new());
+        }
+        assert_eq!(q.idempotency_keys(), (2, 1));
+        let again = q.reserve(&[keyed("a")], 1_000).unwrap();
+        assert!(again.answers[0].created, "a forgotten key publishes anew");
+        q.abort(again);
+        let repeat = q.reserve(&[keyed("c")], 1_000).unwrap();
+        assert!(
+            !repeat.answers[0].created,
+            "a remembered key answers the first id"
+        );
+        q.abort(repeat);
+        settings.idempotency.max_keys = 1;
+        q.apply_settings(settings);
+        assert_eq!(q.idempotency_keys(), (1, 2));
+    }
 }

@@ -145,7 +145,7 @@ impl QueueState {
                 body_hash: d.u64()?,
                 expires_at_ms: d.u64()?,
             };
-            q.idempotency.insert(key, r);
+            q.idempotency.insert(key, r, u64::MAX);
         }
         for _ in 0..d.u64()? {
             q.decode_message(d)?;

@@ -34,6 +34,12 @@ impl QueueState {
         self.dead_removed.forgotten()
     }
 
+    /// Idempotency keys remembered now, and forgotten before their window was over (to stay
+    /// within `idempotency.max_keys`) since the broker started.
+    pub fn idempotency_keys(&self) -> (u64, u64) {
+        (self.idempotency.len() as u64, self.idempotency.forgotten())
+    }
+
     /// Body bytes of waiting, ready and delivering messages.
     pub fn undelivered_bytes(&self) -> u64 {
         self.sched.undelivered_bytes()

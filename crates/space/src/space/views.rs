@@ -44,6 +44,8 @@ impl Space {
                 .oldest_undelivered_age(now)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             forgotten_dead_parents: st.forgotten_dead_parents(),
+            idempotency_keys: st.idempotency_keys().0,
+            idempotency_keys_forgotten: st.idempotency_keys().1,
         })
     }
 
