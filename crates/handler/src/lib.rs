@@ -10,6 +10,7 @@
 //! https endpoints go through rustls (ring provider, Mozilla's roots, optional extra roots).
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
+mod guard;
 pub mod limits;
 
 use std::future::Future;
@@ -22,9 +23,9 @@ use hmac::{Hmac, Mac};
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
+use space::endpoints::EndpointPolicy;
 use space::{Attempt, Deliverer, HandlerKind, Outcome};
 
 pub use space::time::rfc3339;
@@ -45,7 +46,7 @@ pub mod names {
     pub const SYNCBROK_PARENT: HeaderName = HeaderName::from_static("syncbrok-parent");
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<guard::Guarded>;
 
 /// Delivers attempts over HTTP/1.1, plain or TLS (rustls), with a shared connection pool.
 #[derive(Clone)]
@@ -65,14 +66,21 @@ impl Default for HttpDeliverer {
 pub struct TlsError(String);
 
 impl HttpDeliverer {
-    /// A deliverer trusting Mozilla's root certificates for https endpoints.
+    /// A deliverer trusting Mozilla's root certificates for https endpoints, under the
+    /// default endpoint policy (no link-local or unspecified addresses).
     pub fn new() -> HttpDeliverer {
-        HttpDeliverer::with_extra_roots(Vec::new())
+        HttpDeliverer::with_policy(EndpointPolicy::default())
+    }
+
+    /// A deliverer whose every new connection must pass `policy` (`endpoints.allow`).
+    pub fn with_policy(policy: EndpointPolicy) -> HttpDeliverer {
+        HttpDeliverer::with_extra_roots(policy, Vec::new())
             .expect("the built-in roots and the ring provider always make a TLS config")
     }
 
     /// A deliverer that also trusts these certificates (DER), e.g. a private CA.
     pub fn with_extra_roots(
+        policy: EndpointPolicy,
         extra: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<HttpDeliverer, TlsError> {
         let mut roots = rustls::RootCertStore {
@@ -87,9 +95,7 @@ impl HttpDeliverer {
             .map_err(|e| TlsError(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
+        let http = guard::Guarded::new(policy);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -197,7 +197,8 @@ pub enum SubscriberError {
     TooManySubscribers,
     #[error("invalid endpoint {0}")]
     InvalidEndpoint(String),
-    #[error("endpoint {0:?} is not in endpoints.allow")]
+    /// Why, in words.
+    #[error("endpoint not allowed: {0}")]
     EndpointNotAllowed(String),
     #[error("a secret must be whsec_ followed by base64 (the Standard Webhooks format)")]
     InvalidSecret,

@@ -18,8 +18,9 @@ pub struct SpaceConfig {
     /// How often the reclaimer checks whether a checkpoint (and reclaiming the segments
     /// before it) is due.
     pub reclaim_interval: Duration,
-    /// `endpoints.allow`: the hosts and networks subscribers may point at; `None` allows all.
-    pub endpoint_allow: Option<crate::endpoints::AllowList>,
+    /// What subscribers may point at (`endpoints.allow`), checked when one is added; the
+    /// handler enforces the same policy on every connection.
+    pub endpoint_policy: crate::endpoints::EndpointPolicy,
     /// The wall clock: record times, retention, idempotency windows. Tests set their own.
     pub clock: Arc<dyn Clock>,
 }
@@ -29,7 +30,7 @@ impl SpaceConfig {
         SpaceConfig {
             storage,
             reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
-            endpoint_allow: None,
+            endpoint_policy: Default::default(),
             clock: Arc::new(SystemClock),
         }
     }

@@ -500,20 +500,17 @@ async fn open_space(settings: &Settings, repair: bool) -> anyhow::Result<Space> 
         ),
         None => None,
     };
+    let endpoint_policy = space::endpoints::EndpointPolicy::new(endpoint_allow);
+    let deliverer = Arc::new(handler::HttpDeliverer::with_policy(endpoint_policy.clone()));
     let config = SpaceConfig {
-        endpoint_allow,
+        endpoint_policy,
         reclaim_interval: settings.reclaim_interval.0,
         ..SpaceConfig::new(storage)
     };
-    let opened = tokio::task::spawn_blocking(move || {
-        Space::open(
-            Arc::new(backend),
-            config,
-            Arc::new(handler::HttpDeliverer::new()),
-        )
-    })
-    .await
-    .context("recovery stopped")?;
+    let opened =
+        tokio::task::spawn_blocking(move || Space::open(Arc::new(backend), config, deliverer))
+            .await
+            .context("recovery stopped")?;
     let data = settings.data.display();
     let (space, report) = match opened {
         Ok(opened) => opened,

@@ -225,3 +225,106 @@ fn sigterm_during_recovery_exits_0() {
     assert!(status.success(), "{status:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
+
+/// A subscriber server that answers every request 204 and counts them.
+fn counting_sink() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    buf.drain(..end + 4 + len);
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+/// `endpoints.allow` holds for subscribers restored from the log, not only for those added
+/// under it: started again with a list that excludes it, the broker does not connect to a
+/// subscriber added before, and the attempt's error says why.
+#[test]
+fn a_restored_subscriber_outside_a_narrower_allow_list_gets_nothing() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, received) = counting_sink();
+    let b = broker(&dir, "  idle_timeout: 30s\n");
+    assert!(request(&b, "PUT /v1/queues/q HTTP/1.1", b"").starts_with("HTTP/1.1 201"));
+    let sub = format!(r#"{{"endpoint": "{sink}"}}"#);
+    let answer = request(&b, "POST /v1/queues/q/subscribers HTTP/1.1", sub.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(request(&b, "POST /v1/queues/q/messages HTTP/1.1", b"one").starts_with("HTTP/1.1 201"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::SeqCst) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first message was not delivered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(b.terminate().success());
+
+    let config = dir.path().join("syncbrok.yml");
+    std::fs::write(&config, "endpoints:\n  allow: [\"10.0.0.0/8\"]\n").unwrap();
+    let b = common::spawn(
+        &dir.path().join("data"),
+        &["--config".as_ref(), config.as_os_str()],
+        Stdio::null(),
+    );
+    let published = request(&b, "POST /v1/queues/q/messages HTTP/1.1", b"two");
+    assert!(published.starts_with("HTTP/1.1 201"), "{published}");
+    let id = published
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = request(&b, &format!("GET /v1/queues/q/messages/{id} HTTP/1.1"), b"");
+        if shown.contains("endpoints.allow") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal shown: {shown}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1,
+        "nothing more reached the subscriber"
+    );
+    b.terminate();
+}

@@ -1038,7 +1038,7 @@ endpoints:
         Method::POST,
         &u("/v1/queues/q/subscribers"),
         auth(&admin),
-        &sub("http://localhost:9/"),
+        &sub("http://10.9.9.9:9/"),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);

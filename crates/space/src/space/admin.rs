@@ -142,10 +142,8 @@ impl Space {
         spec: SubscriberSpec,
     ) -> Result<(SubscriberInfo, bool), SubscriberError> {
         validate_endpoint(&spec.endpoint)?;
-        if let Some(allow) = &self.inner.endpoint_allow
-            && !allow.allows(&spec.endpoint)
-        {
-            return Err(SubscriberError::EndpointNotAllowed(spec.endpoint));
+        if let Err(why) = self.inner.endpoint_policy.check_endpoint(&spec.endpoint) {
+            return Err(SubscriberError::EndpointNotAllowed(why));
         }
         if spec.max_in_flight == 0 || spec.max_in_flight > MAX_IN_FLIGHT_MAX {
             return Err(SubscriberError::InvalidMaxInFlight(spec.max_in_flight));

@@ -89,7 +89,7 @@ struct Inner {
     totals: Totals,
     /// One reclaim at a time, and what the last one saw.
     maintenance: tokio::sync::Mutex<Maintenance>,
-    endpoint_allow: Option<crate::endpoints::AllowList>,
+    endpoint_policy: crate::endpoints::EndpointPolicy,
     recent: RecentBodies,
 }
 
@@ -147,7 +147,7 @@ impl Space {
                 idle: Notify::new(),
                 totals: Totals::default(),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
-                endpoint_allow: config.endpoint_allow,
+                endpoint_policy: config.endpoint_policy,
                 recent: RecentBodies::new(limits::RECENT_BODIES_BYTES),
             }),
         };
