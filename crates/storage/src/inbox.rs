@@ -34,6 +34,8 @@ pub(crate) enum Request {
     Append {
         units: Vec<Unit>,
         wait: Wait,
+        /// The records let space go: on a full disk they may use the reserve.
+        frees: bool,
         reply: AppendReply,
     },
     /// Write the units (checkpoint parts), sync, then point the checkpoint file at the first.

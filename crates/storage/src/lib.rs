@@ -21,6 +21,7 @@ pub mod limits;
 mod log;
 mod record;
 mod recovery;
+mod reserve;
 mod segment;
 pub mod sim;
 mod writer;

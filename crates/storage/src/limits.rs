@@ -54,6 +54,15 @@ pub const ACKS_PER_RECORD_MAX: usize = 4096;
 /// marks only, in one linear pass.)
 pub const RESYNC_CHECKED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
+/// Default size of the disk reserve (see `reserve.rs`): room for the checkpoint and the
+/// records that free space once the disk is full. A checkpoint larger than this (about a
+/// hundred thousand messages held per MiB) may still fail on a full disk.
+pub const RESERVE_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
+
+/// While the disk is full, how often an ordinary append may try to make the reserve again
+/// (each try writes it whole).
+pub const RESERVE_RETRY_MS: u64 = 1000;
+
 /// Size of the read window used when scanning a segment during recovery and compaction.
 /// Large sequential reads keep replay near disk/page-cache bandwidth.
 pub const SCAN_WINDOW_BYTES: usize = 8 * 1024 * 1024;

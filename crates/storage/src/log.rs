@@ -33,6 +33,9 @@ pub struct Config {
     /// Zero-fill each segment before it is used (one segment ahead, on a helper thread), so
     /// that fsyncs need not journal file growth. Costs one segment of disk in advance.
     pub preallocate: bool,
+    /// Disk kept back for freeing space on a full disk (see [`Log::append_freeing`]), at most
+    /// a segment; 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             repair: false,
             inbox_requests: INBOX_REQUESTS_DEFAULT,
             preallocate: true,
+            reserve_bytes: crate::limits::RESERVE_BYTES_DEFAULT,
         }
     }
 }
@@ -125,20 +129,43 @@ impl Log {
     /// Appends records atomically (all are recovered, or none) and returns their locations once
     /// the fsync policy is met: on disk for `always`.
     pub async fn append(&self, records: &[Record]) -> Result<Vec<Location>, AppendError> {
-        self.append_with(records, Wait::Policy).await
+        self.append_with(records, Wait::Policy, false).await
+    }
+
+    /// [`Log::append`] for records that let space go (a deletion, a discard, an expiry, a
+    /// dead letter): on a full disk they may use the reserve, which ordinary appends may not.
+    pub async fn append_freeing(&self, records: &[Record]) -> Result<Vec<Location>, AppendError> {
+        self.append_with(records, Wait::Policy, true).await
+    }
+
+    /// [`Log::append_lazy`] for records that let space go (see [`Log::append_freeing`]).
+    pub async fn append_lazy_freeing(
+        &self,
+        records: &[Record],
+    ) -> Result<Vec<Location>, AppendError> {
+        self.append_with(records, Wait::Written, true).await
+    }
+
+    /// Whether the disk was found full and the log has not made its reserve again: ordinary
+    /// appends are refused meanwhile, and reclaiming should run.
+    pub fn storage_full(&self) -> bool {
+        self.shared()
+            .full
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends records without waiting for an fsync (acks, failures: losing one in a crash only
     /// causes a redelivery). They are synced with the next durable append, within
     /// [`crate::limits::LAZY_SYNC_DELAY_MS`] otherwise.
     pub async fn append_lazy(&self, records: &[Record]) -> Result<Vec<Location>, AppendError> {
-        self.append_with(records, Wait::Written).await
+        self.append_with(records, Wait::Written, false).await
     }
 
     async fn append_with(
         &self,
         records: &[Record],
         wait: Wait,
+        frees: bool,
     ) -> Result<Vec<Location>, AppendError> {
         if records.is_empty() {
             return Ok(Vec::new());
@@ -147,6 +174,7 @@ impl Log {
         self.request(|reply| Request::Append {
             units: vec![unit],
             wait,
+            frees,
             reply,
         })
         .await
@@ -423,6 +451,7 @@ impl Log {
             self.request(|reply| Request::Append {
                 units,
                 wait: Wait::Synced,
+                frees: true,
                 reply,
             })
             .await?

@@ -468,7 +468,11 @@ impl Recovery {
         };
         self.report.segments = self.files.len();
 
+        // Never more than a segment: that is what a checkpoint and a roll need at most here.
+        let reserve_bytes = self.config.reserve_bytes.min(self.config.segment_bytes);
+        let reserve = crate::reserve::Reserve::open(backend.clone(), reserve_bytes);
         let shared = Arc::new(Shared {
+            full: std::sync::atomic::AtomicBool::new(!reserve.held()),
             backend,
             salt: self.salt,
             segments: std::sync::RwLock::new(self.files),
@@ -493,6 +497,7 @@ impl Recovery {
             buf: Vec::new(),
             dirty_since: None,
             poisoned: None,
+            reserve,
             preallocate: self.config.preallocate,
             prepared: Arc::new(Mutex::new(None)),
             preparer: None,

@@ -7,6 +7,7 @@
 //! one: that is group commit, and it is why durable appends scale with concurrency.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     pub stats: Counters,
     /// Why the writer refuses every append from now on, once it does (see `Writer::poisoned`).
     pub refusing: std::sync::OnceLock<String>,
+    /// The disk was found full and the reserve is not made again yet (see `reserve.rs`).
+    pub full: std::sync::atomic::AtomicBool,
 }
 
 /// Running totals kept by the writer, read by [`crate::Log::stats`] (metrics, benchmarks).
@@ -142,6 +145,8 @@ pub(crate) struct Writer {
     pub dirty_since: Option<Instant>,
     /// Set after an fsync failure; every later request fails with it.
     pub poisoned: Option<String>,
+    /// Disk kept back for what frees space once the disk is full.
+    pub reserve: crate::reserve::Reserve,
     /// Zero-fill the next segment ahead of the roll (see [`crate::segment::preallocate`]).
     pub preallocate: bool,
     /// The next segment, zero-filled and synced, once the preparing thread is done.
@@ -296,6 +301,37 @@ impl Writer {
         }
     }
 
+    /// Whether `request` may go ahead. While the disk is full, what frees space (and a
+    /// checkpoint, which reclaiming needs) goes, in the room the reserve leaves once released;
+    /// an ordinary append goes only if the reserve can be made again (space is back).
+    fn admits(&mut self, request: &Request) -> bool {
+        if !self.shared.full.load(Ordering::Relaxed) {
+            return true;
+        }
+        let frees = match request {
+            Request::Sync { .. } => return true,
+            Request::Append { frees, .. } => *frees,
+            Request::Checkpoint { .. } | Request::Acks(_) => true,
+        };
+        if frees {
+            self.reserve.release();
+            return true;
+        }
+        if self.reserve.restore() {
+            self.shared.full.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Notes that a write failed for want of space: the log is full until the reserve is made
+    /// again.
+    fn note_failure(&self, e: &AppendError) {
+        if matches!(e, AppendError::NoSpace(_)) {
+            self.shared.full.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// From now on every append is refused with `why`; readers see it in `Shared::refusing`.
     fn poison(&mut self, why: String) {
         let _ = self.shared.refusing.set(why.clone());
@@ -381,9 +417,18 @@ impl Writer {
                 Pending::from_request(request).fail(&AppendError::Poisoned(p.clone()));
                 continue;
             }
+            if !self.admits(&request) {
+                Pending::from_request(request).fail(&AppendError::NoSpace(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "the disk is full; what is left is kept for deletions, expiries and reclaiming",
+                )));
+                continue;
+            }
             match request {
                 Request::Sync { reply } => group.push(Pending::Sync { reply }),
-                Request::Append { units, wait, reply } => match self.stage(&units, &mut group) {
+                Request::Append {
+                    units, wait, reply, ..
+                } => match self.stage(&units, &mut group) {
                     Ok(locations) => group.push(Pending::Append {
                         locations,
                         wait,
@@ -476,7 +521,9 @@ impl Writer {
                 tracing::error!("{msg}; refusing further appends");
                 self.poison(msg);
             }
-            return Err(AppendError::from_write(e));
+            let e = AppendError::from_write(e);
+            self.note_failure(&e);
+            return Err(e);
         }
         let stats = &self.shared.stats;
         stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -549,7 +596,9 @@ impl Writer {
                     tracing::error!("{msg}; refusing further appends");
                     self.poison(msg);
                 }
-                Err(AppendError::from_write(e))
+                let e = AppendError::from_write(e);
+                self.note_failure(&e);
+                Err(e)
             }
         }
     }

@@ -128,7 +128,7 @@ impl Space {
         let _order = q.order.write().await;
         let number = q.lock().number();
         change
-            .append(&[Record::QueueDeleted { queue: number }])
+            .append_freeing(&[Record::QueueDeleted { queue: number }])
             .await?;
         q.lock().apply_deleted();
         self.inner.registry.remove(name, number);
@@ -223,7 +223,7 @@ impl Space {
         };
         let now = self.now_ms();
         change
-            .append(&[Record::SubscriberRemoved {
+            .append_freeing(&[Record::SubscriberRemoved {
                 queue: number,
                 subscriber: id,
                 removed_at_ms: now,

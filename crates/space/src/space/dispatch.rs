@@ -241,7 +241,7 @@ impl Space {
             last_error: Some(f.error.clone()),
             dead_at_ms: f.now,
         };
-        if let Err(e) = change.append_lazy(&[record]).await {
+        if let Err(e) = change.append_lazy_freeing(&[record]).await {
             tracing::warn!(error = %e, message = %f.id, "could not record a dead letter");
             return false;
         }

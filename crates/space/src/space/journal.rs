@@ -127,6 +127,11 @@ impl Journal {
         self.log.segments()
     }
 
+    /// The disk was found full and the log has not made its reserve again.
+    pub fn storage_full(&self) -> bool {
+        self.log.storage_full()
+    }
+
     pub fn checkpoint_location(&self) -> Option<Location> {
         self.log.checkpoint_location()
     }
@@ -152,6 +157,20 @@ impl Change<'_> {
     /// durable append, or within 50 ms.
     pub async fn append_lazy(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
         Ok(self.log.append_lazy(records).await?)
+    }
+
+    /// [`Change::append`] for a change that lets space go (a deletion, a discard): on a full
+    /// disk it may use the log's reserve, which publishes may not.
+    pub async fn append_freeing(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
+        Ok(self.log.append_freeing(records).await?)
+    }
+
+    /// [`Change::append_lazy`] for a change that lets space go (an expiry, a dead letter).
+    pub async fn append_lazy_freeing(
+        &self,
+        records: &[Record],
+    ) -> Result<Vec<Location>, JournalError> {
+        Ok(self.log.append_lazy_freeing(records).await?)
     }
 
     /// Queues an ack whose effect was just applied (call it under the queue's lock, right

@@ -141,6 +141,10 @@ impl Space {
 
     /// Whether enough log has piled up since the last checkpoint to make one worth it.
     async fn reclaim_due(&self) -> bool {
+        if self.inner.journal.storage_full() {
+            // Whatever can go must go now: nothing else can be written meanwhile.
+            return self.reclaimable_bytes() > 0;
+        }
         let mut m = self.inner.maintenance.lock().await;
         let written_total = self.inner.journal.stats().bytes;
         // Nothing written since the last look: an idle broker does no work here.
@@ -165,18 +169,23 @@ impl Space {
         }
         // Worth a snapshot only if it lets at least one segment's worth of disk go: a backlog
         // that is all still owed gains nothing from one.
+        let segment_bytes = segments.first().map_or(u64::MAX, |s| s.bytes);
+        self.reclaimable_bytes() >= segment_bytes
+    }
+
+    /// Bytes of sealed segments that no held message needs.
+    fn reclaimable_bytes(&self) -> u64 {
+        let segments = self.inner.journal.segments();
         let live = self.live_bytes_per_segment();
         let active = segments.last().map_or(0, |s| s.id);
-        let reclaimable: u64 = segments
+        segments
             .iter()
             .filter(|s| s.id < active)
             .map(|s| {
                 s.bytes
                     .saturating_sub(live.get(&s.id).copied().unwrap_or(0))
             })
-            .sum();
-        let segment_bytes = segments.first().map_or(u64::MAX, |s| s.bytes);
-        reclaimable >= segment_bytes
+            .sum()
     }
 
     /// Bytes of messages still held, per segment.
@@ -243,7 +252,7 @@ impl Space {
                     messages: due.clone(),
                     expired_at_ms: now,
                 };
-                if let Err(e) = change.append_lazy(&[record]).await {
+                if let Err(e) = change.append_lazy_freeing(&[record]).await {
                     tracing::warn!(error = %e, "could not record expired messages; retention waits");
                     break;
                 }

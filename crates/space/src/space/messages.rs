@@ -41,7 +41,7 @@ impl Space {
         }
         let now = self.now_ms();
         change
-            .append(&[Record::Discarded {
+            .append_freeing(&[Record::Discarded {
                 message: id,
                 discarded_at_ms: now,
             }])
