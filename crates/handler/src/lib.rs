@@ -60,6 +60,27 @@ impl Default for HttpDeliverer {
     }
 }
 
+/// How a deliverer connects.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// What subscribers may connect to (`endpoints.allow`).
+    pub policy: EndpointPolicy,
+    /// Most connections open at once, to all subscribers together.
+    pub max_connections: usize,
+    /// Certificates (DER) trusted besides Mozilla's roots, e.g. a private CA.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            policy: EndpointPolicy::default(),
+            max_connections: limits::OUTBOUND_CONNECTIONS_MAX,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
 /// Why the TLS client could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up TLS for https endpoints: {0}")]
@@ -74,15 +95,20 @@ impl HttpDeliverer {
 
     /// A deliverer whose every new connection must pass `policy` (`endpoints.allow`).
     pub fn with_policy(policy: EndpointPolicy) -> HttpDeliverer {
-        HttpDeliverer::with_extra_roots(policy, Vec::new())
-            .expect("the built-in roots and the ring provider always make a TLS config")
+        HttpDeliverer::with_config(HttpConfig {
+            policy,
+            ..HttpConfig::default()
+        })
+        .expect("the built-in roots and the ring provider always make a TLS config")
     }
 
-    /// A deliverer that also trusts these certificates (DER), e.g. a private CA.
-    pub fn with_extra_roots(
-        policy: EndpointPolicy,
-        extra: Vec<rustls::pki_types::CertificateDer<'static>>,
-    ) -> Result<HttpDeliverer, TlsError> {
+    /// A deliverer as `config` says.
+    pub fn with_config(config: HttpConfig) -> Result<HttpDeliverer, TlsError> {
+        let HttpConfig {
+            policy,
+            max_connections,
+            extra_roots: extra,
+        } = config;
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -95,7 +121,7 @@ impl HttpDeliverer {
             .map_err(|e| TlsError(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let http = guard::Guarded::new(policy);
+        let http = guard::Guarded::new(policy, max_connections.max(1));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -7,3 +7,8 @@ pub const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
 pub const POOL_IDLE_PER_HOST: usize = 256;
 /// Idle connections are closed after this long.
 pub const POOL_IDLE_TIMEOUT_S: u64 = 90;
+/// Most connections to subscribers open at once, over all of them: each holds a socket and
+/// buffers. Past it a new connection waits for one to close (its attempt bounded by the
+/// queue's `delivery_timeout`). With 64 subscribers per queue at the default `max_in_flight`
+/// of 64, one busy queue fits.
+pub const OUTBOUND_CONNECTIONS_MAX: usize = 4096;

@@ -79,3 +79,33 @@ async fn a_host_name_is_checked_by_what_it_resolves_to() {
     assert_eq!(outcome(&named, &by_name).await, Outcome::Acked);
     assert_eq!(sink.count(), 2);
 }
+
+/// The cap on open connections holds over every subscriber: past it, a new connection waits
+/// for one to close instead of opening.
+#[tokio::test]
+async fn open_connections_stay_under_the_cap() {
+    use std::time::Duration;
+    let slow = start(|_, _| Reply::Slow(Duration::from_millis(300), 204)).await;
+    let d = HttpDeliverer::with_config(handler::HttpConfig {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let d = d.clone();
+            let url = slow.url();
+            tokio::spawn(async move { outcome(&d, &url).await })
+        })
+        .collect();
+    for a in attempts {
+        assert_eq!(a.await.unwrap(), Outcome::Acked);
+    }
+    assert_eq!(slow.count(), 6);
+    assert_eq!(
+        slow.concurrent_max
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "at most two requests on the wire, one per connection"
+    );
+}

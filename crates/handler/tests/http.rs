@@ -370,7 +370,13 @@ async fn https_endpoints_are_delivered_over_tls() {
             segment_bytes: 1024 * 1024,
             ..storage::Config::default()
         }),
-        Arc::new(HttpDeliverer::with_extra_roots(Default::default(), vec![cert_der]).unwrap()),
+        Arc::new(
+            HttpDeliverer::with_config(handler::HttpConfig {
+                extra_roots: vec![cert_der],
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
     )
     .unwrap()
     .0;
