@@ -8,6 +8,8 @@ pub mod auth;
 mod batch;
 pub mod config;
 pub mod deadline;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod legacy;
 pub mod limits;
 pub mod metrics;

@@ -19,6 +19,8 @@ pub mod clock;
 pub mod delivery;
 pub mod endpoints;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod limits;
 pub mod model;

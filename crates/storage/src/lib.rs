@@ -15,6 +15,8 @@
 pub mod codec;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbox;
 pub mod io;
 pub mod limits;

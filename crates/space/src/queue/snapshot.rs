@@ -270,8 +270,7 @@ mod tests {
     /// its parent (decided under a policy since changed), acked by one and given up by the
     /// other, failed with a retry scheduled, finished and due for removal, and a dead parent
     /// retention removed.
-    #[test]
-    fn a_queue_comes_back_from_its_snapshot_exactly() {
+    fn queue_in_every_state() -> QueueState {
         let mut settings = QueueSettings {
             on_parent_dead: OnParentDead::DeadLetter,
             ..QueueSettings::default()
@@ -322,7 +321,13 @@ mod tests {
 
         // As if earlier dead parents had been forgotten to stay within the limit.
         q.dead_removed.restore_forgotten(7);
+        q
+    }
 
+    #[test]
+    fn a_queue_comes_back_from_its_snapshot_exactly() {
+        let q = queue_in_every_state();
+        let ps: Vec<Published> = (0..6).map(|seq| published(3, seq, None, None)).collect();
         let mut buf = Vec::new();
         q.encode(&mut Encoder::new(&mut buf));
         let restored = QueueState::decode(&mut Decoder::new(Bytes::from(buf))).unwrap();
@@ -336,5 +341,24 @@ mod tests {
         );
         assert!(restored.is_dead_removed(ps[5].id));
         assert_eq!(restored.forgotten_dead_parents(), 7);
+    }
+
+    /// Writes a whole snapshot of this queue as a seed for the `snapshot` fuzz target, into
+    /// `$SYNCBROK_FUZZ_SEEDS/snapshot/` (run by `scripts/fuzz.sh`).
+    #[test]
+    #[ignore = "writes fuzz seeds; run by scripts/fuzz.sh"]
+    fn write_fuzz_seed() {
+        let Ok(dir) = std::env::var("SYNCBROK_FUZZ_SEEDS") else {
+            return;
+        };
+        let dir = std::path::Path::new(&dir).join("snapshot");
+        std::fs::create_dir_all(&dir).unwrap();
+        let q = queue_in_every_state();
+        let counters = crate::snapshot::Counters {
+            next_queue_number: 4,
+            next_subscriber: 3,
+        };
+        let bytes = crate::snapshot::encode(&counters, [&q].into_iter());
+        std::fs::write(dir.join("seed-every-state"), bytes).unwrap();
     }
 }
