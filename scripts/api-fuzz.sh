@@ -15,7 +15,7 @@ fi
 . scripts/lib/broker.sh
 # A queue to aim at, so that operations on /v1/queues/{queue}/… get past the 404.
 target/debug/syncbrok --url "$url" queue create q >/dev/null
-"$venv/bin/schemathesis" run "$url/openapi.json" \
+"$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
   --checks not_a_server_error \
   --max-examples "$max_examples" \
   --no-color

@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod legacy;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod views;
 
@@ -68,7 +69,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/v1/queues", get(list_queues))
         .route(
             "/v1/queues/{queue}",
@@ -115,7 +116,8 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         ))
 }
 
-/// The OpenAPI 3.1 document of the API v1, generated from the handlers and types.
+/// The OpenAPI 3.1 document of the API v1 as generated from the handlers and types (served
+/// refined: [`openapi::document`]).
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(

@@ -1,0 +1,295 @@
+//! The OpenAPI document: what utoipa generates from the handlers, refined with what the
+//! handlers check but the types do not say — name patterns, ids as UUIDs, bounds, the settings'
+//! shape — and with links between operations (a created queue is published to; a published
+//! message is read, discarded, redriven, named as a parent; an added subscriber is removed), so
+//! that a client or a fuzzer can follow real resources from one call to the next.
+
+use serde_json::{Value, json};
+
+use crate::limits;
+
+/// Queue names as the API accepts them.
+const QUEUE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+/// A duration as settings take it: digits and a unit.
+const SPAN_PATTERN: &str = "^[0-9]{1,12}(ms|s|m|h|d)$";
+
+/// The document served at `/openapi.json`.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(crate::openapi()).unwrap_or_else(|_| json!({}));
+    refine_parameters(&mut doc);
+    describe_settings(&mut doc);
+    describe_subscriber(&mut doc);
+    describe_batch(&mut doc);
+    add_links(&mut doc);
+    doc
+}
+
+/// Path, query and header parameters with the constraints the handlers apply.
+fn refine_parameters(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, ops) in paths.iter_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for p in params {
+                let name = p["name"].as_str().unwrap_or_default().to_owned();
+                let schema = match (name.as_str(), path.contains("/subscribers/")) {
+                    ("queue", _) => json!({
+                        "type": "string", "pattern": QUEUE_NAME_PATTERN,
+                        "minLength": 1, "maxLength": 128
+                    }),
+                    ("id", true) => json!({"type": "string", "pattern": "^[0-9]{1,19}$"}),
+                    ("id", false) | ("after", _) | ("syncbrok-parent", _) => {
+                        json!({"type": "string", "format": "uuid"})
+                    }
+                    ("limit", _) => json!({
+                        "type": "integer", "minimum": 1, "maximum": limits::PAGE_MAX
+                    }),
+                    ("state", _) => json!({
+                        "type": "string",
+                        "enum": ["waiting", "ready", "delivering", "delivered", "dead"]
+                    }),
+                    ("idempotency-key", _) => json!({
+                        "type": "string", "minLength": 1,
+                        "maxLength": space::limits::IDEMPOTENCY_KEY_BYTES_MAX,
+                        "pattern": "^[!-~]+$"
+                    }),
+                    _ => continue,
+                };
+                p["schema"] = schema;
+            }
+        }
+    }
+}
+
+/// The body of `PUT /v1/queues/{queue}`: every setting, with its bounds.
+fn describe_settings(doc: &mut Value) {
+    let span = json!({"type": "string", "pattern": SPAN_PATTERN});
+    let settings = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "retry": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "max_attempts": {"type": "integer", "minimum": 0, "maximum": 1000},
+                    "initial_backoff": span, "max_backoff": span
+                }
+            },
+            "delivery_timeout": span,
+            "retention": {
+                "type": "object", "additionalProperties": false,
+                "properties": {"delivered": span, "dead": span}
+            },
+            "limits": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "max_messages": {"type": "integer", "minimum": 0},
+                    "max_bytes": {"type": "integer", "minimum": 0}
+                }
+            },
+            "on_parent_dead": {"type": "string", "enum": ["wait", "dead_letter", "deliver"]},
+            "idempotency": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "window": span,
+                    "max_keys": {
+                        "type": "integer", "minimum": 1,
+                        "maximum": space::settings::bounds::IDEMPOTENCY_KEYS_MAX
+                    }
+                }
+            }
+        }
+    });
+    let body = &mut doc["paths"]["/v1/queues/{queue}"]["put"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    if body.is_object() {
+        *body = settings;
+    }
+}
+
+/// The body of `POST /v1/queues/{queue}/subscribers`.
+fn describe_subscriber(doc: &mut Value) {
+    let subscriber = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["endpoint"],
+        "properties": {
+            "endpoint": {
+                "type": "string", "format": "uri", "maxLength": 2048,
+                "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+            },
+            "handler": {"type": "string", "enum": ["webhook", "legacy"]},
+            "secret": {"type": "string", "pattern": "^whsec_([A-Za-z0-9+/]{4})+$"},
+            "max_in_flight": {
+                "type": "integer", "minimum": 1, "maximum": space::limits::MAX_IN_FLIGHT_MAX
+            }
+        }
+    });
+    let body = &mut doc["paths"]["/v1/queues/{queue}/subscribers"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    if !body.is_null() {
+        *body = subscriber;
+    }
+}
+
+/// The body of `POST /v1/queues/{queue}/messages/batch`. (That `parent_index` names an
+/// earlier entry is checked, not expressed here.)
+fn describe_batch(doc: &mut Value) {
+    let entry = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "allOf": [
+            {"not": {"required": ["body", "body_base64"]}},
+            {"not": {"required": ["parent", "parent_index"]}}
+        ],
+        "properties": {
+            "body": {"type": "string"},
+            "body_base64": {"type": "string", "pattern": "^([A-Za-z0-9+/]{4})*$"},
+            "content_type": {
+                "type": "string", "pattern": "^[ -~]*$",
+                "maxLength": space::limits::CONTENT_TYPE_BYTES_MAX
+            },
+            "parent": {"type": "string", "format": "uuid"},
+            "parent_index": {
+                "type": "integer", "minimum": 0,
+                "maximum": space::limits::BATCH_MESSAGES_MAX - 1
+            },
+            "idempotency_key": {
+                "type": "string", "minLength": 1,
+                "maxLength": space::limits::IDEMPOTENCY_KEY_BYTES_MAX
+            }
+        }
+    });
+    let batch = json!({
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "messages": {
+                "type": "array", "minItems": 1,
+                "maxItems": space::limits::BATCH_MESSAGES_MAX,
+                "items": entry
+            }
+        }
+    });
+    let body = &mut doc["paths"]["/v1/queues/{queue}/messages/batch"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    if !body.is_null() {
+        *body = batch;
+    }
+}
+
+/// Links from the answers that create resources to the calls that use them.
+fn add_links(doc: &mut Value) {
+    let queue = json!({"queue": "$request.path.queue"});
+    let with = |extra: Value| {
+        let mut p = queue.clone();
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        p
+    };
+    let link = |op: &str, parameters: Value| json!({"operationId": op, "parameters": parameters});
+    let queue_links = json!({
+        "GetQueue": link("get_queue", queue.clone()),
+        "Publish": link("publish", queue.clone()),
+        "PublishBatch": link("publish_batch", queue.clone()),
+        "AddSubscriber": link("add_subscriber", queue.clone()),
+        "ListSubscribers": link("list_subscribers", queue.clone()),
+        "ListMessages": link("list_messages", queue.clone()),
+        "DeadLetters": link("dead_letters", queue.clone()),
+        "RedriveAll": link("redrive_all", queue.clone()),
+        "DeleteQueue": link("delete_queue", queue.clone()),
+    });
+    let message = |id: &str| {
+        json!({
+            "GetMessage": link("get_message", with(json!({"id": id}))),
+            "GetBody": link("get_body", with(json!({"id": id}))),
+            "Redrive": link("redrive", with(json!({"id": id}))),
+            "Discard": link("discard", with(json!({"id": id}))),
+            "PublishChild": link("publish", with(json!({"header.syncbrok-parent": id}))),
+        })
+    };
+    let subscriber = json!({
+        "RemoveSubscriber": link("remove_subscriber", with(json!({"id": "$response.body#/id"}))),
+    });
+    for (path, method, statuses, links) in [
+        (
+            "/v1/queues/{queue}",
+            "put",
+            &["200", "201"][..],
+            queue_links,
+        ),
+        (
+            "/v1/queues/{queue}/messages",
+            "post",
+            &["200", "201"][..],
+            message("$response.body#/id"),
+        ),
+        (
+            "/v1/queues/{queue}/messages/batch",
+            "post",
+            &["201"][..],
+            message("$response.body#/ids/0"),
+        ),
+        (
+            "/v1/queues/{queue}/subscribers",
+            "post",
+            &["200", "201"][..],
+            subscriber,
+        ),
+    ] {
+        for status in statuses {
+            let response = &mut doc["paths"][path][method]["responses"][*status];
+            if response.is_object() {
+                response["links"] = links.clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_link_names_an_operation_of_the_document() {
+        let doc = document();
+        let mut ops = std::collections::HashSet::new();
+        for ops_of_path in doc["paths"].as_object().unwrap().values() {
+            for op in ops_of_path.as_object().unwrap().values() {
+                ops.insert(op["operationId"].as_str().unwrap().to_owned());
+            }
+        }
+        let mut links = 0;
+        for ops_of_path in doc["paths"].as_object().unwrap().values() {
+            for op in ops_of_path.as_object().unwrap().values() {
+                for response in op["responses"].as_object().unwrap().values() {
+                    for l in response["links"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|l| l.values())
+                    {
+                        assert!(ops.contains(l["operationId"].as_str().unwrap()), "{l}");
+                        links += 1;
+                    }
+                }
+            }
+        }
+        assert!(links >= 20, "{links} links");
+        let queue = &doc["paths"]["/v1/queues/{queue}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(queue["pattern"], QUEUE_NAME_PATTERN);
+        let settings = &doc["paths"]["/v1/queues/{queue}"]["put"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(
+            settings["properties"]["retry"]["properties"]["max_backoff"]["pattern"],
+            SPAN_PATTERN
+        );
+    }
+}
