@@ -18,6 +18,8 @@ pub struct SpaceConfig {
     /// How often the reclaimer checks whether a checkpoint (and reclaiming the segments
     /// before it) is due.
     pub reclaim_interval: Duration,
+    /// How often retention and idempotency windows are swept.
+    pub sweep_interval: Duration,
     /// What subscribers may point at (`endpoints.allow`), checked when one is added; the
     /// handler enforces the same policy on every connection.
     pub endpoint_policy: crate::endpoints::EndpointPolicy,
@@ -30,6 +32,7 @@ impl SpaceConfig {
         SpaceConfig {
             storage,
             reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
+            sweep_interval: Duration::from_millis(limits::SWEEP_INTERVAL_MS),
             endpoint_policy: Default::default(),
             clock: Arc::new(SystemClock),
         }

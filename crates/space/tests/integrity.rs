@@ -365,3 +365,48 @@ async fn a_subscriber_that_is_down_is_not_tried_with_the_whole_backlog() {
     .await;
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Background maintenance first runs one interval after open, never at once: a Space just
+/// rebuilt shows what its log made (a restart compared right away, as the model tests do,
+/// found it already swept).
+#[tokio::test]
+async fn maintenance_waits_one_interval_after_open() {
+    let disk = SimDisk::new(44);
+    let clock = Arc::new(ManualClock::new(T0));
+    let d = Recorder::new(fail);
+    let open_swept_hourly = || {
+        let config = SpaceConfig {
+            clock: clock.clone(),
+            sweep_interval: Duration::from_secs(3600),
+            ..config()
+        };
+        Space::open(Arc::new(disk.clone()), config, d.clone())
+            .unwrap()
+            .0
+    };
+    let space = open_swept_hourly();
+    let patch = settings(serde_json::json!({
+        "retry": {"max_attempts": 1},
+        "retention": {"dead": "1s"}
+    }));
+    space.put_queue("q", &patch).await.unwrap();
+    subscribe(&space, "q", A).await;
+    let m = space.publish("q", msg("m")).await.unwrap();
+    eventually("the message dead", || {
+        space.message("q", m.id).map(|m| m.state).ok() == Some(MessageState::Dead)
+    })
+    .await;
+    space.shutdown(Duration::from_secs(1)).await;
+    clock.advance_ms(2_000);
+
+    let space = open_swept_hourly();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        space.message("q", m.id).map(|m| m.state).ok(),
+        Some(MessageState::Dead),
+        "swept right after open"
+    );
+    space.sweep().await;
+    assert!(space.message("q", m.id).is_err(), "retention is over");
+    space.shutdown(Duration::from_secs(1)).await;
+}

@@ -13,9 +13,7 @@ use storage::{Location, Record};
 
 use super::{Space, wake_all};
 use crate::error::ReclaimError;
-use crate::limits::{
-    CHECKPOINT_PART_BYTES, EXPIRED_PER_RECORD_MAX, RECLAIM_SEGMENTS_MIN, SWEEP_INTERVAL_MS,
-};
+use crate::limits::{CHECKPOINT_PART_BYTES, EXPIRED_PER_RECORD_MAX, RECLAIM_SEGMENTS_MIN};
 use crate::model::{MessageId, QueueNumber};
 use crate::types::ReclaimReport;
 
@@ -216,12 +214,9 @@ impl Space {
         });
     }
 
-    /// Retention and idempotency windows, every [`SWEEP_INTERVAL_MS`].
-    pub(super) fn spawn_sweeper(&self) {
-        self.spawn_periodic(
-            Duration::from_millis(SWEEP_INTERVAL_MS),
-            |space| async move { space.sweep().await },
-        );
+    /// Retention and idempotency windows, every `interval` (`SpaceConfig::sweep_interval`).
+    pub(super) fn spawn_sweeper(&self, interval: Duration) {
+        self.spawn_periodic(interval, |space| async move { space.sweep().await });
     }
 
     /// Removes what retention lets go of, as `Expired` records; forgets idempotency keys whose

@@ -124,6 +124,7 @@ impl Space {
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), OpenError> {
         let reclaim_interval = config.reclaim_interval.max(Duration::from_millis(1));
+        let sweep_interval = config.sweep_interval.max(Duration::from_millis(1));
         let mut recovery = Log::open(backend, config.storage)?;
         let mut replay = match recovery.checkpoint() {
             None => Replay::default(),
@@ -157,7 +158,7 @@ impl Space {
                 space.spawn_dispatcher(q.clone(), id);
             }
         }
-        space.spawn_sweeper();
+        space.spawn_sweeper(sweep_interval);
         space.spawn_reclaimer(reclaim_interval);
         Ok((space, report))
     }
@@ -206,7 +207,8 @@ impl Space {
         self.inner.journal.close().await;
     }
 
-    /// Runs `job` every `interval` until shutdown, while the Space exists.
+    /// Runs `job` every `interval` until shutdown, while the Space exists. The first run is one
+    /// interval after the call: what recovery rebuilt is left as it was until then.
     fn spawn_periodic<F, Fut>(&self, interval: Duration, job: F)
     where
         F: Fn(Space) -> Fut + Send + 'static,
@@ -215,7 +217,12 @@ impl Space {
         let weak = Arc::downgrade(&self.inner);
         let mut stop = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            let now = tokio::time::Instant::now();
+            // An interval too long to add is as good as never.
+            let Some(first) = now.checked_add(interval) else {
+                return;
+            };
+            let mut tick = tokio::time::interval_at(first, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
