@@ -140,12 +140,16 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
             in_flight: 64,
         };
         let started = Instant::now();
-        let (server_ref, client_ref, bar_ref) = (&server, &client, &bar);
-        publish_concurrently(&spec, |n| async move {
-            let bodies: Vec<Vec<u8>> = (0..n).map(|_| stamped_body(spec.body_bytes)).collect();
-            server_ref.publish_batch(client_ref, &bodies).await?;
-            bar_ref.inc(n);
-            Ok(())
+        let (api, publisher_client, publisher_bar) = (server.api(), client.clone(), bar.clone());
+        let body_bytes = spec.body_bytes;
+        publish_concurrently(&spec, move |n| {
+            let (api, client, bar) = (api.clone(), publisher_client.clone(), publisher_bar.clone());
+            async move {
+                let bodies: Vec<Vec<u8>> = (0..n).map(|_| stamped_body(body_bytes)).collect();
+                api.publish_batch(&client, &bodies).await?;
+                bar.inc(n);
+                Ok(())
+            }
         })
         .await?;
         let publish_s = started.elapsed().as_secs_f64();

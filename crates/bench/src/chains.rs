@@ -126,6 +126,46 @@ impl Timeline {
             self.answered[slot].compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// When every subscriber had answered `message` (the last answer), if all had.
+    fn answered_by_all(&self, message: u64) -> Option<u64> {
+        (0..self.subscribers)
+            .map(|k| self.answered[self.slot(k, message)].load(Ordering::Acquire))
+            .try_fold(0, |last, at| (at != 0).then_some(last.max(at)))
+    }
+
+    /// Hops to the last subscriber, in microseconds: from a parent answered by every
+    /// subscriber to its child answered by every subscriber (from the child's publish when
+    /// that came later). What a chain pays per link.
+    fn hops_to_last(&self) -> Vec<u32> {
+        let mut hops = Vec::new();
+        for chain in 0..self.chains {
+            for position in 1..self.length {
+                let child = self.message(chain, position);
+                let (Some(parent_done), Some(child_done)) =
+                    (self.answered_by_all(child - 1), self.answered_by_all(child))
+                else {
+                    continue;
+                };
+                let published = self.published[child as usize].load(Ordering::Acquire);
+                let ready = parent_done.max(published.min(child_done));
+                hops.push(micros(child_done.saturating_sub(ready)));
+            }
+        }
+        hops
+    }
+
+    /// Chain cycle times, in microseconds: from a chain's first publish acknowledged to its
+    /// last message answered by every subscriber.
+    fn cycles(&self) -> Vec<u32> {
+        (0..self.chains)
+            .filter_map(|chain| {
+                let first = self.published[self.message(chain, 0) as usize].load(Ordering::Acquire);
+                let done = self.answered_by_all(self.message(chain, self.length - 1))?;
+                (first != 0).then(|| micros(done.saturating_sub(first)))
+            })
+            .collect()
+    }
+
     /// Hop latencies in microseconds, and how many hops waited for the child's publish
     /// rather than for its parent.
     fn hops(&self) -> (Vec<u32>, u64) {
@@ -153,13 +193,15 @@ impl Timeline {
                 } else {
                     parent_acked
                 };
-                hops.push(
-                    (first_arrival.saturating_sub(ready) / 1000).min(u64::from(u32::MAX)) as u32,
-                );
+                hops.push(micros(first_arrival.saturating_sub(ready)));
             }
         }
         (hops, publish_bound)
     }
+}
+
+fn micros(ns: u64) -> u32 {
+    (ns / 1000).min(u64::from(u32::MAX)) as u32
 }
 
 fn body(chain: u64, position: u64, size: usize) -> Vec<u8> {
@@ -181,6 +223,8 @@ fn parse_body(body: &[u8]) -> Option<(u64, u64)> {
 
 struct RoundResult {
     hops: Latencies,
+    hops_to_last: Latencies,
+    cycles: Latencies,
     publish_bound: u64,
     violations: u64,
     duplicates: u64,
@@ -219,37 +263,46 @@ async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult
         batch: 1,
         in_flight: args.in_flight,
     };
-    let next_chain = AtomicU64::new(0);
-    let (server_ref, client_ref, timeline_ref, next_ref) =
-        (&server, &client, &timeline, &next_chain);
-    publish_concurrently(&spec, |_| async move {
-        let chain = next_ref.fetch_add(1, Ordering::Relaxed);
-        if args.one_by_one {
-            let mut parent: Option<String> = None;
-            for position in 0..args.length {
-                let id = server_ref
-                    .publish(
-                        client_ref,
-                        body(chain, position, args.body_bytes),
-                        parent.as_deref(),
-                    )
-                    .await?;
-                timeline_ref.published[timeline_ref.message(chain, position) as usize]
-                    .store(now_ns(), Ordering::Release);
-                parent = Some(id);
+    let next_chain = Arc::new(AtomicU64::new(0));
+    let (api, publisher_client, publisher_timeline) =
+        (server.api(), client.clone(), timeline.clone());
+    let (one_by_one, length, body_bytes) = (args.one_by_one, args.length, args.body_bytes);
+    publish_concurrently(&spec, move |_| {
+        let (api, client, timeline, next_chain) = (
+            api.clone(),
+            publisher_client.clone(),
+            publisher_timeline.clone(),
+            next_chain.clone(),
+        );
+        async move {
+            let chain = next_chain.fetch_add(1, Ordering::Relaxed);
+            if one_by_one {
+                let mut parent: Option<String> = None;
+                for position in 0..length {
+                    let id = api
+                        .publish(
+                            &client,
+                            body(chain, position, body_bytes),
+                            parent.as_deref(),
+                        )
+                        .await?;
+                    timeline.published[timeline.message(chain, position) as usize]
+                        .store(now_ns(), Ordering::Release);
+                    parent = Some(id);
+                }
+            } else {
+                let bodies: Vec<Vec<u8>> = (0..length)
+                    .map(|position| body(chain, position, body_bytes))
+                    .collect();
+                api.publish_chain(&client, &bodies).await?;
+                let at = now_ns();
+                for position in 0..length {
+                    timeline.published[timeline.message(chain, position) as usize]
+                        .store(at, Ordering::Release);
+                }
             }
-        } else {
-            let bodies: Vec<Vec<u8>> = (0..args.length)
-                .map(|position| body(chain, position, args.body_bytes))
-                .collect();
-            server_ref.publish_chain(client_ref, &bodies).await?;
-            let at = now_ns();
-            for position in 0..args.length {
-                timeline_ref.published[timeline_ref.message(chain, position) as usize]
-                    .store(at, Ordering::Release);
-            }
+            Ok(())
         }
-        Ok(())
     })
     .await?;
     crate::measure::wait_for_count(|| timeline.deliveries.load(Ordering::Relaxed), total, &bar)
@@ -265,6 +318,8 @@ async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult
     let (hops, publish_bound) = timeline.hops();
     Ok(RoundResult {
         hops: Latencies::from_samples(hops),
+        hops_to_last: Latencies::from_samples(timeline.hops_to_last()),
+        cycles: Latencies::from_samples(timeline.cycles()),
         publish_bound,
         violations: timeline.violations.load(Ordering::Relaxed),
         duplicates: timeline.duplicates.load(Ordering::Relaxed),
@@ -285,29 +340,37 @@ pub fn run(args: Args) -> BenchResult<()> {
         args.chains, args.length, args.body_bytes, args.publishers, args.subscribers
     );
     println!(
-        "  {:<6} {:>11} {:>9} {:>9} {:>9} {:>14} {:>10} {:>10} {:>9} {:>6}",
+        "  {:<6} {:>11} {:>9} {:>9} {:>9} {:>12} {:>12} {:>10} {:>14} {:>10} {:>10} {:>9} {:>6}",
         "round",
         "messages/s",
         "hop p50",
         "hop p99",
         "hop max",
+        "to-last p50",
+        "to-last p99",
+        "cycle p50",
         "publish-bound",
         "violations",
         "duplicates",
         "peak RSS",
         "CPU s"
     );
+    let ms = |us: u32| f64::from(us) / 1000.0;
     let mut json = Vec::new();
-    let (mut p50s, mut p99s, mut violations) = (Vec::new(), Vec::new(), 0);
+    let (mut p50s, mut p99s, mut last_p50s, mut last_p99s, mut violations) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for r in 1..=args.rounds {
         let result = rt.block_on(round(&args, &binary))?;
         println!(
-            "  {:<6} {:>11.0} {:>6.2} ms {:>6.2} ms {:>6.2} ms {:>14} {:>10} {:>10} {:>5.0} MiB {:>6.1}",
+            "  {:<6} {:>11.0} {:>6.2} ms {:>6.2} ms {:>6.2} ms {:>9.2} ms {:>9.2} ms {:>7.0} ms {:>14} {:>10} {:>10} {:>5.0} MiB {:>6.1}",
             r,
             result.messages_per_s,
-            f64::from(result.hops.p50_us) / 1000.0,
-            f64::from(result.hops.p99_us) / 1000.0,
-            f64::from(result.hops.max_us) / 1000.0,
+            ms(result.hops.p50_us),
+            ms(result.hops.p99_us),
+            ms(result.hops.max_us),
+            ms(result.hops_to_last.p50_us),
+            ms(result.hops_to_last.p99_us),
+            ms(result.cycles.p50_us),
             result.publish_bound,
             result.violations,
             result.duplicates,
@@ -315,30 +378,40 @@ pub fn run(args: Args) -> BenchResult<()> {
             result.cpu_s
         );
         json.push(format!(
-            r#"{{"workload":"chains","round":{r},"chains":{},"length":{},"subscribers":{},"messages_per_s":{:.1},"hop_p50_us":{},"hop_p99_us":{},"hop_max_us":{},"hops":{},"publish_bound":{},"order_violations":{},"duplicates":{},"peak_rss_bytes":{},"server_cpu_s":{:.3}}}"#,
+            r#"{{"workload":"chains","round":{r},"chains":{},"length":{},"subscribers":{},"one_by_one":{},"messages_per_s":{:.1},"hop_p50_us":{},"hop_p99_us":{},"hop_max_us":{},"hops":{},"hop_to_last_p50_us":{},"hop_to_last_p99_us":{},"cycle_p50_us":{},"cycle_p99_us":{},"publish_bound":{},"order_violations":{},"duplicates":{},"peak_rss_bytes":{},"server_cpu_s":{:.3}}}"#,
             args.chains,
             args.length,
             args.subscribers,
+            args.one_by_one,
             result.messages_per_s,
             result.hops.p50_us,
             result.hops.p99_us,
             result.hops.max_us,
             result.hops.samples,
+            result.hops_to_last.p50_us,
+            result.hops_to_last.p99_us,
+            result.cycles.p50_us,
+            result.cycles.p99_us,
             result.publish_bound,
             result.violations,
             result.duplicates,
             result.peak_rss,
             result.cpu_s
         ));
-        p50s.push(f64::from(result.hops.p50_us) / 1000.0);
-        p99s.push(f64::from(result.hops.p99_us) / 1000.0);
+        p50s.push(ms(result.hops.p50_us));
+        p99s.push(ms(result.hops.p99_us));
+        last_p50s.push(ms(result.hops_to_last.p50_us));
+        last_p99s.push(ms(result.hops_to_last.p99_us));
         violations += result.violations;
     }
+    let median = crate::measure::median;
     println!(
-        "median of {} rounds: hop p50 {:.2} ms, p99 {:.2} ms; order violations in all rounds: {violations}",
+        "median of {} rounds: hop p50 {:.2} ms, p99 {:.2} ms; to the last subscriber p50 {:.2} ms, p99 {:.2} ms; order violations in all rounds: {violations}",
         args.rounds,
-        crate::measure::median(&mut p50s),
-        crate::measure::median(&mut p99s)
+        median(&mut p50s),
+        median(&mut p99s),
+        median(&mut last_p50s),
+        median(&mut last_p99s)
     );
     crate::measure::write_json_lines(args.out.json.as_deref(), &json)?;
     if violations > 0 {
@@ -375,5 +448,17 @@ mod tests {
         assert_eq!(t.duplicates.load(Ordering::Relaxed), 1);
         let (hops, _) = t.hops();
         assert_eq!(hops.len(), 1);
+        assert_eq!(t.hops_to_last().len(), 1);
+    }
+
+    #[test]
+    fn a_chain_cycle_runs_from_its_first_publish_to_its_last_answer() {
+        let t = Timeline::new(2, 2, 1);
+        t.published[0].store(now_ns(), Ordering::Release);
+        t.arrive(0, &body(0, 0, 64));
+        t.arrive(0, &body(0, 1, 64));
+        assert_eq!(t.cycles().len(), 1, "chain 1 was never published");
+        assert!(t.answered_by_all(1).is_some());
+        assert!(t.answered_by_all(2).is_none());
     }
 }

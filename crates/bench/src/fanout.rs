@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::try_join_all;
-use http_body_util::Full;
 use indicatif::ProgressBar;
 
 use crate::measure::{
@@ -107,14 +106,24 @@ pub struct Outcome {
     pub latency: Latencies,
     pub peak_rss: u64,
     pub cpu_s: f64,
+    /// CPU time of this bench process during the round (publishers, sinks, clients): were it
+    /// near the cores available, the bench would be what bounds the figures.
+    pub bench_cpu_s: f64,
     /// fdatasync calls of the server during the round (syncbrok's `/metrics`).
     pub fsyncs: Option<u64>,
 }
 
 impl Outcome {
+    /// The server's CPU time per message published, when its pid is known.
+    pub fn cpu_us_per_message(&self, spec: &Spec) -> Option<f64> {
+        self.cpu_s
+            .is_finite()
+            .then(|| self.cpu_s * 1e6 / spec.messages.max(1) as f64)
+    }
+
     fn json(&self, spec: &Spec, round: u32) -> String {
         format!(
-            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"fsyncs":{}}}"#,
+            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"server_cpu_us_per_message":{},"bench_cpu_s":{:.3},"fsyncs":{}}}"#,
             self.target,
             spec.messages,
             spec.body_bytes,
@@ -132,6 +141,11 @@ impl Outcome {
             } else {
                 "null".into()
             },
+            match self.cpu_us_per_message(spec) {
+                Some(us) => format!("{us:.1}"),
+                None => "null".into(),
+            },
+            self.bench_cpu_s,
             self.fsyncs.map_or("null".into(), |n| n.to_string())
         )
     }
@@ -155,6 +169,7 @@ pub struct Round {
     pid: Option<u32>,
     watch: Option<PeakRss>,
     cpu_before: Option<Duration>,
+    bench_cpu_before: Duration,
     started: Instant,
     publish_s: Option<f64>,
 }
@@ -166,6 +181,7 @@ impl Round {
             pid,
             watch: pid.map(PeakRss::watch),
             cpu_before: pid.map(cpu_of),
+            bench_cpu_before: cpu_of(std::process::id()),
             started: Instant::now(),
             publish_s: None,
         }
@@ -192,6 +208,7 @@ impl Round {
             (Some(pid), Some(before)) => (cpu_of(pid) - before).as_secs_f64(),
             _ => f64::NAN,
         };
+        let bench_cpu_s = (cpu_of(std::process::id()) - self.bench_cpu_before).as_secs_f64();
         Ok(Outcome {
             target: target.to_string(),
             publishes_per_s: spec.messages as f64 / publish_s,
@@ -199,32 +216,40 @@ impl Round {
             latency: deliveries.latencies(),
             peak_rss: self.watch.map_or(0, PeakRss::finish),
             cpu_s,
+            bench_cpu_s,
             fsyncs: None,
         })
     }
 }
 
 /// Runs `publish(n)` (publish `n` messages) from `spec.publishers` concurrent tasks until
-/// `spec.messages` have been published.
-pub async fn publish_concurrently<'a, F, Fut>(spec: &Spec, publish: F) -> BenchResult<()>
+/// `spec.messages` have been published. Each publisher is its own task, as separate clients
+/// would be: on the multi-threaded runtime they use every core, so the bench's side is not
+/// bounded by what one task can drive.
+pub async fn publish_concurrently<F, Fut>(spec: &Spec, publish: F) -> BenchResult<()>
 where
-    F: Fn(u64) -> Fut + Sync + 'a,
-    Fut: Future<Output = BenchResult<()>> + 'a,
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = BenchResult<()>> + Send + 'static,
 {
-    let next = AtomicU64::new(0);
-    let publisher = || async {
-        loop {
-            let first = next.fetch_add(spec.batch, Ordering::Relaxed);
-            if first >= spec.messages {
-                return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+    let next = Arc::new(AtomicU64::new(0));
+    let publish = Arc::new(publish);
+    let mut publishers = tokio::task::JoinSet::new();
+    for _ in 0..spec.publishers {
+        let (next, publish, spec) = (next.clone(), publish.clone(), *spec);
+        publishers.spawn(async move {
+            loop {
+                let first = next.fetch_add(spec.batch, Ordering::Relaxed);
+                if first >= spec.messages {
+                    return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+                }
+                publish(spec.batch.min(spec.messages - first)).await?;
             }
-            publish(spec.batch.min(spec.messages - first)).await?;
-        }
-    };
-    // Publishers are futures on this task, not spawned tasks: borrowing the workload's
-    // clients needs no reference counting, and a two-core machine gains nothing by spreading
-    // them over threads.
-    try_join_all((0..spec.publishers).map(|_| publisher())).await?;
+        });
+    }
+    // Dropping the set on an error aborts the other publishers.
+    while let Some(joined) = publishers.join_next().await {
+        joined.map_err(|e| format!("a publisher task failed: {e}"))??;
+    }
     Ok(())
 }
 
@@ -258,17 +283,19 @@ async fn syncbrok(
     let pid = server.pid();
     let fsyncs_before = fsyncs_of(&server, &client).await?;
     let mut measure = Round::start(Some(pid));
-    let (server_ref, client_ref) = (&server, &client);
-    publish_concurrently(spec, |n| async move {
-        if n == 1 && spec.batch == 1 {
-            server_ref
-                .publish(client_ref, stamped_body(spec.body_bytes), None)
-                .await?;
-        } else {
-            let bodies: Vec<Vec<u8>> = (0..n).map(|_| stamped_body(spec.body_bytes)).collect();
-            server_ref.publish_batch(client_ref, &bodies).await?;
+    let (api, publisher_client, spec_copy) = (server.api(), client.clone(), *spec);
+    publish_concurrently(spec, move |n| {
+        let (api, client, spec) = (api.clone(), publisher_client.clone(), spec_copy);
+        async move {
+            if n == 1 && spec.batch == 1 {
+                api.publish(&client, stamped_body(spec.body_bytes), None)
+                    .await?;
+            } else {
+                let bodies: Vec<Vec<u8>> = (0..n).map(|_| stamped_body(spec.body_bytes)).collect();
+                api.publish_batch(&client, &bodies).await?;
+            }
+            Ok(())
         }
-        Ok(())
     })
     .await?;
     measure.published();
@@ -290,28 +317,54 @@ async fn syncbrok(
     Ok((outcome, idle_cpu))
 }
 
+/// No broker: each publisher POSTs every message straight to the K subscribers, each request
+/// built by syncbrok's own webhook handler (the same headers syncbrok sends), with the same
+/// client the publishers use.
 async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
     let client = http_client();
     let deliveries = Deliveries::new();
     let sinks = sinks(spec.subscribers, &deliveries).await?;
-    let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
+    let urls: Arc<[Arc<str>]> = sinks.iter().map(|s| Arc::from(s.url.as_str())).collect();
+    let queue: Arc<str> = Arc::from("bench");
     let mut measure = Round::start(None);
-    let (client_ref, urls_ref) = (&client, &urls);
-    publish_concurrently(spec, |n| async move {
-        for _ in 0..n {
-            let body = Bytes::from(stamped_body(spec.body_bytes));
-            try_join_all(urls_ref.iter().map(|url| {
-                let body = body.clone();
-                async move {
-                    let request = hyper::Request::post(url)
-                        .header("content-type", "application/octet-stream")
-                        .body(Full::new(body))?;
-                    send(client_ref, request).await
-                }
-            }))
-            .await?;
+    let spec_copy = *spec;
+    publish_concurrently(spec, move |n| {
+        let (client, urls, queue, spec) = (client.clone(), urls.clone(), queue.clone(), spec_copy);
+        async move {
+            for _ in 0..n {
+                let body = Bytes::from(stamped_body(spec.body_bytes));
+                let message = uuid::Uuid::now_v7();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                try_join_all(urls.iter().enumerate().map(|(k, url)| {
+                    let attempt = space::Attempt {
+                        message,
+                        queue: queue.clone(),
+                        subscriber: k as u64 + 1,
+                        endpoint: url.clone(),
+                        handler: space::HandlerKind::Webhook,
+                        secret: None,
+                        body: body.clone(),
+                        content_type: "application/octet-stream".into(),
+                        parent: None,
+                        published_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+                        number: 1,
+                    };
+                    let client = &client;
+                    async move {
+                        let request = handler::webhook_request(&attempt, now.as_secs())?;
+                        let (status, _) = send(client, request).await?;
+                        if !status.is_success() {
+                            return Err(format!("a sink answered {status}").into());
+                        }
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                    }
+                }))
+                .await?;
+            }
+            Ok(())
         }
-        Ok(())
     })
     .await?;
     measure.published();
@@ -330,14 +383,23 @@ fn ms(us: u32) -> String {
     format!("{:.2}", f64::from(us) / 1000.0)
 }
 
-fn print_table(outcomes: &[Outcome]) {
+fn print_table(spec: &Spec, outcomes: &[Outcome]) {
     println!(
-        "  {:<11} {:>11} {:>13} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "target", "publishes/s", "deliveries/s", "p50 ms", "p99 ms", "max ms", "peak RSS", "CPU s"
+        "  {:<11} {:>11} {:>13} {:>9} {:>9} {:>9} {:>9} {:>8} {:>11} {:>11}",
+        "target",
+        "publishes/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "peak RSS",
+        "CPU s",
+        "CPU µs/msg",
+        "bench CPU s"
     );
     for o in outcomes {
         println!(
-            "  {:<11} {:>11.0} {:>13.0} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "  {:<11} {:>11.0} {:>13.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>11} {:>11.1}",
             o.target,
             o.publishes_per_s,
             o.deliveries_per_s,
@@ -349,7 +411,10 @@ fn print_table(outcomes: &[Outcome]) {
                 format!("{:.1}", o.cpu_s)
             } else {
                 "-".into()
-            }
+            },
+            o.cpu_us_per_message(spec)
+                .map_or("-".into(), |us| format!("{us:.0}")),
+            o.bench_cpu_s
         );
     }
 }
@@ -430,7 +495,7 @@ pub fn run(args: Args) -> BenchResult<()> {
             outcomes.push(outcome);
         }
         println!("round {round}:");
-        print_table(&outcomes);
+        print_table(&spec, &outcomes);
         if let Some(n) = outcomes.iter().find_map(|o| o.fsyncs) {
             println!(
                 "  syncbrok: {n} fsyncs for {} publish requests ({:.1} requests per fsync)",
@@ -449,8 +514,14 @@ pub fn run(args: Args) -> BenchResult<()> {
             let mut deliveries = Vec::new();
             let mut p99 = Vec::new();
             let mut rss = Vec::new();
+            let mut cpu = Vec::new();
             for outcomes in &rounds {
                 if let (Some(s), Some(o)) = (of(outcomes, "syncbrok"), of(outcomes, other)) {
+                    if let (Some(a), Some(b)) =
+                        (s.cpu_us_per_message(&spec), o.cpu_us_per_message(&spec))
+                    {
+                        cpu.push(a / b);
+                    }
                     deliveries.push(s.deliveries_per_s / o.deliveries_per_s);
                     p99.push(f64::from(s.latency.p99_us) / f64::from(o.latency.p99_us.max(1)));
                     if o.peak_rss > 0 {
@@ -458,23 +529,36 @@ pub fn run(args: Args) -> BenchResult<()> {
                     }
                 }
             }
-            let (d, p, r) = (median(&mut deliveries), median(&mut p99), median(&mut rss));
-            println!(
-                "  vs {other:<11} deliveries/s {d:.2}×   p99 latency {p:.2}×   peak RSS {}",
-                if r.is_finite() {
-                    format!("{r:.2}×")
+            let (d, p, r, c) = (
+                median(&mut deliveries),
+                median(&mut p99),
+                median(&mut rss),
+                median(&mut cpu),
+            );
+            let times = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.2}×")
                 } else {
                     "-".into()
                 }
-            );
-            json.push(format!(
-                r#"{{"workload":"fanout","ratio_of":"syncbrok","to":"{other}","batch":{},"deliveries":{d:.3},"p99":{p:.3},"peak_rss":{}}}"#,
-                spec.batch,
-                if r.is_finite() {
-                    format!("{r:.3}")
+            };
+            let json_number = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.3}")
                 } else {
                     "null".into()
                 }
+            };
+            println!(
+                "  vs {other:<11} deliveries/s {d:.2}×   p99 latency {p:.2}×   peak RSS {}   server CPU per message {}",
+                times(r),
+                times(c)
+            );
+            json.push(format!(
+                r#"{{"workload":"fanout","ratio_of":"syncbrok","to":"{other}","batch":{},"deliveries":{d:.3},"p99":{p:.3},"peak_rss":{},"cpu_per_message":{}}}"#,
+                spec.batch,
+                json_number(r),
+                json_number(c)
             ));
         }
     }

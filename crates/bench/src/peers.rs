@@ -79,18 +79,21 @@ impl Nats {
         }
 
         let mut measure = Round::start(self.pid);
-        let js_ref = &js;
-        let subject_ref = &subject;
-        publish_concurrently(spec, |n| async move {
-            // A batch is `n` publishes in flight at once, then their acks: NATS's own way of
-            // pipelining (it has no batch publish).
-            let mut acks = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let body = stamped_body(spec.body_bytes);
-                acks.push(js_ref.publish(subject_ref.clone(), body.into()).await?);
+        let (publisher_js, publisher_subject, body_bytes) =
+            (js.clone(), subject.clone(), spec.body_bytes);
+        publish_concurrently(spec, move |n| {
+            let (js, subject) = (publisher_js.clone(), publisher_subject.clone());
+            async move {
+                // A batch is `n` publishes in flight at once, then their acks: NATS's own way
+                // of pipelining (it has no batch publish).
+                let mut acks = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let body = stamped_body(body_bytes);
+                    acks.push(js.publish(subject.clone(), body.into()).await?);
+                }
+                try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await?;
+                Ok(())
             }
-            try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await?;
-            Ok(())
         })
         .await?;
         measure.published();
@@ -197,35 +200,42 @@ impl Rabbit {
         let channels = Arc::new(channels);
 
         let mut measure = Round::start(self.pid);
-        let exchange_ref = &exchange;
-        let next_channel = std::sync::atomic::AtomicUsize::new(0);
-        let next_ref = &next_channel;
-        let channels_ref = &channels;
-        publish_concurrently(spec, |n| async move {
-            let i = next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let channel = &channels_ref[i % channels_ref.len()];
-            // A batch is `n` publishes, then their confirms.
-            let mut confirms = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let body = stamped_body(spec.body_bytes);
-                confirms.push(
-                    channel
-                        .basic_publish(
-                            exchange_ref.clone().into(),
-                            "".into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?,
-                );
-            }
-            for confirm in try_join_all(confirms).await? {
-                if !matches!(confirm, Confirmation::Ack(_)) {
-                    return Err(format!("RabbitMQ did not confirm a publish: {confirm:?}").into());
+        let next_channel = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (publisher_exchange, body_bytes) = (exchange.clone(), spec.body_bytes);
+        publish_concurrently(spec, move |n| {
+            let (exchange, channels, next_channel) = (
+                publisher_exchange.clone(),
+                channels.clone(),
+                next_channel.clone(),
+            );
+            async move {
+                let i = next_channel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let channel = &channels[i % channels.len()];
+                // A batch is `n` publishes, then their confirms.
+                let mut confirms = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let body = stamped_body(body_bytes);
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                exchange.clone().into(),
+                                "".into(),
+                                BasicPublishOptions::default(),
+                                &body,
+                                BasicProperties::default().with_delivery_mode(2),
+                            )
+                            .await?,
+                    );
                 }
+                for confirm in try_join_all(confirms).await? {
+                    if !matches!(confirm, Confirmation::Ack(_)) {
+                        return Err(
+                            format!("RabbitMQ did not confirm a publish: {confirm:?}").into()
+                        );
+                    }
+                }
+                Ok(())
             }
-            Ok(())
         })
         .await?;
         measure.published();

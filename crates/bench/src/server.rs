@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,8 +43,7 @@ pub fn default_binary() -> PathBuf {
 
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`
-    pub base: String,
+    api: Api,
     /// From spawning the process to its "listening" line: recovery included, since the API is
     /// served only once the log is replayed.
     pub start_to_ready: Duration,
@@ -101,9 +101,14 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         Ok(Self {
             child,
-            base,
+            api: Api { base: base.into() },
             start_to_ready,
         })
+    }
+
+    /// The API's client side, to move into tasks.
+    pub fn api(&self) -> Api {
+        self.api.clone()
     }
 
     pub fn pid(&self) -> u32 {
@@ -116,7 +121,24 @@ impl Server {
         self.child.wait()?;
         Ok(())
     }
+}
 
+impl std::ops::Deref for Server {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The client side of a server's API: cheap to clone into publisher tasks.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://127.0.0.1:PORT`
+    pub base: Arc<str>,
+}
+
+impl Api {
     /// Sends a JSON request to the API and checks the status class is 2xx.
     pub async fn call(
         &self,
