@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::AppendError;
 use crate::frame::{Location, Unit};
-use crate::limits::ACKS_PER_RECORD_MAX;
+use crate::limits::{ACKS_PER_RECORD_MAX, LAZY_SYNC_DELAY_MS};
 use crate::record::Ack;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,9 +79,20 @@ pub(crate) struct Inbox {
 pub(crate) struct InboxState {
     pub(crate) requests: VecDeque<Request>,
     pub(crate) closed: bool,
-    /// The writer sleeps on the condvar. Appenders notify only then, which saves a futex call
-    /// per append while the writer is busy.
-    pub(crate) writer_waiting: bool,
+    /// How the writer sleeps on the condvar. Appenders notify only while it sleeps, which
+    /// saves a futex call per append while it is busy.
+    pub(crate) writer_waiting: WriterWait,
+}
+
+/// How the writer waits for requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterWait {
+    /// It is not waiting.
+    Busy,
+    /// Until woken: nothing written is waiting for a sync.
+    Indefinitely,
+    /// Until this instant at the latest, to sync what it wrote (and take what is queued).
+    Until(std::time::Instant),
 }
 
 impl Inbox {
@@ -90,7 +101,7 @@ impl Inbox {
             state: Mutex::new(InboxState {
                 requests: VecDeque::new(),
                 closed: false,
-                writer_waiting: false,
+                writer_waiting: WriterWait::Busy,
             }),
             wake: Condvar::new(),
             slots: Semaphore::new(capacity),
@@ -111,7 +122,7 @@ impl Inbox {
             return Err(AppendError::Closed);
         }
         st.requests.push_back(request);
-        let wake = st.writer_waiting;
+        let wake = st.writer_waiting != WriterWait::Busy;
         drop(st);
         if wake {
             self.wake.notify_one();
@@ -123,6 +134,10 @@ impl Inbox {
     /// the order they were queued relative to every other append. Consecutive acks share one
     /// request (and one record) of up to [`ACKS_PER_RECORD_MAX`]. Never waits: acks are small
     /// and come only from deliveries, which the broker bounds.
+    ///
+    /// Wakes the writer only if it would otherwise sleep past [`LAZY_SYNC_DELAY_MS`]: an ack
+    /// is lazy, and rides with the writer's next group (the next append, or the sync it is
+    /// already due to make). Under load that saves a thread wake-up and a small write per ack.
     pub(crate) fn push_ack(&self, ack: Ack) -> Result<(), AppendError> {
         let mut st = lock(&self.state);
         if st.closed {
@@ -132,7 +147,14 @@ impl Inbox {
             Some(Request::Acks(acks)) if acks.len() < ACKS_PER_RECORD_MAX => acks.push(ack),
             _ => st.requests.push_back(Request::Acks(vec![ack])),
         }
-        let wake = st.writer_waiting;
+        let wake = match st.writer_waiting {
+            WriterWait::Busy => false,
+            WriterWait::Indefinitely => true,
+            WriterWait::Until(at) => {
+                at > std::time::Instant::now()
+                    + std::time::Duration::from_millis(LAZY_SYNC_DELAY_MS)
+            }
+        };
         drop(st);
         if wake {
             self.wake.notify_one();

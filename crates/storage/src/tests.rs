@@ -723,6 +723,71 @@ async fn a_lone_lazy_append_is_synced_in_the_background() {
     assert_eq!(records(&again.replayed), vec![ack]);
 }
 
+fn an_ack(n: u128) -> Ack {
+    Ack {
+        message: Uuid::from_u128(n),
+        subscriber: 1,
+        attempt: 1,
+        acked_at_ms: 9,
+    }
+}
+
+/// An idle writer is woken by an ack: it is written and synced in the background.
+#[tokio::test]
+async fn an_ack_on_an_idle_log_is_synced_in_the_background() {
+    let disk = SimDisk::new(14);
+    let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+    log.append_ack(an_ack(1)).unwrap();
+    crash_after_background_sync(&disk, log, 1).await;
+    let again = open(Arc::new(disk), test_config()).unwrap();
+    assert_eq!(
+        records(&again.replayed),
+        vec![Record::Acked {
+            acks: vec![an_ack(1)]
+        }]
+    );
+}
+
+/// A writer that is due to sync within the ack bound is not woken by acks: they ride with the
+/// sync it is due to make, one write for all of them, and are durable with it.
+#[tokio::test]
+async fn acks_ride_with_the_sync_the_writer_is_due_to_make() {
+    let bound = std::time::Duration::from_millis(crate::limits::LAZY_SYNC_DELAY_MS);
+    // A round is conclusive only if the check ran well before the deadline: a stalled test
+    // thread on a loaded machine tries again.
+    for round in 0..20u128 {
+        let disk = SimDisk::new(15);
+        let log = open(Arc::new(disk.clone()), test_config()).unwrap().log;
+        let lazy = message(0, 10);
+        log.append_lazy(std::slice::from_ref(&lazy)).await.unwrap();
+        let dirty_at = std::time::Instant::now();
+        let writes = log.stats().writes;
+        for n in 0..10 {
+            log.append_ack(an_ack(round * 100 + n)).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let writes_soon = log.stats().writes;
+        if dirty_at.elapsed() > bound / 2 {
+            continue;
+        }
+        assert_eq!(writes_soon, writes, "an ack woke a writer due to sync anyway");
+        crash_after_background_sync(&disk, log, 1).await;
+        let again = open(Arc::new(disk), test_config()).unwrap();
+        let got = records(&again.replayed);
+        assert_eq!(got.first(), Some(&lazy));
+        let acks: Vec<Ack> = got[1..]
+            .iter()
+            .flat_map(|r| match r {
+                Record::Acked { acks } => acks.clone(),
+                other => panic!("not an ack record: {other:?}"),
+            })
+            .collect();
+        assert_eq!(acks, (0..10).map(|n| an_ack(round * 100 + n)).collect::<Vec<_>>());
+        return;
+    }
+    panic!("no round ran its check within half the ack bound");
+}
+
 #[tokio::test]
 async fn the_interval_policy_syncs_in_the_background() {
     let disk = SimDisk::new(13);

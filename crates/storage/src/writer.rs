@@ -18,7 +18,7 @@ use crate::error::AppendError;
 use crate::frame::{
     Location, SEGMENT_HEADER_BYTES, Salt, Unit, encode_unit, segment_header, write_sync_mark,
 };
-use crate::inbox::{AppendReply, Inbox, Request, Wait, lock};
+use crate::inbox::{AppendReply, Inbox, Request, Wait, WriterWait, lock};
 use crate::io::{Backend, BackendFile};
 use crate::limits::{LAZY_SYNC_DELAY_MS, WRITE_BATCH_BYTES_MAX};
 use crate::record::Record;
@@ -218,10 +218,15 @@ impl Writer {
         // However the writer stops (even by a panic), appenders must not wait forever: close
         // the inbox and drop what is queued, which completes every waiter with `Closed`.
         let _closer = CloseInboxOnExit(self.shared.clone());
-        while let Some(batch) = self.next_batch() {
+        while let Some((batch, deadline_passed)) = self.next_batch() {
             let slots = batch.iter().filter(|r| r.holds_slot()).count();
             self.shared.inbox.slots.add_permits(slots);
             self.process(batch);
+            if deadline_passed {
+                // The sync that was due covers this batch too: what waited for the deadline
+                // (lazy acks above all) is durable with it.
+                self.sync_if_dirty();
+            }
         }
         if let Some(preparer) = self.preparer.take() {
             let _ = preparer.join();
@@ -229,26 +234,28 @@ impl Writer {
     }
 
     /// Waits for the next group of requests; `None` once the inbox is closed and drained.
+    /// The flag says a sync deadline has passed: the caller syncs right after the group, so
+    /// that sustained load (an inbox that never empties) cannot put off the sync for ever.
     ///
     /// The writer takes whatever is queued the moment it is free, without waiting for more.
     /// Appenders completed by one fsync come back while the next one runs, so they settle into
     /// two cohorts that alternate, each sharing one fsync. Waiting for the returning cohort
     /// to make one big group was measured and lost: fewer appends per second and higher
     /// latency (see `docs/benchmarks.md`).
-    fn next_batch(&mut self) -> Option<Vec<Request>> {
+    fn next_batch(&mut self) -> Option<(Vec<Request>, bool)> {
         let shared = self.shared.clone();
         let inbox = &shared.inbox;
         let mut st = lock(&inbox.state);
         loop {
-            // A deadline that passed is met before more is taken, or sustained load (an inbox
-            // that never empties) would put off the sync for ever.
-            if self.sync_deadline().is_some_and(|d| Instant::now() >= d) {
+            let due = self.sync_deadline().is_some_and(|d| Instant::now() >= d);
+            if !st.requests.is_empty() {
+                return Some((take_batch(&mut st.requests), due));
+            }
+            if due {
                 drop(st);
                 self.sync_if_dirty();
                 st = lock(&inbox.state);
-            }
-            if !st.requests.is_empty() {
-                return Some(take_batch(&mut st.requests));
+                continue;
             }
             if st.closed {
                 drop(st);
@@ -256,25 +263,22 @@ impl Writer {
                 self.seal_with_mark();
                 return None;
             }
-            st.writer_waiting = true;
-            let now = Instant::now();
             match self.sync_deadline() {
-                None => st = inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) if now < deadline => {
+                None => {
+                    st.writer_waiting = WriterWait::Indefinitely;
+                    st = inbox.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(deadline) => {
+                    st.writer_waiting = WriterWait::Until(deadline);
+                    let left = deadline.saturating_duration_since(Instant::now());
                     st = inbox
                         .wake
-                        .wait_timeout(st, deadline - now)
+                        .wait_timeout(st, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                Some(_) => {
-                    st.writer_waiting = false;
-                    drop(st);
-                    self.sync_if_dirty();
-                    st = lock(&inbox.state);
-                }
             }
-            st.writer_waiting = false;
+            st.writer_waiting = WriterWait::Busy;
         }
     }
 
