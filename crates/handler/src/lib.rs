@@ -11,6 +11,7 @@
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
 mod guard;
+mod lane;
 pub mod limits;
 
 use std::future::Future;
@@ -26,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use space::endpoints::EndpointPolicy;
-use space::{Attempt, Deliverer, HandlerKind, Outcome};
+use space::{Attempt, Channel, Deliverer, HandlerKind, Outcome};
 
 pub use space::time::rfc3339;
 
@@ -51,7 +52,10 @@ type Connector = hyper_rustls::HttpsConnector<guard::Guarded>;
 /// Delivers attempts over HTTP/1.1, plain or TLS (rustls), with a shared connection pool.
 #[derive(Clone)]
 pub struct HttpDeliverer {
+    /// For attempts made without a lane ([`Deliverer::deliver`]).
     client: Client<Connector, Full<Bytes>>,
+    /// For the connections lanes keep ([`Deliverer::deliver_on`]).
+    connector: Connector,
 }
 
 impl Default for HttpDeliverer {
@@ -130,8 +134,8 @@ impl HttpDeliverer {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(limits::POOL_IDLE_PER_HOST)
             .pool_idle_timeout(Duration::from_secs(limits::POOL_IDLE_TIMEOUT_S))
-            .build(connector);
-        Ok(HttpDeliverer { client })
+            .build(connector.clone());
+        Ok(HttpDeliverer { client, connector })
     }
 }
 
@@ -148,17 +152,38 @@ impl Deliverer for HttpDeliverer {
             }
         })
     }
+
+    fn deliver_on<'a>(
+        &'a self,
+        attempt: Attempt,
+        channel: &'a mut Channel,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(lane::deliver(&self.connector, attempt, channel))
+    }
 }
 
 async fn send(client: &Client<Connector, Full<Bytes>>, a: &Attempt) -> Result<Outcome, String> {
-    let request = match a.handler {
-        HandlerKind::Webhook => webhook_request(a, unix_seconds_now())?,
-        HandlerKind::Legacy => legacy_request(a)?,
-    };
     let response = client
-        .request(request)
+        .request(request_of(a)?)
         .await
-        .map_err(|e| connection_error(&e))?;
+        .map_err(|e| error_chain(&e))?;
+    Ok(answer(a.handler, response).await.0)
+}
+
+/// The request of an attempt, as its handler makes it.
+fn request_of(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
+    match a.handler {
+        HandlerKind::Webhook => webhook_request(a, unix_seconds_now()),
+        HandlerKind::Legacy => legacy_request(a),
+    }
+}
+
+/// What a subscriber's response means for the attempt, and whether its body was read to the
+/// end (a connection may carry the next request only then).
+async fn answer(
+    handler: HandlerKind,
+    response: http::Response<hyper::body::Incoming>,
+) -> (Outcome, bool) {
     let status = response.status();
     let retry_after =
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -170,17 +195,18 @@ async fn send(client: &Client<Connector, Full<Bytes>>, a: &Attempt) -> Result<Ou
         } else {
             None
         };
-    let body = Limited::new(response.into_body(), limits::RESPONSE_BODY_BYTES_MAX)
+    let read = Limited::new(response.into_body(), limits::RESPONSE_BODY_BYTES_MAX)
         .collect()
         .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+        .map(|b| b.to_bytes());
+    let whole = read.is_ok();
+    let body = read.unwrap_or_default();
     let acked = status.is_success()
-        && match a.handler {
+        && match handler {
             HandlerKind::Webhook => true,
             HandlerKind::Legacy => body.trim_ascii() == b"true",
         };
-    Ok(if acked {
+    let outcome = if acked {
         Outcome::Acked
     } else if status.is_success() {
         Outcome::Failed {
@@ -195,12 +221,13 @@ async fn send(client: &Client<Connector, Full<Bytes>>, a: &Attempt) -> Result<Ou
             error: format!("HTTP {}", status.as_u16()),
             retry_after,
         }
-    })
+    };
+    (outcome, whole)
 }
 
-/// An error text without the request's details (no secrets, no bodies).
-fn connection_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
+/// An error and its sources as one text, without the request's details (no secrets, no
+/// bodies).
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

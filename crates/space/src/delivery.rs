@@ -70,10 +70,49 @@ pub enum Outcome {
     },
 }
 
-/// Sends attempts. Implemented by the HTTP handlers; the Space calls it from its dispatcher
-/// tasks, at most `max_in_flight` at a time per subscriber, each under `delivery_timeout`.
+/// Sends attempts. Implemented by the HTTP handlers; the Space calls it from its delivery
+/// lanes, at most `max_in_flight` at a time per subscriber, each under `delivery_timeout`.
 pub trait Deliverer: Send + Sync + 'static {
     fn deliver(&self, attempt: Attempt) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    /// Delivers over `channel`, which the calling lane keeps between its attempts (it makes
+    /// one at a time, all to the same subscriber): a deliverer may keep its connection there
+    /// instead of taking one from a shared pool for every attempt. The future may be dropped
+    /// at any point (a timeout): keep nothing in the channel that such a drop would leave
+    /// half-used. By default, [`Deliverer::deliver`].
+    fn deliver_on<'a>(
+        &'a self,
+        attempt: Attempt,
+        channel: &'a mut Channel,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        let _ = channel;
+        self.deliver(attempt)
+    }
+}
+
+/// What a delivery lane keeps for its deliverer between attempts (see
+/// [`Deliverer::deliver_on`]): empty at first, then whatever the deliverer puts there. The
+/// lane empties it after a while without attempts, so that idle connections go.
+#[derive(Default)]
+pub struct Channel(Option<Box<dyn std::any::Any + Send>>);
+
+impl Channel {
+    /// Takes what the channel holds, if it is a `T`.
+    pub fn take<T: std::any::Any + Send>(&mut self) -> Option<Box<T>> {
+        self.0.take()?.downcast().ok()
+    }
+
+    pub fn put<T: std::any::Any + Send>(&mut self, value: T) {
+        self.0 = Some(Box::new(value));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// The wait before attempt `next` (2 or more) after a failure: exponential backoff with full

@@ -34,7 +34,7 @@ pub mod time;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use delivery::{Attempt, Deliverer, HandlerKind, Outcome};
+pub use delivery::{Attempt, Channel, Deliverer, HandlerKind, Outcome};
 pub use error::{
     Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
     QueueNotFound, ReclaimError, SnapshotError, SubscriberError,

@@ -770,7 +770,10 @@ async fn acks_ride_with_the_sync_the_writer_is_due_to_make() {
         if dirty_at.elapsed() > bound / 2 {
             continue;
         }
-        assert_eq!(writes_soon, writes, "an ack woke a writer due to sync anyway");
+        assert_eq!(
+            writes_soon, writes,
+            "an ack woke a writer due to sync anyway"
+        );
         crash_after_background_sync(&disk, log, 1).await;
         let again = open(Arc::new(disk), test_config()).unwrap();
         let got = records(&again.replayed);
@@ -782,7 +785,10 @@ async fn acks_ride_with_the_sync_the_writer_is_due_to_make() {
                 other => panic!("not an ack record: {other:?}"),
             })
             .collect();
-        assert_eq!(acks, (0..10).map(|n| an_ack(round * 100 + n)).collect::<Vec<_>>());
+        assert_eq!(
+            acks,
+            (0..10).map(|n| an_ack(round * 100 + n)).collect::<Vec<_>>()
+        );
         return;
     }
     panic!("no round ran its check within half the ack bound");

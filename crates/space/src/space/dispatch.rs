@@ -1,7 +1,13 @@
-//! Dispatchers and delivery attempts.
+//! Dispatchers, delivery lanes and attempts.
 //!
 //! One dispatcher task per subscriber takes a `max_in_flight` permit, then the subscriber's
-//! next message (a retry that is due first, else the scheduler's next), and starts one attempt.
+//! next message (a retry that is due first, else the scheduler's next), and hands the attempt
+//! to one of the subscriber's lanes. A lane is a long-lived task that makes one attempt at a
+//! time and keeps a [`Channel`] for the deliverer between them (the HTTP handler keeps its
+//! connection there): no task is started and no connection is looked up per attempt. Lanes
+//! are started as needed, so a subscriber has at most `max_in_flight` of them; an idle lane's
+//! channel is emptied after [`LANE_IDLE_MS`].
+//!
 //! The permit is held while the request is on the wire only: a failed attempt records its
 //! outcome, schedules its retry on the subscriber's heap and lets the permit go, so messages
 //! waiting out their backoff never keep others from being sent.
@@ -14,12 +20,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use storage::{Ack, ReadError, Record};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::journal::Change;
 use super::{Queue, Space, wake_all};
-use crate::delivery::{Attempt, Outcome, backoff};
-use crate::limits::{ERROR_TEXT_BYTES_MAX, RELOCATED_READ_TRIES};
+use crate::delivery::{Attempt, Channel, Outcome, backoff};
+use crate::limits::{ERROR_TEXT_BYTES_MAX, LANE_IDLE_MS, RELOCATED_READ_TRIES};
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::QueueSettings;
 
@@ -62,6 +68,68 @@ struct Body {
     published_at_ms: u64,
 }
 
+/// An attempt handed to a lane, with the permit it holds while on the wire.
+struct Job {
+    id: MessageId,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The idle lanes of a subscriber, each waiting for its next job.
+type IdleLanes = Arc<std::sync::Mutex<Vec<mpsc::Sender<Job>>>>;
+
+/// A delivery lane: makes one attempt at a time for one subscriber, keeping its channel
+/// between them.
+struct Lane {
+    space: Space,
+    queue: Arc<Queue>,
+    sub: SubscriberId,
+    idle: IdleLanes,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Lane {
+    async fn run(mut self, first: Job) {
+        let (jobs, mut next) = mpsc::channel(1);
+        let mut channel = Channel::default();
+        let mut job = first;
+        loop {
+            let Job { id, permit } = job;
+            self.space
+                .attempt(&self.queue, self.sub, id, permit, &mut channel)
+                .await;
+            if self.space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.space.inner.idle.notify_waiters();
+            }
+            if *self.stop.borrow() || *self.shutdown.borrow() {
+                return;
+            }
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(jobs.clone());
+            job = loop {
+                let holding = !channel.is_empty();
+                let linger = async move {
+                    if !holding {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(LANE_IDLE_MS)).await;
+                };
+                tokio::select! {
+                    j = next.recv() => match j {
+                        Some(j) => break j,
+                        None => return,
+                    },
+                    () = linger => channel.clear(),
+                    _ = self.stop.changed() => return,
+                    _ = self.shutdown.changed() => return,
+                }
+            };
+        }
+    }
+}
+
 impl Space {
     pub(super) fn spawn_dispatcher(&self, queue: Arc<Queue>, sub: SubscriberId) {
         let Some((notify, limit, mut stop)) = queue
@@ -73,6 +141,7 @@ impl Space {
         };
         let space = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
+        let lanes: IdleLanes = Arc::default();
         tokio::spawn(async move {
             loop {
                 let permit = tokio::select! {
@@ -97,14 +166,25 @@ impl Space {
                 match next {
                     Some(id) => {
                         space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-                        let space = space.clone();
-                        let queue = queue.clone();
-                        tokio::spawn(async move {
-                            space.attempt(&queue, sub, id, permit).await;
-                            if space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                space.inner.idle.notify_waiters();
-                            }
-                        });
+                        let job = Job { id, permit };
+                        let idle = lanes.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                        let job = match idle {
+                            Some(lane) => match lane.try_send(job) {
+                                Ok(()) => continue,
+                                // The lane stopped meanwhile.
+                                Err(e) => e.into_inner(),
+                            },
+                            None => job,
+                        };
+                        let lane = Lane {
+                            space: space.clone(),
+                            queue: queue.clone(),
+                            sub,
+                            idle: lanes.clone(),
+                            stop: stop.clone(),
+                            shutdown: shutdown.clone(),
+                        };
+                        tokio::spawn(lane.run(job));
                     }
                     None => {
                         drop(permit);
@@ -126,13 +206,14 @@ impl Space {
         });
     }
 
-    /// One attempt of `id` for `sub`, then its outcome.
+    /// One attempt of `id` for `sub` over a lane's `channel`, then its outcome.
     async fn attempt(
         &self,
         queue: &Arc<Queue>,
         sub: SubscriberId,
         id: MessageId,
         permit: OwnedSemaphorePermit,
+        channel: &mut Channel,
     ) {
         let (number, settings, outcome) = match self.prepare_attempt(queue, sub, id) {
             Prepared::Gone => return,
@@ -147,7 +228,7 @@ impl Space {
             Prepared::Ready(attempt, settings) => {
                 let number = attempt.number;
                 let timeout = settings.delivery_timeout.0;
-                let sent = self.inner.deliverer.deliver(*attempt);
+                let sent = self.inner.deliverer.deliver_on(*attempt, channel);
                 let outcome = match tokio::time::timeout(timeout, sent).await {
                     Ok(o) => o,
                     Err(_) => Outcome::Failed {
