@@ -107,5 +107,6 @@ const _: () = assert!(CHECKPOINT_PART_BYTES + 16 < RECORD_PAYLOAD_BYTES_MAX as u
 const _: () = assert!(SUBSCRIBERS_PER_QUEUE_MAX <= 64);
 const _: () = assert!(CONTENT_TYPES_PER_QUEUE_MAX < u16::MAX as usize);
 
-/// How long a delivery lane keeps its channel (the handler's connection) without attempts.
+/// How long a delivery lane waits for its next attempt before it ends (and its channel, the
+/// handler's connection, goes with it).
 pub const LANE_IDLE_MS: u64 = 90_000;

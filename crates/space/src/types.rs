@@ -20,6 +20,9 @@ pub struct SpaceConfig {
     pub reclaim_interval: Duration,
     /// How often retention and idempotency windows are swept.
     pub sweep_interval: Duration,
+    /// How long an idle delivery lane waits for its next attempt before it ends, and its
+    /// connection with it.
+    pub lane_idle: Duration,
     /// What subscribers may point at (`endpoints.allow`), checked when one is added; the
     /// handler enforces the same policy on every connection.
     pub endpoint_policy: crate::endpoints::EndpointPolicy,
@@ -33,6 +36,7 @@ impl SpaceConfig {
             storage,
             reclaim_interval: Duration::from_millis(limits::RECLAIM_INTERVAL_MS),
             sweep_interval: Duration::from_millis(limits::SWEEP_INTERVAL_MS),
+            lane_idle: Duration::from_millis(limits::LANE_IDLE_MS),
             endpoint_policy: Default::default(),
             clock: Arc::new(SystemClock),
         }

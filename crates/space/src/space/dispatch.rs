@@ -5,8 +5,8 @@
 //! to one of the subscriber's lanes. A lane is a long-lived task that makes one attempt at a
 //! time and keeps a [`Channel`] for the deliverer between them (the HTTP handler keeps its
 //! connection there): no task is started and no connection is looked up per attempt. Lanes
-//! are started as needed, so a subscriber has at most `max_in_flight` of them; an idle lane's
-//! channel is emptied after [`LANE_IDLE_MS`].
+//! are started as needed, so a subscriber has at most `max_in_flight` of them; a lane idle for
+//! `SpaceConfig::lane_idle` ends, and its connection with it.
 //!
 //! The permit is held while the request is on the wire only: a failed attempt records its
 //! outcome, schedules its retry on the subscriber's heap and lets the permit go, so messages
@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use super::journal::Change;
 use super::{Queue, Space, wake_all};
 use crate::delivery::{Attempt, Channel, Outcome, backoff};
-use crate::limits::{ERROR_TEXT_BYTES_MAX, LANE_IDLE_MS, RELOCATED_READ_TRIES};
+use crate::limits::{ERROR_TEXT_BYTES_MAX, RELOCATED_READ_TRIES};
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::QueueSettings;
 
@@ -101,31 +101,37 @@ impl Lane {
             if self.space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.space.inner.idle.notify_waiters();
             }
-            if *self.stop.borrow() || *self.shutdown.borrow() {
+            if next.is_closed() || *self.stop.borrow() || *self.shutdown.borrow() {
                 return;
             }
             self.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(jobs.clone());
-            job = loop {
-                let holding = !channel.is_empty();
-                let linger = async move {
-                    if !holding {
-                        std::future::pending::<()>().await;
+            // An idle lane ends after a while, and its connection with it: a subscriber that
+            // was busy once keeps no tasks or connections for good.
+            let linger = tokio::time::sleep(self.space.inner.lane_idle);
+            tokio::select! {
+                biased;
+                j = next.recv() => match j {
+                    Some(j) => {
+                        job = j;
+                        continue;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(LANE_IDLE_MS)).await;
-                };
-                tokio::select! {
-                    j = next.recv() => match j {
-                        Some(j) => break j,
-                        None => return,
-                    },
-                    () = linger => channel.clear(),
-                    _ = self.stop.changed() => return,
-                    _ = self.shutdown.changed() => return,
-                }
-            };
+                    None => return,
+                },
+                () = linger => {}
+                _ = self.stop.changed() => {}
+                _ = self.shutdown.changed() => {}
+            }
+            // Ending. The dispatcher may have handed a job over meanwhile: it is made (its
+            // message is in flight), then the lane ends; from now on the dispatcher finds the
+            // lane closed and starts another.
+            next.close();
+            match next.try_recv() {
+                Ok(j) => job = j,
+                Err(_) => return,
+            }
         }
     }
 }

@@ -91,6 +91,8 @@ struct Inner {
     maintenance: tokio::sync::Mutex<Maintenance>,
     endpoint_policy: crate::endpoints::EndpointPolicy,
     recent: RecentBodies,
+    /// How long an idle delivery lane waits before it ends.
+    lane_idle: Duration,
 }
 
 /// Running totals since the Space was opened.
@@ -150,6 +152,7 @@ impl Space {
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
                 endpoint_policy: config.endpoint_policy,
                 recent: RecentBodies::new(limits::RECENT_BODIES_BYTES),
+                lane_idle: config.lane_idle,
             }),
         };
         for q in space.inner.registry.all() {
