@@ -1,6 +1,8 @@
 //! Delivery over the connection a lane keeps: one HTTP/1.1 connection per lane, made through
 //! the same connector as the pooled client (`endpoints.allow`, the connection cap, TLS), and
-//! used for one request at a time. No pool is consulted per attempt.
+//! used for one request at a time. No pool is consulted per attempt, and what every request
+//! of the lane shares (the parsed endpoint, `Host`, `ce-source`, `syncbrok-queue`) is made
+//! once.
 //!
 //! The connection is taken out of the lane's channel for the attempt and put back only once
 //! the response was read to the end: an attempt dropped half-way (a timeout) or a response
@@ -14,14 +16,87 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Uri};
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
-use space::{Attempt, Channel, Outcome};
+use space::{Attempt, Channel, HandlerKind, Outcome};
 
-use crate::{Connector, answer, error_chain, request_of};
+use crate::{
+    Connector, answer, error_chain, legacy_request, queue_headers, unix_seconds_now,
+    webhook_request_to,
+};
 
-/// What a lane keeps between attempts.
-struct Kept {
+/// What every request of a lane shares, made once: where it goes and the header values that
+/// do not change from one attempt to the next.
+struct Target {
     endpoint: Arc<str>,
-    sender: SendRequest<Full<Bytes>>,
+    queue: Arc<str>,
+    /// The endpoint, to connect to.
+    uri: Uri,
+    /// The request target on the connection: the endpoint's path and query.
+    origin: Uri,
+    host: HeaderValue,
+    source_header: HeaderValue,
+    queue_header: HeaderValue,
+}
+
+impl Target {
+    fn of(a: &Attempt) -> Result<Target, String> {
+        let uri = Uri::try_from(&*a.endpoint)
+            .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("endpoint {uri} has no host"))?;
+        // Without credentials (`user:pass@`), which a Host header never carries.
+        let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+        let host = HeaderValue::from_str(host_and_port)
+            .map_err(|_| format!("endpoint {uri} has a host no header can carry"))?;
+        let origin = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .map_err(|e| format!("endpoint {uri}: {e}"))?;
+        let (source_header, queue_header) = queue_headers(&a.queue)?;
+        Ok(Target {
+            endpoint: a.endpoint.clone(),
+            queue: a.queue.clone(),
+            uri,
+            origin,
+            host,
+            source_header,
+            queue_header,
+        })
+    }
+
+    fn serves(&self, a: &Attempt) -> bool {
+        self.endpoint == a.endpoint && self.queue == a.queue
+    }
+
+    /// The attempt's request as it goes on the lane's connection (origin-form target, `Host`
+    /// set), as a pooled client would send it.
+    fn request(&self, a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
+        let mut request = match a.handler {
+            HandlerKind::Webhook => webhook_request_to(
+                a,
+                unix_seconds_now(),
+                self.origin.clone(),
+                self.source_header.clone(),
+                self.queue_header.clone(),
+            )?,
+            HandlerKind::Legacy => {
+                let mut r = legacy_request(a)?;
+                *r.uri_mut() = self.origin.clone();
+                r
+            }
+        };
+        request
+            .headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        Ok(request)
+    }
+}
+
+/// What a lane keeps between attempts: its target, and its connection while it has one.
+struct Kept {
+    target: Target,
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 /// One attempt over the lane's connection (made if the lane has none to this endpoint).
@@ -30,45 +105,52 @@ pub(crate) async fn deliver(
     attempt: Attempt,
     channel: &mut Channel,
 ) -> Outcome {
-    let kept = channel
-        .take::<Kept>()
-        .filter(|k| k.endpoint == attempt.endpoint && !k.sender.is_closed())
-        .map(|k| k.sender);
-    match send(connector, kept, &attempt).await {
-        Ok((outcome, sender)) => {
-            if let Some(sender) = sender {
-                channel.put(Kept {
-                    endpoint: attempt.endpoint.clone(),
-                    sender,
-                });
+    let kept = channel.take::<Kept>().filter(|k| k.target.serves(&attempt));
+    let (target, sender) = match kept {
+        Some(k) => (k.target, k.sender.filter(|s| !s.is_closed())),
+        None => match Target::of(&attempt) {
+            Ok(target) => (target, None),
+            Err(error) => {
+                return Outcome::Failed {
+                    error,
+                    retry_after: None,
+                };
             }
-            outcome
-        }
-        Err(error) => Outcome::Failed {
-            error,
-            retry_after: None,
         },
-    }
+    };
+    let sent = send(connector, &target, sender, &attempt).await;
+    let (outcome, sender) = match sent {
+        Ok(sent) => sent,
+        Err(error) => (
+            Outcome::Failed {
+                error,
+                retry_after: None,
+            },
+            None,
+        ),
+    };
+    channel.put(Kept { target, sender });
+    outcome
 }
 
 /// Sends the attempt's request; returns its outcome and the connection if it can carry the
 /// next request.
 async fn send(
     connector: &Connector,
+    target: &Target,
     kept: Option<SendRequest<Full<Bytes>>>,
     a: &Attempt,
 ) -> Result<(Outcome, Option<SendRequest<Full<Bytes>>>), String> {
-    let mut request = request_of(a)?;
-    let uri = request.uri().clone();
-    to_origin_form(&mut request)?;
+    let mut request = target.request(a)?;
+    let uri = &target.uri;
     let mut reused = kept.is_some();
     let mut sender = match kept {
         Some(sender) => sender,
-        None => connect(connector, &uri).await?,
+        None => connect(connector, uri).await?,
     };
     let response = loop {
         if sender.ready().await.is_err() && reused {
-            sender = connect(connector, &uri).await?;
+            sender = connect(connector, uri).await?;
             reused = false;
         }
         match sender.try_send_request(request).await {
@@ -77,7 +159,7 @@ async fn send(
                 // Never written: the kept connection was closed under it.
                 Some(unsent) if reused => {
                     request = unsent;
-                    sender = connect(connector, &uri).await?;
+                    sender = connect(connector, uri).await?;
                     reused = false;
                 }
                 _ => return Err(error_chain(&e.into_error())),
@@ -110,25 +192,4 @@ async fn connect(connector: &Connector, uri: &Uri) -> Result<SendRequest<Full<By
         }
     });
     Ok(sender)
-}
-
-/// The request as it goes on its own connection: the path as its target and the endpoint's
-/// authority as `Host`, as a pooled client would send it.
-fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<(), String> {
-    let uri = request.uri();
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("endpoint {uri} has no host"))?;
-    // Without credentials (`user:pass@`), which a Host header never carries.
-    let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-    let host = HeaderValue::from_str(host_and_port)
-        .map_err(|_| format!("endpoint {uri} has a host no header can carry"))?;
-    let target = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .map_err(|e| format!("endpoint {uri}: {e}"))?;
-    request.headers_mut().insert(http::header::HOST, host);
-    *request.uri_mut() = target;
-    Ok(())
 }

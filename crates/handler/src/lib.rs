@@ -254,12 +254,30 @@ fn header(v: &str) -> Result<HeaderValue, String> {
 pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, String> {
     let uri = http::Uri::try_from(&*a.endpoint)
         .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
+    let (source, queue) = queue_headers(&a.queue)?;
+    webhook_request_to(a, now_s, uri, source, queue)
+}
+
+/// The `ce-source` and `syncbrok-queue` values of a queue's requests.
+fn queue_headers(queue: &str) -> Result<(HeaderValue, HeaderValue), String> {
+    let mut source = String::with_capacity("/queues/".len() + queue.len());
+    source.push_str("/queues/");
+    source.push_str(queue);
+    Ok((header(&source)?, header(queue)?))
+}
+
+/// [`webhook_request`] with what every request to the subscriber shares made beforehand: the
+/// request target, and the values of `ce-source` and `syncbrok-queue`.
+fn webhook_request_to(
+    a: &Attempt,
+    now_s: u64,
+    uri: http::Uri,
+    source: HeaderValue,
+    queue: HeaderValue,
+) -> Result<Request<Full<Bytes>>, String> {
     let mut id_text = [0u8; 36];
     let id_text: &str = a.message.hyphenated().encode_lower(&mut id_text);
     let id = header(id_text)?;
-    let mut source = String::with_capacity("/queues/".len() + a.queue.len());
-    source.push_str("/queues/");
-    source.push_str(&a.queue);
 
     let mut headers = http::HeaderMap::with_capacity(12);
     headers.insert(http::header::CONTENT_TYPE, header(&a.content_type)?);
@@ -273,14 +291,14 @@ pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, 
     }
     headers.insert(names::CE_SPECVERSION, HeaderValue::from_static("1.0"));
     headers.insert(names::CE_ID, id);
-    headers.insert(names::CE_SOURCE, header(&source)?);
+    headers.insert(names::CE_SOURCE, source);
     headers.insert(names::CE_TYPE, HeaderValue::from_static("syncbrok.message"));
     headers.insert(
         names::CE_TIME,
         HeaderValue::from_bytes(&space::time::rfc3339_bytes(a.published_at_ms))
             .map_err(|e| format!("invalid time header: {e}"))?,
     );
-    headers.insert(names::SYNCBROK_QUEUE, header(&a.queue)?);
+    headers.insert(names::SYNCBROK_QUEUE, queue);
     headers.insert(names::SYNCBROK_ATTEMPT, HeaderValue::from(a.number));
     if let Some(p) = a.parent {
         let mut text = [0u8; 36];
