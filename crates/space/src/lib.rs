@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod idhash;
 pub mod ids;
 pub mod limits;
 pub mod model;

@@ -3,12 +3,13 @@
 //! and a checksum per attempt) while the message is fresh, which under steady fan-out is
 //! always. Oldest out first; a message not (or no longer) here is read from the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use storage::Published;
 
+use crate::idhash::IdMap;
 use crate::model::MessageId;
 
 /// Bytes charged per entry on top of its body: map and queue slots, the content type.
@@ -33,7 +34,7 @@ pub(crate) struct RecentBodies {
 
 #[derive(Default)]
 struct State {
-    bodies: HashMap<MessageId, RecentBody>,
+    bodies: IdMap<MessageId, RecentBody>,
     /// Insertion order, with each entry's charge.
     order: VecDeque<(MessageId, usize)>,
     bytes: usize,

@@ -23,7 +23,7 @@
 //! the map with a cursor instead of keeping queues of ids. Counts per state are kept as they
 //! change, so reading them costs nothing.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 mod entry;
 mod slots;
@@ -32,6 +32,7 @@ pub use entry::RawEntry;
 use entry::{Children, Cursor, Entry, Finish};
 pub use slots::{Slot, Slots};
 
+use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId,
@@ -135,7 +136,7 @@ pub struct Scheduler<M = ()> {
     /// Ordered by id, which is publish order: pages and "oldest" come for free.
     messages: BTreeMap<MessageId, Entry<M>>,
     /// The children of every held parent that has any, in publish order.
-    children: HashMap<MessageId, Children>,
+    children: IdMap<MessageId, Children>,
     counts: Counts,
     /// Bytes (weights) of waiting, ready and delivering messages.
     undelivered_bytes: u64,
@@ -147,7 +148,7 @@ impl<M: Weighed> Scheduler<M> {
             on_parent_dead,
             slots: Vec::new(),
             messages: BTreeMap::new(),
-            children: HashMap::new(),
+            children: IdMap::default(),
             counts: Counts::default(),
             undelivered_bytes: 0,
         }

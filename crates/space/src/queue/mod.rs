@@ -21,7 +21,7 @@ pub(crate) mod snapshot;
 mod subscriber;
 pub(crate) mod views;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use storage::{Ack, Location, Published};
@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::SubscriberError;
+use crate::idhash::IdMap;
 use crate::model::{DeadReason, DeliveryState, MessageId, MessageState, QueueNumber, SubscriberId};
 use crate::scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed};
 use crate::settings::QueueSettings;
@@ -77,7 +78,7 @@ pub(crate) type Wake = Vec<Arc<Notify>>;
 #[derive(Default)]
 struct Expiry {
     by_time: BTreeSet<(u64, MessageId)>,
-    by_id: HashMap<MessageId, u64>,
+    by_id: IdMap<MessageId, u64>,
 }
 
 impl Expiry {
@@ -115,7 +116,7 @@ pub(crate) struct QueueState {
     /// Publishes checked and counted, whose records are not in the log yet.
     pending: PendingPublishes,
     idempotency: IdempotencyKeys,
-    deliveries: HashMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
+    deliveries: IdMap<(MessageId, Option<SubscriberId>), DeliveryInfo>,
     /// The dead (message, subscriber) pairs of `deliveries`, in order: pages of dead letters
     /// cost what they show.
     dead_letters: BTreeSet<(MessageId, Option<SubscriberId>)>,
@@ -141,7 +142,7 @@ impl QueueState {
             next_seq: 0,
             pending: PendingPublishes::default(),
             idempotency: IdempotencyKeys::default(),
-            deliveries: HashMap::new(),
+            deliveries: IdMap::default(),
             dead_letters: BTreeSet::new(),
             expiry: Expiry::default(),
             dead_removed: DeadRemoved::default(),

@@ -2,13 +2,14 @@
 //! against the limits, idempotency keys and parents, given ids), appended to the log without
 //! it, then committed (applied) or aborted. Single and batch publishes take the same path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use storage::{Location, Published};
 
 use super::{QueueState, Wake, body_hash};
 use crate::error::PublishError;
+use crate::idhash::IdSet;
 use crate::model::{MessageId, SubscriberId};
 use crate::types::{BatchEntry, BatchParent, PublishedMessage};
 
@@ -18,12 +19,12 @@ use crate::types::{BatchEntry, BatchParent, PublishedMessage};
 pub(super) struct PendingPublishes {
     count: u64,
     bytes: u64,
-    ids: HashSet<MessageId>,
+    ids: IdSet<MessageId>,
     keys: HashMap<String, (MessageId, u64)>,
     /// Ids of aborted reservations: their sequence numbers are spent, but no message has them.
     /// (Only an append that failed aborts one, so this stays small; it is not kept across a
     /// restart, after which such an id reads as issued and removed.)
-    void: HashSet<MessageId>,
+    void: IdSet<MessageId>,
 }
 
 impl PendingPublishes {

@@ -1,7 +1,7 @@
 //! A subscriber of a queue: what its user configured, and what its dispatcher needs at run time.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use tokio::sync::{Notify, Semaphore, watch};
@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::delivery::HandlerKind;
 use crate::error::SubscriberError;
+use crate::idhash::IdSet;
 use crate::model::MessageId;
 use crate::scheduler::Slot;
 
@@ -68,7 +69,7 @@ pub(crate) struct Subscriber {
     /// Entries whose id is no longer in `scheduled` are stale and skipped.
     retries: BinaryHeap<Reverse<(Instant, MessageId)>>,
     /// The messages on the retry schedule (a message removed meanwhile leaves it at once).
-    scheduled: HashSet<MessageId>,
+    scheduled: IdSet<MessageId>,
     /// Failed attempts since the last ack (see `FAILURES_TO_PAUSE_NEW_MESSAGES`).
     consecutive_failures: u32,
 }
@@ -85,7 +86,7 @@ impl Subscriber {
             notify: Arc::new(Notify::new()),
             stop,
             retries: BinaryHeap::new(),
-            scheduled: HashSet::new(),
+            scheduled: IdSet::default(),
             consecutive_failures: 0,
         }
     }
