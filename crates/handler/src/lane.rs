@@ -1,8 +1,7 @@
 //! Delivery over the connection a lane keeps: one HTTP/1.1 connection per lane, made through
 //! the same connector as the pooled client (`endpoints.allow`, the connection cap, TLS), and
 //! used for one request at a time. No pool is consulted per attempt, and what every request
-//! of the lane shares (the parsed endpoint, `Host`, `ce-source`, `syncbrok-queue`) is made
-//! once.
+//! of the lane shares (the parsed endpoint, `Host`, the webhook header template) is made once.
 //!
 //! The connection is taken out of the lane's channel for the attempt and put back only once
 //! the response was read to the end: an attempt dropped half-way (a timeout) or a response
@@ -18,6 +17,7 @@ use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use space::{Attempt, Channel, HandlerKind, Outcome};
 
+use crate::headers::WebhookHeaders;
 use crate::{
     Connector, answer, error_chain, legacy_request, queue_headers, unix_seconds_now,
     webhook_request_to,
@@ -33,8 +33,7 @@ struct Target {
     /// The request target on the connection: the endpoint's path and query.
     origin: Uri,
     host: HeaderValue,
-    source_header: HeaderValue,
-    queue_header: HeaderValue,
+    headers: WebhookHeaders,
 }
 
 impl Target {
@@ -53,33 +52,30 @@ impl Target {
             .map_or("/", |p| p.as_str())
             .parse::<Uri>()
             .map_err(|e| format!("endpoint {uri}: {e}"))?;
-        let (source_header, queue_header) = queue_headers(&a.queue)?;
+        let (source, queue) = queue_headers(&a.queue)?;
         Ok(Target {
             endpoint: a.endpoint.clone(),
             queue: a.queue.clone(),
             uri,
             origin,
             host,
-            source_header,
-            queue_header,
+            headers: WebhookHeaders::new(source, queue, a.secret.is_some()),
         })
     }
 
     fn serves(&self, a: &Attempt) -> bool {
-        self.endpoint == a.endpoint && self.queue == a.queue
+        self.endpoint == a.endpoint
+            && self.queue == a.queue
+            && self.headers.signed() == a.secret.is_some()
     }
 
     /// The attempt's request as it goes on the lane's connection (origin-form target, `Host`
     /// set), as a pooled client would send it.
     fn request(&self, a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
         let mut request = match a.handler {
-            HandlerKind::Webhook => webhook_request_to(
-                a,
-                unix_seconds_now(),
-                self.origin.clone(),
-                self.source_header.clone(),
-                self.queue_header.clone(),
-            )?,
+            HandlerKind::Webhook => {
+                webhook_request_to(a, unix_seconds_now(), self.origin.clone(), &self.headers)?
+            }
             HandlerKind::Legacy => {
                 let mut r = legacy_request(a)?;
                 *r.uri_mut() = self.origin.clone();

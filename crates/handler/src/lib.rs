@@ -11,6 +11,7 @@
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
 mod guard;
+mod headers;
 mod lane;
 pub mod limits;
 
@@ -255,7 +256,8 @@ pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, 
     let uri = http::Uri::try_from(&*a.endpoint)
         .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
     let (source, queue) = queue_headers(&a.queue)?;
-    webhook_request_to(a, now_s, uri, source, queue)
+    let headers = headers::WebhookHeaders::new(source, queue, a.secret.is_some());
+    webhook_request_to(a, now_s, uri, &headers)
 }
 
 /// The `ce-source` and `syncbrok-queue` values of a queue's requests.
@@ -267,50 +269,17 @@ fn queue_headers(queue: &str) -> Result<(HeaderValue, HeaderValue), String> {
 }
 
 /// [`webhook_request`] with what every request to the subscriber shares made beforehand: the
-/// request target, and the values of `ce-source` and `syncbrok-queue`.
+/// request target and the header template.
 fn webhook_request_to(
     a: &Attempt,
     now_s: u64,
     uri: http::Uri,
-    source: HeaderValue,
-    queue: HeaderValue,
+    headers: &headers::WebhookHeaders,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let mut id_text = [0u8; 36];
-    let id_text: &str = a.message.hyphenated().encode_lower(&mut id_text);
-    let id = header(id_text)?;
-
-    let mut headers = http::HeaderMap::with_capacity(12);
-    headers.insert(http::header::CONTENT_TYPE, header(&a.content_type)?);
-    headers.insert(names::WEBHOOK_ID, id.clone());
-    headers.insert(names::WEBHOOK_TIMESTAMP, HeaderValue::from(now_s));
-    if let Some(key) = &a.secret {
-        headers.insert(
-            names::WEBHOOK_SIGNATURE,
-            header(&sign(key, id_text, now_s, &a.body))?,
-        );
-    }
-    headers.insert(names::CE_SPECVERSION, HeaderValue::from_static("1.0"));
-    headers.insert(names::CE_ID, id);
-    headers.insert(names::CE_SOURCE, source);
-    headers.insert(names::CE_TYPE, HeaderValue::from_static("syncbrok.message"));
-    headers.insert(
-        names::CE_TIME,
-        HeaderValue::from_bytes(&space::time::rfc3339_bytes(a.published_at_ms))
-            .map_err(|e| format!("invalid time header: {e}"))?,
-    );
-    headers.insert(names::SYNCBROK_QUEUE, queue);
-    headers.insert(names::SYNCBROK_ATTEMPT, HeaderValue::from(a.number));
-    if let Some(p) = a.parent {
-        let mut text = [0u8; 36];
-        headers.insert(
-            names::SYNCBROK_PARENT,
-            header(p.hyphenated().encode_lower(&mut text))?,
-        );
-    }
     let mut request = Request::new(Full::new(a.body.clone()));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    *request.headers_mut() = headers.of(a, now_s)?;
     Ok(request)
 }
 
