@@ -2,7 +2,8 @@
 //!
 //! One dispatcher task per subscriber takes a `max_in_flight` permit, then the subscriber's
 //! next message (a retry that is due first, else the scheduler's next), and hands the attempt
-//! to one of the subscriber's lanes. A lane is a long-lived task that makes one attempt at a
+//! to one of the subscriber's lanes; a lane that finishes an attempt takes the next message
+//! itself while permits and messages are there. A lane is a long-lived task that makes one attempt at a
 //! time and keeps a [`Channel`] for the deliverer between them (the HTTP handler keeps its
 //! connection there): no task is started and no connection is looked up per attempt. Lanes
 //! are started as needed, so a subscriber has at most `max_in_flight` of them; a lane idle for
@@ -83,12 +84,28 @@ struct Lane {
     space: Space,
     queue: Arc<Queue>,
     sub: SubscriberId,
+    /// The subscriber's `max_in_flight` permits.
+    limit: Arc<tokio::sync::Semaphore>,
     idle: IdleLanes,
     stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Lane {
+    /// The subscriber's next message, if one is due and a permit is free.
+    fn take_next(&self) -> Option<Job> {
+        let permit = self.limit.clone().try_acquire_owned().ok()?;
+        let id = {
+            let mut st = self.queue.lock();
+            if st.is_deleted() || st.subscriber(self.sub).is_none() {
+                return None;
+            }
+            st.next_for(self.sub, tokio::time::Instant::now())?
+        };
+        self.space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Job { id, permit })
+    }
+
     async fn run(mut self, first: Job) {
         let (jobs, mut next) = mpsc::channel(1);
         let mut channel = Channel::default();
@@ -103,6 +120,12 @@ impl Lane {
             }
             if next.is_closed() || *self.stop.borrow() || *self.shutdown.borrow() {
                 return;
+            }
+            // Busy: take the next message at once, without a round trip through the
+            // dispatcher (which still takes what comes when every lane is idle).
+            if let Some(next_job) = self.take_next() {
+                job = next_job;
+                continue;
             }
             self.idle
                 .lock()
@@ -186,6 +209,7 @@ impl Space {
                             space: space.clone(),
                             queue: queue.clone(),
                             sub,
+                            limit: limit.clone(),
                             idle: lanes.clone(),
                             stop: stop.clone(),
                             shutdown: shutdown.clone(),
