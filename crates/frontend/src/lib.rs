@@ -65,7 +65,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
     let max_body = config.max_body.min(limits::MAX_BODY_CEILING);
     let body_timeout = config.body_timeout;
     let api = Api { space, max_body };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -104,16 +104,21 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
         .layer(DefaultBodyLimit::max(limits::JSON_BODY_MAX))
         .with_state(api.clone())
-        .merge(legacy::router(api.space).layer(DefaultBodyLimit::max(max_body)))
-        .layer(axum::middleware::from_fn_with_state(
+        .merge(legacy::router(api.space).layer(DefaultBodyLimit::max(max_body)));
+    // Without tokens every request is allowed: no layer to pass through at all.
+    let router = if config.tokens.is_empty() {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn_with_state(
             auth::Tokens(std::sync::Arc::new(config.tokens.clone())),
             auth::check,
         ))
-        .layer(axum::middleware::map_request(
-            move |request: axum::extract::Request| async move {
-                deadline::with_deadline(request, body_timeout)
-            },
-        ))
+    };
+    router.layer(axum::middleware::map_request(
+        move |request: axum::extract::Request| async move {
+            deadline::with_deadline(request, body_timeout)
+        },
+    ))
 }
 
 /// The OpenAPI 3.1 document of the API v1 as generated from the handlers and types (served
