@@ -54,13 +54,11 @@ impl Routes {
     pub fn recovered(&self, api: axum::Router) {
         let _ = self.api.set(api);
     }
-
-    fn router(self) -> axum::Router {
-        axum::Router::new().fallback_service(self)
-    }
 }
 
-impl tower_service::Service<axum::extract::Request> for Routes {
+/// Each request goes straight to the router of the moment (no outer router to route through
+/// first: that was a routing pass per request).
+impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for Routes {
     type Response = axum::response::Response;
     type Error = Infallible;
     type Future = <axum::Router as tower_service::Service<axum::extract::Request>>::Future;
@@ -69,9 +67,9 @@ impl tower_service::Service<axum::extract::Request> for Routes {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+    fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let mut router = self.api.get().unwrap_or(&self.recovering).clone();
-        router.call(request)
+        router.call(request.map(axum::body::Body::new))
     }
 }
 
@@ -93,7 +91,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = routes.router();
+    let router = routes;
     let open = Arc::new(Semaphore::new(config.max_connections));
     let (stop, stopping) = watch::channel(false);
     let config = Arc::new(config);
@@ -167,7 +165,7 @@ pub async fn serve(
 /// Serves one connection until it ends, goes idle, or the server stops.
 async fn connection<S>(
     io: S,
-    router: axum::Router,
+    router: Routes,
     config: &ServerConfig,
     mut stopping: watch::Receiver<bool>,
 ) where
