@@ -4,29 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use common::{Reply, start};
 use handler::HttpDeliverer;
 use space::endpoints::{AllowList, EndpointPolicy};
-use space::{Attempt, Deliverer, HandlerKind, Outcome};
-
-fn attempt(endpoint: &str) -> Attempt {
-    Attempt {
-        message: "01890000-0000-7000-8000-000000000001".parse().unwrap(),
-        queue: Arc::from("q"),
-        subscriber: 1,
-        endpoint: Arc::from(endpoint),
-        handler: HandlerKind::Webhook,
-        secret: None,
-        body: Bytes::from_static(b"{}"),
-        content_type: "application/json".into(),
-        parent: None,
-        published_at_ms: 0,
-        number: 1,
-    }
-}
+use space::{Deliverer, Outcome};
 
 fn policy(rules: &[&str]) -> EndpointPolicy {
     let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
@@ -34,7 +15,7 @@ fn policy(rules: &[&str]) -> EndpointPolicy {
 }
 
 async fn outcome(d: &HttpDeliverer, endpoint: &str) -> Outcome {
-    d.deliver(attempt(endpoint)).await
+    d.deliver(common::attempt(endpoint, 1)).await
 }
 
 fn refused(o: &Outcome) -> bool {

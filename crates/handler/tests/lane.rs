@@ -2,31 +2,16 @@
 //! connections: reused from one attempt to the next, replaced when the subscriber closed it,
 //! never reused after an attempt dropped half-way.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use handler::HttpDeliverer;
-use space::{Attempt, Channel, Deliverer, HandlerKind, Outcome};
+use space::{Channel, Deliverer, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn attempt(endpoint: &str, n: u128) -> Attempt {
-    Attempt {
-        message: space::MessageId::from_u128(0x0189_0000_0000_7000_8000_0000_0000_0000 + n),
-        queue: Arc::from("q"),
-        subscriber: 1,
-        endpoint: Arc::from(endpoint),
-        handler: HandlerKind::Webhook,
-        secret: None,
-        body: Bytes::from_static(b"{}"),
-        content_type: "application/json".into(),
-        parent: None,
-        published_at_ms: 0,
-        number: 1,
-    }
-}
 
 /// How the test server treats each connection.
 #[derive(Clone, Copy)]
@@ -126,7 +111,7 @@ async fn a_lane_sends_its_attempts_over_one_connection() {
     let d = HttpDeliverer::new();
     let mut channel = Channel::default();
     for n in 0..5 {
-        let outcome = d.deliver_on(attempt(&s.url, n), &mut channel).await;
+        let outcome = d.deliver_on(common::attempt(&s.url, n), &mut channel).await;
         assert_eq!(outcome, Outcome::Acked);
     }
     assert_eq!(s.connections.load(Ordering::SeqCst), 1);
@@ -138,7 +123,7 @@ async fn a_lane_sends_its_attempts_over_one_connection() {
     // Another lane has its own.
     let mut other = Channel::default();
     assert_eq!(
-        d.deliver_on(attempt(&s.url, 9), &mut other).await,
+        d.deliver_on(common::attempt(&s.url, 9), &mut other).await,
         Outcome::Acked
     );
     assert_eq!(s.connections.load(Ordering::SeqCst), 2);
@@ -150,7 +135,7 @@ async fn a_connection_the_subscriber_closed_is_replaced_without_a_failed_attempt
     let d = HttpDeliverer::new();
     let mut channel = Channel::default();
     for n in 0..4 {
-        let outcome = d.deliver_on(attempt(&s.url, n), &mut channel).await;
+        let outcome = d.deliver_on(common::attempt(&s.url, n), &mut channel).await;
         assert_eq!(outcome, Outcome::Acked, "attempt {n}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -164,12 +149,12 @@ async fn a_connection_is_not_reused_after_an_attempt_dropped_half_way() {
     let mut channel = Channel::default();
     let timed_out = tokio::time::timeout(
         Duration::from_millis(200),
-        d.deliver_on(attempt(&s.url, 0), &mut channel),
+        d.deliver_on(common::attempt(&s.url, 0), &mut channel),
     )
     .await;
     assert!(timed_out.is_err(), "the first request hangs");
     assert!(channel.is_empty(), "the hanging connection was kept");
-    let outcome = d.deliver_on(attempt(&s.url, 1), &mut channel).await;
+    let outcome = d.deliver_on(common::attempt(&s.url, 1), &mut channel).await;
     assert_eq!(outcome, Outcome::Acked);
     assert_eq!(s.connections.load(Ordering::SeqCst), 2);
 }

@@ -139,3 +139,20 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A webhook attempt of a small JSON body to `endpoint`; `n` makes its message id.
+pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
+    space::Attempt {
+        message: space::MessageId::from_u128(0x0189_0000_0000_7000_8000_0000_0000_0000 + n),
+        queue: Arc::from("q"),
+        subscriber: 1,
+        endpoint: Arc::from(endpoint),
+        handler: space::HandlerKind::Webhook,
+        secret: None,
+        body: Bytes::from_static(b"{}"),
+        content_type: "application/json".into(),
+        parent: None,
+        published_at_ms: 0,
+        number: 1,
+    }
+}
