@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +19,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;
@@ -56,33 +55,21 @@ type Seen = Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>;
 /// A subscriber that acknowledges everything and records what it got, by message id and by
 /// the query that tells its subscribers apart.
 async fn sink() -> (String, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            if let Some(id) = req.headers().get("webhook-id") {
-                                let id = id.to_str().unwrap_or_default().to_owned();
-                                let who = req.uri().query().unwrap_or_default().to_owned();
-                                record.lock().unwrap().insert((id, who));
-                            }
-                            let _ = req.into_body().collect().await;
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let url = common::hook_server(move |req: Request<hyper::body::Incoming>| {
+        let record = record.clone();
+        async move {
+            if let Some(id) = req.headers().get("webhook-id") {
+                let id = id.to_str().unwrap_or_default().to_owned();
+                let who = req.uri().query().unwrap_or_default().to_owned();
+                record.lock().unwrap().insert((id, who));
+            }
+            let _ = req.into_body().collect().await;
+            hyper::Response::new(Full::new(Bytes::new()))
         }
-    });
+    })
+    .await;
     (url, seen)
 }
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,7 +14,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 /// A request that must fail: method, URL, headers, body, expected status.
@@ -67,41 +66,27 @@ async fn call(
 
 /// A subscriber that records (message id, body) and answers 200 `true`.
 async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
     let record = got.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let header_id = req
-                                .headers()
-                                .get("webhook-id")
-                                .map(|v| v.to_str().unwrap().to_owned());
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            // Legacy deliveries carry the id in their JSON instead.
-                            let id = header_id.unwrap_or_else(|| {
-                                let v: Value = serde_json::from_slice(&body).unwrap();
-                                v["id"].as_str().unwrap().to_owned()
-                            });
-                            record.lock().unwrap().push((id, body));
-                            // `true` acknowledges legacy deliveries; webhooks ignore the body.
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                                "true",
-                            ))))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    let url = common::hook_server(move |req: Request<hyper::body::Incoming>| {
+        let record = record.clone();
+        async move {
+            let header_id = req
+                .headers()
+                .get("webhook-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            // Legacy deliveries carry the id in their JSON instead.
+            let id = header_id.unwrap_or_else(|| {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                v["id"].as_str().unwrap().to_owned()
             });
+            record.lock().unwrap().push((id, body));
+            // `true` acknowledges legacy deliveries; webhooks ignore the body.
+            hyper::Response::new(Full::new(Bytes::from("true")))
         }
-    });
+    })
+    .await;
     (url, got)
 }
 
