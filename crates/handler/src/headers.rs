@@ -41,44 +41,58 @@ impl WebhookHeaders {
         self.signed
     }
 
-    /// The headers of `a` at unix time `now_s`.
+    /// The headers of `a` at unix time `now_s`, from a copy of the template.
     pub fn of(&self, a: &Attempt, now_s: u64) -> Result<HeaderMap, String> {
-        if a.secret.is_some() != self.signed {
-            return Err("the subscriber's secret changed under its lane".into());
-        }
-        let mut id_text = [0u8; 36];
-        let id_text: &str = a.message.hyphenated().encode_lower(&mut id_text);
-        let id = header(id_text)?;
-        let time = HeaderValue::from_bytes(&space::time::rfc3339_bytes(a.published_at_ms))
-            .map_err(|e| format!("invalid time header: {e}"))?;
-        // The template's slots, in order; `None` keeps the template's value. After
-        // `webhook-timestamp` everything moves down one when there is a signature.
-        let sig = usize::from(self.signed);
-        let mut fills: [Option<HeaderValue>; 11] = Default::default();
-        fills[0] = Some(header(&a.content_type)?);
-        fills[1] = Some(id.clone());
-        fills[2] = Some(HeaderValue::from(now_s));
-        if let Some(key) = &a.secret {
-            fills[3] = Some(header(&sign(key, id_text, now_s, &a.body))?);
-        }
-        fills[4 + sig] = Some(id);
-        fills[7 + sig] = Some(time);
-        fills[9 + sig] = Some(HeaderValue::from(a.number));
-        let mut headers = self.template.clone();
-        for (slot, fill) in headers.values_mut().zip(fills) {
-            if let Some(value) = fill {
-                *slot = value;
-            }
-        }
-        if let Some(p) = a.parent {
-            let mut text = [0u8; 36];
-            headers.insert(
-                names::SYNCBROK_PARENT,
-                header(p.hyphenated().encode_lower(&mut text))?,
-            );
-        }
-        Ok(headers)
+        fill(self.template.clone(), self.signed, a, now_s)
     }
+
+    /// [`WebhookHeaders::of`] for a template used once: filled in place, not copied.
+    pub fn into_headers(self, a: &Attempt, now_s: u64) -> Result<HeaderMap, String> {
+        fill(self.template, self.signed, a, now_s)
+    }
+}
+
+/// Fills the slots of `headers`, a template made with `signed`, for `a` at `now_s`.
+fn fill(
+    mut headers: HeaderMap,
+    signed: bool,
+    a: &Attempt,
+    now_s: u64,
+) -> Result<HeaderMap, String> {
+    if a.secret.is_some() != signed {
+        return Err("the header template was made for another subscriber (one with a secret, or one without)".into());
+    }
+    let mut id_text = [0u8; 36];
+    let id_text: &str = a.message.hyphenated().encode_lower(&mut id_text);
+    let id = header(id_text)?;
+    let time = HeaderValue::from_bytes(&space::time::rfc3339_bytes(a.published_at_ms))
+        .map_err(|e| format!("invalid time header: {e}"))?;
+    // The template's slots, in order; `None` keeps the template's value. After
+    // `webhook-timestamp` everything moves down one when there is a signature.
+    let sig = usize::from(signed);
+    let mut fills: [Option<HeaderValue>; 11] = Default::default();
+    fills[0] = Some(header(&a.content_type)?);
+    fills[1] = Some(id.clone());
+    fills[2] = Some(HeaderValue::from(now_s));
+    if let Some(key) = &a.secret {
+        fills[3] = Some(header(&sign(key, id_text, now_s, &a.body))?);
+    }
+    fills[4 + sig] = Some(id);
+    fills[7 + sig] = Some(time);
+    fills[9 + sig] = Some(HeaderValue::from(a.number));
+    for (slot, fill) in headers.values_mut().zip(fills) {
+        if let Some(value) = fill {
+            *slot = value;
+        }
+    }
+    if let Some(p) = a.parent {
+        let mut text = [0u8; 36];
+        headers.insert(
+            names::SYNCBROK_PARENT,
+            header(p.hyphenated().encode_lower(&mut text))?,
+        );
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]

@@ -73,9 +73,11 @@ impl Target {
     /// set), as a pooled client would send it.
     fn request(&self, a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
         let mut request = match a.handler {
-            HandlerKind::Webhook => {
-                webhook_request_to(a, unix_seconds_now(), self.origin.clone(), &self.headers)?
-            }
+            HandlerKind::Webhook => webhook_request_to(
+                a,
+                self.origin.clone(),
+                self.headers.of(a, unix_seconds_now())?,
+            ),
             HandlerKind::Legacy => {
                 let mut r = legacy_request(a)?;
                 *r.uri_mut() = self.origin.clone();

@@ -256,8 +256,9 @@ pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, 
     let uri = http::Uri::try_from(&*a.endpoint)
         .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
     let (source, queue) = queue_headers(&a.queue)?;
-    let headers = headers::WebhookHeaders::new(source, queue, a.secret.is_some());
-    webhook_request_to(a, now_s, uri, &headers)
+    let headers =
+        headers::WebhookHeaders::new(source, queue, a.secret.is_some()).into_headers(a, now_s)?;
+    Ok(webhook_request_to(a, uri, headers))
 }
 
 /// The `ce-source` and `syncbrok-queue` values of a queue's requests.
@@ -268,19 +269,17 @@ fn queue_headers(queue: &str) -> Result<(HeaderValue, HeaderValue), String> {
     Ok((header(&source)?, header(queue)?))
 }
 
-/// [`webhook_request`] with what every request to the subscriber shares made beforehand: the
-/// request target and the header template.
+/// The webhook request of `a` to `uri` with its `headers`.
 fn webhook_request_to(
     a: &Attempt,
-    now_s: u64,
     uri: http::Uri,
-    headers: &headers::WebhookHeaders,
-) -> Result<Request<Full<Bytes>>, String> {
+    headers: http::HeaderMap,
+) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(a.body.clone()));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
-    *request.headers_mut() = headers.of(a, now_s)?;
-    Ok(request)
+    *request.headers_mut() = headers;
+    request
 }
 
 /// The legacy request: the original broker's JSON.

@@ -815,23 +815,12 @@ async fn the_original_brokers_api_works_unchanged() {
 
 /// Starts the broker with `cwd` as working directory and no `--data` (the file decides).
 fn start_in(cwd: &std::path::Path) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncbrok"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("syncbrok listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Broker { child, url }
+        .stderr(Stdio::null());
+    common::start(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

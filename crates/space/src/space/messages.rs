@@ -122,6 +122,15 @@ mod tests {
     use crate::settings::SettingsPatch;
     use crate::{HandlerKind, Space, SubscriberSpec};
 
+    fn message() -> crate::NewMessage {
+        crate::NewMessage {
+            body: bytes::Bytes::from_static(b"x"),
+            content_type: None,
+            parent: None,
+            idempotency_key: None,
+        }
+    }
+
     struct Refuse;
 
     impl Deliverer for Refuse {
@@ -162,18 +171,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let m = space
-            .publish(
-                "q",
-                crate::NewMessage {
-                    body: bytes::Bytes::from_static(b"x"),
-                    content_type: None,
-                    parent: None,
-                    idempotency_key: None,
-                },
-            )
-            .await
-            .unwrap();
+        let m = space.publish("q", message()).await.unwrap();
         for _ in 0..200 {
             if space.message("q", m.id).map(|i| i.state).ok() == Some(crate::MessageState::Dead) {
                 break;
@@ -203,18 +201,7 @@ mod tests {
             .put_queue("q", &SettingsPatch::default())
             .await
             .unwrap();
-        let m = space
-            .publish(
-                "q",
-                crate::NewMessage {
-                    body: bytes::Bytes::from_static(b"x"),
-                    content_type: None,
-                    parent: None,
-                    idempotency_key: None,
-                },
-            )
-            .await
-            .unwrap();
+        let m = space.publish("q", message()).await.unwrap();
         let q = space.inner.registry.get("q").unwrap();
         let under_way = q.order.read().await;
         let s = space.clone();

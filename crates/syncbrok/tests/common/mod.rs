@@ -12,14 +12,18 @@ pub struct Broker {
 /// Starts `syncbrok serve` on a free port with `data` and the extra arguments, and waits for
 /// it to listen. Its stderr goes where `stderr` says.
 pub fn spawn(data: &std::path::Path, extra: &[&std::ffi::OsStr], stderr: Stdio) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncbrok"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    start(command)
+}
+
+/// Runs `command` (a `syncbrok serve` that listens on port 0) and waits for it to listen.
+pub fn start(mut command: Command) -> Broker {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
