@@ -91,8 +91,8 @@ pub trait Deliverer: Send + Sync + 'static {
 }
 
 /// What a delivery lane keeps for its deliverer between attempts (see
-/// [`Deliverer::deliver_on`]): empty at first, then whatever the deliverer puts there. The
-/// lane empties it after a while without attempts, so that idle connections go.
+/// [`Deliverer::deliver_on`]): empty at first, then whatever the deliverer puts there. It
+/// goes with its lane, which ends after a while without attempts, so idle connections go.
 #[derive(Default)]
 pub struct Channel(Option<Box<dyn std::any::Any + Send>>);
 
@@ -108,10 +108,6 @@ impl Channel {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
-    }
-
-    pub fn clear(&mut self) {
-        self.0 = None;
     }
 }
 
