@@ -1,7 +1,10 @@
-"""Checks syncbrok's webhook signatures with an independent implementation of Standard
-Webhooks (the `standardwebhooks` package): a subscriber verifies every delivery and refuses
-(401) any whose signature does not verify; with max_attempts 1, a refused delivery would be a
-dead letter. Run by scripts/webhook-signatures.sh, which starts the broker."""
+"""Checks syncbrok's deliveries with independent implementations: every signature with Standard
+Webhooks' own package (`standardwebhooks`), and every batch with the CloudEvents SDK
+(`cloudevents`). A subscriber verifies every delivery and refuses (401) any whose signature
+does not verify; with max_attempts 1, a refused delivery would be a dead letter. A second
+subscriber takes batches: each must verify as a whole and parse, event by event, as CloudEvents
+carrying exactly the messages published. Run by scripts/webhook-signatures.sh, which starts
+the broker."""
 
 import base64
 import http.server
@@ -11,11 +14,15 @@ import threading
 import time
 import urllib.request
 
+from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_" + base64.b64encode(b"an independent check of syncbrok").decode()
 broker = sys.argv[1]
 verified, refused = [], []
+# Batches: (batch id, size header, [(message id, data, event)]).
+batches = []
+BATCH = "application/cloudevents-batch+json"
 
 
 class Subscriber(http.server.BaseHTTPRequestHandler):
@@ -24,9 +31,17 @@ class Subscriber(http.server.BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
             Webhook(SECRET).verify(body, headers, json_parse=False)
-            verified.append(headers["webhook-id"])
+            if headers.get("content-type") == BATCH:
+                if not batches:
+                    # Hold the first batch a while, so that the next ones gather several.
+                    time.sleep(0.3)
+                events = [JSONFormat().read(None, json.dumps(e)) for e in json.loads(body)]
+                batches.append((headers["webhook-id"], headers["syncbrok-batch-size"],
+                                [(e.get_id(), e.get_data(), e) for e in events]))
+            else:
+                verified.append(headers["webhook-id"])
             self.send_response(204)
-        except Exception as e:  # any verification failure
+        except Exception as e:  # any verification or parsing failure
             refused.append((headers.get("webhook-id"), repr(e)))
             self.send_response(401)
         self.end_headers()
@@ -62,3 +77,47 @@ if refused or sorted(verified) != sorted(ids):
     print(f"signature check failed: verified {len(verified)} of {len(ids)}, refused {refused}")
     sys.exit(1)
 print(f"webhook signatures: {len(ids)} deliveries verified by the standardwebhooks package")
+
+# Batched delivery: one signature over each batch; every event a valid CloudEvent.
+call("PUT", "/v1/queues/batched", json.dumps({"retry": {"max_attempts": 1}}).encode())
+call("POST", "/v1/queues/batched/subscribers",
+     json.dumps({"endpoint": endpoint + "/batched", "secret": SECRET, "max_in_flight": 1,
+                 "batch": {"max_messages": 64}}).encode())
+published = {}
+first = None
+for n in range(40):
+    body, kind = ((json.dumps({"n": n}).encode(), "application/json") if n % 2
+                  else (f"text {n} \u00e9".encode(), "text/plain; charset=utf-8"))
+    headers = {"content-type": kind}
+    if n == 39:
+        headers["syncbrok-parent"] = first
+    m = call("POST", "/v1/queues/batched/messages", body, headers)
+    first = first or m["id"]
+    published[m["id"]] = (body, kind)
+deadline = time.time() + 30
+while time.time() < deadline and sum(len(b[2]) for b in batches) < len(published) and not refused:
+    time.sleep(0.05)
+got = {}
+for batch_id, size, events in batches:
+    if int(size) != len(events):
+        refused.append((batch_id, f"syncbrok-batch-size {size} for {len(events)} events"))
+    for mid, data, e in events:
+        body, kind = published.get(mid, (None, None))
+        want = json.loads(body) if body is not None and kind == "application/json" else body
+        if e.get_source() != "/queues/batched" or e.get_type() != "syncbrok.message" \
+                or e.get_datacontenttype() != kind or data != want \
+                or e.get_extension("syncbrokattempt") != 1:
+            refused.append((mid, f"event does not carry its message: {e}"))
+        got[mid] = e
+if refused or sorted(got) != sorted(published):
+    print(f"batch check failed: {len(got)} of {len(published)} messages, problems {refused}")
+    sys.exit(1)
+parented = [e for e in got.values() if e.get_extension("syncbrokparent")]
+if len(parented) != 1 or parented[0].get_extension("syncbrokparent") != first:
+    print(f"batch check failed: the child's syncbrokparent is wrong: {parented}")
+    sys.exit(1)
+if max(len(b[2]) for b in batches) < 2:
+    print(f"batch check failed: no batch held more than one message: {[len(b[2]) for b in batches]}")
+    sys.exit(1)
+print(f"webhook batches: {len(published)} messages in {len(batches)} batches, each verified by "
+      "standardwebhooks and parsed by the CloudEvents SDK")

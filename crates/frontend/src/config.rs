@@ -203,6 +203,7 @@ pub struct SubscriberSection {
     pub handler: Option<HandlerName>,
     pub secret: Option<String>,
     pub max_in_flight: Option<u32>,
+    pub batch: Option<crate::views::Batch>,
 }
 
 impl std::fmt::Debug for SubscriberSection {
@@ -212,6 +213,7 @@ impl std::fmt::Debug for SubscriberSection {
             .field("handler", &self.handler)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_in_flight", &self.max_in_flight)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -318,6 +320,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
             handler: HandlerKind::Legacy,
             secret: None,
             max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
+            batch: space::Batching::default(),
         });
         let full = q.subscribers.iter().map(|s| SubscriberSpec {
             endpoint: s.endpoint.clone(),
@@ -326,6 +329,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
             max_in_flight: s
                 .max_in_flight
                 .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
+            batch: s.batch.unwrap_or_default().batching(),
         });
         for spec in legacy.chain(full) {
             let endpoint = spec.endpoint.clone();
@@ -457,5 +461,12 @@ mod example {
         let text = include_str!("../../../syncbrok.example.yml");
         let c = super::parse(std::path::Path::new("syncbrok.example.yml"), text).unwrap();
         assert_eq!(c.queues.len(), 2);
+        let orders = c
+            .queues
+            .values()
+            .find(|q| !q.subscribers.is_empty())
+            .unwrap();
+        let batched = orders.subscribers[1].batch.unwrap().batching();
+        assert_eq!((batched.max_messages, batched.max_bytes), (64, 1 << 20));
     }
 }

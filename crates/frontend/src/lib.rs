@@ -270,6 +270,7 @@ struct NewSubscriber {
     handler: Option<String>,
     secret: Option<String>,
     max_in_flight: Option<u32>,
+    batch: Option<views::Batch>,
 }
 
 #[utoipa::path(post, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = NewSubscriber, content_type = "application/json"), responses((status = 201, description = "Added", body = views::Subscriber), (status = 200, description = "Already there (same endpoint)", body = views::Subscriber), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Not allowed", body = problem::ProblemBody, content_type = "application/problem+json")))]
@@ -295,6 +296,7 @@ async fn add_subscriber(
         max_in_flight: s
             .max_in_flight
             .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
+        batch: s.batch.unwrap_or_default().batching(),
     };
     let (info, created) = api.space.add_subscriber(&queue, spec).await?;
     let status = if created {

@@ -1,6 +1,6 @@
 //! The JSON shapes of the API (docs/api.md, "Shapes"): field names are part of the contract.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use space::time::rfc3339;
 use space::{
     Counts, DeadLetter, DeliveryState, MessageInfo, MessageState, QueueInfo, QueueSettings,
@@ -66,6 +66,7 @@ pub struct Subscriber {
     pub handler: &'static str,
     pub max_in_flight: u32,
     pub has_secret: bool,
+    pub batch: Batch,
 }
 
 impl From<SubscriberInfo> for Subscriber {
@@ -76,6 +77,36 @@ impl From<SubscriberInfo> for Subscriber {
             handler: s.handler.name(),
             max_in_flight: s.max_in_flight,
             has_secret: s.has_secret,
+            batch: Batch {
+                max_messages: Some(s.batch.max_messages),
+                max_bytes: Some(s.batch.max_bytes),
+            },
+        }
+    }
+}
+
+/// How many messages one request to a subscriber may carry. With `max_messages` above 1, the
+/// subscriber receives CloudEvents batches (`application/cloudevents-batch+json`) of whatever
+/// is ready, never waiting for a batch to fill. Fields left out take their defaults.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// 1 (the default: one message per request, as a plain webhook) to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_messages: Option<u32>,
+    /// The bodies of one batch together, in bytes, at most (default 1 MiB, at most 16 MiB); a
+    /// larger message goes alone.
+    #[schema(minimum = 1, maximum = 16777216)]
+    pub max_bytes: Option<u32>,
+}
+
+impl Batch {
+    /// The setting this asks for, defaults filled in.
+    pub fn batching(self) -> space::Batching {
+        let d = space::Batching::default();
+        space::Batching {
+            max_messages: self.max_messages.unwrap_or(d.max_messages),
+            max_bytes: self.max_bytes.unwrap_or(d.max_bytes),
         }
     }
 }

@@ -19,8 +19,8 @@ use space::{Attempt, Channel, HandlerKind, Outcome};
 
 use crate::headers::WebhookHeaders;
 use crate::{
-    Connector, answer, error_chain, legacy_request, queue_headers, unix_seconds_now,
-    webhook_request_to,
+    Answer, Connector, batch, error_chain, legacy_request, queue_headers, read_answer,
+    single_outcome, unix_seconds_now, webhook_request_to,
 };
 
 /// What every request of a lane shares, made once: where it goes and the header values that
@@ -34,6 +34,8 @@ struct Target {
     origin: Uri,
     host: HeaderValue,
     headers: WebhookHeaders,
+    /// `syncbrok-queue`, for batches (single requests take it from `headers`).
+    queue_header: HeaderValue,
 }
 
 impl Target {
@@ -59,7 +61,8 @@ impl Target {
             uri,
             origin,
             host,
-            headers: WebhookHeaders::new(source, queue, a.secret.is_some()),
+            headers: WebhookHeaders::new(source, queue.clone(), a.secret.is_some()),
+            queue_header: queue,
         })
     }
 
@@ -89,12 +92,42 @@ impl Target {
             .insert(http::header::HOST, self.host.clone());
         Ok(request)
     }
+
+    /// The request of a batch (see [`crate::batch`]) on the lane's connection.
+    fn batch_request(&self, attempts: &[Attempt]) -> Result<Request<Full<Bytes>>, String> {
+        let body = batch::body(attempts);
+        let mut headers = batch::headers(attempts, &body, &self.queue_header, unix_seconds_now())?;
+        headers.insert(http::header::HOST, self.host.clone());
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.origin.clone();
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
 }
+
+/// The sending half of a lane's HTTP/1.1 connection.
+type Sender = SendRequest<Full<Bytes>>;
 
 /// What a lane keeps between attempts: its target, and its connection while it has one.
 struct Kept {
     target: Target,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    sender: Option<Sender>,
+}
+
+/// The lane's target for `a` and its connection: those it kept if they serve `a`.
+fn kept_for(channel: &mut Channel, a: &Attempt) -> Result<(Target, Option<Sender>), String> {
+    match channel.take::<Kept>().filter(|k| k.target.serves(a)) {
+        Some(k) => Ok((k.target, k.sender.filter(|s| !s.is_closed()))),
+        None => Ok((Target::of(a)?, None)),
+    }
+}
+
+fn failed(error: String) -> Outcome {
+    Outcome::Failed {
+        error,
+        retry_after: None,
+    }
 }
 
 /// One attempt over the lane's connection (made if the lane has none to this endpoint).
@@ -103,43 +136,60 @@ pub(crate) async fn deliver(
     attempt: Attempt,
     channel: &mut Channel,
 ) -> Outcome {
-    let kept = channel.take::<Kept>().filter(|k| k.target.serves(&attempt));
-    let (target, sender) = match kept {
-        Some(k) => (k.target, k.sender.filter(|s| !s.is_closed())),
-        None => match Target::of(&attempt) {
-            Ok(target) => (target, None),
-            Err(error) => {
-                return Outcome::Failed {
-                    error,
-                    retry_after: None,
-                };
-            }
-        },
+    let (target, sender) = match kept_for(channel, &attempt) {
+        Ok(kept) => kept,
+        Err(error) => return failed(error),
     };
-    let sent = send(connector, &target, sender, &attempt).await;
+    let sent = match target.request(&attempt) {
+        Ok(request) => send(connector, &target, sender, request).await,
+        Err(error) => Err(error),
+    };
     let (outcome, sender) = match sent {
-        Ok(sent) => sent,
-        Err(error) => (
-            Outcome::Failed {
-                error,
-                retry_after: None,
-            },
-            None,
-        ),
+        Ok((answer, sender)) => (single_outcome(attempt.handler, &answer), sender),
+        Err(error) => (failed(error), None),
     };
     channel.put(Kept { target, sender });
     outcome
 }
 
-/// Sends the attempt's request; returns its outcome and the connection if it can carry the
-/// next request.
+/// One batch over the lane's connection: one outcome per attempt, in order.
+pub(crate) async fn deliver_batch(
+    connector: &Connector,
+    attempts: Vec<Attempt>,
+    channel: &mut Channel,
+) -> Vec<Outcome> {
+    let Some(first) = attempts.first() else {
+        return Vec::new();
+    };
+    let all_failed = |error: String| vec![failed(error); attempts.len()];
+    let (target, sender) = match kept_for(channel, first) {
+        Ok(kept) => kept,
+        Err(error) => return all_failed(error),
+    };
+    let sent = match target.batch_request(&attempts) {
+        Ok(request) => send(connector, &target, sender, request).await,
+        Err(error) => Err(error),
+    };
+    let (outcomes, sender) = match sent {
+        Ok((answer, sender)) => {
+            let ids: Vec<_> = attempts.iter().map(|a| a.message).collect();
+            let outcomes = batch::outcomes(answer.status, answer.retry_after, &answer.body, &ids);
+            (outcomes, sender)
+        }
+        Err(error) => (all_failed(error), None),
+    };
+    channel.put(Kept { target, sender });
+    outcomes
+}
+
+/// Sends a request on the lane's connection; returns the answer and the connection if it can
+/// carry the next request.
 async fn send(
     connector: &Connector,
     target: &Target,
-    kept: Option<SendRequest<Full<Bytes>>>,
-    a: &Attempt,
-) -> Result<(Outcome, Option<SendRequest<Full<Bytes>>>), String> {
-    let mut request = target.request(a)?;
+    kept: Option<Sender>,
+    mut request: Request<Full<Bytes>>,
+) -> Result<(Answer, Option<Sender>), String> {
     let uri = &target.uri;
     let mut reused = kept.is_some();
     let mut sender = match kept {
@@ -164,13 +214,14 @@ async fn send(
             },
         }
     };
-    let (outcome, whole) = answer(a.handler, response).await;
-    Ok((outcome, whole.then_some(sender)))
+    let answer = read_answer(response).await;
+    let whole = answer.whole;
+    Ok((answer, whole.then_some(sender)))
 }
 
 /// A new HTTP/1.1 connection to the endpoint of `uri`; its driver runs on its own task and
 /// ends when the lane drops the sender or the subscriber closes the connection.
-async fn connect(connector: &Connector, uri: &Uri) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(connector: &Connector, uri: &Uri) -> Result<Sender, String> {
     use tower_service::Service;
     let mut connector = connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))

@@ -10,6 +10,7 @@
 //! https endpoints go through rustls (ring provider, Mozilla's roots, optional extra roots).
 //! Timeouts are the Space's: it drops the attempt's future when `delivery_timeout` passes.
 
+pub mod batch;
 mod guard;
 mod headers;
 mod lane;
@@ -46,6 +47,7 @@ pub mod names {
     pub const SYNCBROK_QUEUE: HeaderName = HeaderName::from_static("syncbrok-queue");
     pub const SYNCBROK_ATTEMPT: HeaderName = HeaderName::from_static("syncbrok-attempt");
     pub const SYNCBROK_PARENT: HeaderName = HeaderName::from_static("syncbrok-parent");
+    pub const SYNCBROK_BATCH_SIZE: HeaderName = HeaderName::from_static("syncbrok-batch-size");
 }
 
 type Connector = hyper_rustls::HttpsConnector<guard::Guarded>;
@@ -161,6 +163,14 @@ impl Deliverer for HttpDeliverer {
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
         Box::pin(lane::deliver(&self.connector, attempt, channel))
     }
+
+    fn deliver_batch_on<'a>(
+        &'a self,
+        batch: Vec<Attempt>,
+        channel: &'a mut Channel,
+    ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
+        Box::pin(lane::deliver_batch(&self.connector, batch, channel))
+    }
 }
 
 async fn send(client: &Client<Connector, Full<Bytes>>, a: &Attempt) -> Result<Outcome, String> {
@@ -179,12 +189,17 @@ fn request_of(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
     }
 }
 
-/// What a subscriber's response means for the attempt, and whether its body was read to the
+/// A subscriber's response, read: its status, the wait it asked for (`Retry-After` on 429
+/// and 503), its body (up to `RESPONSE_BODY_BYTES_MAX`), and whether the body was read to the
 /// end (a connection may carry the next request only then).
-async fn answer(
-    handler: HandlerKind,
-    response: http::Response<hyper::body::Incoming>,
-) -> (Outcome, bool) {
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
+    whole: bool,
+}
+
+async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
     let status = response.status();
     let retry_after =
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -201,13 +216,33 @@ async fn answer(
         .await
         .map(|b| b.to_bytes());
     let whole = read.is_ok();
-    let body = read.unwrap_or_default();
+    Answer {
+        status,
+        retry_after,
+        body: read.unwrap_or_default(),
+        whole,
+    }
+}
+
+/// What a subscriber's response means for the attempt, and whether its body was read to the
+/// end.
+async fn answer(
+    handler: HandlerKind,
+    response: http::Response<hyper::body::Incoming>,
+) -> (Outcome, bool) {
+    let a = read_answer(response).await;
+    (single_outcome(handler, &a), a.whole)
+}
+
+/// What an answer to a single message means.
+fn single_outcome(handler: HandlerKind, a: &Answer) -> Outcome {
+    let status = a.status;
     let acked = status.is_success()
         && match handler {
             HandlerKind::Webhook => true,
-            HandlerKind::Legacy => body.trim_ascii() == b"true",
+            HandlerKind::Legacy => a.body.trim_ascii() == b"true",
         };
-    let outcome = if acked {
+    if acked {
         Outcome::Acked
     } else if status.is_success() {
         Outcome::Failed {
@@ -220,10 +255,9 @@ async fn answer(
     } else {
         Outcome::Failed {
             error: format!("HTTP {}", status.as_u16()),
-            retry_after,
+            retry_after: a.retry_after,
         }
-    };
-    (outcome, whole)
+    }
 }
 
 /// An error and its sources as one text, without the request's details (no secrets, no

@@ -39,6 +39,7 @@ fn spec(endpoint: String, handler: HandlerKind, secret: Option<&str>) -> Subscri
         handler,
         secret: secret.map(str::to_owned),
         max_in_flight: 8,
+        batch: Default::default(),
     }
 }
 
@@ -263,6 +264,7 @@ async fn max_in_flight_bounds_concurrent_requests() {
             "q",
             SubscriberSpec {
                 max_in_flight: 3,
+                batch: Default::default(),
                 ..spec(sink.url(), HandlerKind::Webhook, None)
             },
         )

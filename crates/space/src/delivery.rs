@@ -88,6 +88,24 @@ pub trait Deliverer: Send + Sync + 'static {
         let _ = channel;
         self.deliver(attempt)
     }
+
+    /// Delivers several messages to one subscriber in one request (a subscriber whose `batch`
+    /// takes more than one message), over `channel` as [`Deliverer::deliver_on`] does. Returns
+    /// one outcome per attempt, in their order; a missing one counts as failed. All attempts
+    /// are for the same subscriber and queue. By default, each attempt by itself.
+    fn deliver_batch_on<'a>(
+        &'a self,
+        batch: Vec<Attempt>,
+        channel: &'a mut Channel,
+    ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for attempt in batch {
+                outcomes.push(self.deliver_on(attempt, channel).await);
+            }
+            outcomes
+        })
+    }
 }
 
 /// What a delivery lane keeps for its deliverer between attempts (see

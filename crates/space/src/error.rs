@@ -146,7 +146,7 @@ impl Classify for PublishError {
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot version {found} is not supported (this build reads {supported})")]
+    #[error("snapshot version {found} is not supported (this build reads up to {supported})")]
     Version { found: u32, supported: u32 },
     #[error("snapshot is malformed: {0}")]
     Decode(#[from] storage::DecodeError),
@@ -204,6 +204,12 @@ pub enum SubscriberError {
     InvalidSecret,
     #[error("max_in_flight {0} is outside 1..={MAX_IN_FLIGHT_MAX}")]
     InvalidMaxInFlight(u32),
+    /// Why, in words.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// A subscriber record whose options this build cannot read.
+    #[error("unreadable subscriber options: {0}")]
+    InvalidOptions(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -214,9 +220,11 @@ impl Classify for SubscriberError {
         match self {
             QueueNotFound(_) | SubscriberNotFound(_) => ErrorKind::NotFound,
             InvalidEndpoint(_) | InvalidSecret => ErrorKind::Invalid,
-            TooManySubscribers | EndpointNotAllowed(_) | InvalidMaxInFlight(_) => {
-                ErrorKind::Unprocessable
-            }
+            TooManySubscribers
+            | EndpointNotAllowed(_)
+            | InvalidMaxInFlight(_)
+            | InvalidBatch(_) => ErrorKind::Unprocessable,
+            InvalidOptions(_) => ErrorKind::Invalid,
             Journal(e) => e.kind(),
         }
     }

@@ -44,8 +44,8 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
     SubscriberId,
 };
-pub use queue::SubscriberSpec;
 pub use queue::image::{MessageImage, QueueImage};
+pub use queue::{Batching, SubscriberSpec};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{Space, SpaceImage, decode_secret, validate_queue_name};

@@ -46,6 +46,13 @@ pub const BATCH_MESSAGES_MAX: usize = 1000;
 /// … and at most this many bytes of bodies; one batch is one log record.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// A subscriber's delivery batch (`batch.max_messages`) holds at most this many messages …
+pub const DELIVERY_BATCH_MESSAGES_MAX: u32 = 1000;
+/// … and at most `batch.max_bytes` of bodies: by default this many …
+pub const DELIVERY_BATCH_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// … and never more than this many (a single message larger than `max_bytes` goes alone).
+pub const DELIVERY_BATCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
+
 /// Largest body the broker can be configured to accept (`limits.max_body`): one message is
 /// one log record.
 pub const BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;

@@ -12,8 +12,11 @@ use storage::codec::{Decoder, Encoder};
 use crate::error::SnapshotError;
 use crate::queue::QueueState;
 
-/// Version of the snapshot layout; a reader refuses others.
-pub const VERSION: u32 = 2;
+/// Version of the snapshot layout written. Version 3 added each subscriber's options; a
+/// reader takes versions [`VERSION_OLDEST`] to this one and refuses others.
+pub const VERSION: u32 = 3;
+/// The oldest snapshot layout read.
+pub const VERSION_OLDEST: u32 = 2;
 
 /// What the Space keeps outside its queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub(crate) fn encode<'a>(
 pub(crate) fn decode(bytes: Bytes) -> Result<(Counters, Vec<QueueState>), SnapshotError> {
     let mut d = Decoder::new(bytes);
     let version = d.u32()?;
-    if version != VERSION {
+    if !(VERSION_OLDEST..=VERSION).contains(&version) {
         return Err(SnapshotError::Version {
             found: version,
             supported: VERSION,
@@ -56,7 +59,7 @@ pub(crate) fn decode(bytes: Bytes) -> Result<(Counters, Vec<QueueState>), Snapsh
     let count = d.count(4 + 4 + 4 + 8)?;
     let mut queues = Vec::with_capacity(count);
     for _ in 0..count {
-        queues.push(QueueState::decode(&mut d)?);
+        queues.push(QueueState::decode(&mut d, version)?);
     }
     d.finish()?;
     Ok((counters, queues))

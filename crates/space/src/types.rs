@@ -86,6 +86,7 @@ pub struct SubscriberInfo {
     pub handler: HandlerKind,
     pub max_in_flight: u32,
     pub has_secret: bool,
+    pub batch: crate::queue::Batching,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -303,6 +303,7 @@ async fn messages_waiting_for_a_retry_hold_no_delivery_slot() {
                 handler: HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 2,
+                batch: Default::default(),
             },
         )
         .await

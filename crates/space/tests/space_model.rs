@@ -233,12 +233,23 @@ fn settings(policy: usize, delivered_s: u64, dead_s: u64, max_attempts: u32) -> 
     .unwrap()
 }
 
+/// A subscriber of `endpoint`; the second endpoint takes batches of up to 3 messages and
+/// 64 bytes, so that both ways of taking messages meet the model.
 fn spec(endpoint: &str) -> SubscriberSpec {
+    let batch = if endpoint == ENDPOINTS[1] {
+        space::Batching {
+            max_messages: 3,
+            max_bytes: 64,
+        }
+    } else {
+        space::Batching::default()
+    };
     SubscriberSpec {
         endpoint: endpoint.into(),
         handler: HandlerKind::Webhook,
         secret: None,
         max_in_flight: 4,
+        batch,
     }
 }
 

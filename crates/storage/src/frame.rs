@@ -27,9 +27,14 @@ const SYNC_MARK_PAYLOAD_BYTES: usize = 4 + 8;
 pub(crate) const SYNC_MARK_BYTES: usize = FRAME_HEADER_BYTES + SYNC_MARK_PAYLOAD_BYTES;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"SYNCBROK";
-/// Version of the segment format. A reader refuses versions it does not know, in any segment:
-/// an unknown version is never taken for a torn header.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the segment format written. A reader refuses versions it does not know, in any
+/// segment: an unknown version is never taken for a torn header. Version 3 added record kind
+/// 14 (a subscriber with options): a build that knows only version 2 would take such a record
+/// for damage, so it must refuse these segments instead.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest segment format this build reads (it reads every version up to
+/// [`FORMAT_VERSION`]; version 2 segments simply hold no records of the newer kinds).
+pub const FORMAT_VERSION_OLDEST: u32 = 2;
 
 /// A random value chosen when a log is created, written in every segment header and mixed into
 /// every frame checksum. Bytes that a client sent (a message body) can therefore never pass for
@@ -108,7 +113,7 @@ fn checksum(salt: Salt, len_le: &[u8], kind_and_payload: &[u8]) -> u32 {
 
 /// Whether `kind` is one a frame of this format may have.
 pub(crate) fn is_known_kind(k: u8) -> bool {
-    matches!(k, kind::QUEUE_CREATED..=kind::EXPIRED)
+    matches!(k, kind::QUEUE_CREATED..=kind::LAST_RECORD)
         || matches!(
             k,
             kind::BATCH | kind::RELOCATED | kind::SYNC_MARK | kind::PADDING
@@ -318,7 +323,7 @@ pub enum HeaderError {
     #[error("not a syncbrok segment (bad magic or checksum)")]
     BadMagicOrChecksum,
     #[error(
-        "segment format version {0} is not supported (this build reads version {FORMAT_VERSION})"
+        "segment format version {0} is not supported (this build reads versions {FORMAT_VERSION_OLDEST} to {FORMAT_VERSION})"
     )]
     UnsupportedVersion(u32),
     #[error("header names segment {found}, the file name says {expected}")]
@@ -336,7 +341,7 @@ pub(crate) fn check_segment_header(h: &[u8], segment: u32) -> Result<Salt, Heade
     // The version is read before the checksum: a header of another version may lay out (and
     // checksum) its fields differently, and must be refused as such, never as damage.
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     let stored = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
@@ -457,6 +462,21 @@ mod tests {
             check_segment_header(&h, 3),
             Err(HeaderError::UnsupportedVersion(1))
         );
+        h[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            check_segment_header(&h, 3),
+            Err(HeaderError::UnsupportedVersion(FORMAT_VERSION + 1))
+        );
+    }
+
+    /// Segments of the previous version (before record kind 14) are still read.
+    #[test]
+    fn a_segment_of_the_oldest_version_read_is_accepted() {
+        let mut h = segment_header(3, salt());
+        h[8..12].copy_from_slice(&FORMAT_VERSION_OLDEST.to_le_bytes());
+        let crc = crc32c::crc32c(&h[0..20]);
+        h[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(check_segment_header(&h, 3), Ok(salt()));
     }
 
     #[test]

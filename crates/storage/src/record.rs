@@ -101,6 +101,10 @@ pub enum Record {
         /// A `whsec_` secret: stored so signatures survive restarts, never shown by the API.
         secret: Option<String>,
         max_in_flight: u32,
+        /// The broker's own encoding of the subscriber's further settings (e.g. batching);
+        /// empty when it has none. Records of kind `SUBSCRIBER_ADDED`, written before options
+        /// existed, read as having none.
+        options: Bytes,
     },
     SubscriberRemoved {
         queue: QueueNumber,
@@ -182,6 +186,11 @@ pub(crate) mod kind {
     pub const DISCARDED: u8 = 11;
     pub const CHECKPOINT: u8 = 12;
     pub const EXPIRED: u8 = 13;
+    /// `SubscriberAdded` with its options; kind 4 is the same record before options existed,
+    /// still read, no longer written.
+    pub const SUBSCRIBER_ADDED_WITH_OPTIONS: u8 = 14;
+    /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
+    pub const LAST_RECORD: u8 = SUBSCRIBER_ADDED_WITH_OPTIONS;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -198,7 +207,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::QUEUE_CREATED => "queue created",
         kind::QUEUE_UPDATED => "queue updated",
         kind::QUEUE_DELETED => "queue deleted",
-        kind::SUBSCRIBER_ADDED => "subscriber added",
+        kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => "subscriber added",
         kind::SUBSCRIBER_REMOVED => "subscriber removed",
         kind::PUBLISHED => "published",
         kind::ACKED => "acked",
@@ -223,7 +232,7 @@ impl Record {
             Record::QueueCreated { .. } => kind::QUEUE_CREATED,
             Record::QueueUpdated { .. } => kind::QUEUE_UPDATED,
             Record::QueueDeleted { .. } => kind::QUEUE_DELETED,
-            Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED,
+            Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
             Record::Published(_) => kind::PUBLISHED,
             Record::Acked { .. } => kind::ACKED,
@@ -261,6 +270,7 @@ impl Record {
                 handler,
                 secret,
                 max_in_flight,
+                options,
             } => {
                 e.u32(*queue);
                 e.u64(*subscriber);
@@ -268,6 +278,7 @@ impl Record {
                 e.str(handler);
                 e.opt_str(secret);
                 e.u32(*max_in_flight);
+                e.bytes(options);
             }
             Record::SubscriberRemoved {
                 queue,
@@ -379,14 +390,21 @@ impl Record {
                 settings: d.bytes()?,
             },
             kind::QUEUE_DELETED => Record::QueueDeleted { queue: d.u32()? },
-            kind::SUBSCRIBER_ADDED => Record::SubscriberAdded {
-                queue: d.u32()?,
-                subscriber: d.u64()?,
-                endpoint: d.string()?,
-                handler: d.string()?,
-                secret: d.opt_string()?,
-                max_in_flight: d.u32()?,
-            },
+            kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => {
+                Record::SubscriberAdded {
+                    queue: d.u32()?,
+                    subscriber: d.u64()?,
+                    endpoint: d.string()?,
+                    handler: d.string()?,
+                    secret: d.opt_string()?,
+                    max_in_flight: d.u32()?,
+                    options: if kind == kind::SUBSCRIBER_ADDED {
+                        Bytes::new()
+                    } else {
+                        d.bytes()?
+                    },
+                }
+            }
             kind::SUBSCRIBER_REMOVED => Record::SubscriberRemoved {
                 queue: d.u32()?,
                 subscriber: d.u64()?,
@@ -502,7 +520,7 @@ fn describe_frames(bytes: &[u8], depth: u8, out: &mut Vec<LostRecord>) {
             kind::RELOCATED if depth == 0 && payload.len() > 12 => {
                 describe_frames(&payload[12..], 1, out);
             }
-            kind::QUEUE_CREATED..=kind::EXPIRED => out.push(describe_payload(k, payload)),
+            kind::QUEUE_CREATED..=kind::LAST_RECORD => out.push(describe_payload(k, payload)),
             _ => return,
         }
         at = end;
@@ -522,6 +540,7 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::QUEUE_UPDATED
         | kind::QUEUE_DELETED
         | kind::SUBSCRIBER_ADDED
+        | kind::SUBSCRIBER_ADDED_WITH_OPTIONS
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
         kind::PUBLISHED => {
             let q = d.u32().ok();

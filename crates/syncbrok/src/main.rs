@@ -5,6 +5,7 @@
 mod client;
 mod limits;
 mod server;
+mod sink;
 mod tls;
 
 /// mimalloc rather than glibc's malloc: cheaper per allocation and without arena locks
@@ -55,7 +56,7 @@ enum Command {
     Serve(ServeArgs),
     /// A subscriber for trying things out: prints every message it receives and
     /// acknowledges it (answers `true`, so legacy subscriptions work too).
-    Sink(SinkArgs),
+    Sink(sink::SinkArgs),
     /// Publish a message (the body from a file or standard input).
     Publish(client::PublishArgs),
     /// Create, list, show or delete queues.
@@ -66,55 +67,6 @@ enum Command {
     /// List or redrive dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(client::DeadLettersCommand),
-}
-
-#[derive(clap::Args)]
-struct SinkArgs {
-    /// Address to listen on; subscribe `http://ADDR/` to a queue.
-    #[arg(long, env = "SYNCBROK_SINK_LISTEN", default_value = "127.0.0.1:20000")]
-    listen: SocketAddr,
-}
-
-/// Longest body the sink prints; the rest is cut.
-const SINK_PRINT_BYTES_MAX: usize = 200;
-
-async fn sink(args: SinkArgs) -> anyhow::Result<()> {
-    use axum::http::HeaderMap;
-    async fn receive(headers: HeaderMap, body: axum::body::Bytes) -> &'static str {
-        let h = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
-        let text = String::from_utf8_lossy(&body[..body.len().min(SINK_PRINT_BYTES_MAX)]);
-        let cut = if body.len() > SINK_PRINT_BYTES_MAX {
-            "…"
-        } else {
-            ""
-        };
-        println!(
-            "queue={} id={} parent={} attempt={} body={text}{cut}",
-            h("syncbrok-queue"),
-            h("webhook-id"),
-            h("syncbrok-parent"),
-            h("syncbrok-attempt"),
-        );
-        "true"
-    }
-    let router = axum::Router::new().fallback(axum::routing::post(receive));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!(
-        "syncbrok sink listening on http://{}/",
-        listener.local_addr()?
-    );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the sink failed")
 }
 
 #[derive(clap::Args)]
@@ -546,7 +498,9 @@ fn main() -> std::process::ExitCode {
             init_logs(args.log_json);
             runtime().and_then(|rt| rt.block_on(serve(args)))
         }
-        Command::Sink(args) => runtime().and_then(|rt| rt.block_on(sink(args))),
+        Command::Sink(args) => {
+            runtime().and_then(|rt| rt.block_on(async { sink::run(args, shutdown_signal()).await }))
+        }
         Command::Publish(args) => {
             runtime().and_then(|rt| rt.block_on(client::publish(&cli.target, args)))
         }

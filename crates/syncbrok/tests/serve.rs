@@ -605,6 +605,69 @@ async fn the_sink_prints_what_it_receives_in_parent_order() {
         printed[2].contains(&format!("parent={parent}")) && printed[2].ends_with("body=paid"),
         "{printed:?}"
     );
+
+    // A subscriber that takes batches: the API shows its setting and checks its bounds; the
+    // sink prints each message of a batch and acknowledges them all.
+    call(Method::PUT, &u("/v1/queues/audit"), &[], "").await;
+    let subs = u("/v1/queues/audit/subscribers");
+    let endpoint = format!("http://127.0.0.1:{port}/batched");
+    for (batch, status) in [
+        (json!({"max_messages": 0}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"max_messages": 1001}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"max_bytes": 16 * 1024 * 1024 + 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"max_messages": 5, "size": 3}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let sub = json!({"endpoint": endpoint, "batch": batch}).to_string();
+        let r = call(Method::POST, &subs, &[], sub).await;
+        assert_eq!(r.status, status, "{batch}: {:?}", r.body);
+    }
+    let legacy = json!({"endpoint": endpoint, "handler": "legacy", "batch": {"max_messages": 2}});
+    let r = call(Method::POST, &subs, &[], legacy.to_string()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    let sub = json!({"endpoint": endpoint, "batch": {"max_messages": 50}}).to_string();
+    let r = call(Method::POST, &subs, &[], sub).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        r.json()["batch"],
+        json!({"max_messages": 50, "max_bytes": 1024 * 1024})
+    );
+    let listed = call(Method::GET, &subs, &[], "").await.json();
+    assert_eq!(listed["subscribers"][0]["batch"]["max_messages"], 50);
+    let mut ids = Vec::new();
+    for body in ["one", "two", "three"] {
+        let p = call(Method::POST, &u("/v1/queues/audit/messages"), &[], body).await;
+        ids.push(p.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("the batched messages printed", || {
+        lines.lock().unwrap().len() >= 6
+    })
+    .await;
+    let printed = lines.lock().unwrap().clone();
+    for (id, body) in ids.iter().zip(["one", "two", "three"]) {
+        let want = format!("queue=audit id={id} parent=- attempt=1 body={body}");
+        assert!(printed.contains(&want), "{want} in {printed:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit = call(Method::GET, &u("/v1/queues/audit"), &[], "")
+            .await
+            .json();
+        let counts = &audit["counts"];
+        if counts["ready"] == 0 && counts["delivering"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never acknowledged: {counts}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(b.terminate().success());
     sink.kill().unwrap();
     sink.wait().unwrap();

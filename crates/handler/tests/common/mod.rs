@@ -30,6 +30,8 @@ pub enum Reply {
     StatusWith(u16, &'static str, &'static str, &'static str),
     /// Answer after this long.
     Slow(Duration, u16),
+    /// A status and a body made for the request.
+    Body(u16, String),
 }
 
 type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
@@ -104,6 +106,9 @@ pub async fn start(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 's
                                     .status(code)
                                     .header(name, value)
                                     .body(Full::new(Bytes::from_static(body.as_bytes()))),
+                                Reply::Body(code, body) => Response::builder()
+                                    .status(code)
+                                    .body(Full::new(Bytes::from(body))),
                                 Reply::Slow(wait, code) => {
                                     tokio::time::sleep(wait).await;
                                     Response::builder()

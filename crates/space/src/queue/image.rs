@@ -13,8 +13,15 @@ pub struct QueueImage {
     pub number: QueueNumber,
     pub settings: QueueSettings,
     pub next_seq: u64,
-    /// (id, endpoint, handler, has a secret, max_in_flight)
-    pub subscribers: Vec<(SubscriberId, String, &'static str, bool, u32)>,
+    /// (id, endpoint, handler, has a secret, max_in_flight, batching)
+    pub subscribers: Vec<(
+        SubscriberId,
+        String,
+        &'static str,
+        bool,
+        u32,
+        super::Batching,
+    )>,
     /// (key, message, expiry) of keys still in their window at the image's time.
     pub idempotency: Vec<(String, MessageId, u64)>,
     pub messages: Vec<MessageImage>,
@@ -63,6 +70,7 @@ impl QueueState {
                     s.spec.handler.name(),
                     s.spec.secret.is_some(),
                     s.spec.max_in_flight,
+                    s.spec.batch,
                 )
             })
             .collect();

@@ -41,7 +41,7 @@ pub(crate) use idempotency::body_hash;
 use idempotency::{IdempotencyKeys, Remembered};
 use reservation::PendingPublishes;
 pub(crate) use subscriber::Subscriber;
-pub use subscriber::{SubscriberSpec, decode_secret};
+pub use subscriber::{Batching, SubscriberSpec, decode_secret};
 
 /// What the Space keeps in memory per message besides its scheduling state: 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,17 +547,64 @@ impl QueueState {
     /// (unless the subscriber's recent attempts all failed: see
     /// [`Subscriber::takes_new_messages`]).
     pub fn next_for(&mut self, sub: SubscriberId, now: Instant) -> Option<MessageId> {
+        self.next_within(sub, now, u64::MAX)
+    }
+
+    /// [`QueueState::next_for`], for a message whose body has at most `budget` bytes: a due
+    /// retry or a new message that is larger stays where it is (first in line) and `None` is
+    /// returned.
+    fn next_within(&mut self, sub: SubscriberId, now: Instant, budget: u64) -> Option<MessageId> {
         let s = self.subscribers.get_mut(&sub)?;
-        while let Some(id) = s.take_due_retry(now) {
+        let size = |sched: &Scheduler<Meta>, id| sched.meta(id).map_or(0, |m| u64::from(m.size));
+        while let Some(id) = s.peek_due_retry(now) {
             // Stale entries (discarded, expired, acked meanwhile) are skipped.
-            if self.sched.delivery_state(id, s.slot) == Some(DeliveryState::InFlight) {
-                return Some(id);
+            if self.sched.delivery_state(id, s.slot) != Some(DeliveryState::InFlight) {
+                s.take_due_retry(now);
+                continue;
             }
+            if size(&self.sched, id) > budget {
+                return None;
+            }
+            return s.take_due_retry(now);
         }
         if !s.takes_new_messages() {
             return None;
         }
-        self.sched.next(s.slot)
+        let id = self.sched.next(s.slot)?;
+        if size(&self.sched, id) > budget {
+            self.sched.requeue(id, s.slot);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// After `first`, the messages that go in the same request to `sub`: none unless it takes
+    /// batches; otherwise whatever is ready now (due retries first, then new messages), up to
+    /// its `batch` bounds — never waiting for more. A child is never in the batch of its parent:
+    /// it is released only once its parent is acknowledged by all.
+    pub fn fill_batch(
+        &mut self,
+        sub: SubscriberId,
+        first: MessageId,
+        now: Instant,
+    ) -> Vec<MessageId> {
+        let Some(batch) = self.subscribers.get(&sub).map(|s| s.spec.batch) else {
+            return Vec::new();
+        };
+        if !batch.is_batched() {
+            return Vec::new();
+        }
+        let mut bytes = self.meta(first).map_or(0, |m| u64::from(m.size));
+        let mut more = Vec::new();
+        while more.len() + 1 < batch.max_messages as usize {
+            let budget = u64::from(batch.max_bytes).saturating_sub(bytes);
+            let Some(id) = self.next_within(sub, now, budget) else {
+                break;
+            };
+            bytes += self.meta(id).map_or(0, |m| u64::from(m.size));
+            more.push(id);
+        }
+        more
     }
 
     /// How an attempt of `sub` ended, for its dispatcher's pacing (not durable state).

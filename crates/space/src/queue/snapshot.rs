@@ -47,6 +47,7 @@ impl QueueState {
             e.str(s.spec.handler.name());
             e.opt_str(&s.spec.secret);
             e.u32(s.spec.max_in_flight);
+            e.bytes(&s.spec.options());
         }
         let names = self.content_types.all();
         e.u32(names.len() as u32);
@@ -113,7 +114,8 @@ impl QueueState {
         e.u64(self.dead_removed.forgotten());
     }
 
-    pub(crate) fn decode(d: &mut Decoder) -> Result<QueueState, SnapshotError> {
+    /// Decodes a queue of a snapshot of layout `version` (2: subscribers without options).
+    pub(crate) fn decode(d: &mut Decoder, version: u32) -> Result<QueueState, SnapshotError> {
         let name = d.string()?;
         let number = d.u32()?;
         let settings: QueueSettings = serde_json::from_slice(&d.bytes()?)?;
@@ -125,12 +127,16 @@ impl QueueState {
             let handler_name = d.string()?;
             let handler = HandlerKind::parse(&handler_name)
                 .ok_or(SnapshotError::UnknownHandler(handler_name))?;
-            let spec = SubscriberSpec {
-                endpoint,
-                handler,
-                secret: d.opt_string()?,
-                max_in_flight: d.u32()?,
+            let secret = d.opt_string()?;
+            let max_in_flight = d.u32()?;
+            let options = if version >= 3 {
+                d.bytes()?
+            } else {
+                bytes::Bytes::new()
             };
+            let spec =
+                SubscriberSpec::from_record(endpoint, handler, secret, max_in_flight, &options)
+                    .map_err(|e| SnapshotError::Subscriber(id, e.to_string()))?;
             q.apply_subscriber_added(id, spec)
                 .map_err(|e| SnapshotError::Subscriber(id, e.to_string()))?;
         }
@@ -277,14 +283,18 @@ mod tests {
         };
         settings.retention.delivered = crate::Span::secs(60);
         let mut q = QueueState::new("q", 3, settings);
-        let spec = |e: &str| SubscriberSpec {
+        let spec = |e: &str, max_messages| SubscriberSpec {
             endpoint: e.into(),
             handler: HandlerKind::Webhook,
             secret: Some("whsec_c2VjcmV0".into()),
             max_in_flight: 5,
+            batch: super::super::Batching {
+                max_messages,
+                max_bytes: 4096,
+            },
         };
-        q.apply_subscriber_added(1, spec("http://a/")).unwrap();
-        q.apply_subscriber_added(2, spec("http://b/")).unwrap();
+        q.apply_subscriber_added(1, spec("http://a/", 1)).unwrap();
+        q.apply_subscriber_added(2, spec("http://b/", 50)).unwrap();
         let mut wake = Vec::new();
         let ps: Vec<Published> = vec![
             published(3, 0, None, Some("k0")),
@@ -330,7 +340,11 @@ mod tests {
         let ps: Vec<Published> = (0..6).map(|seq| published(3, seq, None, None)).collect();
         let mut buf = Vec::new();
         q.encode(&mut Encoder::new(&mut buf));
-        let restored = QueueState::decode(&mut Decoder::new(Bytes::from(buf))).unwrap();
+        let restored = QueueState::decode(
+            &mut Decoder::new(Bytes::from(buf)),
+            crate::snapshot::VERSION,
+        )
+        .unwrap();
         assert_eq!(restored.image(0), q.image(0));
         assert_eq!(restored.counts(), q.counts());
         assert_eq!(restored.undelivered_bytes(), q.undelivered_bytes());
@@ -360,5 +374,64 @@ mod tests {
         };
         let bytes = crate::snapshot::encode(&counters, [&q].into_iter());
         std::fs::write(dir.join("seed-every-state"), bytes).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod older_layouts {
+    use bytes::Bytes;
+    use storage::codec::{Decoder, Encoder};
+
+    use super::*;
+
+    /// A queue with one subscriber in the layout of snapshot version 2 (subscribers without
+    /// options), written field by field.
+    fn version_2_queue() -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut e = Encoder::new(&mut buf);
+        e.str("q");
+        e.u32(4);
+        e.bytes(&serde_json::to_vec(&QueueSettings::default()).unwrap());
+        e.u64(0);
+        e.u32(1);
+        e.u64(9);
+        e.str("http://a/");
+        e.str("webhook");
+        e.opt_str(&None);
+        e.u32(8);
+        e.u32(0); // content types
+        e.u32(0); // idempotency keys
+        e.u64(0); // messages
+        e.u32(0); // deliveries
+        e.u32(0); // expiry
+        e.u32(0); // dead removed
+        e.u64(0); // forgotten
+        buf
+    }
+
+    #[test]
+    fn a_version_2_queue_reads_with_default_subscriber_options() {
+        let mut d = Decoder::new(Bytes::from(version_2_queue()));
+        let q = QueueState::decode(&mut d, 2).unwrap();
+        d.finish().unwrap();
+        let image = q.image(0);
+        assert_eq!(
+            image.subscribers,
+            vec![(
+                9,
+                "http://a/".to_owned(),
+                "webhook",
+                false,
+                8,
+                Default::default()
+            )]
+        );
+        // Read as version 3, the same bytes lack the subscriber's options.
+        let mut d = Decoder::new(Bytes::from(version_2_queue()));
+        assert!(
+            QueueState::decode(&mut d, 3)
+                .and_then(|_| Ok(d.finish()?))
+                .is_err()
+        );
     }
 }

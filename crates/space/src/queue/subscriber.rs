@@ -28,6 +28,54 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
     Ok(key)
 }
 
+/// How many messages one request to a subscriber may carry (`batch` in the API). With
+/// `max_messages` 1 (the default) every message goes in a request of its own, as a plain
+/// webhook; above 1, the dispatcher sends whatever is ready for the subscriber, up to both
+/// bounds, as one CloudEvents batch, never waiting for a batch to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batching {
+    /// 1 to [`DELIVERY_BATCH_MESSAGES_MAX`](crate::limits::DELIVERY_BATCH_MESSAGES_MAX).
+    pub max_messages: u32,
+    /// The bodies of one batch together, in bytes, at most (a larger message goes alone); 1 to
+    /// [`DELIVERY_BATCH_BYTES_MAX`](crate::limits::DELIVERY_BATCH_BYTES_MAX).
+    pub max_bytes: u32,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_messages: 1,
+            max_bytes: crate::limits::DELIVERY_BATCH_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl Batching {
+    /// Whether requests carry batches (even of one message) rather than single webhooks.
+    pub fn is_batched(&self) -> bool {
+        self.max_messages > 1
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), SubscriberError> {
+        use crate::limits::{DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_MESSAGES_MAX};
+        if !(1..=DELIVERY_BATCH_MESSAGES_MAX).contains(&self.max_messages) {
+            return Err(SubscriberError::InvalidBatch(format!(
+                "batch.max_messages {} is outside 1..={DELIVERY_BATCH_MESSAGES_MAX}",
+                self.max_messages
+            )));
+        }
+        if !(1..=DELIVERY_BATCH_BYTES_MAX).contains(&self.max_bytes) {
+            return Err(SubscriberError::InvalidBatch(format!(
+                "batch.max_bytes {} is outside 1..={DELIVERY_BATCH_BYTES_MAX}",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A subscriber as its user configured it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SubscriberSpec {
@@ -36,6 +84,67 @@ pub struct SubscriberSpec {
     /// `whsec_<base64>`; never shown by the API, nor by `Debug`.
     pub secret: Option<String>,
     pub max_in_flight: u32,
+    pub batch: Batching,
+}
+
+/// The settings of a subscriber kept in its record's `options` (JSON): those added after the
+/// record's fixed fields. Each is left out when it has its default, so a subscriber without
+/// any has empty options. Unknown fields are refused: a record that names one was written by
+/// a newer build, and reading it as if the field were absent would change what it means.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Options {
+    #[serde(skip_serializing_if = "is_default")]
+    batch: Batching,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl SubscriberSpec {
+    /// The encoding of the settings kept in the record's `options`: empty if all are default.
+    pub fn options(&self) -> bytes::Bytes {
+        let options = Options { batch: self.batch };
+        if is_default(&options.batch) {
+            return bytes::Bytes::new();
+        }
+        bytes::Bytes::from(serde_json::to_vec(&options).unwrap_or_default())
+    }
+
+    /// The spec of a subscriber record: its fixed fields and its `options`.
+    pub fn from_record(
+        endpoint: String,
+        handler: HandlerKind,
+        secret: Option<String>,
+        max_in_flight: u32,
+        options: &[u8],
+    ) -> Result<SubscriberSpec, SubscriberError> {
+        let options: Options = if options.is_empty() {
+            Options::default()
+        } else {
+            serde_json::from_slice(options)
+                .map_err(|e| SubscriberError::InvalidOptions(e.to_string()))?
+        };
+        Ok(SubscriberSpec {
+            endpoint,
+            handler,
+            secret,
+            max_in_flight,
+            batch: options.batch,
+        })
+    }
+
+    /// Checks the settings that do not depend on the Space (bounds, combinations).
+    pub fn validate(&self) -> Result<(), SubscriberError> {
+        self.batch.validate()?;
+        if self.batch.is_batched() && self.handler == HandlerKind::Legacy {
+            return Err(SubscriberError::InvalidBatch(
+                "the legacy handler sends one message per request: batching needs the webhook handler".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for SubscriberSpec {
@@ -45,6 +154,7 @@ impl std::fmt::Debug for SubscriberSpec {
             .field("handler", &self.handler)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_in_flight", &self.max_in_flight)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -136,6 +246,18 @@ impl Subscriber {
         }
     }
 
+    /// The earliest retry due at `now`, left on the schedule (stale entries are dropped).
+    pub fn peek_due_retry(&mut self, now: Instant) -> Option<MessageId> {
+        while let Some(Reverse((at, id))) = self.retries.peek().copied() {
+            if !self.scheduled.contains(&id) {
+                self.retries.pop();
+                continue;
+            }
+            return (at <= now).then_some(id);
+        }
+        None
+    }
+
     /// The earliest retry due at `now`, taken off the schedule.
     pub fn take_due_retry(&mut self, now: Instant) -> Option<MessageId> {
         while let Some(Reverse((at, id))) = self.retries.peek().copied() {
@@ -182,6 +304,7 @@ mod tests {
             handler: HandlerKind::Webhook,
             secret: None,
             max_in_flight: 4096,
+            batch: Batching::default(),
         };
         q.apply_subscriber_added(SUB, spec).unwrap();
         let mut wake = Vec::new();

@@ -56,6 +56,7 @@ pub(super) fn subscriber_info(id: SubscriberId, spec: &SubscriberSpec) -> Subscr
         handler: spec.handler,
         max_in_flight: spec.max_in_flight,
         has_secret: spec.secret.is_some(),
+        batch: spec.batch,
     }
 }
 
@@ -151,6 +152,7 @@ impl Space {
         if let Some(secret) = &spec.secret {
             decode_secret(secret)?;
         }
+        spec.validate()?;
         let (this, queue) = (self.clone(), queue.to_owned());
         Self::complete(async move { this.add_subscriber_now(&queue, spec).await }).await
     }
@@ -186,6 +188,7 @@ impl Space {
                 handler: spec.handler.name().to_owned(),
                 secret: spec.secret.clone(),
                 max_in_flight: spec.max_in_flight,
+                options: spec.options(),
             }])
             .await?;
         let info = subscriber_info(id, &spec);

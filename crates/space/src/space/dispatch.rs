@@ -69,10 +69,33 @@ struct Body {
     published_at_ms: u64,
 }
 
-/// An attempt handed to a lane, with the permit it holds while on the wire.
+/// An attempt handed to a lane, with the permit it holds while on the wire: one message, or
+/// for a subscriber that takes batches, a batch (`first` and `more`, possibly none).
 struct Job {
-    id: MessageId,
+    first: MessageId,
+    more: Vec<MessageId>,
+    batched: bool,
     permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    /// Takes the subscriber's next message (and, if it takes batches, what goes with it).
+    fn take(
+        st: &mut crate::queue::QueueState,
+        sub: SubscriberId,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<Job> {
+        let now = tokio::time::Instant::now();
+        let first = st.next_for(sub, now)?;
+        let batched = st.subscriber(sub)?.spec.batch.is_batched();
+        let more = st.fill_batch(sub, first, now);
+        Some(Job {
+            first,
+            more,
+            batched,
+            permit,
+        })
+    }
 }
 
 /// The idle lanes of a subscriber, each waiting for its next job.
@@ -95,15 +118,15 @@ impl Lane {
     /// The subscriber's next message, if one is due and a permit is free.
     fn take_next(&self) -> Option<Job> {
         let permit = self.limit.clone().try_acquire_owned().ok()?;
-        let id = {
+        let job = {
             let mut st = self.queue.lock();
             if st.is_deleted() || st.subscriber(self.sub).is_none() {
                 return None;
             }
-            st.next_for(self.sub, tokio::time::Instant::now())?
+            Job::take(&mut st, self.sub, permit)?
         };
         self.space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(Job { id, permit })
+        Some(job)
     }
 
     async fn run(mut self, first: Job) {
@@ -111,10 +134,15 @@ impl Lane {
         let mut channel = Channel::default();
         let mut job = first;
         loop {
-            let Job { id, permit } = job;
-            self.space
-                .attempt(&self.queue, self.sub, id, permit, &mut channel)
-                .await;
+            if job.batched {
+                self.space
+                    .attempt_batch(&self.queue, self.sub, job, &mut channel)
+                    .await;
+            } else {
+                self.space
+                    .attempt(&self.queue, self.sub, job.first, job.permit, &mut channel)
+                    .await;
+            }
             if self.space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.space.inner.idle.notify_waiters();
             }
@@ -189,13 +217,12 @@ impl Space {
                     if st.is_deleted() || st.subscriber(sub).is_none() {
                         return;
                     }
-                    let next = st.next_for(sub, tokio::time::Instant::now());
+                    let next = Job::take(&mut st, sub, permit);
                     (next, st.next_retry_at(sub))
                 };
                 match next {
-                    Some(id) => {
+                    Some(job) => {
                         space.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-                        let job = Job { id, permit };
                         let idle = lanes.lock().unwrap_or_else(|e| e.into_inner()).pop();
                         let job = match idle {
                             Some(lane) => match lane.try_send(job) {
@@ -217,7 +244,6 @@ impl Space {
                         tokio::spawn(lane.run(job));
                     }
                     None => {
-                        drop(permit);
                         let retry = async {
                             match retry_at {
                                 Some(at) => tokio::time::sleep_until(at).await,
@@ -273,6 +299,117 @@ impl Space {
         drop(permit);
         self.record_outcome(queue, sub, id, number, &settings, outcome)
             .await;
+    }
+
+    /// One attempt of a batch for `sub` (a subscriber that takes batches) over a lane's
+    /// `channel`, then the outcome of each of its messages. Messages no longer owed are left
+    /// out; one whose body cannot be read fails by itself, without going on the wire.
+    async fn attempt_batch(
+        &self,
+        queue: &Arc<Queue>,
+        sub: SubscriberId,
+        job: Job,
+        channel: &mut Channel,
+    ) {
+        let Job {
+            first,
+            more,
+            permit,
+            ..
+        } = job;
+        let mut attempts = Vec::with_capacity(1 + more.len());
+        let mut results = Vec::new();
+        let mut settings = None;
+        for id in std::iter::once(first).chain(more) {
+            match self.prepare_attempt(queue, sub, id) {
+                Prepared::Gone => {}
+                Prepared::Unreadable(number, s, error) => {
+                    let failed = Outcome::Failed {
+                        error,
+                        retry_after: None,
+                    };
+                    results.push((id, number, failed));
+                    settings = Some(s);
+                }
+                Prepared::Ready(attempt, s) => {
+                    attempts.push(*attempt);
+                    settings = Some(s);
+                }
+            }
+        }
+        let Some(settings) = settings else {
+            return;
+        };
+        if !attempts.is_empty() {
+            let sent: Vec<(MessageId, u32)> =
+                attempts.iter().map(|a| (a.message, a.number)).collect();
+            let timeout = settings.delivery_timeout.0;
+            let delivered = self.inner.deliverer.deliver_batch_on(attempts, channel);
+            // Timed out: no outcome, so each message fails below.
+            let outcomes: Vec<Outcome> = tokio::time::timeout(timeout, delivered)
+                .await
+                .unwrap_or_default();
+            let mut outcomes = outcomes.into_iter();
+            for (id, number) in sent {
+                let outcome = outcomes.next().unwrap_or_else(|| Outcome::Failed {
+                    error: format!("timed out after {}", settings.delivery_timeout),
+                    retry_after: None,
+                });
+                results.push((id, number, outcome));
+            }
+        }
+        // The request is off the wire: the slot is free for the next one.
+        drop(permit);
+        self.record_outcomes(queue, sub, &settings, results).await;
+    }
+
+    /// Applies and records how the messages of a batch ended: the acks together (one change,
+    /// one pass under the queue's lock), then each failure.
+    async fn record_outcomes(
+        &self,
+        queue: &Queue,
+        sub: SubscriberId,
+        settings: &QueueSettings,
+        results: Vec<(MessageId, u32, Outcome)>,
+    ) {
+        let (acked, failed): (Vec<_>, Vec<_>) = results
+            .into_iter()
+            .partition(|(_, _, o)| *o == Outcome::Acked);
+        if !acked.is_empty() {
+            let change = self.inner.journal.change().await;
+            let _shared = queue.order.read().await;
+            let now = self.now_ms();
+            let mut wake = Vec::new();
+            let mut applied = 0;
+            {
+                let mut st = queue.lock();
+                for (id, number, _) in acked {
+                    if !st.is_in_flight(id, sub) {
+                        continue;
+                    }
+                    let ack = Ack {
+                        message: id,
+                        subscriber: sub,
+                        attempt: number,
+                        acked_at_ms: now,
+                    };
+                    st.record_answer(sub, true);
+                    if st.apply_ack(&ack, &mut wake) {
+                        change.ack(ack);
+                        applied += 1;
+                    }
+                }
+            }
+            self.inner
+                .totals
+                .acked
+                .fetch_add(applied, Ordering::Relaxed);
+            wake_all(wake);
+        }
+        for (id, number, outcome) in failed {
+            self.record_outcome(queue, sub, id, number, settings, outcome)
+                .await;
+        }
     }
 
     /// Applies and records how an attempt ended.

@@ -167,6 +167,7 @@ mod tests {
                     handler: HandlerKind::Webhook,
                     secret: None,
                     max_in_flight: 1,
+                    batch: Default::default(),
                 },
             )
             .await

@@ -89,17 +89,20 @@ impl Replay {
                 handler,
                 secret,
                 max_in_flight,
+                options,
             } => {
                 self.next_subscriber = self.next_subscriber.max(subscriber + 1);
                 let handler = HandlerKind::parse(&handler)
                     .ok_or_else(|| bad(format!("unknown handler {handler:?}")))?;
                 if let Some(q) = self.queues.get_mut(&queue) {
-                    let spec = SubscriberSpec {
+                    let spec = SubscriberSpec::from_record(
                         endpoint,
                         handler,
                         secret,
                         max_in_flight,
-                    };
+                        &options,
+                    )
+                    .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
                     q.apply_subscriber_added(subscriber, spec)
                         .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
                 }

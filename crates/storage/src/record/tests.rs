@@ -31,10 +31,11 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             text,
             text,
             proptest::option::of(text),
-            any::<u32>()
+            any::<u32>(),
+            bytes_strategy(),
         )
             .prop_map(
-                |(queue, subscriber, endpoint, handler, secret, max_in_flight)| {
+                |(queue, subscriber, endpoint, handler, secret, max_in_flight, options)| {
                     Record::SubscriberAdded {
                         queue,
                         subscriber,
@@ -42,6 +43,7 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                         handler,
                         secret,
                         max_in_flight,
+                        options,
                     }
                 }
             ),
@@ -212,4 +214,35 @@ fn unknown_kinds_and_trailing_bytes_are_refused() {
         Record::decode(kind::QUEUE_DELETED, Bytes::from(buf)),
         Err(DecodeError::TrailingBytes { trailing: 1 })
     );
+}
+
+/// A subscriber record written before options existed (kind 4) still reads, as a subscriber
+/// without options; new records carry theirs under kind 14.
+#[test]
+fn subscriber_records_without_options_still_read() {
+    let mut old = Vec::new();
+    old.extend_from_slice(&7u32.to_le_bytes());
+    old.extend_from_slice(&3u64.to_le_bytes());
+    for s in ["http://a/", "webhook"] {
+        old.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        old.extend_from_slice(s.as_bytes());
+    }
+    old.push(0);
+    old.extend_from_slice(&64u32.to_le_bytes());
+    let want = Record::SubscriberAdded {
+        queue: 7,
+        subscriber: 3,
+        endpoint: "http://a/".into(),
+        handler: "webhook".into(),
+        secret: None,
+        max_in_flight: 64,
+        options: Bytes::new(),
+    };
+    assert_eq!(
+        Record::decode(kind::SUBSCRIBER_ADDED, Bytes::from(old.clone())),
+        Ok(want.clone())
+    );
+    assert_eq!(want.kind(), kind::SUBSCRIBER_ADDED_WITH_OPTIONS);
+    // Under the new kind, the same bytes lack their options.
+    assert!(Record::decode(kind::SUBSCRIBER_ADDED_WITH_OPTIONS, Bytes::from(old)).is_err());
 }
