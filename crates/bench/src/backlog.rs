@@ -125,6 +125,7 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
                 r#"{"retry":{"max_attempts":0,"initial_backoff":"100ms","max_backoff":"1s"}}"#,
                 &urls,
                 64,
+                1,
             )
             .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -137,6 +138,7 @@ fn run(messages: u64, args: &Common, drain: bool) -> BenchResult<()> {
             publishers: args.publishers,
             subscribers: args.subscribers,
             batch: args.batch.max(1),
+            delivery_batch: 1,
             in_flight: 64,
         };
         let started = Instant::now();

@@ -38,6 +38,10 @@ pub struct Args {
     /// Deliveries in flight per subscriber (`max_in_flight`).
     #[arg(long, default_value_t = 64)]
     in_flight: u32,
+    /// Messages per delivery request (the subscribers' `batch.max_messages`; above 1,
+    /// CloudEvents batches of what is ready).
+    #[arg(long, default_value_t = 1)]
+    delivery_batch: u32,
     /// Publish each message in its own request naming its parent by id, instead of each
     /// chain as one batch request (`parent_index`).
     #[arg(long)]
@@ -245,7 +249,13 @@ async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult
     }
     let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
     server
-        .bench_queue(&client, "{}", &urls, args.in_flight)
+        .bench_queue(
+            &client,
+            "{}",
+            &urls,
+            args.in_flight,
+            args.delivery_batch.max(1),
+        )
         .await?;
 
     let total = args.chains * args.length * args.subscribers;
@@ -261,6 +271,7 @@ async fn round(args: &Args, binary: &std::path::Path) -> BenchResult<RoundResult
         publishers: args.publishers,
         subscribers: args.subscribers,
         batch: 1,
+        delivery_batch: args.delivery_batch.max(1),
         in_flight: args.in_flight,
     };
     let next_chain = Arc::new(AtomicU64::new(0));
@@ -336,8 +347,13 @@ pub fn run(args: Args) -> BenchResult<()> {
     std::fs::create_dir_all(&args.out.dir)?;
     let binary = args.out.binary();
     println!(
-        "chains: {} chains × {} messages of {} B, {} publishers, {} subscribers; syncbrok with fsync always",
-        args.chains, args.length, args.body_bytes, args.publishers, args.subscribers
+        "chains: {} chains × {} messages of {} B, {} publishers, {} subscribers, up to {} per delivery request; syncbrok with fsync always",
+        args.chains,
+        args.length,
+        args.body_bytes,
+        args.publishers,
+        args.subscribers,
+        args.delivery_batch.max(1)
     );
     println!(
         "  {:<6} {:>11} {:>9} {:>9} {:>9} {:>12} {:>12} {:>10} {:>14} {:>10} {:>10} {:>9} {:>6}",
@@ -378,10 +394,11 @@ pub fn run(args: Args) -> BenchResult<()> {
             result.cpu_s
         );
         json.push(format!(
-            r#"{{"workload":"chains","round":{r},"chains":{},"length":{},"subscribers":{},"one_by_one":{},"messages_per_s":{:.1},"hop_p50_us":{},"hop_p99_us":{},"hop_max_us":{},"hops":{},"hop_to_last_p50_us":{},"hop_to_last_p99_us":{},"cycle_p50_us":{},"cycle_p99_us":{},"publish_bound":{},"order_violations":{},"duplicates":{},"peak_rss_bytes":{},"server_cpu_s":{:.3}}}"#,
+            r#"{{"workload":"chains","round":{r},"chains":{},"length":{},"subscribers":{},"delivery_batch":{},"one_by_one":{},"messages_per_s":{:.1},"hop_p50_us":{},"hop_p99_us":{},"hop_max_us":{},"hops":{},"hop_to_last_p50_us":{},"hop_to_last_p99_us":{},"cycle_p50_us":{},"cycle_p99_us":{},"publish_bound":{},"order_violations":{},"duplicates":{},"peak_rss_bytes":{},"server_cpu_s":{:.3}}}"#,
             args.chains,
             args.length,
             args.subscribers,
+            args.delivery_batch.max(1),
             args.one_by_one,
             result.messages_per_s,
             result.hops.p50_us,

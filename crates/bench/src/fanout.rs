@@ -54,6 +54,10 @@ pub struct Args {
     /// publishes in flight before waiting for their acknowledgements).
     #[arg(long, default_value_t = 1)]
     batch: u64,
+    /// Messages per delivery request to each syncbrok subscriber (its `batch.max_messages`;
+    /// above 1, CloudEvents batches of what is ready). The other targets deliver one by one.
+    #[arg(long, default_value_t = 1)]
+    delivery_batch: u32,
     /// Unacknowledged deliveries allowed per subscriber: syncbrok's `max_in_flight`, NATS's
     /// `max_ack_pending`, RabbitMQ's prefetch.
     #[arg(long, default_value_t = 64)]
@@ -88,6 +92,8 @@ pub struct Spec {
     pub publishers: u64,
     pub subscribers: u64,
     pub batch: u64,
+    /// syncbrok subscribers' `batch.max_messages`.
+    pub delivery_batch: u32,
     pub in_flight: u32,
 }
 
@@ -123,13 +129,14 @@ impl Outcome {
 
     fn json(&self, spec: &Spec, round: u32) -> String {
         format!(
-            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"server_cpu_us_per_message":{},"bench_cpu_s":{:.3},"fsyncs":{}}}"#,
+            r#"{{"workload":"fanout","round":{round},"target":"{}","messages":{},"body_bytes":{},"publishers":{},"subscribers":{},"batch":{},"delivery_batch":{},"publishes_per_s":{:.1},"deliveries_per_s":{:.1},"p50_us":{},"p99_us":{},"max_us":{},"peak_rss_bytes":{},"server_cpu_s":{},"server_cpu_us_per_message":{},"bench_cpu_s":{:.3},"fsyncs":{}}}"#,
             self.target,
             spec.messages,
             spec.body_bytes,
             spec.publishers,
             spec.subscribers,
             spec.batch,
+            spec.delivery_batch,
             self.publishes_per_s,
             self.deliveries_per_s,
             self.latency.p50_us,
@@ -277,7 +284,7 @@ async fn syncbrok(
     let sinks = sinks(spec.subscribers, &deliveries).await?;
     let urls: Vec<String> = sinks.iter().map(|s| s.url.clone()).collect();
     server
-        .bench_queue(&client, "{}", &urls, spec.in_flight)
+        .bench_queue(&client, "{}", &urls, spec.in_flight, spec.delivery_batch)
         .await?;
 
     let pid = server.pid();
@@ -430,6 +437,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         publishers: args.publishers,
         subscribers: args.subscribers,
         batch: args.batch.max(1),
+        delivery_batch: args.delivery_batch.max(1),
         in_flight: args.in_flight,
     };
     let binary = args.out.binary();
@@ -442,13 +450,14 @@ pub fn run(args: Args) -> BenchResult<()> {
         pid: args.rabbitmq_pid,
     };
     println!(
-        "fanout: {} messages × {} B, {} publishers, {} subscribers, {} per publish, {} in flight per subscriber; syncbrok with fsync always",
+        "fanout: {} messages × {} B, {} publishers, {} subscribers, {} per publish, {} in flight per subscriber, syncbrok delivering up to {} per request; syncbrok with fsync always",
         spec.messages,
         spec.body_bytes,
         spec.publishers,
         spec.subscribers,
         spec.batch,
-        spec.in_flight
+        spec.in_flight,
+        spec.delivery_batch
     );
     let mut json = Vec::new();
     // The disk's own durable-write rate, for scale: what one fsync per publish would allow.
@@ -555,8 +564,9 @@ pub fn run(args: Args) -> BenchResult<()> {
                 times(c)
             );
             json.push(format!(
-                r#"{{"workload":"fanout","ratio_of":"syncbrok","to":"{other}","batch":{},"deliveries":{d:.3},"p99":{p:.3},"peak_rss":{},"cpu_per_message":{}}}"#,
+                r#"{{"workload":"fanout","ratio_of":"syncbrok","to":"{other}","batch":{},"delivery_batch":{},"deliveries":{d:.3},"p99":{p:.3},"peak_rss":{},"cpu_per_message":{}}}"#,
                 spec.batch,
+                spec.delivery_batch,
                 json_number(r),
                 json_number(c)
             ));

@@ -167,6 +167,7 @@ impl Api {
         settings: &str,
         endpoints: &[String],
         in_flight: u32,
+        delivery_batch: u32,
     ) -> BenchResult<()> {
         self.call(
             client,
@@ -180,7 +181,9 @@ impl Api {
                 client,
                 hyper::Method::POST,
                 "/v1/queues/bench/subscribers",
-                format!(r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight}}}"#),
+                format!(
+                    r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight},"batch":{{"max_messages":{delivery_batch}}}}}"#
+                ),
             )
             .await?;
         }

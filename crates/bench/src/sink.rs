@@ -1,6 +1,8 @@
 //! Subscriber endpoints for the HTTP workloads: loopback hyper servers that read each request
-//! body, hand it to an observer and answer `200` at once. The same servers stand behind
-//! syncbrok and behind the `http-limit` target, so the two are measured against one ceiling.
+//! body, hand each message of it to an observer and answer `200` at once. The same servers
+//! stand behind syncbrok and behind the `http-limit` target, so the two are measured against
+//! one ceiling. A CloudEvents batch (syncbrok's batched delivery) is parsed and each event's
+//! body handed over in turn, as a receiver would: parsing is part of what a batch costs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,11 +56,19 @@ impl Sink {
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                             let observer = observer.clone();
                             async move {
+                                let batched = request
+                                    .headers()
+                                    .get(hyper::header::CONTENT_TYPE)
+                                    .is_some_and(|v| v == handler::batch::CONTENT_TYPE);
                                 let body = match request.into_body().collect().await {
                                     Ok(collected) => collected.to_bytes(),
                                     Err(_) => Bytes::new(),
                                 };
-                                observer(&body);
+                                if batched {
+                                    each_event(&body, &*observer);
+                                } else {
+                                    observer(&body);
+                                }
                                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
                             }
                         });
@@ -69,6 +79,27 @@ impl Sink {
             }
         });
         Ok(Self { url, task })
+    }
+}
+
+/// Hands the body of each event of a CloudEvents batch to `observer` (an unreadable batch or
+/// event is handed over as it is, so the workload counts it as malformed).
+fn each_event(batch: &[u8], observer: &(dyn Fn(&[u8]) + Send + Sync)) {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Event {
+        data_base64: Option<String>,
+    }
+    let Ok(events) = serde_json::from_slice::<Vec<Event>>(batch) else {
+        observer(batch);
+        return;
+    };
+    for event in events {
+        let body = event
+            .data_base64
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .unwrap_or_default();
+        observer(&body);
     }
 }
 
