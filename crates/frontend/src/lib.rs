@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod batch;
+pub mod causality;
 pub mod config;
 pub mod deadline;
 #[doc(hidden)]
@@ -99,6 +100,14 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         )
         .route("/v1/queues/{queue}/messages/{id}/body", get(get_body))
         .route("/v1/queues/{queue}/messages/{id}/redrive", post(redrive))
+        .route(
+            "/v1/queues/{queue}/messages/{id}/explain",
+            get(causality::explain),
+        )
+        .route(
+            "/v1/queues/{queue}/messages/{id}/lineage",
+            get(causality::lineage),
+        )
         .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
         .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive_all))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
@@ -142,6 +151,8 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         list_messages,
         get_message,
         get_body,
+        causality::explain,
+        causality::lineage,
         discard,
         dead_letters,
         redrive,

@@ -48,6 +48,14 @@ fn refine_parameters(doc: &mut Value) {
                     ("id", false) | ("after", _) | ("syncbrok-parent", _) => {
                         json!({"type": "string", "format": "uuid"})
                     }
+                    ("limit", _) if path.ends_with("/lineage") => json!({
+                        "type": "integer", "minimum": 1,
+                        "maximum": space::limits::LINEAGE_NODES_MAX
+                    }),
+                    ("up" | "down", _) => json!({
+                        "type": "integer", "minimum": 0,
+                        "maximum": space::limits::LINEAGE_LEVELS_MAX
+                    }),
                     ("limit", _) => json!({
                         "type": "integer", "minimum": 1, "maximum": limits::PAGE_MAX
                     }),
@@ -211,6 +219,8 @@ fn add_links(doc: &mut Value) {
         json!({
             "GetMessage": link("get_message", with(json!({"id": id}))),
             "GetBody": link("get_body", with(json!({"id": id}))),
+            "Explain": link("explain", with(json!({"id": id}))),
+            "Lineage": link("lineage", with(json!({"id": id}))),
             "Redrive": link("redrive", with(json!({"id": id}))),
             "Discard": link("discard", with(json!({"id": id}))),
             "PublishChild": link("publish", with(json!({"header.syncbrok-parent": id}))),

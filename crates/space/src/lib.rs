@@ -44,6 +44,9 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
     SubscriberId,
 };
+pub use queue::explain::{
+    Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
+};
 pub use queue::image::{MessageImage, QueueImage};
 pub use queue::{Batching, SubscriberSpec};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};

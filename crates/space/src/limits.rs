@@ -117,3 +117,15 @@ const _: () = assert!(CONTENT_TYPES_PER_QUEUE_MAX < u16::MAX as usize);
 /// How long a delivery lane waits for its next attempt before it ends (and its channel, the
 /// handler's connection, goes with it).
 pub const LANE_IDLE_MS: u64 = 90_000;
+
+/// An explanation walks at most this many ancestors of a message (then says `truncated`).
+pub const EXPLAIN_DEPTH_MAX: u32 = 64;
+
+/// A lineage goes this many levels up and down by default …
+pub const LINEAGE_LEVELS_DEFAULT: u32 = 32;
+/// … and at most this many, whatever is asked.
+pub const LINEAGE_LEVELS_MAX: u32 = 1000;
+/// A lineage holds this many messages by default …
+pub const LINEAGE_NODES_DEFAULT: usize = 500;
+/// … and at most this many.
+pub const LINEAGE_NODES_MAX: usize = 5000;

@@ -70,6 +70,35 @@ pub struct SubscribeArgs {
     pub secret: Option<String>,
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Deliver up to this many messages per request, as CloudEvents batches (1–1000).
+    #[arg(long)]
+    pub batch_max_messages: Option<u32>,
+    /// Bodies of one batch together, in bytes, at most (default 1 MiB).
+    #[arg(long)]
+    pub batch_max_bytes: Option<u32>,
+}
+
+#[derive(clap::Args)]
+pub struct MessageArgs {
+    pub queue: String,
+    /// The message's id.
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct LineageArgs {
+    pub queue: String,
+    /// The message's id.
+    pub id: String,
+    /// Levels of ancestors (default 32).
+    #[arg(long)]
+    pub up: Option<u32>,
+    /// Levels of descendants (default 32).
+    #[arg(long)]
+    pub down: Option<u32>,
+    /// Messages in all (default 500).
+    #[arg(long)]
+    pub limit: Option<u32>,
 }
 
 #[derive(clap::Subcommand)]
@@ -209,6 +238,16 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
     if let Some(m) = args.max_in_flight {
         body["max_in_flight"] = m.into();
     }
+    let mut batch = serde_json::Map::new();
+    if let Some(m) = args.batch_max_messages {
+        batch.insert("max_messages".into(), m.into());
+    }
+    if let Some(b) = args.batch_max_bytes {
+        batch.insert("max_bytes".into(), b.into());
+    }
+    if !batch.is_empty() {
+        body["batch"] = batch.into();
+    }
     let path = format!("/v1/queues/{}/subscribers", args.queue);
     finish(
         call(
@@ -244,4 +283,22 @@ pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyho
         }
     };
     finish(a)
+}
+
+pub async fn explain(target: &Target, args: MessageArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/queues/{}/messages/{}/explain", args.queue, args.id);
+    finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+}
+
+pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
+    let query: Vec<String> = [("up", args.up), ("down", args.down), ("limit", args.limit)]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{name}={v}")))
+        .collect();
+    let mut path = format!("/v1/queues/{}/messages/{}/lineage", args.queue, args.id);
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
 }

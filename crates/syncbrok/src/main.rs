@@ -67,6 +67,11 @@ enum Command {
     /// List or redrive dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(client::DeadLettersCommand),
+    /// Why a message is not delivered (yet): its verdict, the ancestors holding it back up to
+    /// the root blocker, and the health of the subscribers.
+    Explain(client::MessageArgs),
+    /// A message's ancestors and descendants, as nodes and edges.
+    Lineage(client::LineageArgs),
 }
 
 #[derive(clap::Args)]
@@ -510,6 +515,12 @@ fn main() -> std::process::ExitCode {
         }
         Command::DeadLetters(c) => {
             runtime().and_then(|rt| rt.block_on(client::dead_letters(&cli.target, c)))
+        }
+        Command::Explain(args) => {
+            runtime().and_then(|rt| rt.block_on(client::explain(&cli.target, args)))
+        }
+        Command::Lineage(args) => {
+            runtime().and_then(|rt| rt.block_on(client::lineage(&cli.target, args)))
         }
     };
     match result {

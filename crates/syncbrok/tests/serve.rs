@@ -1250,6 +1250,69 @@ async fn the_cli_drives_the_api() {
     );
     let (ok, _, _) = run(a(&["queue", "delete", "cli"]), "").await.unwrap();
     assert!(ok);
+
+    // Why a child waits: its parent's subscriber is down.
+    let settings = r#"{"retry": {"initial_backoff": "1h", "max_backoff": "1h"}}"#;
+    let (ok, _, _) = run(a(&["queue", "create", "why", "--settings", settings]), "")
+        .await
+        .unwrap();
+    assert!(ok);
+    let down = closed_port();
+    let (ok, out, _) = run(
+        a(&["subscribe", "why", &down, "--batch-max-messages", "10"]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["batch"]["max_messages"],
+        10
+    );
+    let id = |out: &str| {
+        serde_json::from_str::<Value>(out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (_, out, _) = run(a(&["publish", "why"]), "order").await.unwrap();
+    let order = id(&out);
+    let (_, out, _) = run(a(&["publish", "why", "--parent", &order]), "payment")
+        .await
+        .unwrap();
+    let payment = id(&out);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let why = loop {
+        let (ok, out, err) = run(a(&["explain", "why", &payment]), "").await.unwrap();
+        assert!(ok, "{err}");
+        let why: Value = serde_json::from_str(&out).unwrap();
+        if why["blockers"][0]["reason"] == "retry_scheduled" {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "never explained: {why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(why["verdict"], "waiting_for_parent");
+    assert_eq!(why["root_blocker"], order.as_str());
+    let pending = &why["blockers"][0]["pending"][0];
+    assert_eq!(pending["endpoint"], down.as_str());
+    assert_eq!(pending["attempts"], 1);
+    assert!(!pending["last_error"].as_str().unwrap().is_empty());
+    assert!(pending["next_attempt_at"].is_string());
+    assert_eq!(why["next_change_at"], pending["next_attempt_at"]);
+    let (ok, out, _) = run(a(&["lineage", "why", &order, "--down", "1"]), "")
+        .await
+        .unwrap();
+    assert!(ok);
+    let g: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(g["edges"][0]["from"], order.as_str());
+    assert_eq!(g["edges"][0]["to"], payment.as_str());
+    assert_eq!(g["truncated"], false);
+    let (ok, _, err) = run(a(&["lineage", "why", &order, "--limit", "0"]), "")
+        .await
+        .unwrap();
+    assert!(!ok && err.contains("400") && err.contains("limit"), "{err}");
     assert!(b.terminate().success());
 }
 

@@ -182,6 +182,27 @@ pub(crate) struct Subscriber {
     scheduled: IdSet<MessageId>,
     /// Failed attempts since the last ack (see `FAILURES_TO_PAUSE_NEW_MESSAGES`).
     consecutive_failures: u32,
+    /// When an attempt was last acknowledged (unix ms), since the broker started.
+    last_success_at_ms: Option<u64>,
+    /// The error of the last failed attempt, since the broker started.
+    last_error: Option<String>,
+}
+
+/// How an attempt ended, for a subscriber's pacing and health (not durable state).
+#[derive(Debug, Clone, Copy)]
+pub enum Answered<'a> {
+    Acked { at_ms: u64 },
+    Failed { error: &'a str },
+}
+
+/// A subscriber's health at run time (since the broker started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Requests on the wire now.
+    pub in_flight: u32,
+    pub consecutive_failures: u32,
+    pub last_success_at_ms: Option<u64>,
+    pub last_error: Option<String>,
 }
 
 impl Subscriber {
@@ -198,20 +219,50 @@ impl Subscriber {
             retries: BinaryHeap::new(),
             scheduled: IdSet::default(),
             consecutive_failures: 0,
+            last_success_at_ms: None,
+            last_error: None,
         }
     }
 
-    /// An attempt was acknowledged (`true`) or failed. An ack ends a pause at once: the
-    /// dispatcher, which may be asleep until its next retry is due, is woken.
-    pub fn record_answer(&mut self, acked: bool) {
-        if acked {
-            if self.paused() {
-                self.notify.notify_one();
+    /// An attempt was acknowledged or failed. An ack ends a pause at once: the dispatcher,
+    /// which may be asleep until its next retry is due, is woken.
+    pub fn record_answer(&mut self, answer: Answered<'_>) {
+        match answer {
+            Answered::Acked { at_ms } => {
+                if self.paused() {
+                    self.notify.notify_one();
+                }
+                self.consecutive_failures = 0;
+                self.last_success_at_ms = Some(at_ms);
             }
-            self.consecutive_failures = 0;
-        } else {
-            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            Answered::Failed { error } => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if self.last_error.as_deref() != Some(error) {
+                    self.last_error = Some(error.to_owned());
+                }
+            }
         }
+    }
+
+    /// How the subscriber is doing.
+    pub fn health(&self) -> Health {
+        let free = u32::try_from(self.limit.available_permits()).unwrap_or(u32::MAX);
+        Health {
+            in_flight: self.spec.max_in_flight.saturating_sub(free),
+            consecutive_failures: self.consecutive_failures,
+            last_success_at_ms: self.last_success_at_ms,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// Whether `id` is waiting out its backoff on this subscriber's retry schedule.
+    pub fn retry_scheduled(&self, id: MessageId) -> bool {
+        self.scheduled.contains(&id)
+    }
+
+    /// Whether every `max_in_flight` slot is taken.
+    pub fn saturated(&self) -> bool {
+        self.limit.available_permits() == 0
     }
 
     /// Every recent attempt failed and a full pause's worth of retries is scheduled (see
@@ -333,7 +384,7 @@ mod tests {
     fn fail_new(q: &mut QueueState, n: u32, retry_at: Instant) {
         for _ in 0..n {
             let id = q.next_for(SUB, Instant::now()).expect("a new message");
-            q.record_answer(SUB, false);
+            q.record_answer(SUB, Answered::Failed { error: "HTTP 500" });
             q.schedule_retry(SUB, id, retry_at);
         }
     }
@@ -346,7 +397,7 @@ mod tests {
     fn failures_among_acks_never_pause_new_messages() {
         let mut q = queue(200);
         fail_new(&mut q, PAUSE - 1, later());
-        q.record_answer(SUB, true);
+        q.record_answer(SUB, Answered::Acked { at_ms: 1 });
         fail_new(&mut q, PAUSE - 1, later());
         assert!(q.next_for(SUB, Instant::now()).is_some());
     }
@@ -359,7 +410,7 @@ mod tests {
         let notify = q.subscriber(SUB).unwrap().notify.clone();
         // An ack (of an attempt still on the wire) resumes at once, and wakes the dispatcher,
         // which may be asleep until its next retry is due.
-        q.record_answer(SUB, true);
+        q.record_answer(SUB, Answered::Acked { at_ms: 1 });
         let woken = notify.notified();
         tokio::pin!(woken);
         assert!(woken.as_mut().enable(), "the ack woke the dispatcher");
@@ -379,7 +430,7 @@ mod tests {
         let probe = q.next_for(SUB, due).expect("a probe behind the retry");
         assert_eq!(probe, crate::ids::message_id(1_000, 1, u64::from(PAUSE)));
         // A refused probe goes on the schedule too: paused again.
-        q.record_answer(SUB, false);
+        q.record_answer(SUB, Answered::Failed { error: "HTTP 500" });
         q.schedule_retry(SUB, probe, later());
         assert_eq!(q.next_for(SUB, due), None);
     }

@@ -3,8 +3,9 @@
 //! One dispatcher task per subscriber takes a `max_in_flight` permit, then the subscriber's
 //! next message (a retry that is due first, else the scheduler's next), and hands the attempt
 //! to one of the subscriber's lanes; a lane that finishes an attempt takes the next message
-//! itself while permits and messages are there. A lane is a long-lived task that makes one attempt at a
-//! time and keeps a [`Channel`] for the deliverer between them (the HTTP handler keeps its
+//! itself while permits and messages are there. For a subscriber that takes batches, an
+//! attempt carries whatever else is ready with it (`QueueState::fill_batch`), under the same
+//! permit. A lane is a long-lived task that makes one attempt at a time and keeps a [`Channel`] for the deliverer between them (the HTTP handler keeps its
 //! connection there): no task is started and no connection is looked up per attempt. Lanes
 //! are started as needed, so a subscriber has at most `max_in_flight` of them; a lane idle for
 //! `SpaceConfig::lane_idle` ends, and its connection with it.
@@ -13,34 +14,20 @@
 //! outcome, schedules its retry on the subscriber's heap and lets the permit go, so messages
 //! waiting out their backoff never keep others from being sent.
 //!
-//! Outcomes are applied under a change and the queue's order lock (shared): the ack is applied
-//! first and queued to the log at once; a failure or a dead letter is appended, then applied.
+//! How outcomes are applied and recorded: `outcome.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use storage::{Ack, ReadError, Record};
+use storage::{ReadError, Record};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
-use super::journal::Change;
-use super::{Queue, Space, wake_all};
-use crate::delivery::{Attempt, Channel, Outcome, backoff};
-use crate::limits::{ERROR_TEXT_BYTES_MAX, RELOCATED_READ_TRIES};
+use super::{Queue, Space};
+use crate::delivery::{Attempt, Channel, Outcome};
+use crate::limits::RELOCATED_READ_TRIES;
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::QueueSettings;
-
-/// Cuts an error text to [`ERROR_TEXT_BYTES_MAX`].
-fn cut(mut text: String) -> String {
-    if text.len() > ERROR_TEXT_BYTES_MAX {
-        let mut at = ERROR_TEXT_BYTES_MAX;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        text.truncate(at);
-    }
-    text
-}
 
 /// What an attempt needs, if the message is still owed.
 enum Prepared {
@@ -49,16 +36,6 @@ enum Prepared {
     /// The body cannot be read back: the attempt fails with this error (and is retried).
     Unreadable(u32, QueueSettings, String),
     Ready(Box<Attempt>, QueueSettings),
-}
-
-/// A failed attempt, on its way to the log.
-struct Failure {
-    id: MessageId,
-    sub: SubscriberId,
-    number: u32,
-    error: String,
-    retry_after: Option<std::time::Duration>,
-    now: u64,
 }
 
 /// The body and headers of a message, from memory or its record.
@@ -361,182 +338,6 @@ impl Space {
         // The request is off the wire: the slot is free for the next one.
         drop(permit);
         self.record_outcomes(queue, sub, &settings, results).await;
-    }
-
-    /// Applies and records how the messages of a batch ended: the acks together (one change,
-    /// one pass under the queue's lock), then each failure.
-    async fn record_outcomes(
-        &self,
-        queue: &Queue,
-        sub: SubscriberId,
-        settings: &QueueSettings,
-        results: Vec<(MessageId, u32, Outcome)>,
-    ) {
-        let (acked, failed): (Vec<_>, Vec<_>) = results
-            .into_iter()
-            .partition(|(_, _, o)| *o == Outcome::Acked);
-        if !acked.is_empty() {
-            let change = self.inner.journal.change().await;
-            let _shared = queue.order.read().await;
-            let now = self.now_ms();
-            let mut wake = Vec::new();
-            let mut applied = 0;
-            {
-                let mut st = queue.lock();
-                for (id, number, _) in acked {
-                    if !st.is_in_flight(id, sub) {
-                        continue;
-                    }
-                    let ack = Ack {
-                        message: id,
-                        subscriber: sub,
-                        attempt: number,
-                        acked_at_ms: now,
-                    };
-                    st.record_answer(sub, true);
-                    if st.apply_ack(&ack, &mut wake) {
-                        change.ack(ack);
-                        applied += 1;
-                    }
-                }
-            }
-            self.inner
-                .totals
-                .acked
-                .fetch_add(applied, Ordering::Relaxed);
-            wake_all(wake);
-        }
-        for (id, number, outcome) in failed {
-            self.record_outcome(queue, sub, id, number, settings, outcome)
-                .await;
-        }
-    }
-
-    /// Applies and records how an attempt ended.
-    async fn record_outcome(
-        &self,
-        queue: &Queue,
-        sub: SubscriberId,
-        id: MessageId,
-        number: u32,
-        settings: &QueueSettings,
-        outcome: Outcome,
-    ) {
-        let change = self.inner.journal.change().await;
-        // Giving up on a message decides the fate of children published meanwhile: it must
-        // not interleave with their publishing, so it holds the order lock exclusively.
-        let max = settings.retry.max_attempts;
-        let may_give_up = matches!(outcome, Outcome::Failed { .. }) && max != 0 && number >= max;
-        let (_shared, _exclusive);
-        if may_give_up {
-            _exclusive = queue.order.write().await;
-        } else {
-            _shared = queue.order.read().await;
-        }
-        if !queue.lock().is_in_flight(id, sub) {
-            // Discarded, expired, or its subscriber or queue removed meanwhile.
-            return;
-        }
-        let now = self.now_ms();
-        match outcome {
-            Outcome::Acked => {
-                let ack = Ack {
-                    message: id,
-                    subscriber: sub,
-                    attempt: number,
-                    acked_at_ms: now,
-                };
-                let mut wake = Vec::new();
-                {
-                    let mut st = queue.lock();
-                    st.record_answer(sub, true);
-                    if st.apply_ack(&ack, &mut wake) {
-                        // Queued under the queue's lock, right after its effect: any change
-                        // that sees the effect comes after it in the log.
-                        change.ack(ack);
-                    }
-                }
-                self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
-                wake_all(wake);
-            }
-            Outcome::Failed { error, retry_after } => {
-                queue.lock().record_answer(sub, false);
-                let failed = Failure {
-                    id,
-                    sub,
-                    number,
-                    error: cut(error),
-                    retry_after,
-                    now,
-                };
-                if may_give_up && self.give_up(&change, queue, &failed).await {
-                    return;
-                }
-                self.schedule_retry(&change, queue, settings, failed).await;
-            }
-        }
-    }
-
-    /// Records that a subscriber gives up on a message, then applies it. Returns false if the
-    /// dead letter could not be recorded: then it is not applied, and the message is tried
-    /// again after a backoff (and given up on once that can be recorded).
-    async fn give_up(&self, change: &Change<'_>, queue: &Queue, f: &Failure) -> bool {
-        let record = Record::DeadLettered {
-            message: f.id,
-            subscriber: Some(f.sub),
-            reason: storage::DeadReason::MaxAttempts,
-            attempts: f.number,
-            last_error: Some(f.error.clone()),
-            dead_at_ms: f.now,
-        };
-        if let Err(e) = change.append_lazy_freeing(&[record]).await {
-            tracing::warn!(error = %e, message = %f.id, "could not record a dead letter");
-            return false;
-        }
-        let mut wake = Vec::new();
-        queue
-            .lock()
-            .apply_dead_lettered(f.id, f.sub, f.number, Some(&f.error), f.now, &mut wake);
-        self.inner
-            .totals
-            .dead_lettered
-            .fetch_add(1, Ordering::Relaxed);
-        wake_all(wake);
-        true
-    }
-
-    /// Records a failed attempt, applies it, and schedules the next one after its backoff.
-    async fn schedule_retry(
-        &self,
-        change: &Change<'_>,
-        queue: &Queue,
-        settings: &QueueSettings,
-        f: Failure,
-    ) {
-        let mut rng = fastrand::Rng::new();
-        let delay = backoff(&settings.retry, f.number + 1, f.retry_after, &mut rng);
-        let next_at = f.now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        let record = Record::DeliveryFailed {
-            message: f.id,
-            subscriber: f.sub,
-            attempt: f.number,
-            error: f.error.clone(),
-            failed_at_ms: f.now,
-            next_attempt_at_ms: Some(next_at),
-        };
-        let recorded = change.append_lazy(&[record]).await;
-        let mut st = queue.lock();
-        match recorded {
-            Ok(_) => st.apply_failed(f.id, f.sub, f.number, &f.error, Some(next_at)),
-            Err(e) => {
-                tracing::warn!(error = %e, message = %f.id, "could not record a failed attempt")
-            }
-        }
-        st.schedule_retry(f.sub, f.id, tokio::time::Instant::now() + delay);
-        self.inner
-            .totals
-            .failed_attempts
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// What the next attempt needs, if the message is still owed to the subscriber.

@@ -18,6 +18,7 @@ mod dispatch;
 mod journal;
 mod maintenance;
 mod messages;
+mod outcome;
 mod publish;
 mod registry;
 mod replay;

@@ -11,6 +11,7 @@ use super::admin::subscriber_info;
 use super::{Queue, Space};
 use crate::error::{MessageError, QueueNotFound};
 use crate::model::{MessageId, MessageState};
+use crate::queue::explain::{Explanation, LineageGraph};
 use crate::queue::image::QueueImage;
 use crate::types::{DeadLetter, MessageInfo, Page, QueueInfo, SpaceTotals, SubscriberInfo};
 
@@ -56,6 +57,37 @@ impl Space {
             .subscribers()
             .map(|(id, s)| subscriber_info(id, &s.spec))
             .collect())
+    }
+
+    /// Why a message is not delivered (yet): its verdict, the ancestors holding it back up to
+    /// the root blocker, subscriber health (see [`Explanation`]).
+    pub fn explain(&self, queue: &str, id: MessageId) -> Result<Explanation, MessageError> {
+        let q = self.inner.registry.get(queue)?;
+        let st = q.lock();
+        st.explain(id, crate::limits::EXPLAIN_DEPTH_MAX)
+            .ok_or(MessageError::MessageNotFound(id))
+    }
+
+    /// A message's ancestors (`up` levels) and descendants (`down` levels), at most `limit`
+    /// messages; each bound is capped by its `limits::LINEAGE_*_MAX`.
+    pub fn lineage(
+        &self,
+        queue: &str,
+        id: MessageId,
+        up: u32,
+        down: u32,
+        limit: usize,
+    ) -> Result<LineageGraph, MessageError> {
+        use crate::limits::{LINEAGE_LEVELS_MAX, LINEAGE_NODES_MAX};
+        let q = self.inner.registry.get(queue)?;
+        let st = q.lock();
+        st.lineage(
+            id,
+            up.min(LINEAGE_LEVELS_MAX),
+            down.min(LINEAGE_LEVELS_MAX),
+            limit.min(LINEAGE_NODES_MAX),
+        )
+        .ok_or(MessageError::MessageNotFound(id))
     }
 
     /// A message's state, parent, children and per-subscriber deliveries.

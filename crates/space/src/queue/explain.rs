@@ -1,0 +1,294 @@
+//! Causality made visible: why a message is not delivered (yet), and the graph of its
+//! ancestors and descendants. Read-only and bounded: an explanation walks at most
+//! [`EXPLAIN_DEPTH_MAX`](crate::limits::EXPLAIN_DEPTH_MAX) ancestors, a lineage at most the
+//! levels and nodes it is asked for; both are cut (`truncated`) rather than made long.
+
+use std::collections::VecDeque;
+
+use super::QueueState;
+use crate::model::{DeliveryState, MessageId, MessageState, SubscriberId};
+
+/// Why a message (or one delivery of it) is where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every subscriber of its fan-out set acknowledged it.
+    Delivered,
+    /// An attempt is on the wire.
+    InFlight,
+    /// A failed attempt's retry is due later.
+    RetryScheduled,
+    /// Its turn has come, but every `max_in_flight` slot of the subscriber is taken.
+    SubscriberSaturated,
+    /// Behind other messages of the same subscriber.
+    Queued,
+    /// Its parent is not delivered yet.
+    WaitingForParent,
+    /// Dead because its parent died.
+    ParentDead,
+    /// A subscriber gave up on it.
+    Dead,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::InFlight => "in_flight",
+            Verdict::RetryScheduled => "retry_scheduled",
+            Verdict::SubscriberSaturated => "subscriber_saturated",
+            Verdict::Queued => "queued",
+            Verdict::WaitingForParent => "waiting_for_parent",
+            Verdict::ParentDead => "parent_dead",
+            Verdict::Dead => "dead",
+        }
+    }
+}
+
+/// A delivery still owed: to whom, and why it has not happened yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub subscriber: SubscriberId,
+    pub endpoint: String,
+    pub verdict: Verdict,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<u64>,
+}
+
+/// An ancestor that holds a message back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    pub id: MessageId,
+    /// 1 for the parent, 2 for the grandparent, …
+    pub depth: u32,
+    /// `None` when the queue no longer holds it (removed by retention or discarded).
+    pub state: Option<MessageState>,
+    pub verdict: Option<Verdict>,
+    pub pending: Vec<PendingDelivery>,
+}
+
+/// A subscriber's health, as far as an explanation needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberHealth {
+    pub id: SubscriberId,
+    pub endpoint: String,
+    pub in_flight: u32,
+    pub max_in_flight: u32,
+    pub consecutive_failures: u32,
+    pub last_success_at_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// Why a message is not delivered (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub id: MessageId,
+    pub state: MessageState,
+    pub verdict: Verdict,
+    /// Its own deliveries still owed.
+    pub pending: Vec<PendingDelivery>,
+    /// The ancestors holding it back, nearest first, up to the root blocker.
+    pub blockers: Vec<Blocker>,
+    /// The farthest ancestor holding it back: the one to look at.
+    pub root_blocker: Option<MessageId>,
+    pub subscribers: Vec<SubscriberHealth>,
+    /// The earliest time something scheduled changes for it or its root blocker (a retry).
+    pub next_change_at_ms: Option<u64>,
+    /// The walk up its ancestors was cut at its bound.
+    pub truncated: bool,
+}
+
+/// A message in a lineage; `state` is `None` for one the queue no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageNode {
+    pub id: MessageId,
+    pub state: Option<MessageState>,
+}
+
+/// Ancestors and descendants of a message, as nodes and parent → child edges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageGraph {
+    pub nodes: Vec<LineageNode>,
+    pub edges: Vec<(MessageId, MessageId)>,
+    pub truncated: bool,
+}
+
+impl QueueState {
+    /// Why `id` is where it is, walking at most `depth_max` ancestors.
+    pub fn explain(&self, id: MessageId, depth_max: u32) -> Option<Explanation> {
+        let (state, verdict, pending) = self.verdict_of(id)?;
+        let mut blockers = Vec::new();
+        let mut truncated = false;
+        if matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead) {
+            let mut next = self.sched.parent(id);
+            while let Some(parent) = next {
+                let depth = blockers.len() as u32 + 1;
+                if depth > depth_max {
+                    truncated = true;
+                    break;
+                }
+                let Some((state, verdict, pending)) = self.verdict_of(parent) else {
+                    blockers.push(Blocker {
+                        id: parent,
+                        depth,
+                        state: None,
+                        verdict: None,
+                        pending: Vec::new(),
+                    });
+                    break;
+                };
+                if verdict == Verdict::Delivered {
+                    break;
+                }
+                // Up through ancestors that wait, or died, for their own parent.
+                next = matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead)
+                    .then(|| self.sched.parent(parent))
+                    .flatten();
+                blockers.push(Blocker {
+                    id: parent,
+                    depth,
+                    state: Some(state),
+                    verdict: Some(verdict),
+                    pending,
+                });
+            }
+        }
+        let next_change_at_ms = pending
+            .iter()
+            .chain(blockers.last().into_iter().flat_map(|b| &b.pending))
+            .filter_map(|p| p.next_attempt_at_ms)
+            .min();
+        let subscribers = self
+            .subscribers
+            .iter()
+            .map(|(sub, s)| {
+                let h = s.health();
+                SubscriberHealth {
+                    id: *sub,
+                    endpoint: s.spec.endpoint.clone(),
+                    in_flight: h.in_flight,
+                    max_in_flight: s.spec.max_in_flight,
+                    consecutive_failures: h.consecutive_failures,
+                    last_success_at_ms: h.last_success_at_ms,
+                    last_error: h.last_error,
+                }
+            })
+            .collect();
+        Some(Explanation {
+            id,
+            state,
+            verdict,
+            pending,
+            root_blocker: blockers.last().map(|b| b.id),
+            blockers,
+            subscribers,
+            next_change_at_ms,
+            truncated,
+        })
+    }
+
+    /// A held message's state, verdict and deliveries still owed.
+    fn verdict_of(&self, id: MessageId) -> Option<(MessageState, Verdict, Vec<PendingDelivery>)> {
+        let state = self.sched.state(id)?;
+        let mut pending = Vec::new();
+        let verdict = match state {
+            MessageState::Delivered => Verdict::Delivered,
+            MessageState::Waiting => Verdict::WaitingForParent,
+            MessageState::Dead if self.sched.raw(id).is_some_and(|r| r.parent_dead) => {
+                Verdict::ParentDead
+            }
+            MessageState::Dead => Verdict::Dead,
+            MessageState::Ready | MessageState::Delivering => {
+                for (sub, s) in &self.subscribers {
+                    let verdict = match self.sched.delivery_state(id, s.slot) {
+                        Some(DeliveryState::InFlight) if s.retry_scheduled(id) => {
+                            Verdict::RetryScheduled
+                        }
+                        Some(DeliveryState::InFlight) => Verdict::InFlight,
+                        Some(DeliveryState::Pending) if s.saturated() => {
+                            Verdict::SubscriberSaturated
+                        }
+                        Some(DeliveryState::Pending) => Verdict::Queued,
+                        _ => continue,
+                    };
+                    let info = self.deliveries.get(&(id, Some(*sub)));
+                    pending.push(PendingDelivery {
+                        subscriber: *sub,
+                        endpoint: s.spec.endpoint.clone(),
+                        verdict,
+                        attempts: info.map_or(0, |i| i.attempts),
+                        last_error: info.and_then(|i| i.last_error.clone()),
+                        next_attempt_at_ms: info
+                            .and_then(|i| i.next_attempt_at_ms)
+                            .filter(|_| verdict == Verdict::RetryScheduled),
+                    });
+                }
+                // What holds it back the longest among its deliveries.
+                [
+                    Verdict::RetryScheduled,
+                    Verdict::SubscriberSaturated,
+                    Verdict::Queued,
+                    Verdict::InFlight,
+                ]
+                .into_iter()
+                .find(|v| pending.iter().any(|p| p.verdict == *v))
+                .unwrap_or(Verdict::Queued)
+            }
+        };
+        Some((state, verdict, pending))
+    }
+
+    /// The ancestors of `id` up to `up` levels and its descendants down to `down` levels,
+    /// at most `limit` nodes in all (the message itself included). Descendants the queue no
+    /// longer holds are not known; an ancestor it no longer holds is marked and ends the walk.
+    pub fn lineage(&self, id: MessageId, up: u32, down: u32, limit: usize) -> Option<LineageGraph> {
+        let limit = limit.max(1);
+        let mut nodes = vec![LineageNode {
+            id,
+            state: Some(self.sched.state(id)?),
+        }];
+        let mut edges = Vec::new();
+        let mut truncated = false;
+        let mut child = id;
+        let mut level = 0;
+        while let Some(parent) = self.sched.parent(child) {
+            if level == up || nodes.len() >= limit {
+                truncated = true;
+                break;
+            }
+            let state = self.sched.state(parent);
+            nodes.push(LineageNode { id: parent, state });
+            edges.push((parent, child));
+            if state.is_none() {
+                break;
+            }
+            child = parent;
+            level += 1;
+        }
+        let mut todo = VecDeque::from([(id, 0u32)]);
+        'walk: while let Some((at, level)) = todo.pop_front() {
+            let children = self.sched.children(at);
+            if level == down {
+                truncated |= !children.is_empty();
+                continue;
+            }
+            for c in children {
+                if nodes.len() >= limit {
+                    truncated = true;
+                    break 'walk;
+                }
+                nodes.push(LineageNode {
+                    id: c,
+                    state: self.sched.state(c),
+                });
+                edges.push((at, c));
+                todo.push_back((c, level + 1));
+            }
+        }
+        Some(LineageGraph {
+            nodes,
+            edges,
+            truncated,
+        })
+    }
+}
