@@ -181,9 +181,15 @@ impl Api {
                 client,
                 hyper::Method::POST,
                 "/v1/queues/bench/subscribers",
-                format!(
-                    r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight},"batch":{{"max_messages":{delivery_batch}}}}}"#
-                ),
+                // Without `batch` when it is 1, so that builds from before batched delivery
+                // can be measured by the same bench (`--syncbrok-bin`).
+                if delivery_batch > 1 {
+                    format!(
+                        r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight},"batch":{{"max_messages":{delivery_batch}}}}}"#
+                    )
+                } else {
+                    format!(r#"{{"endpoint":"{endpoint}","max_in_flight":{in_flight}}}"#)
+                },
             )
             .await?;
         }

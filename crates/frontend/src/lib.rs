@@ -501,14 +501,43 @@ async fn dead_letters(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages/{id}/redrive", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 202, description = "Sent again", body = views::Redriven), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Not dead", body = problem::ProblemBody, content_type = "application/problem+json")))]
+/// What a redrive of one message takes (optional body).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    /// `message` (default): the message alone; `subtree`: it and every dead message below it,
+    /// parents first (children dead with their parent come back waiting for it).
+    #[schema(value_type = Option<String>)]
+    scope: Option<String>,
+    /// Count what would be redriven, change nothing (answered 200).
+    dry_run: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages/{id}/redrive", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), request_body(content = Option<RedriveRequest>, content_type = "application/json"), responses((status = 202, description = "Sent again", body = views::Redriven), (status = 200, description = "Dry run: what would be sent again", body = views::Redriven), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Nothing dead in scope", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn redrive(
     State(api): State<Api>,
     Path((queue, id)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let id = message_id(&id, "message")?;
-    api.space.redrive(&queue, id).await?;
-    Ok((StatusCode::ACCEPTED, Json(views::Redriven { redriven: 1 })).into_response())
+    let r: RedriveRequest = json(&body(b)?)?;
+    let scope = match r.scope.as_deref() {
+        None | Some("message") => space::RedriveScope::Message,
+        Some("subtree") => space::RedriveScope::Subtree,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "unknown scope {other:?}: use message or subtree"
+            )));
+        }
+    };
+    let dry_run = r.dry_run.unwrap_or(false);
+    let n = api.space.redrive_scoped(&queue, id, scope, dry_run).await?;
+    let status = if dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(views::Redriven { redriven: n })).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/queues/{queue}/dead-letters/redrive", tag = "dead letters", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 202, description = "Sent again", body = views::Redriven), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]

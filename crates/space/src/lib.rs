@@ -51,7 +51,7 @@ pub use queue::image::{MessageImage, QueueImage};
 pub use queue::{Batching, SubscriberSpec};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
-pub use space::{Space, SpaceImage, decode_secret, validate_queue_name};
+pub use space::{RedriveScope, Space, SpaceImage, decode_secret, validate_queue_name};
 pub use types::{
     BatchEntry, BatchParent, DeadLetter, DeliveryView, MessageInfo, NewMessage, Page,
     PublishedMessage, QueueInfo, ReclaimReport, SpaceConfig, SpaceTotals, SubscriberInfo,

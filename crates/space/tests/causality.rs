@@ -273,3 +273,147 @@ async fn a_lineage_holds_ancestors_and_descendants_within_its_bounds() {
     assert_eq!(states, vec![(b, true), (a, true), (root, false)]);
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_subtree_redrive_brings_back_children_dead_with_their_parent_in_order() {
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(SimDisk::new(60)), &d);
+    space
+        .put_queue("q", &slow_retries("dead_letter", 1))
+        .await
+        .unwrap();
+    subscribe(&space, "q", A).await;
+    // root → a → b, and root → c; an unrelated dead message beside them.
+    let root = space.publish("q", msg("root")).await.unwrap().id;
+    let a = space.publish("q", child("a", root)).await.unwrap().id;
+    let b = space.publish("q", child("b", a)).await.unwrap().id;
+    let c = space.publish("q", child("c", root)).await.unwrap().id;
+    let other = space.publish("q", msg("other")).await.unwrap().id;
+    let dead = |id| space.message("q", id).unwrap().state == MessageState::Dead;
+    eventually("all dead", || [root, a, b, c, other].into_iter().all(dead)).await;
+
+    use space::RedriveScope::{Message, Subtree};
+    // A dry run counts and changes nothing.
+    assert_eq!(
+        space
+            .redrive_scoped("q", root, Subtree, true)
+            .await
+            .unwrap(),
+        4
+    );
+    assert!([root, a, b, c].into_iter().all(dead));
+    // Below the root only: a and b.
+    assert_eq!(
+        space.redrive_scoped("q", a, Subtree, true).await.unwrap(),
+        2
+    );
+
+    d.set(ack);
+    let sent_before = d.attempts().len();
+    assert_eq!(
+        space
+            .redrive_scoped("q", root, Subtree, false)
+            .await
+            .unwrap(),
+        4
+    );
+    eventually("the subtree delivered", || {
+        [root, a, b, c]
+            .into_iter()
+            .all(|id| space.message("q", id).unwrap().state == MessageState::Delivered)
+    })
+    .await;
+    assert!(dead(other), "outside the subtree: untouched");
+    let order: Vec<MessageId> = d.attempts()[sent_before..]
+        .iter()
+        .map(|(_, m, _)| *m)
+        .collect();
+    let at = |id| order.iter().position(|m| *m == id).unwrap();
+    assert!(
+        at(root) < at(a) && at(a) < at(b) && at(root) < at(c),
+        "{order:?}"
+    );
+    // Nothing dead left in scope: refused as with one message.
+    assert!(matches!(
+        space.redrive_scoped("q", root, Subtree, false).await,
+        Err(MessageError::NotDead(_))
+    ));
+    assert!(matches!(
+        space.redrive_scoped("q", root, Message, true).await,
+        Err(MessageError::NotDead(_))
+    ));
+    space.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Fails every attempt while `failing`, then leaves every attempt hanging.
+struct FailThenHang {
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Deliverer for FailThenHang {
+    fn deliver(&self, _: Attempt) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let failing = self.failing.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if failing {
+                fail_now()
+            } else {
+                std::future::pending().await
+            }
+        })
+    }
+}
+
+fn fail_now() -> Outcome {
+    Outcome::Failed {
+        error: "HTTP 500".into(),
+        retry_after: None,
+    }
+}
+
+#[tokio::test]
+async fn a_subtree_redrive_survives_a_restart_as_it_was_applied() {
+    let disk = Arc::new(SimDisk::new(60));
+    let d = Arc::new(FailThenHang {
+        failing: true.into(),
+    });
+    let open_with =
+        |d: &Arc<FailThenHang>| Space::open(disk.clone(), config(), d.clone()).unwrap().0;
+    let space = open_with(&d);
+    space
+        .put_queue("q", &slow_retries("dead_letter", 1))
+        .await
+        .unwrap();
+    subscribe(&space, "q", A).await;
+    let ids = chain(&space, 3).await;
+    let state = |space: &Space, id| space.message("q", id).unwrap().state;
+    eventually("all dead", || {
+        ids.iter()
+            .all(|id| state(&space, *id) == MessageState::Dead)
+    })
+    .await;
+    d.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    space
+        .redrive_scoped("q", ids[0], space::RedriveScope::Subtree, false)
+        .await
+        .unwrap();
+    let waiting = |space: &Space| {
+        ids[1..]
+            .iter()
+            .all(|id| state(space, *id) == MessageState::Waiting)
+    };
+    assert!(
+        waiting(&space),
+        "children redriven with their parent wait for it"
+    );
+    let before = space.state_image();
+    disk.crash();
+    drop(space);
+    disk.restart();
+    let space = open_with(&d);
+    assert!(waiting(&space), "and still after a crash");
+    assert_eq!(
+        space.state_image().queues[0].messages,
+        before.queues[0].messages
+    );
+    space.shutdown(Duration::from_millis(100)).await;
+}

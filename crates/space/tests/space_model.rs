@@ -137,6 +137,7 @@ enum Op {
     Redrive {
         queue: usize,
         which: proptest::sample::Index,
+        subtree: bool,
     },
     RedriveAll {
         queue: usize,
@@ -183,7 +184,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(queue, size, chained)| Op::Batch { queue, size, chained }),
         10 => (any::<proptest::sample::Index>(), prop_oneof![3 => Just(Answer::Ack), 1 => Just(Answer::Fail)])
             .prop_map(|(which, answer)| Op::Answer { which, answer }),
-        1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::Redrive { queue, which }),
+        1 => (queue.clone(), any::<proptest::sample::Index>(), any::<bool>()).prop_map(|(queue, which, subtree)| Op::Redrive { queue, which, subtree }),
         1 => queue.clone().prop_map(|queue| Op::RedriveAll { queue }),
         1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::Discard { queue, which }),
         1 => (queue.clone(), 0..ENDPOINTS.len()).prop_map(|(queue, endpoint)| Op::AddSubscriber { queue, endpoint }),
@@ -430,9 +431,18 @@ impl World {
                     });
                 }
             }
-            Op::Redrive { queue, which } => {
+            Op::Redrive {
+                queue,
+                which,
+                subtree,
+            } => {
                 if let Some(id) = self.pick(QUEUES[queue], which) {
-                    let _ = s.redrive(QUEUES[queue], id).await;
+                    let scope = if subtree {
+                        space::RedriveScope::Subtree
+                    } else {
+                        space::RedriveScope::Message
+                    };
+                    let _ = s.redrive_scoped(QUEUES[queue], id, scope, false).await;
                 }
             }
             Op::RedriveAll { queue } => {
@@ -596,7 +606,12 @@ async fn concurrent_round(seed: u64) {
                     }
                     12..=14 if !mine.is_empty() => {
                         let (qi, id) = mine[rng.usize(0..mine.len())];
-                        let _ = space.redrive(QUEUES[qi], id).await;
+                        let scope = if rng.bool() {
+                            space::RedriveScope::Subtree
+                        } else {
+                            space::RedriveScope::Message
+                        };
+                        let _ = space.redrive_scoped(QUEUES[qi], id, scope, false).await;
                     }
                     15 if !mine.is_empty() => {
                         let (qi, id) = mine[rng.usize(0..mine.len())];

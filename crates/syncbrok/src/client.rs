@@ -110,6 +110,12 @@ pub enum DeadLettersCommand {
         queue: String,
         #[arg(long)]
         message: Option<String>,
+        /// With --message: also every dead message below it, parents first.
+        #[arg(long, requires = "message")]
+        subtree: bool,
+        /// With --message: count what would be redriven, change nothing.
+        #[arg(long, requires = "message")]
+        dry_run: bool,
     },
 }
 
@@ -270,13 +276,18 @@ pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyho
         DeadLettersCommand::Redrive {
             queue,
             message: Some(id),
+            subtree,
+            dry_run,
         } => {
             let path = format!("/v1/queues/{queue}/messages/{id}/redrive");
-            call(target, Method::POST, &path, &[], Bytes::new()).await?
+            let scope = if subtree { "subtree" } else { "message" };
+            let body = serde_json::json!({"scope": scope, "dry_run": dry_run}).to_string();
+            call(target, Method::POST, &path, &[], Bytes::from(body)).await?
         }
         DeadLettersCommand::Redrive {
             queue,
             message: None,
+            ..
         } => {
             let path = format!("/v1/queues/{queue}/dead-letters/redrive");
             call(target, Method::POST, &path, &[], Bytes::new()).await?

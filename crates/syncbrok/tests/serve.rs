@@ -1313,6 +1313,22 @@ async fn the_cli_drives_the_api() {
         .await
         .unwrap();
     assert!(!ok && err.contains("400") && err.contains("limit"), "{err}");
+    // Nothing in the order's subtree is dead yet: a subtree redrive, even a dry run, says so.
+    let (ok, _, err) = run(
+        a(&[
+            "dead-letters",
+            "redrive",
+            "why",
+            "--message",
+            &order,
+            "--subtree",
+            "--dry-run",
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("409"), "{err}");
     assert!(b.terminate().success());
 }
 

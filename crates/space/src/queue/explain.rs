@@ -238,6 +238,22 @@ impl QueueState {
         Some((state, verdict, pending))
     }
 
+    /// `id` and every message below it that the queue holds, parents before their children
+    /// (breadth first); `None` if it does not hold `id`.
+    pub fn subtree(&self, id: MessageId) -> Option<Vec<MessageId>> {
+        if !self.sched.contains(id) {
+            return None;
+        }
+        let mut all = vec![id];
+        let mut at = 0;
+        while at < all.len() {
+            let children = self.sched.children(all[at]);
+            all.extend(children);
+            at += 1;
+        }
+        Some(all)
+    }
+
     /// The ancestors of `id` up to `up` levels and its descendants down to `down` levels,
     /// at most `limit` nodes in all (the message itself included). Descendants the queue no
     /// longer holds are not known; an ancestor it no longer holds is marked and ends the walk.

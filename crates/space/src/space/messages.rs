@@ -12,6 +12,44 @@ use crate::scheduler::ScheduleError;
 /// Redriven records appended at once by a bulk redrive (each names at most 64 subscribers).
 const REDRIVES_PER_APPEND: usize = 1000;
 
+/// What a redrive of one message takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedriveScope {
+    /// The message alone.
+    Message,
+    /// The message and every dead message below it.
+    Subtree,
+}
+
+/// What a redrive names.
+#[derive(Debug, Clone, Copy)]
+enum Redrive {
+    One {
+        id: MessageId,
+        scope: RedriveScope,
+        dry_run: bool,
+    },
+    /// Every dead message of the queue.
+    All,
+}
+
+impl Redrive {
+    /// One message alone: an error about it is the caller's.
+    fn single(self) -> bool {
+        matches!(
+            self,
+            Redrive::One {
+                scope: RedriveScope::Message,
+                ..
+            }
+        )
+    }
+
+    fn dry_run(self) -> bool {
+        matches!(self, Redrive::One { dry_run: true, .. })
+    }
+}
+
 fn message_error(id: MessageId) -> impl Fn(ScheduleError) -> MessageError {
     move |e| match e {
         ScheduleError::NotDead(_) => MessageError::NotDead(id),
@@ -57,18 +95,35 @@ impl Space {
     /// Sends a dead message again to the subscribers that did not acknowledge it, attempts
     /// starting over.
     pub async fn redrive(&self, queue: &str, id: MessageId) -> Result<(), MessageError> {
+        self.redrive_scoped(queue, id, RedriveScope::Message, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Redrives a message, or (`Subtree`) it and every dead message below it, parents before
+    /// their children: children dead with their parent (`parent_dead`) come back waiting for
+    /// it. Returns how many messages were (with `dry_run`, would be) redriven; a dry run
+    /// changes nothing. Nothing dead in scope is `NotDead`.
+    pub async fn redrive_scoped(
+        &self,
+        queue: &str,
+        id: MessageId,
+        scope: RedriveScope,
+        dry_run: bool,
+    ) -> Result<u64, MessageError> {
         let (this, queue) = (self.clone(), queue.to_owned());
-        Self::complete(async move { this.redrive_now(&queue, Some(id)).await.map(|_| ()) }).await
+        let what = Redrive::One { id, scope, dry_run };
+        Self::complete(async move { this.redrive_now(&queue, what).await }).await
     }
 
     /// Redrives every dead message of a queue; returns how many.
     pub async fn redrive_all(&self, queue: &str) -> Result<u64, MessageError> {
         let (this, queue) = (self.clone(), queue.to_owned());
-        Self::complete(async move { this.redrive_now(&queue, None).await }).await
+        Self::complete(async move { this.redrive_now(&queue, Redrive::All).await }).await
     }
 
-    /// Redrives one message, or every dead one, as one change.
-    async fn redrive_now(&self, queue: &str, one: Option<MessageId>) -> Result<u64, MessageError> {
+    /// Redrives what `what` names as one change.
+    async fn redrive_now(&self, queue: &str, what: Redrive) -> Result<u64, MessageError> {
         let q = self.inner.registry.get(queue)?;
         let change = self.inner.journal.change().await;
         let _order = q.order.write().await;
@@ -78,9 +133,18 @@ impl Space {
             if st.is_deleted() {
                 return Err(MessageError::QueueNotFound(queue.to_owned()));
             }
-            let ids = match one {
-                Some(id) => vec![id],
-                None => st.dead_message_ids(),
+            let ids = match what {
+                Redrive::One {
+                    id,
+                    scope: RedriveScope::Message,
+                    ..
+                } => vec![id],
+                Redrive::One {
+                    id,
+                    scope: RedriveScope::Subtree,
+                    ..
+                } => st.subtree(id).ok_or(MessageError::MessageNotFound(id))?,
+                Redrive::All => st.dead_message_ids(),
             };
             let mut records = Vec::with_capacity(ids.len());
             for id in ids {
@@ -90,12 +154,20 @@ impl Space {
                         subscribers,
                         redriven_at_ms: now,
                     }),
-                    Err(e) if one.is_some() => return Err(message_error(id)(e)),
+                    Err(e) if what.single() => return Err(message_error(id)(e)),
                     Err(_) => {}
                 }
             }
+            if let Redrive::One { id, .. } = what
+                && records.is_empty()
+            {
+                return Err(MessageError::NotDead(id));
+            }
             records
         };
+        if what.dry_run() {
+            return Ok(records.len() as u64);
+        }
         for chunk in records.chunks(REDRIVES_PER_APPEND) {
             change.append(chunk).await?;
             let mut wake = Vec::new();

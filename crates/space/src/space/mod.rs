@@ -24,6 +24,7 @@ mod registry;
 mod replay;
 mod views;
 
+pub use messages::RedriveScope;
 pub use views::SpaceImage;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
