@@ -21,7 +21,14 @@ impl QueueState {
     /// returned.
     fn next_within(&mut self, sub: SubscriberId, now: Instant, budget: u64) -> Option<MessageId> {
         let s = self.subscribers.get_mut(&sub)?;
-        let size = |sched: &Scheduler<Meta>, id| sched.meta(id).map_or(0, |m| u64::from(m.size));
+        // Without a bound (a single message), no size is looked up.
+        let size = |sched: &Scheduler<Meta>, id| {
+            if budget == u64::MAX {
+                0
+            } else {
+                sched.meta(id).map_or(0, |m| u64::from(m.size))
+            }
+        };
         while let Some(id) = s.peek_due_retry(now) {
             // Stale entries (discarded, expired, acked meanwhile) are skipped.
             if self.sched.delivery_state(id, s.slot) != Some(DeliveryState::InFlight) {

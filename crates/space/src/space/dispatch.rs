@@ -65,7 +65,11 @@ impl Job {
         let now = tokio::time::Instant::now();
         let first = st.next_for(sub, now)?;
         let batched = st.subscriber(sub)?.spec.batch.is_batched();
-        let more = st.fill_batch(sub, first, now);
+        let more = if batched {
+            st.fill_batch(sub, first, now)
+        } else {
+            Vec::new()
+        };
         Some(Job {
             first,
             more,
