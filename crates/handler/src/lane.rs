@@ -136,20 +136,10 @@ pub(crate) async fn deliver(
     attempt: Attempt,
     channel: &mut Channel,
 ) -> Outcome {
-    let (target, sender) = match kept_for(channel, &attempt) {
-        Ok(kept) => kept,
-        Err(error) => return failed(error),
-    };
-    let sent = match target.request(&attempt) {
-        Ok(request) => send(connector, &target, sender, request).await,
-        Err(error) => Err(error),
-    };
-    let (outcome, sender) = match sent {
-        Ok((answer, sender)) => (single_outcome(attempt.handler, &answer), sender),
-        Err(error) => (failed(error), None),
-    };
-    channel.put(Kept { target, sender });
-    outcome
+    match exchange(connector, channel, &attempt, |t| t.request(&attempt)).await {
+        Ok(answer) => single_outcome(attempt.handler, &answer),
+        Err(error) => failed(error),
+    }
 }
 
 /// One batch over the lane's connection: one outcome per attempt, in order.
@@ -161,25 +151,35 @@ pub(crate) async fn deliver_batch(
     let Some(first) = attempts.first() else {
         return Vec::new();
     };
-    let all_failed = |error: String| vec![failed(error); attempts.len()];
-    let (target, sender) = match kept_for(channel, first) {
-        Ok(kept) => kept,
-        Err(error) => return all_failed(error),
-    };
-    let sent = match target.batch_request(&attempts) {
+    match exchange(connector, channel, first, |t| t.batch_request(&attempts)).await {
+        Ok(answer) => {
+            let ids: Vec<_> = attempts.iter().map(|a| a.message).collect();
+            batch::outcomes(answer.status, answer.retry_after, &answer.body, &ids)
+        }
+        Err(error) => vec![failed(error); attempts.len()],
+    }
+}
+
+/// The request `make` builds for the lane's target, sent on the lane's connection (made if it
+/// has none to the endpoint of `a`); the target and a connection that can carry the next
+/// request go back into the channel.
+async fn exchange(
+    connector: &Connector,
+    channel: &mut Channel,
+    a: &Attempt,
+    make: impl FnOnce(&Target) -> Result<Request<Full<Bytes>>, String>,
+) -> Result<Answer, String> {
+    let (target, sender) = kept_for(channel, a)?;
+    let sent = match make(&target) {
         Ok(request) => send(connector, &target, sender, request).await,
         Err(error) => Err(error),
     };
-    let (outcomes, sender) = match sent {
-        Ok((answer, sender)) => {
-            let ids: Vec<_> = attempts.iter().map(|a| a.message).collect();
-            let outcomes = batch::outcomes(answer.status, answer.retry_after, &answer.body, &ids);
-            (outcomes, sender)
-        }
-        Err(error) => (all_failed(error), None),
+    let (answer, sender) = match sent {
+        Ok((answer, sender)) => (Ok(answer), sender),
+        Err(error) => (Err(error), None),
     };
     channel.put(Kept { target, sender });
-    outcomes
+    answer
 }
 
 /// Sends a request on the lane's connection; returns the answer and the connection if it can

@@ -19,6 +19,19 @@ fn slow_retries(policy: &str, max_attempts: u32) -> SettingsPatch {
     .unwrap()
 }
 
+/// A Space whose queue `q` has one subscriber that fails every attempt, retried an hour
+/// apart, `max_attempts` in all, under the `on_parent_dead` policy named.
+async fn failing_queue(policy: &str, max_attempts: u32) -> (Arc<Recorder>, Space, u64) {
+    let d = Recorder::new(fail);
+    let space = open(Arc::new(SimDisk::new(60)), &d);
+    space
+        .put_queue("q", &slow_retries(policy, max_attempts))
+        .await
+        .unwrap();
+    let sub = subscribe(&space, "q", A).await;
+    (d, space, sub)
+}
+
 /// A chain root → … of `n` messages.
 async fn chain(space: &Space, n: usize) -> Vec<MessageId> {
     let mut ids: Vec<MessageId> = Vec::new();
@@ -34,13 +47,7 @@ async fn chain(space: &Space, n: usize) -> Vec<MessageId> {
 
 #[tokio::test]
 async fn a_waiting_message_names_its_root_blocker_and_why_it_waits() {
-    let d = Recorder::new(fail);
-    let space = open(Arc::new(SimDisk::new(60)), &d);
-    space
-        .put_queue("q", &slow_retries("wait", 0))
-        .await
-        .unwrap();
-    let sub = subscribe(&space, "q", A).await;
+    let (d, space, sub) = failing_queue("wait", 0).await;
     let ids = chain(&space, 3).await;
     eventually("the root failed once", || !d.to(A).is_empty()).await;
     eventually("its retry is scheduled", || {
@@ -97,13 +104,7 @@ async fn a_dead_root_is_named_and_its_children_say_so_under_each_policy() {
         ("wait", Verdict::WaitingForParent),
         ("dead_letter", Verdict::ParentDead),
     ] {
-        let d = Recorder::new(fail);
-        let space = open(Arc::new(SimDisk::new(60)), &d);
-        space
-            .put_queue("q", &slow_retries(policy, 1))
-            .await
-            .unwrap();
-        subscribe(&space, "q", A).await;
+        let (_d, space, _) = failing_queue(policy, 1).await;
         let ids = chain(&space, 3).await;
         eventually("the root is dead", || {
             space.explain("q", ids[0]).unwrap().verdict == Verdict::Dead
@@ -212,13 +213,7 @@ async fn an_attempt_on_the_wire_and_a_saturated_subscriber_are_told_apart() {
 
 #[tokio::test]
 async fn the_walk_up_is_bounded() {
-    let d = Recorder::new(fail);
-    let space = open(Arc::new(SimDisk::new(60)), &d);
-    space
-        .put_queue("q", &slow_retries("wait", 0))
-        .await
-        .unwrap();
-    subscribe(&space, "q", A).await;
+    let (_d, space, _) = failing_queue("wait", 0).await;
     let depth = space::limits::EXPLAIN_DEPTH_MAX as usize;
     let ids = chain(&space, depth + 3).await;
     let e = space.explain("q", *ids.last().unwrap()).unwrap();
@@ -232,13 +227,7 @@ async fn the_walk_up_is_bounded() {
 
 #[tokio::test]
 async fn a_lineage_holds_ancestors_and_descendants_within_its_bounds() {
-    let d = Recorder::new(fail);
-    let space = open(Arc::new(SimDisk::new(60)), &d);
-    space
-        .put_queue("q", &slow_retries("wait", 0))
-        .await
-        .unwrap();
-    subscribe(&space, "q", A).await;
+    let (_d, space, _) = failing_queue("wait", 0).await;
     // root → a → (b, c); b → d.
     let root = space.publish("q", msg("root")).await.unwrap().id;
     let a = space.publish("q", child("a", root)).await.unwrap().id;
@@ -276,13 +265,7 @@ async fn a_lineage_holds_ancestors_and_descendants_within_its_bounds() {
 
 #[tokio::test]
 async fn a_subtree_redrive_brings_back_children_dead_with_their_parent_in_order() {
-    let d = Recorder::new(fail);
-    let space = open(Arc::new(SimDisk::new(60)), &d);
-    space
-        .put_queue("q", &slow_retries("dead_letter", 1))
-        .await
-        .unwrap();
-    subscribe(&space, "q", A).await;
+    let (d, space, _) = failing_queue("dead_letter", 1).await;
     // root → a → b, and root → c; an unrelated dead message beside them.
     let root = space.publish("q", msg("root")).await.unwrap().id;
     let a = space.publish("q", child("a", root)).await.unwrap().id;
