@@ -35,7 +35,7 @@ pub mod time;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use delivery::{Attempt, Channel, Deliverer, HandlerKind, Outcome};
+pub use delivery::{Attempt, Batching, Channel, Deliverer, HandlerKind, Outcome};
 pub use error::{
     Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
     QueueNotFound, ReclaimError, SnapshotError, SubscriberError,
@@ -44,11 +44,11 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
     SubscriberId,
 };
+pub use queue::SubscriberSpec;
 pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
-pub use queue::{Batching, SubscriberSpec};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{RedriveScope, Space, SpaceImage, decode_secret, validate_queue_name};

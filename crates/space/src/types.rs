@@ -86,7 +86,7 @@ pub struct SubscriberInfo {
     pub handler: HandlerKind,
     pub max_in_flight: u32,
     pub has_secret: bool,
-    pub batch: crate::queue::Batching,
+    pub batch: crate::delivery::Batching,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

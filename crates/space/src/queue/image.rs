@@ -20,7 +20,7 @@ pub struct QueueImage {
         &'static str,
         bool,
         u32,
-        super::Batching,
+        crate::delivery::Batching,
     )>,
     /// (key, message, expiry) of keys still in their window at the image's time.
     pub idempotency: Vec<(String, MessageId, u64)>,

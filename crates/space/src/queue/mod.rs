@@ -42,7 +42,7 @@ pub(crate) use idempotency::body_hash;
 use idempotency::{IdempotencyKeys, Remembered};
 use reservation::PendingPublishes;
 pub(crate) use subscriber::Subscriber;
-pub use subscriber::{Answered, Batching, SubscriberSpec, decode_secret};
+pub use subscriber::{Answered, SubscriberSpec, decode_secret};
 
 /// What the Space keeps in memory per message besides its scheduling state: 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -288,7 +288,7 @@ mod tests {
             handler: HandlerKind::Webhook,
             secret: Some("whsec_c2VjcmV0".into()),
             max_in_flight: 5,
-            batch: super::super::Batching {
+            batch: crate::delivery::Batching {
                 max_messages,
                 max_bytes: 4096,
             },

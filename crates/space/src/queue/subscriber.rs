@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::delivery::HandlerKind;
+use crate::delivery::{Batching, HandlerKind};
 use crate::error::SubscriberError;
 use crate::idhash::IdSet;
 use crate::model::MessageId;
@@ -26,54 +26,6 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
         return Err(SubscriberError::InvalidSecret);
     }
     Ok(key)
-}
-
-/// How many messages one request to a subscriber may carry (`batch` in the API). With
-/// `max_messages` 1 (the default) every message goes in a request of its own, as a plain
-/// webhook; above 1, the dispatcher sends whatever is ready for the subscriber, up to both
-/// bounds, as one CloudEvents batch, never waiting for a batch to fill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Batching {
-    /// 1 to [`DELIVERY_BATCH_MESSAGES_MAX`](crate::limits::DELIVERY_BATCH_MESSAGES_MAX).
-    pub max_messages: u32,
-    /// The bodies of one batch together, in bytes, at most (a larger message goes alone); 1 to
-    /// [`DELIVERY_BATCH_BYTES_MAX`](crate::limits::DELIVERY_BATCH_BYTES_MAX).
-    pub max_bytes: u32,
-}
-
-impl Default for Batching {
-    fn default() -> Self {
-        Batching {
-            max_messages: 1,
-            max_bytes: crate::limits::DELIVERY_BATCH_BYTES_DEFAULT,
-        }
-    }
-}
-
-impl Batching {
-    /// Whether requests carry batches (even of one message) rather than single webhooks.
-    pub fn is_batched(&self) -> bool {
-        self.max_messages > 1
-    }
-
-    /// Checks the bounds.
-    pub fn validate(&self) -> Result<(), SubscriberError> {
-        use crate::limits::{DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_MESSAGES_MAX};
-        if !(1..=DELIVERY_BATCH_MESSAGES_MAX).contains(&self.max_messages) {
-            return Err(SubscriberError::InvalidBatch(format!(
-                "batch.max_messages {} is outside 1..={DELIVERY_BATCH_MESSAGES_MAX}",
-                self.max_messages
-            )));
-        }
-        if !(1..=DELIVERY_BATCH_BYTES_MAX).contains(&self.max_bytes) {
-            return Err(SubscriberError::InvalidBatch(format!(
-                "batch.max_bytes {} is outside 1..={DELIVERY_BATCH_BYTES_MAX}",
-                self.max_bytes
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// A subscriber as its user configured it.
