@@ -94,8 +94,11 @@ fn is_json(content_type: &str) -> bool {
     media == "application/json" || (media.contains('/') && media.ends_with("+json"))
 }
 
+/// Whether `body` can go inline as `data`: UTF-8 JSON that strict parsers take — no lone
+/// surrogate escapes, nesting within serde_json's own limit (128) — so that one message cannot
+/// make its whole batch unreadable to its receiver. Anything else goes as `data_base64`.
 fn valid_json(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    std::str::from_utf8(body).is_ok() && serde_json::from_slice::<serde_json::Value>(body).is_ok()
 }
 
 /// The headers of a batch request: Standard Webhooks headers for the batch as a whole (a
@@ -268,6 +271,28 @@ mod tests {
         // Declared JSON, but not: carried as bytes, never spliced into the array.
         assert_eq!(events[2]["data_base64"], "bm90IGpzb24=");
         assert_eq!(events[3]["data"], 7);
+    }
+
+    /// JSON that a lenient check would pass but strict receivers refuse goes as bytes: raw
+    /// Latin-1 in a string, a lone surrogate escape, nesting past 128.
+    #[test]
+    fn json_strict_receivers_would_refuse_goes_as_base64() {
+        let deep: &'static [u8] = Box::leak(
+            format!("{}{}", "[".repeat(200), "]".repeat(200))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        for json in [&b"{\"a\": \"caf\xe9\"}"[..], br#"["\ud800"]"#, deep] {
+            let batch = [attempt(0, "application/json", json)];
+            let text = body(&batch);
+            let v: serde_json::Value = serde_json::from_slice(&text).expect("a readable batch");
+            assert!(
+                v[0].get("data").is_none(),
+                "{:?}",
+                String::from_utf8_lossy(json)
+            );
+            assert!(v[0]["data_base64"].is_string());
+        }
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub(crate) async fn deliver(
     attempt: Attempt,
     channel: &mut Channel,
 ) -> Outcome {
-    match exchange(connector, channel, &attempt, |t| t.request(&attempt)).await {
+    let limit = crate::limits::RESPONSE_BODY_BYTES_MAX;
+    match exchange(connector, channel, &attempt, limit, |t| t.request(&attempt)).await {
         Ok(answer) => single_outcome(attempt.handler, &answer),
         Err(error) => failed(error),
     }
@@ -151,7 +152,21 @@ pub(crate) async fn deliver_batch(
     let Some(first) = attempts.first() else {
         return Vec::new();
     };
-    match exchange(connector, channel, first, |t| t.batch_request(&attempts)).await {
+    let limit = crate::limits::BATCH_ANSWER_BYTES_MAX;
+    match exchange(connector, channel, first, limit, |t| {
+        t.batch_request(&attempts)
+    })
+    .await
+    {
+        // A 2xx whose body could not be read whole may list failures that would be lost.
+        Ok(answer) if answer.status.is_success() && !answer.whole => {
+            let error = format!(
+                "HTTP {} with a batch answer over {} KiB or cut off",
+                answer.status.as_u16(),
+                limit / 1024
+            );
+            vec![failed(error); attempts.len()]
+        }
         Ok(answer) => {
             let ids: Vec<_> = attempts.iter().map(|a| a.message).collect();
             batch::outcomes(answer.status, answer.retry_after, &answer.body, &ids)
@@ -161,17 +176,18 @@ pub(crate) async fn deliver_batch(
 }
 
 /// The request `make` builds for the lane's target, sent on the lane's connection (made if it
-/// has none to the endpoint of `a`); the target and a connection that can carry the next
-/// request go back into the channel.
+/// has none to the endpoint of `a`), its answer read up to `limit` bytes; the target and a
+/// connection that can carry the next request go back into the channel.
 async fn exchange(
     connector: &Connector,
     channel: &mut Channel,
     a: &Attempt,
+    limit: usize,
     make: impl FnOnce(&Target) -> Result<Request<Full<Bytes>>, String>,
 ) -> Result<Answer, String> {
     let (target, sender) = kept_for(channel, a)?;
     let sent = match make(&target) {
-        Ok(request) => send(connector, &target, sender, request).await,
+        Ok(request) => send(connector, &target, sender, request, limit).await,
         Err(error) => Err(error),
     };
     let (answer, sender) = match sent {
@@ -189,6 +205,7 @@ async fn send(
     target: &Target,
     kept: Option<Sender>,
     mut request: Request<Full<Bytes>>,
+    limit: usize,
 ) -> Result<(Answer, Option<Sender>), String> {
     let uri = &target.uri;
     let mut reused = kept.is_some();
@@ -214,7 +231,7 @@ async fn send(
             },
         }
     };
-    let answer = read_answer(response).await;
+    let answer = read_answer(response, limit).await;
     let whole = answer.whole;
     Ok((answer, whole.then_some(sender)))
 }

@@ -190,7 +190,7 @@ fn request_of(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
 }
 
 /// A subscriber's response, read: its status, the wait it asked for (`Retry-After` on 429
-/// and 503), its body (up to `RESPONSE_BODY_BYTES_MAX`), and whether the body was read to the
+/// and 503), its body (up to `limit` bytes), and whether the body was read to the
 /// end (a connection may carry the next request only then).
 struct Answer {
     status: StatusCode,
@@ -199,7 +199,7 @@ struct Answer {
     whole: bool,
 }
 
-async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
+async fn read_answer(response: http::Response<hyper::body::Incoming>, limit: usize) -> Answer {
     let status = response.status();
     let retry_after =
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -211,7 +211,7 @@ async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer 
         } else {
             None
         };
-    let read = Limited::new(response.into_body(), limits::RESPONSE_BODY_BYTES_MAX)
+    let read = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map(|b| b.to_bytes());
@@ -230,7 +230,7 @@ async fn answer(
     handler: HandlerKind,
     response: http::Response<hyper::body::Incoming>,
 ) -> (Outcome, bool) {
-    let a = read_answer(response).await;
+    let a = read_answer(response, limits::RESPONSE_BODY_BYTES_MAX).await;
     (single_outcome(handler, &a), a.whole)
 }
 

@@ -189,3 +189,34 @@ async fn a_batch_answered_with_an_error_status_fails_every_message() {
     assert_eq!(events(&got[1].body)[0]["syncbrokattempt"], 2);
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_batch_answer_too_long_to_read_fails_the_batch() {
+    // A 2xx whose body is over the bound: failures it may list cannot be read, so nothing in
+    // it is taken as acknowledged.
+    let long = format!(r#"{{"failed": [], "pad": "{}"}}"#, "x".repeat(300 * 1024));
+    let sink = start(move |n, _| {
+        if n == 0 {
+            Reply::Body(200, long.clone())
+        } else {
+            Reply::Status(204, "")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    space.put_queue("q", &retries()).await.unwrap();
+    space
+        .add_subscriber("q", batched(sink.url()))
+        .await
+        .unwrap();
+    let m = space
+        .publish("q", message("{}", "application/json", None))
+        .await
+        .unwrap();
+    eventually("sent again", || sink.count() == 2).await;
+    let got = sink.received();
+    assert_eq!(events(&got[1].body)[0]["id"], m.id.to_string().as_str());
+    assert_eq!(events(&got[1].body)[0]["syncbrokattempt"], 2);
+    space.shutdown(Duration::from_secs(1)).await;
+}

@@ -116,6 +116,16 @@ impl Log {
         }
     }
 
+    /// Whether the writer waits for a sync deadline (and nothing else): what the tests of
+    /// acks riding with a due sync start from.
+    #[cfg(test)]
+    pub(crate) fn writer_waits_for_a_deadline(&self) -> bool {
+        matches!(
+            crate::inbox::lock(&self.shared().inbox.state).writer_waiting,
+            crate::inbox::WriterWait::Until(_)
+        )
+    }
+
     fn shared(&self) -> &Shared {
         &self.inner.shared
     }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use crate::error::OpenError;
 use crate::frame::{
-    Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header, padding, padding_sizes,
-    segment_header,
+    FORMAT_VERSION, Location, SEGMENT_HEADER_BYTES, Salt, check_segment_header, padding,
+    padding_sizes, segment_header,
 };
 use crate::inbox::Inbox;
 use crate::io::{Backend, BackendFile};
@@ -416,13 +416,28 @@ impl Recovery {
         Ok(())
     }
 
-    /// The segment appends go to: the last one, or a first one for a new log.
+    /// The segment appends go to: the last one, or a first one for a new log. A last segment
+    /// of an older format version is left as it is and a new one started after it: records
+    /// of kinds that version lacks must never sit under its header, where a build that reads
+    /// only that version would take them for damage instead of refusing the directory.
     fn active_segment(&mut self) -> Result<(u32, Arc<dyn BackendFile>), OpenError> {
-        if let Some((id, f)) = self.files.last_key_value() {
-            return Ok((*id, f.clone()));
+        let Some((id, f)) = self.files.last_key_value() else {
+            return self.new_segment(1);
+        };
+        let (id, f) = (*id, f.clone());
+        let mut version = [0u8; 4];
+        f.read_exact_at(&mut version, 8)
+            .map_err(io_err(&*self.backend, &segment_name(id)))?;
+        if u32::from_le_bytes(version) < FORMAT_VERSION {
+            return self.new_segment(id + 1);
         }
+        Ok((id, f))
+    }
+
+    /// Creates segment `id`, empty, to append to; its header is written by `finish`.
+    fn new_segment(&mut self, id: u32) -> Result<(u32, Arc<dyn BackendFile>), OpenError> {
         let backend = &*self.backend;
-        let name = segment_name(1);
+        let name = segment_name(id);
         let f = if self.config.preallocate {
             let f = preallocate(backend, PREALLOC_FILE, self.config.segment_bytes)
                 .map_err(io_err(backend, PREALLOC_FILE))?;
@@ -433,9 +448,10 @@ impl Recovery {
         } else {
             backend.create(&name).map_err(io_err(backend, &name))?
         };
-        self.files.insert(1, f.clone());
+        self.files.insert(id, f.clone());
         self.last_data_end = Some(SEGMENT_HEADER_BYTES as u64);
-        Ok((1, f))
+        self.rewrite_last_header = true;
+        Ok((id, f))
     }
 
     /// Replays everything that is left (discarding it) and opens the log for appends.

@@ -78,13 +78,17 @@ impl SubscriberSpec {
             serde_json::from_slice(options)
                 .map_err(|e| SubscriberError::InvalidOptions(e.to_string()))?
         };
-        Ok(SubscriberSpec {
+        let spec = SubscriberSpec {
             endpoint,
             handler,
             secret,
             max_in_flight,
             batch: options.batch,
-        })
+        };
+        // What was accepted once is within bounds; anything else was not written by a build
+        // with these bounds, and is refused rather than used.
+        spec.validate()?;
+        Ok(spec)
     }
 
     /// Checks the settings that do not depend on the Space (bounds, combinations).
@@ -343,6 +347,31 @@ mod tests {
 
     fn later() -> Instant {
         Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn options_read_back_are_held_to_the_bounds_they_were_accepted_under() {
+        let read = |handler, options: &[u8]| {
+            SubscriberSpec::from_record("http://a/".into(), handler, None, 8, options)
+        };
+        let web = HandlerKind::Webhook;
+        let spec = read(web, br#"{"batch": {"max_messages": 64}}"#).unwrap();
+        assert_eq!(spec.batch.max_messages, 64);
+        assert_eq!(
+            spec.batch.max_bytes,
+            crate::limits::DELIVERY_BATCH_BYTES_DEFAULT
+        );
+        assert_eq!(read(web, b"").unwrap().batch, Batching::default());
+        assert_eq!(read(web, &spec.options()).unwrap(), spec);
+        for bad in [
+            &br#"{"batch": {"max_messages": 5000}}"#[..],
+            br#"{"batch": {"max_bytes": 0}}"#,
+            br#"{"rate_limit": 3}"#,
+            b"not json",
+        ] {
+            assert!(read(web, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(read(HandlerKind::Legacy, br#"{"batch": {"max_messages": 2}}"#).is_err());
     }
 
     #[test]

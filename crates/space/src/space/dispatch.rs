@@ -326,14 +326,27 @@ impl Space {
                 attempts.iter().map(|a| (a.message, a.number)).collect();
             let timeout = settings.delivery_timeout.0;
             let delivered = self.inner.deliverer.deliver_batch_on(attempts, channel);
-            // Timed out: no outcome, so each message fails below.
-            let outcomes: Vec<Outcome> = tokio::time::timeout(timeout, delivered)
-                .await
-                .unwrap_or_default();
+            // What each message without an outcome fails with.
+            let (outcomes, error) = match tokio::time::timeout(timeout, delivered).await {
+                Ok(outcomes) => {
+                    if outcomes.len() != sent.len() {
+                        tracing::warn!(
+                            sent = sent.len(),
+                            outcomes = outcomes.len(),
+                            "the deliverer answered a batch with a wrong number of outcomes"
+                        );
+                    }
+                    (outcomes, "the deliverer gave no outcome for it".to_owned())
+                }
+                Err(_) => (
+                    Vec::new(),
+                    format!("timed out after {}", settings.delivery_timeout),
+                ),
+            };
             let mut outcomes = outcomes.into_iter();
             for (id, number) in sent {
                 let outcome = outcomes.next().unwrap_or_else(|| Outcome::Failed {
-                    error: format!("timed out after {}", settings.delivery_timeout),
+                    error: error.clone(),
                     retry_after: None,
                 });
                 results.push((id, number, outcome));

@@ -464,3 +464,43 @@ async fn repair_resumes_after_the_damaged_frame_not_at_a_frame_inside_its_body()
     assert!(got.contains(&after), "the record after the damage is kept");
     repaired.log.close();
 }
+
+/// A directory whose last segment is of the previous format version (written by the build
+/// before): it is read, left as it is, and appends go to a new segment of this version, so
+/// that no record of a newer kind ever sits under the older header.
+#[tokio::test]
+async fn appends_after_an_upgrade_go_to_a_segment_of_this_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    log.append(&[message(0, 10)]).await.unwrap();
+    log.close();
+    let path = dir.path().join(segment_name(1));
+    let mut content = std::fs::read(&path).unwrap();
+    content[8..12].copy_from_slice(&crate::frame::FORMAT_VERSION_OLDEST.to_le_bytes());
+    let crc = crc32c::crc32c(&content[0..20]);
+    content[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &content).unwrap();
+
+    let Opened { log, replayed, .. } = open(fs(&dir), test_config()).unwrap();
+    assert_eq!(records(&replayed), vec![message(0, 10)]);
+    let at = log.append(&[message(1, 10)]).await.unwrap();
+    assert_eq!(at[0].segment, 2, "a new segment");
+    log.close();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        content,
+        "the old one untouched"
+    );
+    let second = std::fs::read(dir.path().join(segment_name(2))).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(second[8..12].try_into().unwrap()),
+        FORMAT_VERSION
+    );
+    let again = open(fs(&dir), test_config()).unwrap();
+    assert_eq!(
+        records(&again.replayed),
+        vec![message(0, 10), message(1, 10)]
+    );
+    let at = again.log.append(&[message(2, 10)]).await.unwrap();
+    assert_eq!(at[0].segment, 2, "a segment of this version goes on");
+}
