@@ -25,6 +25,16 @@ pub struct Target {
     /// A bearer token, when the broker has `auth.tokens`.
     #[arg(long, env = "SYNCBROK_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// With an https `--url`: a PEM file of certificates to trust besides Mozilla's roots
+    /// (e.g. the broker's own self-signed certificate).
+    #[arg(long, env = "SYNCBROK_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// With an https `--url`: accept any certificate (still encrypted, not authenticated).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Seconds to wait for the broker's answer before giving up.
+    #[arg(long, env = "SYNCBROK_TIMEOUT", default_value_t = 30, global = true)]
+    pub timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -131,9 +141,21 @@ async fn call(
     headers: &[(&str, String)],
     body: Bytes,
 ) -> anyhow::Result<Answer> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let url = format!("{}{path}", target.url.trim_end_matches('/'));
+    let base = target.url.trim_end_matches('/');
+    let https = base.starts_with("https://");
+    if !https && !base.starts_with("http://") {
+        bail!("--url {base:?} must start with http:// or https:// (e.g. http://127.0.0.1:10000)");
+    }
+    let tls = crate::tls::client_config(target.cacert.as_deref(), target.insecure)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let url = format!("{base}{path}");
     let mut req = hyper::Request::builder().method(method).uri(&url);
     if let Some(t) = &target.token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -141,13 +163,38 @@ async fn call(
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    let response = client
-        .request(req.body(Full::new(body))?)
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(Answer { status, body })
+    let request = req
+        .body(Full::new(body))
+        .with_context(|| format!("cannot make a request to {url}"))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok(Answer { status, body })
+    };
+    let wait = std::time::Duration::from_secs(target.timeout);
+    tokio::time::timeout(wait, exchange).await.map_err(|_| {
+        anyhow::anyhow!(
+            "no answer from {url} within {}s (--timeout)",
+            target.timeout
+        )
+    })?
+}
+
+/// An error and its sources in one line (hyper's own text says only "client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Prints a successful answer (JSON pretty-printed), or fails with the problem's detail.

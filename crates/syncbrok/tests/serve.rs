@@ -1376,7 +1376,56 @@ async fn the_api_over_https() {
     // Plain HTTP to the TLS port gets nowhere.
     let plain = call_plain_fails(&format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(plain, "plain HTTP was answered on the TLS port");
+
+    // The CLI over https: refused without trusting the certificate, fine with --cacert or
+    // --insecure.
+    let url = format!("https://localhost:{port}");
+    let cacert = dir.path().join("cert.pem");
+    let cacert = cacert.to_str().unwrap().to_owned();
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || cli(&url, &["queue", "list"], "")
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("certificate"), "{err}");
+    for extra in [vec!["--cacert", cacert.as_str()], vec!["--insecure"]] {
+        let url = url.clone();
+        let args: Vec<String> = extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["queue".into(), "list".into()])
+            .collect();
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&url, &args, "")
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{extra:?}: {err}");
+        assert!(out.contains("\"secure\""), "{out}");
+    }
     assert!(b.terminate().success());
+}
+
+/// A broker that takes the connection and never answers: `--timeout` ends the wait, with a
+/// message that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_up_at_its_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let (ok, _, err) =
+        tokio::task::spawn_blocking(move || cli(&url, &["--timeout", "1", "queue", "list"], ""))
+            .await
+            .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("no answer") && err.contains("--timeout"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(silent);
 }
 
 async fn call_plain_fails(url: &str) -> bool {
