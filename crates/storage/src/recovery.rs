@@ -425,10 +425,15 @@ impl Recovery {
             return self.new_segment(1);
         };
         let (id, f) = (*id, f.clone());
-        let mut version = [0u8; 4];
-        f.read_exact_at(&mut version, 8)
+        if self.rewrite_last_header {
+            // Its header never made it to disk: it is written afresh, in this version.
+            return Ok((id, f));
+        }
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        f.read_exact_at(&mut header, 0)
             .map_err(io_err(&*self.backend, &segment_name(id)))?;
-        if u32::from_le_bytes(version) < FORMAT_VERSION {
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if check_segment_header(&header, id).is_ok() && version < FORMAT_VERSION {
             return self.new_segment(id + 1);
         }
         Ok((id, f))

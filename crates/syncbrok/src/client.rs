@@ -47,6 +47,10 @@ pub struct PublishArgs {
     pub content_type: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Publish even an empty body (refused otherwise: an empty standard input is more often a
+    /// mistake than a message).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// A file with the body, or `-` (the default) for standard input.
     pub file: Option<PathBuf>,
 }
@@ -113,8 +117,19 @@ pub struct LineageArgs {
 
 #[derive(clap::Subcommand)]
 pub enum DeadLettersCommand {
-    /// List a queue's dead letters.
-    List { queue: String },
+    /// List a queue's dead letters, a page at a time (`next` is the `--after` of the next).
+    List {
+        queue: String,
+        /// Dead letters per page (1–1000, default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this message id (a page's `next`).
+        #[arg(long)]
+        after: Option<String>,
+        /// Every page, one after the other, as one list.
+        #[arg(long, conflicts_with = "after")]
+        all: bool,
+    },
     /// Send a queue's dead letters again (or one message's, with --message).
     Redrive {
         queue: String,
@@ -132,6 +147,62 @@ pub enum DeadLettersCommand {
 struct Answer {
     status: hyper::StatusCode,
     body: Bytes,
+}
+
+/// Why a command failed, as its exit status says (docs/api.md, "Command line"): scripts can
+/// tell a missing resource from a refused request from a broker that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// 404: no such queue, message or subscriber.
+    NotFound,
+    /// 400, 409, 413, 422, 429 and other 4xx: the broker refused the request as it is.
+    Refused,
+    /// 401, 403: the token is missing, unknown or not allowed to do this.
+    Denied,
+    /// Unreachable, or 5xx: the broker cannot serve now.
+    Unavailable,
+    /// No answer within `--timeout`.
+    Timeout,
+}
+
+impl FailureKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            FailureKind::NotFound => 3,
+            FailureKind::Refused => 4,
+            FailureKind::Denied => 5,
+            FailureKind::Unavailable => 6,
+            FailureKind::Timeout => 7,
+        }
+    }
+
+    fn of(status: hyper::StatusCode) -> FailureKind {
+        match status.as_u16() {
+            404 => FailureKind::NotFound,
+            401 | 403 => FailureKind::Denied,
+            500.. => FailureKind::Unavailable,
+            _ => FailureKind::Refused,
+        }
+    }
+}
+
+/// A failed command: its kind and what to tell the user.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn failure(kind: FailureKind, message: String) -> anyhow::Error {
+    Failure { kind, message }.into()
 }
 
 async fn call(
@@ -167,20 +238,24 @@ async fn call(
         .body(Full::new(body))
         .with_context(|| format!("cannot make a request to {url}"))?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-            .with_context(|| format!("cannot reach {url}"))?;
+        let response = client.request(request).await.map_err(|e| {
+            failure(
+                FailureKind::Unavailable,
+                format!("cannot reach {url}: {}", error_chain(&e)),
+            )
+        })?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         anyhow::Ok(Answer { status, body })
     };
     let wait = std::time::Duration::from_secs(target.timeout);
     tokio::time::timeout(wait, exchange).await.map_err(|_| {
-        anyhow::anyhow!(
-            "no answer from {url} within {}s (--timeout)",
-            target.timeout
+        failure(
+            FailureKind::Timeout,
+            format!(
+                "no answer from {url} within {}s (--timeout)",
+                target.timeout
+            ),
         )
     })?
 }
@@ -197,15 +272,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Prints a successful answer (JSON pretty-printed), or fails with the problem's detail.
-fn finish(a: Answer) -> anyhow::Result<()> {
+/// Fails with the problem's detail unless the answer is a success.
+fn check(a: &Answer) -> anyhow::Result<()> {
     if !a.status.is_success() {
         let detail = serde_json::from_slice::<serde_json::Value>(&a.body)
             .ok()
             .and_then(|v| v["detail"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned());
-        bail!("{}: {detail}", a.status);
+        return Err(failure(
+            FailureKind::of(a.status),
+            format!("{}: {detail}", a.status),
+        ));
     }
+    Ok(())
+}
+
+/// Prints a successful answer (JSON pretty-printed), or fails with the problem's detail.
+fn finish(a: Answer) -> anyhow::Result<()> {
+    check(&a)?;
     match serde_json::from_slice::<serde_json::Value>(&a.body) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
         Err(_) if a.body.is_empty() => {}
@@ -220,6 +304,9 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
         Some(p) if p.as_os_str() == "-" => read_stdin()?,
         Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
     };
+    if body.is_empty() && !args.allow_empty {
+        bail!("the body is empty: give --allow-empty to publish an empty message");
+    }
     let mut headers = Vec::new();
     if let Some(p) = args.parent {
         headers.push(("syncbrok-parent", p));
@@ -235,6 +322,12 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        bail!(
+            "the body is read from standard input, which is a terminal: give a FILE, or pipe the body in (e.g. echo '{{}}' | syncbrok publish QUEUE)"
+        );
+    }
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
@@ -316,10 +409,12 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
 
 pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyhow::Result<()> {
     let a = match command {
-        DeadLettersCommand::List { queue } => {
-            let path = format!("/v1/queues/{queue}/dead-letters");
-            call(target, Method::GET, &path, &[], Bytes::new()).await?
-        }
+        DeadLettersCommand::List {
+            queue,
+            limit,
+            after,
+            all,
+        } => return list_dead_letters(target, &queue, limit, after, all).await,
         DeadLettersCommand::Redrive {
             queue,
             message: Some(id),
@@ -359,4 +454,103 @@ pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
         path.push_str(&query.join("&"));
     }
     finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+}
+
+/// Dead letters, one page or (`all`) every page.
+async fn list_dead_letters(
+    target: &Target,
+    queue: &str,
+    limit: Option<u32>,
+    mut after: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let mut letters = Vec::new();
+    loop {
+        let mut path = format!("/v1/queues/{queue}/dead-letters?");
+        if let Some(l) = limit {
+            path.push_str(&format!("limit={l}&"));
+        }
+        if let Some(a) = &after {
+            path.push_str(&format!("after={a}"));
+        }
+        let a = call(
+            target,
+            Method::GET,
+            path.trim_end_matches(['?', '&']),
+            &[],
+            Bytes::new(),
+        )
+        .await?;
+        check(&a)?;
+        let mut page: serde_json::Value =
+            serde_json::from_slice(&a.body).context("the broker's answer is not JSON")?;
+        if !all {
+            println!("{}", serde_json::to_string_pretty(&page)?);
+            return Ok(());
+        }
+        if let Some(items) = page["dead_letters"].as_array_mut() {
+            letters.append(items);
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let all = serde_json::json!({"dead_letters": letters, "next": null});
+    println!("{}", serde_json::to_string_pretty(&all)?);
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum MessageCommand {
+    /// A message: state, parent, children, deliveries.
+    Show { queue: String, id: String },
+    /// A message's body, raw, to standard output.
+    Body { queue: String, id: String },
+    /// Discard a message (its waiting children go on).
+    Discard { queue: String, id: String },
+}
+
+pub async fn message(target: &Target, command: MessageCommand) -> anyhow::Result<()> {
+    match command {
+        MessageCommand::Show { queue, id } => {
+            let path = format!("/v1/queues/{queue}/messages/{id}");
+            finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+        }
+        MessageCommand::Body { queue, id } => {
+            use std::io::Write;
+            let path = format!("/v1/queues/{queue}/messages/{id}/body");
+            let a = call(target, Method::GET, &path, &[], Bytes::new()).await?;
+            check(&a)?;
+            std::io::stdout()
+                .write_all(&a.body)
+                .context("cannot write the body to standard output")
+        }
+        MessageCommand::Discard { queue, id } => {
+            let path = format!("/v1/queues/{queue}/messages/{id}");
+            finish(call(target, Method::DELETE, &path, &[], Bytes::new()).await?)
+        }
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum SubscribersCommand {
+    /// A queue's subscribers (secrets never shown).
+    List { queue: String },
+    /// Remove a subscriber by its id (`subscribers list` shows it).
+    Remove { queue: String, id: String },
+}
+
+pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow::Result<()> {
+    let a = match command {
+        SubscribersCommand::List { queue } => {
+            let path = format!("/v1/queues/{queue}/subscribers");
+            call(target, Method::GET, &path, &[], Bytes::new()).await?
+        }
+        SubscribersCommand::Remove { queue, id } => {
+            let path = format!("/v1/queues/{queue}/subscribers/{id}");
+            call(target, Method::DELETE, &path, &[], Bytes::new()).await?
+        }
+    };
+    finish(a)
 }

@@ -72,6 +72,12 @@ enum Command {
     Explain(client::MessageArgs),
     /// A message's ancestors and descendants, as nodes and edges.
     Lineage(client::LineageArgs),
+    /// Show a message, print its body, or discard it.
+    #[command(subcommand)]
+    Message(client::MessageCommand),
+    /// List a queue's subscribers, or remove one.
+    #[command(subcommand)]
+    Subscribers(client::SubscribersCommand),
 }
 
 #[derive(clap::Args)]
@@ -522,12 +528,22 @@ fn main() -> std::process::ExitCode {
         Command::Lineage(args) => {
             runtime().and_then(|rt| rt.block_on(client::lineage(&cli.target, args)))
         }
+        Command::Message(c) => {
+            runtime().and_then(|rt| rt.block_on(client::message(&cli.target, c)))
+        }
+        Command::Subscribers(c) => {
+            runtime().and_then(|rt| rt.block_on(client::subscribers(&cli.target, c)))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("syncbrok: {e:#}");
-            std::process::ExitCode::FAILURE
+            // A client command says why it failed in its exit status (docs/api.md).
+            match e.downcast_ref::<client::Failure>() {
+                Some(f) => std::process::ExitCode::from(f.kind.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

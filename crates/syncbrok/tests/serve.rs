@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::Broker;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use common::{Broker, Reply, call, cli, closed_port, eventually, serving, sink};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -20,93 +20,10 @@ use serde_json::{Value, json};
 /// A request that must fail: method, URL, headers, body, expected status.
 type ErrorCase<'a> = (Method, String, Vec<(&'a str, &'a str)>, Bytes, StatusCode);
 
-fn start(data: &std::path::Path, extra: &[&str]) -> Broker {
-    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
-    common::spawn(data, &extra, Stdio::null())
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-async fn call(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let mut r = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let response = client
-        .request(r.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A subscriber that records (message id, body) and answers 200 `true`.
-async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
-    let got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
-    let record = got.clone();
-    let url = common::hook_server(move |req: Request<hyper::body::Incoming>| {
-        let record = record.clone();
-        async move {
-            let header_id = req
-                .headers()
-                .get("webhook-id")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            // Legacy deliveries carry the id in their JSON instead.
-            let id = header_id.unwrap_or_else(|| {
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                v["id"].as_str().unwrap().to_owned()
-            });
-            record.lock().unwrap().push((id, body));
-            // `true` acknowledges legacy deliveries; webhooks ignore the body.
-            hyper::Response::new(Full::new(Bytes::from("true")))
-        }
-    })
-    .await;
-    (url, got)
-}
-
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}/hook", l.local_addr().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v1_api_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &["--max-body", "1024"]);
+    let b = serving(dir.path(), &["--max-body", "1024"]);
     let u = |path: &str| format!("{}{path}", b.url);
     let (sink_url, got) = sink().await;
 
@@ -441,7 +358,7 @@ async fn the_v1_api_end_to_end() {
 
     // A graceful stop exits 0; a restart finds everything.
     assert!(b.terminate().success());
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let r = call(
         Method::GET,
         &format!("{}/v1/queues/orders/messages/{parent}", b.url),
@@ -466,7 +383,7 @@ async fn the_v1_api_end_to_end() {
 async fn kill9_then_restart_delivers_what_was_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let down = closed_port();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     call(Method::PUT, &u("/v1/queues/q"), &[], "").await;
     call(
@@ -491,7 +408,7 @@ async fn kill9_then_restart_delivers_what_was_accepted() {
     b.kill9();
 
     // Back up, with the subscriber now pointing at a live sink.
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     let (sink_url, got) = sink().await;
     let subs = call(Method::GET, &u("/v1/queues/q/subscribers"), &[], "")
@@ -574,7 +491,7 @@ async fn the_sink_prints_what_it_receives_in_parent_order() {
     }
     eventually("the sink is up", || !lines.lock().unwrap().is_empty()).await;
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     call(Method::PUT, &u("/v1/queues/orders"), &[], "").await;
     let sub = json!({"endpoint": format!("http://127.0.0.1:{port}/")}).to_string();
@@ -676,7 +593,7 @@ async fn the_sink_prints_what_it_receives_in_parent_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_publish_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     let (sink_url, got) = sink().await;
     call(Method::PUT, &u("/v1/queues/q"), &[], "").await;
@@ -756,7 +673,7 @@ async fn batch_publish_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_brokers_api_works_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     let (sink_url, got) = sink().await;
     let text = |r: &Reply| String::from_utf8(r.body.to_vec()).unwrap();
@@ -1096,7 +1013,7 @@ endpoints:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let u = |path: &str| format!("{}{path}", b.url);
     let (sink_url, got) = sink().await;
     call(Method::PUT, &u("/v1/queues/m"), &[], "").await;
@@ -1143,195 +1060,6 @@ async fn metrics_count_what_happened() {
 }
 
 /// Runs a client command of the binary against `url`, with `stdin` as standard input.
-fn cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_drives_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
-    let (sink_url, got) = sink().await;
-    let url = b.url.clone();
-    let run = move |args: Vec<String>, stdin: &'static str| {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cli(&url, &args, stdin)
-        })
-    };
-    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-
-    let (ok, out, _) = run(
-        a(&[
-            "queue",
-            "create",
-            "cli",
-            "--settings",
-            r#"{"retry": {"max_attempts": 2}}"#,
-        ]),
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["settings"]["retry"]["max_attempts"],
-        2
-    );
-    let (ok, _, _) = run(a(&["subscribe", "cli", &sink_url]), "").await.unwrap();
-    assert!(ok);
-    let (ok, out, _) = run(
-        a(&["publish", "cli", "--content-type", "text/plain"]),
-        "from stdin",
-    )
-    .await
-    .unwrap();
-    assert!(ok);
-    let parent = serde_json::from_str::<Value>(&out).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let body_file = dir.path().join("body.txt");
-    std::fs::write(&body_file, "from a file").unwrap();
-    let (ok, out, _) = run(
-        a(&[
-            "publish",
-            "cli",
-            "--parent",
-            &parent,
-            body_file.to_str().unwrap(),
-        ]),
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["parent"],
-        parent.as_str()
-    );
-    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
-    assert_eq!(got.lock().unwrap()[1].1, "from a file");
-    let (ok, out, _) = run(a(&["queue", "list"]), "").await.unwrap();
-    assert!(ok && out.contains("\"cli\""));
-    let (ok, out, _) = run(a(&["dead-letters", "list", "cli"]), "").await.unwrap();
-    assert!(ok && out.contains("\"dead_letters\""));
-    let (ok, out, _) = run(a(&["dead-letters", "redrive", "cli"]), "")
-        .await
-        .unwrap();
-    assert!(ok && out.contains("\"redriven\": 0"), "{out}");
-    let (ok, _, err) = run(a(&["queue", "show", "nope"]), "").await.unwrap();
-    assert!(!ok);
-    assert!(
-        err.contains("404") && err.contains("does not exist"),
-        "{err}"
-    );
-    let (ok, _, _) = run(a(&["queue", "delete", "cli"]), "").await.unwrap();
-    assert!(ok);
-
-    // Why a child waits: its parent's subscriber is down.
-    let settings = r#"{"retry": {"initial_backoff": "1h", "max_backoff": "1h"}}"#;
-    let (ok, _, _) = run(a(&["queue", "create", "why", "--settings", settings]), "")
-        .await
-        .unwrap();
-    assert!(ok);
-    let down = closed_port();
-    let (ok, out, _) = run(
-        a(&["subscribe", "why", &down, "--batch-max-messages", "10"]),
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["batch"]["max_messages"],
-        10
-    );
-    let id = |out: &str| {
-        serde_json::from_str::<Value>(out).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (_, out, _) = run(a(&["publish", "why"]), "order").await.unwrap();
-    let order = id(&out);
-    let (_, out, _) = run(a(&["publish", "why", "--parent", &order]), "payment")
-        .await
-        .unwrap();
-    let payment = id(&out);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let why = loop {
-        let (ok, out, err) = run(a(&["explain", "why", &payment]), "").await.unwrap();
-        assert!(ok, "{err}");
-        let why: Value = serde_json::from_str(&out).unwrap();
-        if why["blockers"][0]["reason"] == "retry_scheduled" {
-            break why;
-        }
-        assert!(Instant::now() < deadline, "never explained: {why}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(why["verdict"], "waiting_for_parent");
-    assert_eq!(why["root_blocker"], order.as_str());
-    let pending = &why["blockers"][0]["pending"][0];
-    assert_eq!(pending["endpoint"], down.as_str());
-    assert_eq!(pending["attempts"], 1);
-    assert!(!pending["last_error"].as_str().unwrap().is_empty());
-    assert!(pending["next_attempt_at"].is_string());
-    assert_eq!(why["next_change_at"], pending["next_attempt_at"]);
-    let (ok, out, _) = run(a(&["lineage", "why", &order, "--down", "1"]), "")
-        .await
-        .unwrap();
-    assert!(ok);
-    let g: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(g["nodes"].as_array().unwrap().len(), 2);
-    assert_eq!(g["edges"][0]["from"], order.as_str());
-    assert_eq!(g["edges"][0]["to"], payment.as_str());
-    assert_eq!(g["truncated"], false);
-    let (ok, _, err) = run(a(&["lineage", "why", &order, "--limit", "0"]), "")
-        .await
-        .unwrap();
-    assert!(!ok && err.contains("400") && err.contains("limit"), "{err}");
-    // Nothing in the order's subtree is dead yet: a subtree redrive, even a dry run, says so.
-    let (ok, _, err) = run(
-        a(&[
-            "dead-letters",
-            "redrive",
-            "why",
-            "--message",
-            &order,
-            "--subtree",
-            "--dry-run",
-        ]),
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(!ok && err.contains("409"), "{err}");
-    assert!(b.terminate().success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_over_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -1339,7 +1067,7 @@ async fn the_api_over_https() {
     std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let data = dir.path().join("data");
-    let b = start(
+    let b = serving(
         &data,
         &[
             "--tls-cert",
@@ -1410,24 +1138,6 @@ async fn the_api_over_https() {
 
 /// A broker that takes the connection and never answers: `--timeout` ends the wait, with a
 /// message that names it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_gives_up_at_its_timeout() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    let started = Instant::now();
-    let (ok, _, err) =
-        tokio::task::spawn_blocking(move || cli(&url, &["--timeout", "1", "queue", "list"], ""))
-            .await
-            .unwrap();
-    assert!(!ok);
-    assert!(
-        err.contains("no answer") && err.contains("--timeout"),
-        "{err}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-    drop(silent);
-}
-
 async fn call_plain_fails(url: &str) -> bool {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
@@ -1444,7 +1154,7 @@ async fn call_plain_fails(url: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_v1_call() {
     let dir = tempfile::tempdir().unwrap();
-    let b = start(dir.path(), &[]);
+    let b = serving(dir.path(), &[]);
     let r = call(Method::GET, &format!("{}/openapi.json", b.url), &[], "").await;
     assert_eq!(r.status, StatusCode::OK);
     let doc = r.json();
@@ -1509,7 +1219,7 @@ async fn the_openapi_document_describes_every_v1_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_stops_the_start_and_repair_keeps_every_intact_message() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]);
+    let broker = serving(dir.path(), &[]);
     let base = broker.url.clone();
     call(Method::PUT, &format!("{base}/v1/queues/q"), &[], "").await;
     let sub = json!({"endpoint": closed_port()}).to_string();

@@ -504,3 +504,28 @@ async fn appends_after_an_upgrade_go_to_a_segment_of_this_version() {
     let at = again.log.append(&[message(2, 10)]).await.unwrap();
     assert_eq!(at[0].segment, 2, "a segment of this version goes on");
 }
+
+/// The last segment was created (zero-filled) just before a crash, its header never written:
+/// it is started afresh in this version and appended to, not left headerless behind a new
+/// segment (which the next open would take for a damaged segment in the middle of the log).
+#[tokio::test]
+async fn a_last_segment_without_a_header_is_started_afresh_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(fs(&dir), test_config()).unwrap().log;
+    log.append(&[message(0, 10)]).await.unwrap();
+    log.close();
+    let second = dir.path().join(segment_name(2));
+    std::fs::write(&second, vec![0u8; 4096]).unwrap();
+
+    let Opened { log, report, .. } = open(fs(&dir), test_config()).unwrap();
+    assert!(report.torn_tail.is_some());
+    let at = log.append(&[message(1, 10)]).await.unwrap();
+    assert_eq!(at[0].segment, 2, "the headerless segment, started afresh");
+    log.close();
+    assert!(!dir.path().join(segment_name(3)).exists());
+    let again = open(fs(&dir), test_config()).unwrap();
+    assert_eq!(
+        records(&again.replayed),
+        vec![message(0, 10), message(1, 10)]
+    );
+}

@@ -3,6 +3,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
 
 pub struct Broker {
     pub child: Child,
@@ -83,4 +93,119 @@ where
         }
     });
     url
+}
+
+/// `syncbrok serve` on port 0 with `data` and `extra` arguments, its log discarded.
+pub fn serving(data: &std::path::Path, extra: &[&str]) -> Broker {
+    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    spawn(data, &extra, Stdio::null())
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+pub async fn call(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut r = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let response = client
+        .request(r.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A subscriber that records (message id, body) and answers 200 `true`.
+pub async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
+    let got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let record = got.clone();
+    let url = hook_server(move |req: Request<hyper::body::Incoming>| {
+        let record = record.clone();
+        async move {
+            let header_id = req
+                .headers()
+                .get("webhook-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            // Legacy deliveries carry the id in their JSON instead.
+            let id = header_id.unwrap_or_else(|| {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            });
+            record.lock().unwrap().push((id, body));
+            // `true` acknowledges legacy deliveries; webhooks ignore the body.
+            hyper::Response::new(Full::new(Bytes::from("true")))
+        }
+    })
+    .await;
+    (url, got)
+}
+
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hook", l.local_addr().unwrap())
+}
+
+pub fn cli(url: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let (code, out, err) = cli_code(url, args, stdin);
+    (code == 0, out, err)
+}
+
+/// Runs the CLI against `url`: its exit status, standard output and standard error.
+pub fn cli_code(url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

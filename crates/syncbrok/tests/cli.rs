@@ -1,0 +1,329 @@
+//! The command line against the real binary: every command over HTTP and HTTPS, paging,
+//! exit statuses per kind of failure, and the timeout.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{call, cli, cli_code, closed_port, eventually, serving, sink};
+use http::Method;
+use serde_json::{Value, json};
+
+/// Pages of dead letters, one message's commands, subscribers listed and removed, and an exit
+/// status per kind of failure, against the real binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pages_shows_messages_and_exits_by_kind_of_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let url = b.url.clone();
+    let run = move |args: Vec<String>, stdin: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli_code(&url, &args, stdin)
+        })
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let u = |path: &str| format!("{}{path}", b.url);
+    let settings = r#"{"retry": {"max_attempts": 1}, "retention": {"dead": "1h"}}"#;
+    call(Method::PUT, &u("/v1/queues/pages"), &[], settings).await;
+    let sub = json!({"endpoint": closed_port()}).to_string();
+    let added = call(Method::POST, &u("/v1/queues/pages/subscribers"), &[], sub).await;
+    let sub_id = added.json()["id"].to_string();
+    let entries: Vec<Value> = (0..130).map(|n| json!({"body": format!("m{n}")})).collect();
+    let batch = json!({"messages": entries}).to_string();
+    let ids = call(
+        Method::POST,
+        &u("/v1/queues/pages/messages/batch"),
+        &[],
+        batch,
+    )
+    .await
+    .json()["ids"]
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = call(
+            Method::GET,
+            &u("/v1/queues/pages/dead-letters?limit=1000"),
+            &[],
+            "",
+        )
+        .await;
+        if page.json()["dead_letters"].as_array().unwrap().len() == 130 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all dead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = |extra: &[&str]| {
+        let mut args = a(&["dead-letters", "list", "pages"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(args, "")
+    };
+    let (code, out, _) = list(&[]).await.unwrap();
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, page["dead_letters"].as_array().unwrap().len()),
+        (0, 100)
+    );
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, out, _) = list(&["--after", &next]).await.unwrap();
+    let rest: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rest["dead_letters"].as_array().unwrap().len(), 30);
+    let (_, out, _) = list(&["--limit", "7"]).await.unwrap();
+    let small: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(small["dead_letters"].as_array().unwrap().len(), 7);
+    let (code, out, _) = list(&["--all", "--limit", "50"]).await.unwrap();
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, all["dead_letters"].as_array().unwrap().len()),
+        (0, 130)
+    );
+    assert!(all["next"].is_null());
+
+    let first = ids[0].as_str().unwrap().to_owned();
+    let (code, out, _) = run(a(&["message", "show", "pages", &first]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["state"],
+        "dead"
+    );
+    let (code, out, _) = run(a(&["message", "body", "pages", &first]), "")
+        .await
+        .unwrap();
+    assert_eq!((code, out.as_str()), (0, "m0"));
+    let (code, _, _) = run(a(&["message", "discard", "pages", &first]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let (code, _, err) = run(a(&["message", "show", "pages", &first]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "not found: {err}");
+
+    let (code, out, _) = run(a(&["subscribers", "list", "pages"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["subscribers"][0]["id"].to_string(),
+        sub_id
+    );
+    let (code, _, _) = run(a(&["subscribers", "remove", "pages", &sub_id]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let (code, _, _) = run(a(&["subscribers", "remove", "pages", &sub_id]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "removed already");
+
+    // Exit statuses by kind: refused (4), not found (3), a local mistake (1), usage (2),
+    // unreachable (6).
+    let (code, _, err) = run(a(&["subscribe", "pages", "ftp://nowhere"]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 4, "{err}");
+    let (code, _, _) = run(a(&["publish", "nope"]), "x").await.unwrap();
+    assert_eq!(code, 3);
+    let (code, _, err) = run(a(&["publish", "pages"]), "").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("--allow-empty"), "{err}");
+    let (code, out, _) = run(a(&["publish", "pages", "--allow-empty"]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, _, _) = run(a(&["message", "show", "pages"]), "").await.unwrap();
+    assert_eq!(code, 2);
+    let down = closed_port();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        cli_code(down.trim_end_matches("/hook"), &["queue", "list"], "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 6, "{err}");
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let (sink_url, got) = sink().await;
+    let url = b.url.clone();
+    let run = move |args: Vec<String>, stdin: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&url, &args, stdin)
+        })
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let (ok, out, _) = run(
+        a(&[
+            "queue",
+            "create",
+            "cli",
+            "--settings",
+            r#"{"retry": {"max_attempts": 2}}"#,
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["settings"]["retry"]["max_attempts"],
+        2
+    );
+    let (ok, _, _) = run(a(&["subscribe", "cli", &sink_url]), "").await.unwrap();
+    assert!(ok);
+    let (ok, out, _) = run(
+        a(&["publish", "cli", "--content-type", "text/plain"]),
+        "from stdin",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    let parent = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body_file = dir.path().join("body.txt");
+    std::fs::write(&body_file, "from a file").unwrap();
+    let (ok, out, _) = run(
+        a(&[
+            "publish",
+            "cli",
+            "--parent",
+            &parent,
+            body_file.to_str().unwrap(),
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["parent"],
+        parent.as_str()
+    );
+    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
+    assert_eq!(got.lock().unwrap()[1].1, "from a file");
+    let (ok, out, _) = run(a(&["queue", "list"]), "").await.unwrap();
+    assert!(ok && out.contains("\"cli\""));
+    let (ok, out, _) = run(a(&["dead-letters", "list", "cli"]), "").await.unwrap();
+    assert!(ok && out.contains("\"dead_letters\""));
+    let (ok, out, _) = run(a(&["dead-letters", "redrive", "cli"]), "")
+        .await
+        .unwrap();
+    assert!(ok && out.contains("\"redriven\": 0"), "{out}");
+    let (ok, _, err) = run(a(&["queue", "show", "nope"]), "").await.unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("404") && err.contains("does not exist"),
+        "{err}"
+    );
+    let (ok, _, _) = run(a(&["queue", "delete", "cli"]), "").await.unwrap();
+    assert!(ok);
+
+    // Why a child waits: its parent's subscriber is down.
+    let settings = r#"{"retry": {"initial_backoff": "1h", "max_backoff": "1h"}}"#;
+    let (ok, _, _) = run(a(&["queue", "create", "why", "--settings", settings]), "")
+        .await
+        .unwrap();
+    assert!(ok);
+    let down = closed_port();
+    let (ok, out, _) = run(
+        a(&["subscribe", "why", &down, "--batch-max-messages", "10"]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["batch"]["max_messages"],
+        10
+    );
+    let id = |out: &str| {
+        serde_json::from_str::<Value>(out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (_, out, _) = run(a(&["publish", "why"]), "order").await.unwrap();
+    let order = id(&out);
+    let (_, out, _) = run(a(&["publish", "why", "--parent", &order]), "payment")
+        .await
+        .unwrap();
+    let payment = id(&out);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let why = loop {
+        let (ok, out, err) = run(a(&["explain", "why", &payment]), "").await.unwrap();
+        assert!(ok, "{err}");
+        let why: Value = serde_json::from_str(&out).unwrap();
+        if why["blockers"][0]["reason"] == "retry_scheduled" {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "never explained: {why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(why["verdict"], "waiting_for_parent");
+    assert_eq!(why["root_blocker"], order.as_str());
+    let pending = &why["blockers"][0]["pending"][0];
+    assert_eq!(pending["endpoint"], down.as_str());
+    assert_eq!(pending["attempts"], 1);
+    assert!(!pending["last_error"].as_str().unwrap().is_empty());
+    assert!(pending["next_attempt_at"].is_string());
+    assert_eq!(why["next_change_at"], pending["next_attempt_at"]);
+    let (ok, out, _) = run(a(&["lineage", "why", &order, "--down", "1"]), "")
+        .await
+        .unwrap();
+    assert!(ok);
+    let g: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(g["edges"][0]["from"], order.as_str());
+    assert_eq!(g["edges"][0]["to"], payment.as_str());
+    assert_eq!(g["truncated"], false);
+    let (ok, _, err) = run(a(&["lineage", "why", &order, "--limit", "0"]), "")
+        .await
+        .unwrap();
+    assert!(!ok && err.contains("400") && err.contains("limit"), "{err}");
+    // Nothing in the order's subtree is dead yet: a subtree redrive, even a dry run, says so.
+    let (ok, _, err) = run(
+        a(&[
+            "dead-letters",
+            "redrive",
+            "why",
+            "--message",
+            &order,
+            "--subtree",
+            "--dry-run",
+        ]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("409"), "{err}");
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_up_at_its_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let (ok, _, err) =
+        tokio::task::spawn_blocking(move || cli(&url, &["--timeout", "1", "queue", "list"], ""))
+            .await
+            .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("no answer") && err.contains("--timeout"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(silent);
+}
