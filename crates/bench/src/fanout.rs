@@ -357,6 +357,7 @@ async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
                         parent: None,
                         published_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
                         number: 1,
+                        headers: Default::default(),
                     };
                     let client = &client;
                     async move {

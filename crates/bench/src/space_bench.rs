@@ -139,6 +139,7 @@ async fn subscribe(space: &Space, endpoint: String) -> BenchResult<()> {
                 secret: None,
                 max_in_flight: 64,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await?;

@@ -204,6 +204,8 @@ pub struct SubscriberSection {
     pub secret: Option<String>,
     pub max_in_flight: Option<u32>,
     pub batch: Option<crate::views::Batch>,
+    /// Headers sent with every request to it; values are never logged or shown.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for SubscriberSection {
@@ -214,6 +216,10 @@ impl std::fmt::Debug for SubscriberSection {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_in_flight", &self.max_in_flight)
             .field("batch", &self.batch)
+            .field(
+                "headers",
+                &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -321,6 +327,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
             secret: None,
             max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
             batch: space::Batching::default(),
+            headers: Vec::new(),
         });
         let full = q.subscribers.iter().map(|s| SubscriberSpec {
             endpoint: s.endpoint.clone(),
@@ -330,6 +337,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
                 .max_in_flight
                 .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
             batch: s.batch.unwrap_or_default().batching(),
+            headers: crate::views::own_headers(s.headers.clone()),
         });
         for spec in legacy.chain(full) {
             let endpoint = spec.endpoint.clone();
@@ -468,5 +476,13 @@ mod example {
             .unwrap();
         let batched = orders.subscribers[1].batch.unwrap().batching();
         assert_eq!((batched.max_messages, batched.max_bytes), (64, 1 << 20));
+        let own = crate::views::own_headers(orders.subscribers[1].headers.clone());
+        assert_eq!(
+            own,
+            vec![(
+                "authorization".to_owned(),
+                "Bearer receiver-token".to_owned()
+            )]
+        );
     }
 }

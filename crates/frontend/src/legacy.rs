@@ -82,6 +82,7 @@ async fn subscribe(State(l): State<Legacy>, headers: HeaderMap) -> Response {
         secret: None,
         max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
         batch: space::Batching::default(),
+        headers: Vec::new(),
     };
     match l.space.add_subscriber(&name, spec).await {
         Ok(_) => text(

@@ -282,6 +282,8 @@ struct NewSubscriber {
     secret: Option<String>,
     max_in_flight: Option<u32>,
     batch: Option<views::Batch>,
+    /// Headers sent with every request to it (e.g. `Authorization`); values never shown back.
+    headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[utoipa::path(post, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = NewSubscriber, content_type = "application/json"), responses((status = 201, description = "Added", body = views::Subscriber), (status = 200, description = "Already there (same endpoint)", body = views::Subscriber), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Not allowed", body = problem::ProblemBody, content_type = "application/problem+json")))]
@@ -308,6 +310,7 @@ async fn add_subscriber(
             .max_in_flight
             .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
         batch: s.batch.unwrap_or_default().batching(),
+        headers: views::own_headers(s.headers),
     };
     let (info, created) = api.space.add_subscriber(&queue, spec).await?;
     let status = if created {

@@ -137,6 +137,27 @@ fn describe_subscriber(doc: &mut Value) {
             "secret": {"type": "string", "pattern": "^whsec_([A-Za-z0-9+/]{4})+$"},
             "max_in_flight": {
                 "type": "integer", "minimum": 1, "maximum": space::limits::MAX_IN_FLIGHT_MAX
+            },
+            "batch": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "max_messages": {
+                        "type": "integer", "minimum": 1,
+                        "maximum": space::limits::DELIVERY_BATCH_MESSAGES_MAX
+                    },
+                    "max_bytes": {
+                        "type": "integer", "minimum": 1,
+                        "maximum": space::limits::DELIVERY_BATCH_BYTES_MAX
+                    }
+                }
+            },
+            "headers": {
+                "type": "object",
+                "description": "Sent with every request to the subscriber; names the broker sets itself (content-type, host, webhook-*, ce-*, syncbrok-*, …) are refused with 400; values are never shown back.",
+                "maxProperties": space::limits::SUBSCRIBER_HEADERS_MAX,
+                "propertyNames": {"pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"},
+                "additionalProperties": {"type": "string", "pattern": "^[!-~]([ -~]*[!-~])?$"}
             }
         }
     });

@@ -67,6 +67,8 @@ pub struct Subscriber {
     pub max_in_flight: u32,
     pub has_secret: bool,
     pub batch: Batch,
+    /// The names of its own headers; their values are never shown.
+    pub headers: Vec<String>,
 }
 
 impl From<SubscriberInfo> for Subscriber {
@@ -81,6 +83,7 @@ impl From<SubscriberInfo> for Subscriber {
                 max_messages: Some(s.batch.max_messages),
                 max_bytes: Some(s.batch.max_bytes),
             },
+            headers: s.headers,
         }
     }
 }
@@ -261,4 +264,16 @@ pub struct BatchPublished {
 #[derive(Serialize, ToSchema)]
 pub struct Redriven {
     pub redriven: u64,
+}
+
+/// A subscriber's own headers as given (`{"Authorization": "Bearer …"}`): names in any case,
+/// kept in lowercase.
+pub fn own_headers(
+    given: Option<std::collections::BTreeMap<String, String>>,
+) -> Vec<(String, String)> {
+    given
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect()
 }

@@ -103,7 +103,7 @@ fn valid_json(body: &[u8]) -> bool {
 
 /// The headers of a batch request: Standard Webhooks headers for the batch as a whole (a
 /// fresh `webhook-id` per request: a batch is never sent twice with the same messages),
-/// `syncbrok-queue` and `syncbrok-batch-size`.
+/// `syncbrok-queue`, `syncbrok-batch-size`, and the subscriber's own headers.
 pub fn headers(
     attempts: &[Attempt],
     body: &[u8],
@@ -131,6 +131,7 @@ pub fn headers(
         names::SYNCBROK_BATCH_SIZE,
         HeaderValue::from(attempts.len()),
     );
+    crate::headers::add_own(&mut h, &first.headers)?;
     Ok(h)
 }
 
@@ -239,6 +240,7 @@ mod tests {
             parent: (seq > 0).then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1)),
             published_at_ms: 1_700_000_000_000,
             number: 2,
+            headers: Default::default(),
         }
     }
 

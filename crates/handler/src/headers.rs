@@ -16,8 +16,14 @@ pub(crate) struct WebhookHeaders {
 
 impl WebhookHeaders {
     /// The template for requests of a queue (`source`, `queue`: the values of `ce-source` and
-    /// `syncbrok-queue`), with a signature slot if the subscriber has a secret.
-    pub fn new(source: HeaderValue, queue: HeaderValue, signed: bool) -> WebhookHeaders {
+    /// `syncbrok-queue`), with a signature slot if the subscriber has a secret, and the
+    /// subscriber's own headers after the slots.
+    pub fn new(
+        source: HeaderValue,
+        queue: HeaderValue,
+        signed: bool,
+        own: &[(String, String)],
+    ) -> Result<WebhookHeaders, String> {
         let unset = || HeaderValue::from_static("");
         let mut template = HeaderMap::with_capacity(12);
         template.insert(http::header::CONTENT_TYPE, unset());
@@ -33,7 +39,8 @@ impl WebhookHeaders {
         template.insert(names::CE_TIME, unset());
         template.insert(names::SYNCBROK_QUEUE, queue);
         template.insert(names::SYNCBROK_ATTEMPT, unset());
-        WebhookHeaders { template, signed }
+        add_own(&mut template, own)?;
+        Ok(WebhookHeaders { template, signed })
     }
 
     /// Whether the template has a signature slot.
@@ -50,6 +57,18 @@ impl WebhookHeaders {
     pub fn into_headers(self, a: &Attempt, now_s: u64) -> Result<HeaderMap, String> {
         fill(self.template, self.signed, a, now_s)
     }
+}
+
+/// Adds a subscriber's own headers (checked when it was added) to `headers`.
+pub(crate) fn add_own(headers: &mut HeaderMap, own: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in own {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        headers.insert(name, value);
+    }
+    Ok(())
 }
 
 /// Fills the slots of `headers`, a template made with `signed`, for `a` at `now_s`.
@@ -113,6 +132,7 @@ mod tests {
             parent: parent.then(|| space::MessageId::from_u128(6)),
             published_at_ms: 1_700_000_000_000,
             number: 3,
+            headers: Default::default(),
         }
     }
 
@@ -123,7 +143,9 @@ mod tests {
         for (secret, parent) in [(None, false), (Some(Arc::<[u8]>::from(&b"k"[..])), true)] {
             let a = attempt(secret.clone(), parent);
             let (source, queue) = crate::queue_headers(&a.queue).unwrap();
-            let h = WebhookHeaders::new(source, queue, secret.is_some())
+            let own = [("authorization".to_owned(), "Bearer t".to_owned())];
+            let h = WebhookHeaders::new(source, queue, secret.is_some(), &own)
+                .unwrap()
                 .of(&a, 1_700_000_000)
                 .unwrap();
             let mut want = vec!["content-type", "webhook-id", "webhook-timestamp"];
@@ -138,6 +160,7 @@ mod tests {
                 "ce-time",
                 "syncbrok-queue",
                 "syncbrok-attempt",
+                "authorization",
             ]);
             if parent {
                 want.push("syncbrok-parent");

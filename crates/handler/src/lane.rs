@@ -36,6 +36,8 @@ struct Target {
     headers: WebhookHeaders,
     /// `syncbrok-queue`, for batches (single requests take it from `headers`).
     queue_header: HeaderValue,
+    /// The subscriber's own headers (in `headers` too), for batches.
+    own: space::CustomHeaders,
 }
 
 impl Target {
@@ -61,8 +63,9 @@ impl Target {
             uri,
             origin,
             host,
-            headers: WebhookHeaders::new(source, queue.clone(), a.secret.is_some()),
+            headers: WebhookHeaders::new(source, queue.clone(), a.secret.is_some(), &a.headers)?,
             queue_header: queue,
+            own: a.headers.clone(),
         })
     }
 
@@ -70,6 +73,7 @@ impl Target {
         self.endpoint == a.endpoint
             && self.queue == a.queue
             && self.headers.signed() == a.secret.is_some()
+            && std::sync::Arc::ptr_eq(&self.own, &a.headers)
     }
 
     /// The attempt's request as it goes on the lane's connection (origin-form target, `Host`

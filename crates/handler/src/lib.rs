@@ -290,8 +290,8 @@ pub fn webhook_request(a: &Attempt, now_s: u64) -> Result<Request<Full<Bytes>>, 
     let uri = http::Uri::try_from(&*a.endpoint)
         .map_err(|e| format!("invalid endpoint {:?}: {e}", a.endpoint))?;
     let (source, queue) = queue_headers(&a.queue)?;
-    let headers =
-        headers::WebhookHeaders::new(source, queue, a.secret.is_some()).into_headers(a, now_s)?;
+    let headers = headers::WebhookHeaders::new(source, queue, a.secret.is_some(), &a.headers)?
+        .into_headers(a, now_s)?;
     Ok(webhook_request_to(a, uri, headers))
 }
 
@@ -321,12 +321,14 @@ pub fn legacy_request(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
     let content = base64::engine::general_purpose::STANDARD.encode(&a.body);
     // Both values are JSON-safe as written: a UUID and base64.
     let json = format!(r#"{{"id":"{}","content":"{content}"}}"#, a.message);
-    Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(&*a.endpoint)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(json)))
-        .map_err(|e| format!("cannot build the request: {e}"))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    headers::add_own(request.headers_mut(), &a.headers)?;
+    Ok(request)
 }
 
 /// The Standard Webhooks signature: `v1,` and the base64 HMAC-SHA256 of `{id}.{ts}.{body}`.
@@ -405,6 +407,7 @@ mod tests {
             parent: Some(space::ids::message_id(1_700_000_000_000, 3, 8)),
             published_at_ms: 1_700_000_000_000,
             number: 2,
+            headers: Default::default(),
         }
     }
 

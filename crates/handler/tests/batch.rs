@@ -36,6 +36,7 @@ fn batched(endpoint: String) -> SubscriberSpec {
             max_messages: 100,
             max_bytes: 1 << 20,
         },
+        headers: vec![("authorization".into(), "Bearer batch-token".into())],
     }
 }
 
@@ -115,6 +116,10 @@ async fn a_batch_is_signed_cloudevents_and_failed_items_come_back_alone() {
     assert_eq!(h["content-type"], "application/cloudevents-batch+json");
     assert_eq!(h["syncbrok-queue"], "orders");
     assert_eq!(h["syncbrok-batch-size"], "4");
+    assert_eq!(
+        h["authorization"], "Bearer batch-token",
+        "the subscriber's own header"
+    );
     assert!(h.get("ce-id").is_none(), "structured mode: no ce- headers");
     let ts: u64 = h["webhook-timestamp"].to_str().unwrap().parse().unwrap();
     let key = base64::engine::general_purpose::STANDARD

@@ -40,6 +40,7 @@ fn spec(endpoint: String, handler: HandlerKind, secret: Option<&str>) -> Subscri
         secret: secret.map(str::to_owned),
         max_in_flight: 8,
         batch: Default::default(),
+        headers: Vec::new(),
     }
 }
 
@@ -265,6 +266,7 @@ async fn max_in_flight_bounds_concurrent_requests() {
             SubscriberSpec {
                 max_in_flight: 3,
                 batch: Default::default(),
+                headers: Vec::new(),
                 ..spec(sink.url(), HandlerKind::Webhook, None)
             },
         )
@@ -435,4 +437,48 @@ async fn https_endpoints_are_delivered_over_tls() {
         .unwrap();
     assert!(error.to_lowercase().contains("certificate"), "{error}");
     assert_eq!(received.load(Ordering::SeqCst), 1);
+}
+
+/// A subscriber's own headers (e.g. for a receiver behind auth) go with every request, of
+/// either handler, next to the broker's own.
+#[tokio::test]
+async fn a_subscribers_own_headers_go_with_every_request() {
+    let sink = start(|_, _| Reply::Status(200, "true")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    space
+        .put_queue("auth", &SettingsPatch::default())
+        .await
+        .unwrap();
+    let own = vec![
+        (
+            "authorization".to_owned(),
+            "Bearer receiver-token".to_owned(),
+        ),
+        ("x-tenant".to_owned(), "acme".to_owned()),
+    ];
+    for (path, handler) in [
+        ("/webhook", HandlerKind::Webhook),
+        ("/legacy", HandlerKind::Legacy),
+    ] {
+        let spec = SubscriberSpec {
+            headers: own.clone(),
+            ..spec(format!("{}{path}", sink.url()), handler, Some(SECRET))
+        };
+        let spec = SubscriberSpec {
+            secret: (handler == HandlerKind::Webhook).then(|| SECRET.to_owned()),
+            ..spec
+        };
+        space.add_subscriber("auth", spec).await.unwrap();
+    }
+    space
+        .publish("auth", msg(r#"{"n":1}"#, None))
+        .await
+        .unwrap();
+    eventually("both received", || sink.count() == 2).await;
+    for r in sink.received() {
+        assert_eq!(r.headers["authorization"], "Bearer receiver-token");
+        assert_eq!(r.headers["x-tenant"], "acme");
+    }
+    space.shutdown(Duration::from_secs(1)).await;
 }

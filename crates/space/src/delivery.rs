@@ -106,7 +106,12 @@ pub struct Attempt {
     pub published_at_ms: u64,
     /// 1-based; restarts at 1 after a redrive.
     pub number: u32,
+    /// The subscriber's own headers (`headers`), sent with every request.
+    pub headers: CustomHeaders,
 }
+
+/// A subscriber's own headers: (name in lowercase, value), checked when it was added.
+pub type CustomHeaders = Arc<[(String, String)]>;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

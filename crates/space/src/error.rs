@@ -207,6 +207,9 @@ pub enum SubscriberError {
     /// Why, in words.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    /// Why, in words.
+    #[error("invalid header: {0}")]
+    InvalidHeader(String),
     /// A subscriber record whose options this build cannot read.
     #[error("unreadable subscriber options: {0}")]
     InvalidOptions(String),
@@ -224,7 +227,7 @@ impl Classify for SubscriberError {
             | EndpointNotAllowed(_)
             | InvalidMaxInFlight(_)
             | InvalidBatch(_) => ErrorKind::Unprocessable,
-            InvalidOptions(_) => ErrorKind::Invalid,
+            InvalidOptions(_) | InvalidHeader(_) => ErrorKind::Invalid,
             Journal(e) => e.kind(),
         }
     }

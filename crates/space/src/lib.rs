@@ -35,7 +35,7 @@ pub mod time;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use delivery::{Attempt, Batching, Channel, Deliverer, HandlerKind, Outcome};
+pub use delivery::{Attempt, Batching, Channel, CustomHeaders, Deliverer, HandlerKind, Outcome};
 pub use error::{
     Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
     QueueNotFound, ReclaimError, SnapshotError, SubscriberError,

@@ -129,3 +129,8 @@ pub const LINEAGE_LEVELS_MAX: u32 = 1000;
 pub const LINEAGE_NODES_DEFAULT: usize = 500;
 /// … and at most this many.
 pub const LINEAGE_NODES_MAX: usize = 5000;
+
+/// A subscriber sends at most this many headers of its own …
+pub const SUBSCRIBER_HEADERS_MAX: usize = 16;
+/// … whose names and values together take at most this many bytes.
+pub const SUBSCRIBER_HEADER_BYTES_MAX: usize = 4096;

@@ -87,6 +87,8 @@ pub struct SubscriberInfo {
     pub max_in_flight: u32,
     pub has_secret: bool,
     pub batch: crate::delivery::Batching,
+    /// The names of its own headers (their values are never shown).
+    pub headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -304,6 +304,7 @@ async fn messages_waiting_for_a_retry_hold_no_delivery_slot() {
                 secret: None,
                 max_in_flight: 2,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await

@@ -79,6 +79,7 @@ async fn subscribe_one_at_a_time(space: &Space) {
                 secret: None,
                 max_in_flight: 1,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await

@@ -336,6 +336,7 @@ async fn a_later_subscriber_only_gets_later_messages_and_a_removed_one_is_not_wa
                 secret: None,
                 max_in_flight: 1,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await
@@ -359,6 +360,7 @@ async fn bad_subscribers_are_refused() {
         secret: secret.map(str::to_owned),
         max_in_flight,
         batch: Default::default(),
+        headers: Vec::new(),
     };
     for (s, what) in [
         (spec("ftp://x/", None, 1), "scheme"),
@@ -858,6 +860,7 @@ async fn discarding_a_message_in_backoff_frees_its_slot_at_once() {
                 secret: None,
                 max_in_flight: 1,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await

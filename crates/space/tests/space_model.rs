@@ -251,6 +251,7 @@ fn spec(endpoint: &str) -> SubscriberSpec {
         secret: None,
         max_in_flight: 4,
         batch,
+        headers: Vec::new(),
     }
 }
 

@@ -90,6 +90,10 @@ pub struct SubscribeArgs {
     /// Bodies of one batch together, in bytes, at most (default 1 MiB).
     #[arg(long)]
     pub batch_max_bytes: Option<u32>,
+    /// A header sent with every request to it, e.g. --header 'Authorization: Bearer T'
+    /// (repeatable; values are never shown back).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -393,6 +397,16 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
     }
     if !batch.is_empty() {
         body["batch"] = batch.into();
+    }
+    let mut own = serde_json::Map::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("--header {h:?} is not NAME: VALUE");
+        };
+        own.insert(name.trim().to_owned(), value.trim().into());
+    }
+    if !own.is_empty() {
+        body["headers"] = own.into();
     }
     let path = format!("/v1/queues/{}/subscribers", args.queue);
     finish(

@@ -559,6 +559,17 @@ async fn the_sink_prints_what_it_receives_in_parent_order() {
     );
     let listed = call(Method::GET, &subs, &[], "").await.json();
     assert_eq!(listed["subscribers"][0]["batch"]["max_messages"], 50);
+    // Its own headers: reserved names refused, values never shown back.
+    let own = format!("http://127.0.0.1:{port}/own");
+    let reserved = json!({"endpoint": own, "headers": {"Webhook-Id": "x"}}).to_string();
+    let r = call(Method::POST, &subs, &[], reserved).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let with = json!({"endpoint": own, "headers": {"Authorization": "Bearer s3cret"}}).to_string();
+    let r = call(Method::POST, &subs, &[], with).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.json()["headers"], json!(["authorization"]));
+    let listed = call(Method::GET, &subs, &[], "").await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains("s3cret"));
     let mut ids = Vec::new();
     for body in ["one", "two", "three"] {
         let p = call(Method::POST, &u("/v1/queues/audit/messages"), &[], body).await;

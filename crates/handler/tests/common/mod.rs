@@ -159,5 +159,6 @@ pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
         parent: None,
         published_at_ms: 0,
         number: 1,
+        headers: Default::default(),
     }
 }

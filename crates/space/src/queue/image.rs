@@ -7,21 +7,25 @@ use crate::model::{DeadReason, MessageId, QueueNumber, SubscriberId};
 use crate::settings::QueueSettings;
 
 /// One queue's durable state.
+/// A subscriber in a [`QueueImage`]: (id, endpoint, handler, has a secret, max_in_flight,
+/// batching, own headers).
+pub type SubscriberImage = (
+    SubscriberId,
+    String,
+    &'static str,
+    bool,
+    u32,
+    crate::delivery::Batching,
+    Vec<(String, String)>,
+);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueImage {
     pub name: String,
     pub number: QueueNumber,
     pub settings: QueueSettings,
     pub next_seq: u64,
-    /// (id, endpoint, handler, has a secret, max_in_flight, batching)
-    pub subscribers: Vec<(
-        SubscriberId,
-        String,
-        &'static str,
-        bool,
-        u32,
-        crate::delivery::Batching,
-    )>,
+    pub subscribers: Vec<SubscriberImage>,
     /// (key, message, expiry) of keys still in their window at the image's time.
     pub idempotency: Vec<(String, MessageId, u64)>,
     pub messages: Vec<MessageImage>,
@@ -71,6 +75,7 @@ impl QueueState {
                     s.spec.secret.is_some(),
                     s.spec.max_in_flight,
                     s.spec.batch,
+                    s.spec.headers.clone(),
                 )
             })
             .collect();

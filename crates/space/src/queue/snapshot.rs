@@ -292,6 +292,7 @@ mod tests {
                 max_messages,
                 max_bytes: 4096,
             },
+            headers: vec![("authorization".into(), "Bearer s3cret".into())],
         };
         q.apply_subscriber_added(1, spec("http://a/", 1)).unwrap();
         q.apply_subscriber_added(2, spec("http://b/", 50)).unwrap();
@@ -423,7 +424,8 @@ mod older_layouts {
                 "webhook",
                 false,
                 8,
-                Default::default()
+                Default::default(),
+                Vec::new()
             )]
         );
         // Read as version 3, the same bytes lack the subscriber's options.

@@ -37,6 +37,9 @@ pub struct SubscriberSpec {
     pub secret: Option<String>,
     pub max_in_flight: u32,
     pub batch: Batching,
+    /// Headers sent with every request, e.g. `authorization` for a receiver behind auth:
+    /// (name in lowercase, value). Values are never shown by the API, nor by `Debug`.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The settings of a subscriber kept in its record's `options` (JSON): those added after the
@@ -48,6 +51,8 @@ pub struct SubscriberSpec {
 struct Options {
     #[serde(skip_serializing_if = "is_default")]
     batch: Batching,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<(String, String)>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -57,8 +62,11 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 impl SubscriberSpec {
     /// The encoding of the settings kept in the record's `options`: empty if all are default.
     pub fn options(&self) -> bytes::Bytes {
-        let options = Options { batch: self.batch };
-        if is_default(&options.batch) {
+        let options = Options {
+            batch: self.batch,
+            headers: self.headers.clone(),
+        };
+        if is_default(&options.batch) && options.headers.is_empty() {
             return bytes::Bytes::new();
         }
         bytes::Bytes::from(serde_json::to_vec(&options).unwrap_or_default())
@@ -84,6 +92,7 @@ impl SubscriberSpec {
             secret,
             max_in_flight,
             batch: options.batch,
+            headers: options.headers,
         };
         // What was accepted once is within bounds; anything else was not written by a build
         // with these bounds, and is refused rather than used.
@@ -94,6 +103,7 @@ impl SubscriberSpec {
     /// Checks the settings that do not depend on the Space (bounds, combinations).
     pub fn validate(&self) -> Result<(), SubscriberError> {
         self.batch.validate()?;
+        validate_headers(&self.headers)?;
         if self.batch.is_batched() && self.handler == HandlerKind::Legacy {
             return Err(SubscriberError::InvalidBatch(
                 "the legacy handler sends one message per request: batching needs the webhook handler".into(),
@@ -111,8 +121,69 @@ impl std::fmt::Debug for SubscriberSpec {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_in_flight", &self.max_in_flight)
             .field("batch", &self.batch)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
+}
+
+/// Header names a subscriber may not set: those every request carries from the broker
+/// (`content-type`, the Standard Webhooks, CloudEvents and `syncbrok-` families) and those
+/// of HTTP's own framing and connection handling.
+const RESERVED_HEADERS: [&str; 9] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+const RESERVED_HEADER_PREFIXES: [&str; 4] = ["webhook-", "ce-", "syncbrok-", "proxy-"];
+
+/// Checks a subscriber's own headers: at most `SUBSCRIBER_HEADERS_MAX`, names HTTP tokens in
+/// lowercase, none reserved or twice, values of visible ASCII (spaces and tabs inside), all
+/// together within `SUBSCRIBER_HEADER_BYTES_MAX`.
+fn validate_headers(headers: &[(String, String)]) -> Result<(), SubscriberError> {
+    use crate::limits::{SUBSCRIBER_HEADER_BYTES_MAX, SUBSCRIBER_HEADERS_MAX};
+    let bad = |why: String| Err(SubscriberError::InvalidHeader(why));
+    if headers.len() > SUBSCRIBER_HEADERS_MAX {
+        return bad(format!("at most {SUBSCRIBER_HEADERS_MAX} headers"));
+    }
+    let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if total > SUBSCRIBER_HEADER_BYTES_MAX {
+        return bad(format!(
+            "names and values together over {SUBSCRIBER_HEADER_BYTES_MAX} bytes"
+        ));
+    }
+    let token =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let visible = |b: u8| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b);
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if name.is_empty() || !name.bytes().all(token) {
+            return bad(format!("{name:?} is not a header name in lowercase"));
+        }
+        if RESERVED_HEADERS.contains(&name.as_str())
+            || RESERVED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            return bad(format!(
+                "{name:?} is set by the broker, not by a subscriber"
+            ));
+        }
+        if headers[..i].iter().any(|(n, _)| n == name) {
+            return bad(format!("{name:?} given twice"));
+        }
+        if !value.bytes().all(visible) || value.trim() != value {
+            return bad(format!(
+                "the value of {name:?} is not visible ASCII without leading or trailing spaces"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A subscriber of a queue at run time.
@@ -123,6 +194,8 @@ pub(crate) struct Subscriber {
     pub endpoint: Arc<str>,
     /// The decoded key of `spec.secret`.
     pub key: Option<Arc<[u8]>>,
+    /// `spec.headers`, shared with every attempt.
+    pub headers: crate::delivery::CustomHeaders,
     /// Woken when messages are released to this subscriber, or a retry is scheduled.
     pub notify: Arc<Notify>,
     /// `max_in_flight` permits: one per request on the wire. A message waiting out its backoff
@@ -168,6 +241,7 @@ impl Subscriber {
             slot,
             limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
             endpoint: Arc::from(spec.endpoint.as_str()),
+            headers: Arc::from(spec.headers.as_slice()),
             spec,
             key,
             notify: Arc::new(Notify::new()),
@@ -312,6 +386,7 @@ mod tests {
             secret: None,
             max_in_flight: 4096,
             batch: Batching::default(),
+            headers: Vec::new(),
         };
         q.apply_subscriber_added(SUB, spec).unwrap();
         let mut wake = Vec::new();
@@ -372,6 +447,90 @@ mod tests {
             assert!(read(web, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(read(HandlerKind::Legacy, br#"{"batch": {"max_messages": 2}}"#).is_err());
+    }
+
+    #[test]
+    fn own_headers_are_checked_at_their_edges() {
+        let spec = |headers: Vec<(String, String)>| SubscriberSpec {
+            endpoint: "http://a/".into(),
+            handler: HandlerKind::Webhook,
+            secret: None,
+            max_in_flight: 1,
+            batch: Batching::default(),
+            headers,
+        };
+        let h = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let max = crate::limits::SUBSCRIBER_HEADERS_MAX;
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| h(&format!("x-h{i}"), "v"))
+                .collect::<Vec<_>>()
+        };
+        assert!(spec(many(max)).validate().is_ok());
+        assert!(spec(many(max + 1)).validate().is_err());
+        // Names and values together: exactly at the bound, and one byte over.
+        let at = crate::limits::SUBSCRIBER_HEADER_BYTES_MAX - "authorization".len();
+        assert!(
+            spec(vec![h("authorization", &"a".repeat(at))])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            spec(vec![h("authorization", &"a".repeat(at + 1))])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            spec(vec![h("authorization", "Bearer x y"), h("x-tenant", "7")])
+                .validate()
+                .is_ok()
+        );
+        for reserved in [
+            "content-type",
+            "host",
+            "content-length",
+            "webhook-signature",
+            "ce-type",
+            "syncbrok-queue",
+            "proxy-authorization",
+        ] {
+            let e = spec(vec![h(reserved, "x")]).validate().unwrap_err();
+            assert!(
+                e.to_string().contains("set by the broker"),
+                "{reserved}: {e}"
+            );
+        }
+        for (name, value) in [
+            ("Authorization", "x"),
+            ("bad name", "x"),
+            ("", "x"),
+            ("x-a", "line\nbreak"),
+            ("x-a", " padded"),
+            ("x-a", "caf\u{e9}"),
+        ] {
+            assert!(
+                spec(vec![h(name, value)]).validate().is_err(),
+                "{name:?}: {value:?}"
+            );
+        }
+        assert!(spec(vec![h("x-a", "1"), h("x-a", "2")]).validate().is_err());
+        assert_eq!(
+            SubscriberSpec::from_record(
+                "http://a/".into(),
+                HandlerKind::Webhook,
+                None,
+                1,
+                &spec(vec![h("authorization", "Bearer x")]).options()
+            )
+            .unwrap()
+            .headers,
+            vec![h("authorization", "Bearer x")]
+        );
+        let debug = format!("{:?}", spec(vec![h("authorization", "Bearer s3cret")]));
+        assert!(
+            debug.contains("authorization") && !debug.contains("s3cret"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(super) fn subscriber_info(id: SubscriberId, spec: &SubscriberSpec) -> Subscr
         max_in_flight: spec.max_in_flight,
         has_secret: spec.secret.is_some(),
         batch: spec.batch,
+        headers: spec.headers.iter().map(|(n, _)| n.clone()).collect(),
     }
 }
 

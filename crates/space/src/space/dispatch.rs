@@ -359,7 +359,7 @@ impl Space {
 
     /// What the next attempt needs, if the message is still owed to the subscriber.
     fn prepare_attempt(&self, queue: &Queue, sub: SubscriberId, id: MessageId) -> Prepared {
-        let (number, name, settings, endpoint, handler, key) = {
+        let (number, name, settings, endpoint, handler, key, headers) = {
             let st = queue.lock();
             if !st.is_in_flight(id, sub) {
                 return Prepared::Gone;
@@ -374,6 +374,7 @@ impl Space {
                 s.endpoint.clone(),
                 s.spec.handler,
                 s.key.clone(),
+                s.headers.clone(),
             )
         };
         let body = match self.message_body(queue, id) {
@@ -405,6 +406,7 @@ impl Space {
                 parent: body.parent,
                 published_at_ms: body.published_at_ms,
                 number,
+                headers,
             }),
             settings,
         )

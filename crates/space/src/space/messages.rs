@@ -240,6 +240,7 @@ mod tests {
                     secret: None,
                     max_in_flight: 1,
                     batch: Default::default(),
+                    headers: Vec::new(),
                 },
             )
             .await

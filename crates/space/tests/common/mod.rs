@@ -138,6 +138,7 @@ pub async fn subscribe(space: &Space, queue: &str, endpoint: &str) -> u64 {
                 secret: None,
                 max_in_flight: 8,
                 batch: Default::default(),
+                headers: Vec::new(),
             },
         )
         .await
