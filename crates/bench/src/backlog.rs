@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fanout::{Spec, publish_concurrently};
 use crate::measure::{BenchResult, Deliveries, progress, rss_of, stamped_body};
+use crate::round::{Spec, publish_concurrently};
 use crate::server::Server;
 use crate::sink::{Sink, http_client, reserve_port};
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::fanout::{Spec, publish_concurrently};
 use crate::measure::{BenchResult, Latencies, PeakRss, cpu_of, now_ns, progress};
+use crate::round::{Spec, publish_concurrently};
 use crate::server::Server;
 use crate::sink::{Sink, http_client};
 

@@ -12,6 +12,7 @@ mod chains;
 mod fanout;
 mod measure;
 mod peers;
+mod round;
 mod server;
 mod sink;
 mod space_bench;

@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use indicatif::ProgressBar;
 
-use crate::fanout::{Outcome, Round, Spec, publish_concurrently};
 use crate::measure::{BenchResult, Deliveries, stamped_body};
+use crate::round::{Outcome, Round, Spec, publish_concurrently};
 
 /// A NATS server with JetStream enabled.
 pub struct Nats {
