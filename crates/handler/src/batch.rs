@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use std::io::Write;
+
 use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use space::{Attempt, MessageId, Outcome};
@@ -51,7 +53,8 @@ fn event(out: &mut Vec<u8>, a: &Attempt) {
     out.put_slice(br#"","datacontenttype":""#);
     json_string_content(out, &a.content_type);
     out.put_slice(br#"","syncbrokattempt":"#);
-    out.put_slice(a.number.to_string().as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", a.number);
     if let Some(p) = a.parent {
         out.put_slice(br#","syncbrokparent":""#);
         out.put_slice(p.hyphenated().encode_lower(&mut id).as_bytes());
@@ -85,13 +88,13 @@ fn json_string_content(out: &mut Vec<u8>, s: &str) {
 
 /// Whether a content type is JSON: `application/json`, or any `…/…+json`, parameters aside.
 fn is_json(content_type: &str) -> bool {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    media == "application/json" || (media.contains('/') && media.ends_with("+json"))
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let ends_with = |suffix: &str| {
+        media.len() >= suffix.len()
+            && media.as_bytes()[media.len() - suffix.len()..]
+                .eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    media.eq_ignore_ascii_case("application/json") || (media.contains('/') && ends_with("+json"))
 }
 
 /// Whether `body` can go inline as `data`: UTF-8 JSON that strict parsers take — no lone
@@ -250,7 +253,7 @@ mod tests {
             attempt(0, "application/json; charset=utf-8", br#"{"a": [1, 2]}"#),
             attempt(1, "text/plain", b"hi \xff"),
             attempt(2, "application/json", b"not json"),
-            attempt(3, "application/vnd.x+json", b"7"),
+            attempt(3, "Application/VND.X+JSON", b"7"),
         ];
         let v: serde_json::Value = serde_json::from_slice(&body(&batch)).unwrap();
         let events = v.as_array().unwrap();

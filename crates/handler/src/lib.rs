@@ -261,8 +261,8 @@ fn single_outcome(handler: HandlerKind, a: &Answer) -> Outcome {
 }
 
 /// An error and its sources as one text, without the request's details (no secrets, no
-/// bodies).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// bodies): hyper's own text of a failed request says only "client error".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

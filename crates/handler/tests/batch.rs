@@ -40,6 +40,19 @@ fn batched(endpoint: String) -> SubscriberSpec {
     }
 }
 
+/// A Space (in a directory of its own) with `queue`, retried fast, and one batching
+/// subscriber at `endpoint`.
+async fn batching(endpoint: &str, queue: &str) -> (tempfile::TempDir, Space) {
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    space.put_queue(queue, &retries()).await.unwrap();
+    space
+        .add_subscriber(queue, batched(endpoint.to_owned()))
+        .await
+        .unwrap();
+    (dir, space)
+}
+
 fn message(body: &str, content_type: &str, parent: Option<space::MessageId>) -> NewMessage {
     NewMessage {
         body: Bytes::copy_from_slice(body.as_bytes()),
@@ -78,13 +91,7 @@ async fn a_batch_is_signed_cloudevents_and_failed_items_come_back_alone() {
         _ => Reply::Status(200, ""),
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
-    space.put_queue("orders", &retries()).await.unwrap();
-    space
-        .add_subscriber("orders", batched(sink.url()))
-        .await
-        .unwrap();
+    let (_dir, space) = batching(&sink.url(), "orders").await;
     let first = space
         .publish("orders", message(r#"{"n":0}"#, "application/json", None))
         .await
@@ -174,14 +181,7 @@ async fn a_batch_answered_with_an_error_status_fails_every_message() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
-    space.put_queue("q", &retries()).await.unwrap();
-    let spec = SubscriberSpec {
-        max_in_flight: 1,
-        ..batched(sink.url())
-    };
-    space.add_subscriber("q", spec).await.unwrap();
+    let (_dir, space) = batching(&sink.url(), "q").await;
     let first = space
         .publish("q", message("{}", "application/json", None))
         .await
@@ -208,13 +208,7 @@ async fn a_batch_answer_too_long_to_read_fails_the_batch() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
-    space.put_queue("q", &retries()).await.unwrap();
-    space
-        .add_subscriber("q", batched(sink.url()))
-        .await
-        .unwrap();
+    let (_dir, space) = batching(&sink.url(), "q").await;
     let m = space
         .publish("q", message("{}", "application/json", None))
         .await

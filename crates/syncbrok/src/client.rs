@@ -245,7 +245,7 @@ async fn call(
         let response = client.request(request).await.map_err(|e| {
             failure(
                 FailureKind::Unavailable,
-                format!("cannot reach {url}: {}", error_chain(&e)),
+                format!("cannot reach {url}: {}", handler::error_chain(&e)),
             )
         })?;
         let status = response.status();
@@ -262,18 +262,6 @@ async fn call(
             ),
         )
     })?
-}
-
-/// An error and its sources in one line (hyper's own text says only "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Fails with the problem's detail unless the answer is a success.
@@ -458,16 +446,30 @@ pub async fn explain(target: &Target, args: MessageArgs) -> anyhow::Result<()> {
 }
 
 pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
-    let query: Vec<String> = [("up", args.up), ("down", args.down), ("limit", args.limit)]
-        .into_iter()
-        .filter_map(|(name, v)| v.map(|v| format!("{name}={v}")))
-        .collect();
-    let mut path = format!("/v1/queues/{}/messages/{}/lineage", args.queue, args.id);
-    if !query.is_empty() {
-        path.push('?');
-        path.push_str(&query.join("&"));
-    }
+    let path = with_query(
+        format!("/v1/queues/{}/messages/{}/lineage", args.queue, args.id),
+        &[
+            ("up", args.up.map(|v| v.to_string())),
+            ("down", args.down.map(|v| v.to_string())),
+            ("limit", args.limit.map(|v| v.to_string())),
+        ],
+    );
     finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+}
+
+/// `path` with the query parameters that have a value.
+fn with_query(mut path: String, params: &[(&str, Option<String>)]) -> String {
+    let mut sep = '?';
+    for (name, value) in params {
+        if let Some(v) = value {
+            path.push(sep);
+            path.push_str(name);
+            path.push('=');
+            path.push_str(v);
+            sep = '&';
+        }
+    }
+    path
 }
 
 /// Dead letters, one page or (`all`) every page.
@@ -480,21 +482,14 @@ async fn list_dead_letters(
 ) -> anyhow::Result<()> {
     let mut letters = Vec::new();
     loop {
-        let mut path = format!("/v1/queues/{queue}/dead-letters?");
-        if let Some(l) = limit {
-            path.push_str(&format!("limit={l}&"));
-        }
-        if let Some(a) = &after {
-            path.push_str(&format!("after={a}"));
-        }
-        let a = call(
-            target,
-            Method::GET,
-            path.trim_end_matches(['?', '&']),
-            &[],
-            Bytes::new(),
-        )
-        .await?;
+        let path = with_query(
+            format!("/v1/queues/{queue}/dead-letters"),
+            &[
+                ("limit", limit.map(|l| l.to_string())),
+                ("after", after.clone()),
+            ],
+        );
+        let a = call(target, Method::GET, &path, &[], Bytes::new()).await?;
         check(&a)?;
         let mut page: serde_json::Value =
             serde_json::from_slice(&a.body).context("the broker's answer is not JSON")?;

@@ -49,43 +49,19 @@ impl Space {
         settings: &QueueSettings,
         results: Vec<(MessageId, u32, Outcome)>,
     ) {
-        let (acked, failed): (Vec<_>, Vec<_>) = results
-            .into_iter()
-            .partition(|(_, _, o)| *o == Outcome::Acked);
-        if !acked.is_empty() {
-            let change = self.inner.journal.change().await;
-            let _shared = queue.order.read().await;
-            let now = self.now_ms();
-            let mut wake = Vec::new();
-            let mut applied = 0;
-            {
-                let mut st = queue.lock();
-                for (id, number, _) in acked {
-                    if !st.is_in_flight(id, sub) {
-                        continue;
-                    }
-                    let ack = Ack {
-                        message: id,
-                        subscriber: sub,
-                        attempt: number,
-                        acked_at_ms: now,
-                    };
-                    st.record_answer(sub, Answered::Acked { at_ms: now });
-                    if st.apply_ack(&ack, &mut wake) {
-                        change.ack(ack);
-                        applied += 1;
-                    }
+        let mut acked = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        for (id, number, outcome) in results {
+            match outcome {
+                Outcome::Acked => acked.push((id, number)),
+                Outcome::Failed { error, retry_after } => {
+                    failed.push(self.failure(id, sub, number, error, retry_after));
                 }
             }
-            self.inner
-                .totals
-                .acked
-                .fetch_add(applied, Ordering::Relaxed);
-            wake_all(wake);
         }
-        for (id, number, outcome) in failed {
-            self.record_outcome(queue, sub, id, number, settings, outcome)
-                .await;
+        self.record_acks(queue, sub, &acked).await;
+        for f in failed {
+            self.record_failure(queue, settings, f).await;
         }
     }
 
@@ -99,62 +75,99 @@ impl Space {
         settings: &QueueSettings,
         outcome: Outcome,
     ) {
-        let change = self.inner.journal.change().await;
-        // Giving up on a message decides the fate of children published meanwhile: it must
-        // not interleave with their publishing, so it holds the order lock exclusively.
-        let max = settings.retry.max_attempts;
-        let may_give_up = matches!(outcome, Outcome::Failed { .. }) && max != 0 && number >= max;
-        let (_shared, _exclusive);
-        if may_give_up {
-            _exclusive = queue.order.write().await;
-        } else {
-            _shared = queue.order.read().await;
+        match outcome {
+            Outcome::Acked => self.record_acks(queue, sub, &[(id, number)]).await,
+            Outcome::Failed { error, retry_after } => {
+                let f = self.failure(id, sub, number, error, retry_after);
+                self.record_failure(queue, settings, f).await;
+            }
         }
-        if !queue.lock().is_in_flight(id, sub) {
-            // Discarded, expired, or its subscriber or queue removed meanwhile.
+    }
+
+    /// Applies acknowledgements of `sub` ((message, attempt number)), each queued to the log
+    /// under the queue's lock right after its effect: any change that sees the effect comes
+    /// after it in the log. Messages no longer in flight (discarded, expired, their subscriber
+    /// or queue removed meanwhile) are skipped.
+    async fn record_acks(&self, queue: &Queue, sub: SubscriberId, acks: &[(MessageId, u32)]) {
+        if acks.is_empty() {
             return;
         }
+        let change = self.inner.journal.change().await;
+        let _shared = queue.order.read().await;
         let now = self.now_ms();
-        match outcome {
-            Outcome::Acked => {
+        let mut wake = Vec::new();
+        let mut applied = 0;
+        {
+            let mut st = queue.lock();
+            for &(id, number) in acks {
+                if !st.is_in_flight(id, sub) {
+                    continue;
+                }
                 let ack = Ack {
                     message: id,
                     subscriber: sub,
                     attempt: number,
                     acked_at_ms: now,
                 };
-                let mut wake = Vec::new();
-                {
-                    let mut st = queue.lock();
-                    st.record_answer(sub, Answered::Acked { at_ms: now });
-                    if st.apply_ack(&ack, &mut wake) {
-                        // Queued under the queue's lock, right after its effect: any change
-                        // that sees the effect comes after it in the log.
-                        change.ack(ack);
-                    }
+                st.record_answer(sub, Answered::Acked { at_ms: now });
+                if st.apply_ack(&ack, &mut wake) {
+                    change.ack(ack);
+                    applied += 1;
                 }
-                self.inner.totals.acked.fetch_add(1, Ordering::Relaxed);
-                wake_all(wake);
-            }
-            Outcome::Failed { error, retry_after } => {
-                let error = cut(error);
-                queue
-                    .lock()
-                    .record_answer(sub, Answered::Failed { error: &error });
-                let failed = Failure {
-                    id,
-                    sub,
-                    number,
-                    error,
-                    retry_after,
-                    now,
-                };
-                if may_give_up && self.give_up(&change, queue, &failed).await {
-                    return;
-                }
-                self.schedule_retry(&change, queue, settings, failed).await;
             }
         }
+        self.inner
+            .totals
+            .acked
+            .fetch_add(applied, Ordering::Relaxed);
+        wake_all(wake);
+    }
+
+    /// A failed attempt of `id` for `sub`, its error cut to size, now.
+    fn failure(
+        &self,
+        id: MessageId,
+        sub: SubscriberId,
+        number: u32,
+        error: String,
+        retry_after: Option<std::time::Duration>,
+    ) -> Failure {
+        Failure {
+            id,
+            sub,
+            number,
+            error: cut(error),
+            retry_after,
+            now: self.now_ms(),
+        }
+    }
+
+    /// Records a failed attempt: a dead letter if it was the last one allowed, else a retry
+    /// after its backoff.
+    async fn record_failure(&self, queue: &Queue, settings: &QueueSettings, f: Failure) {
+        let change = self.inner.journal.change().await;
+        // Giving up on a message decides the fate of children published meanwhile: it must
+        // not interleave with their publishing, so it holds the order lock exclusively.
+        let max = settings.retry.max_attempts;
+        let may_give_up = max != 0 && f.number >= max;
+        let (_shared, _exclusive);
+        if may_give_up {
+            _exclusive = queue.order.write().await;
+        } else {
+            _shared = queue.order.read().await;
+        }
+        {
+            let mut st = queue.lock();
+            if !st.is_in_flight(f.id, f.sub) {
+                // Discarded, expired, or its subscriber or queue removed meanwhile.
+                return;
+            }
+            st.record_answer(f.sub, Answered::Failed { error: &f.error });
+        }
+        if may_give_up && self.give_up(&change, queue, &f).await {
+            return;
+        }
+        self.schedule_retry(&change, queue, settings, f).await;
     }
 
     /// Records that a subscriber gives up on a message, then applies it. Returns false if the

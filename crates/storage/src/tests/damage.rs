@@ -119,14 +119,7 @@ async fn repair_drops_the_damaged_part_reports_it_and_keeps_the_rest() {
     content[victim.offset as usize + 120] ^= 0xFF;
     std::fs::write(&path, content).unwrap();
 
-    let repaired = open(
-        fs(&dir),
-        Config {
-            repair: true,
-            ..small_segments()
-        },
-    )
-    .unwrap();
+    let repaired = open_repairing(&dir, small_segments()).unwrap();
     let lost = &repaired.report.repaired;
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].offset, u64::from(victim.offset));
@@ -187,14 +180,7 @@ async fn damage_before_synced_records_of_the_last_segment_is_corruption_not_a_to
         ),
     }
     // Repair keeps the 199 intact records and reports the one it lost.
-    let repaired = open(
-        fs(&dir),
-        Config {
-            repair: true,
-            ..test_config()
-        },
-    )
-    .unwrap();
+    let repaired = open_repairing(&dir, test_config()).unwrap();
     let mut expected = all.clone();
     expected.remove(50);
     assert_eq!(records(&repaired.replayed), expected);
@@ -366,14 +352,7 @@ async fn repairing_a_damaged_sealed_header_leaves_a_log_that_opens_normally() {
         open(fs(&dir), small_segments()),
         Err(OpenError::Corrupted { offset: 0, .. })
     ));
-    let repaired = open(
-        fs(&dir),
-        Config {
-            repair: true,
-            ..small_segments()
-        },
-    )
-    .unwrap();
+    let repaired = open_repairing(&dir, small_segments()).unwrap();
     assert_eq!(repaired.report.repaired.len(), 1);
     let kept = records(&repaired.replayed);
     assert_eq!(kept.last(), all.last());
@@ -443,14 +422,7 @@ async fn repair_resumes_after_the_damaged_frame_not_at_a_frame_inside_its_body()
     let end = (victim.offset + victim.len) as usize;
     content[end - 50] ^= 0xFF; // in the body, after the smuggled frame
     std::fs::write(&path, content).unwrap();
-    let repaired = open(
-        fs(&dir),
-        Config {
-            repair: true,
-            ..small_segments()
-        },
-    )
-    .unwrap();
+    let repaired = open_repairing(&dir, small_segments()).unwrap();
     let lost = &repaired.report.repaired;
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].offset, u64::from(victim.offset));

@@ -37,6 +37,17 @@ pub(crate) fn open(backend: Arc<dyn Backend>, config: Config) -> Result<Opened, 
     })
 }
 
+/// Opens the log in `dir` with `repair` on.
+pub(super) fn open_repairing(dir: &tempfile::TempDir, config: Config) -> Result<Opened, OpenError> {
+    open(
+        fs(dir),
+        Config {
+            repair: true,
+            ..config
+        },
+    )
+}
+
 /// Segments of 64 KiB: preallocating the default 64 MiB per test would only cost time.
 pub(super) fn test_config() -> Config {
     Config {
