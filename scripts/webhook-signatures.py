@@ -3,7 +3,9 @@ Webhooks' own package (`standardwebhooks`), and every batch with the CloudEvents
 (`cloudevents`). A subscriber verifies every delivery and refuses (401) any whose signature
 does not verify; with max_attempts 1, a refused delivery would be a dead letter. A second
 subscriber takes batches: each must verify as a whole and parse, event by event, as CloudEvents
-carrying exactly the messages published. Run by scripts/webhook-signatures.sh, which starts
+carrying exactly the messages published. A third subscriber has its secret rotated: during the
+grace period every delivery must verify with the old secret and with the new one, each on its
+own; after a rotation without grace, with the new one only. Run by scripts/webhook-signatures.sh, which starts
 the broker."""
 
 import base64
@@ -22,6 +24,9 @@ broker = sys.argv[1]
 verified, refused = [], []
 # Batches: (batch id, size header, [(message id, data, event)]).
 batches = []
+# Secret rotation: the secrets a delivery is checked with, and which of them verify it.
+ROTATED = ["whsec_" + base64.b64encode(f"rotation secret {n}".encode()).decode() for n in range(3)]
+rotated = []  # (webhook-id, [verifies with ROTATED[n] for each n])
 BATCH = "application/cloudevents-batch+json"
 
 
@@ -29,6 +34,11 @@ class Subscriber(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.path.endswith("/rotated"):
+            rotated.append((headers.get("webhook-id"), [verifies(s, body, headers) for s in ROTATED]))
+            self.send_response(204)
+            self.end_headers()
+            return
         try:
             Webhook(SECRET).verify(body, headers, json_parse=False)
             if headers.get("content-type") == BATCH:
@@ -48,6 +58,14 @@ class Subscriber(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def verifies(secret, body, headers):
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+        return True
+    except Exception:
+        return False
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
@@ -121,3 +139,39 @@ if max(len(b[2]) for b in batches) < 2:
     sys.exit(1)
 print(f"webhook batches: {len(published)} messages in {len(batches)} batches, each verified by "
       "standardwebhooks and parsed by the CloudEvents SDK")
+
+# Secret rotation: during the grace both the old and the new secret verify every delivery (the
+# package accepts a request when any signature of the header matches); after a rotation
+# without grace, only the newest.
+call("PUT", "/v1/queues/rotated", json.dumps({"retry": {"max_attempts": 1}}).encode())
+sub = call("POST", "/v1/queues/rotated/subscribers",
+           json.dumps({"endpoint": endpoint + "/rotated", "secret": ROTATED[0]}).encode())
+rotation = call("POST", f"/v1/queues/rotated/subscribers/{sub['id']}/secret",
+                json.dumps({"secret": ROTATED[1], "grace": "1h"}).encode())
+if not rotation.get("previous_secret_until"):
+    print(f"rotation check failed: no grace period shown: {rotation}")
+    sys.exit(1)
+
+
+def publish_rotated(n):
+    base = len(rotated)
+    for i in range(n):
+        call("POST", "/v1/queues/rotated/messages", f"rotated {i}".encode(),
+             {"content-type": "text/plain"})
+    want = base + n
+    deadline = time.time() + 30
+    while time.time() < deadline and len(rotated) < want:
+        time.sleep(0.05)
+    return rotated[base:want]
+
+
+during = publish_rotated(3)
+call("POST", f"/v1/queues/rotated/subscribers/{sub['id']}/secret",
+     json.dumps({"secret": ROTATED[2], "grace": "0s"}).encode())
+after = publish_rotated(2)
+if len(during) != 3 or any(ok != [True, True, False] for _, ok in during) \
+        or len(after) != 2 or any(ok != [False, False, True] for _, ok in after):
+    print(f"rotation check failed: during the grace {during}, after it {after}")
+    sys.exit(1)
+print("secret rotation: during the grace every delivery verified by standardwebhooks with the old "
+      "and the new secret each, after it with the new one only")

@@ -186,6 +186,7 @@ async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
                         endpoint: url.clone(),
                         handler: space::HandlerKind::Webhook,
                         secret: None,
+                        previous_secret: None,
                         body: body.clone(),
                         content_type: "application/octet-stream".into(),
                         parent: None,

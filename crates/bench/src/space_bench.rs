@@ -138,8 +138,7 @@ async fn subscribe(space: &Space, endpoint: String) -> BenchResult<()> {
                 handler: HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 64,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await?;

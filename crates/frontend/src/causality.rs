@@ -21,7 +21,7 @@ use crate::{Api, ApiResult, message_id};
 pub struct Pending {
     pub subscriber: u64,
     pub endpoint: String,
-    /// in_flight, retry_scheduled, subscriber_saturated or queued.
+    /// in_flight, retry_scheduled, subscriber_saturated, subscriber_paused or queued.
     #[schema(value_type = String)]
     pub state: &'static str,
     pub attempts: u32,
@@ -64,6 +64,9 @@ pub struct Blocker {
 pub struct Health {
     pub id: u64,
     pub endpoint: String,
+    /// active, paused or disabled.
+    #[schema(value_type = String)]
+    pub state: &'static str,
     pub in_flight: u32,
     pub max_in_flight: u32,
     pub consecutive_failures: u32,
@@ -77,7 +80,7 @@ pub struct Explain {
     pub id: Uuid,
     #[schema(value_type = String)]
     pub state: &'static str,
-    /// delivered, in_flight, retry_scheduled, subscriber_saturated, queued,
+    /// delivered, in_flight, retry_scheduled, subscriber_saturated, subscriber_paused, queued,
     /// waiting_for_parent, parent_dead or dead.
     #[schema(value_type = String)]
     pub verdict: &'static str,
@@ -120,6 +123,7 @@ impl Explain {
                 .map(|s| Health {
                     id: s.id,
                     endpoint: s.endpoint,
+                    state: s.state.name(),
                     in_flight: s.in_flight,
                     max_in_flight: s.max_in_flight,
                     consecutive_failures: s.consecutive_failures,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use space::settings::{IdempotencyPatch, LimitsPatch, RetentionPatch, RetryPatch};
 use space::{
     HandlerKind, OnParentDead, QueueError, SettingsPatch, Space, Span, SubscriberError,
-    SubscriberSpec,
+    SubscriberSpec, SubscriberUpdate,
 };
 
 /// The file, as written. Every field is optional: flags and environment may supply it.
@@ -159,6 +159,7 @@ pub struct RawQueueSection {
     pub limits: Option<LimitsPatch>,
     pub on_parent_dead: Option<PolicyName>,
     pub idempotency: Option<IdempotencyPatch>,
+    pub disable_after: Option<Span>,
 }
 
 /// An `on_parent_dead` value, checked where it is written (so that an error has its line).
@@ -206,6 +207,8 @@ pub struct SubscriberSection {
     pub batch: Option<crate::views::Batch>,
     /// Headers sent with every request to it; values are never logged or shown.
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// At most this many messages a second.
+    pub rate_limit: Option<space::RateLimit>,
 }
 
 impl std::fmt::Debug for SubscriberSection {
@@ -220,6 +223,7 @@ impl std::fmt::Debug for SubscriberSection {
                 "headers",
                 &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
             )
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -276,6 +280,7 @@ impl RawQueueSection {
             limits: self.limits.clone(),
             on_parent_dead: self.on_parent_dead.map(|p| p.0),
             idempotency: self.idempotency.clone(),
+            disable_after: self.disable_after,
         }
     }
 }
@@ -326,8 +331,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
             handler: HandlerKind::Legacy,
             secret: None,
             max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
-            batch: space::Batching::default(),
-            headers: Vec::new(),
+            ..Default::default()
         });
         let full = q.subscribers.iter().map(|s| SubscriberSpec {
             endpoint: s.endpoint.clone(),
@@ -338,16 +342,26 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
                 .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
             batch: s.batch.unwrap_or_default().batching(),
             headers: crate::views::own_headers(s.headers.clone()),
+            rate_limit: s.rate_limit,
+            ..Default::default()
         });
         for spec in legacy.chain(full) {
             let endpoint = spec.endpoint.clone();
-            space.add_subscriber(name, spec).await.map_err(|source| {
-                BootstrapError::Subscriber {
-                    queue: name.to_owned(),
-                    endpoint,
-                    source,
-                }
-            })?;
+            let failed = |source| BootstrapError::Subscriber {
+                queue: name.to_owned(),
+                endpoint: endpoint.clone(),
+                source,
+            };
+            let rate_limit = spec.rate_limit;
+            let (info, _) = space.add_subscriber(name, spec).await.map_err(failed)?;
+            // A subscriber that was there keeps its settings, but its rate limit follows the
+            // file: it is how an operator changes it.
+            if info.rate_limit != rate_limit {
+                space
+                    .update_subscriber(name, info.id, SubscriberUpdate::RateLimit(rate_limit))
+                    .await
+                    .map_err(failed)?;
+            }
         }
     }
     Ok(())
@@ -484,5 +498,11 @@ mod example {
                 "Bearer receiver-token".to_owned()
             )]
         );
+        let limit = orders.subscribers[1].rate_limit.unwrap();
+        assert_eq!(limit.per_second, 200);
+        let settings = space::QueueSettings::default()
+            .merged(&orders.patch)
+            .unwrap();
+        assert_eq!(settings.disable_after, space::Span::secs(3 * 86_400));
     }
 }

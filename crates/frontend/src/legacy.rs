@@ -81,8 +81,7 @@ async fn subscribe(State(l): State<Legacy>, headers: HeaderMap) -> Response {
         handler: HandlerKind::Legacy,
         secret: None,
         max_in_flight: space::limits::MAX_IN_FLIGHT_DEFAULT,
-        batch: space::Batching::default(),
-        headers: Vec::new(),
+        ..Default::default()
     };
     match l.space.add_subscriber(&name, spec).await {
         Ok(_) => text(

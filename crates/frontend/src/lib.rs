@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+mod subscribers;
 pub mod views;
 
 use std::collections::HashMap;
@@ -29,10 +30,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use bytes::Bytes;
 use serde::Deserialize;
-use space::{HandlerKind, MessageId, NewMessage, SettingsPatch, Space, SubscriberSpec};
+use space::{MessageId, NewMessage, SettingsPatch, Space};
 
 use crate::problem::Problem;
-use crate::views::{DeadLetterView, Message, Published, Queue, Subscriber};
+use crate::views::{DeadLetterView, Message, Published, Queue};
 
 /// How the API is served.
 #[derive(Debug, Clone)]
@@ -78,11 +79,25 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         )
         .route(
             "/v1/queues/{queue}/subscribers",
-            post(add_subscriber).get(list_subscribers),
+            post(subscribers::add).get(subscribers::list),
         )
         .route(
             "/v1/queues/{queue}/subscribers/{id}",
-            axum::routing::delete(remove_subscriber),
+            get(subscribers::get)
+                .patch(subscribers::patch)
+                .delete(subscribers::remove),
+        )
+        .route(
+            "/v1/queues/{queue}/subscribers/{id}/pause",
+            post(subscribers::pause),
+        )
+        .route(
+            "/v1/queues/{queue}/subscribers/{id}/resume",
+            post(subscribers::resume),
+        )
+        .route(
+            "/v1/queues/{queue}/subscribers/{id}/secret",
+            post(subscribers::rotate_secret),
         )
         .route(
             "/v1/queues/{queue}/messages",
@@ -143,9 +158,14 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         put_queue,
         get_queue,
         delete_queue,
-        add_subscriber,
-        list_subscribers,
-        remove_subscriber,
+        subscribers::add,
+        subscribers::list,
+        subscribers::get,
+        subscribers::patch,
+        subscribers::remove,
+        subscribers::pause,
+        subscribers::resume,
+        subscribers::rotate_secret,
         publish,
         publish_batch,
         list_messages,
@@ -271,79 +291,6 @@ async fn get_queue(State(api): State<Api>, Path(queue): Path<String>) -> ApiResu
 #[utoipa::path(delete, path = "/v1/queues/{queue}", tag = "queues", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn delete_queue(State(api): State<Api>, Path(queue): Path<String>) -> ApiResult<StatusCode> {
     api.space.delete_queue(&queue).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NewSubscriber {
-    endpoint: Option<String>,
-    handler: Option<String>,
-    secret: Option<String>,
-    max_in_flight: Option<u32>,
-    batch: Option<views::Batch>,
-    /// Headers sent with every request to it (e.g. `Authorization`); values never shown back.
-    headers: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[utoipa::path(post, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), request_body(content = NewSubscriber, content_type = "application/json"), responses((status = 201, description = "Added", body = views::Subscriber), (status = 200, description = "Already there (same endpoint)", body = views::Subscriber), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Not allowed", body = problem::ProblemBody, content_type = "application/problem+json")))]
-async fn add_subscriber(
-    State(api): State<Api>,
-    Path(queue): Path<String>,
-    b: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let s: NewSubscriber = json(&body(b)?)?;
-    let endpoint = s
-        .endpoint
-        .ok_or_else(|| Problem::bad_request("\"endpoint\" is required"))?;
-    let handler = match s.handler.as_deref() {
-        None => HandlerKind::Webhook,
-        Some(h) => HandlerKind::parse(h).ok_or_else(|| {
-            Problem::bad_request(format!("unknown handler {h:?}: use webhook or legacy"))
-        })?,
-    };
-    let spec = SubscriberSpec {
-        endpoint,
-        handler,
-        secret: s.secret,
-        max_in_flight: s
-            .max_in_flight
-            .unwrap_or(space::limits::MAX_IN_FLIGHT_DEFAULT),
-        batch: s.batch.unwrap_or_default().batching(),
-        headers: views::own_headers(s.headers),
-    };
-    let (info, created) = api.space.add_subscriber(&queue, spec).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(Subscriber::from(info))).into_response())
-}
-
-#[utoipa::path(get, path = "/v1/queues/{queue}/subscribers", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -")), responses((status = 200, description = "Subscribers (secrets never shown)", body = views::SubscriberList), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
-async fn list_subscribers(
-    State(api): State<Api>,
-    Path(queue): Path<String>,
-) -> ApiResult<Response> {
-    let subs: Vec<Subscriber> = api
-        .space
-        .subscribers(&queue)?
-        .into_iter()
-        .map(Subscriber::from)
-        .collect();
-    Ok(Json(views::SubscriberList { subscribers: subs }).into_response())
-}
-
-#[utoipa::path(delete, path = "/v1/queues/{queue}/subscribers/{id}", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Subscriber id")), responses((status = 204, description = "Removed"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
-async fn remove_subscriber(
-    State(api): State<Api>,
-    Path((queue, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| Problem::bad_request(format!("subscriber id {id:?} is not a number")))?;
-    api.space.remove_subscriber(&queue, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

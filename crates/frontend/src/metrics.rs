@@ -36,6 +36,11 @@ pub fn render(space: &Space) -> String {
             t.dead_lettered,
         ),
         (
+            "syncbrok_subscribers_disabled_total",
+            "Subscribers disabled after disable_after of nothing but failed attempts since start.",
+            t.subscribers_disabled,
+        ),
+        (
             "syncbrok_unreadable_bodies_total",
             "Attempts whose message body could not be read back from the log (retried) since start.",
             t.unreadable_bodies,
@@ -76,6 +81,27 @@ pub fn render(space: &Space) -> String {
                 out,
                 "syncbrok_queue_messages{{queue=\"{}\",state=\"{state}\"}} {n}",
                 q.name
+            );
+        }
+    }
+    family(
+        &mut out,
+        "syncbrok_queue_subscribers_by_state",
+        "gauge",
+        "Subscribers of a queue, per state (active, paused, disabled).",
+    );
+    for q in &queues {
+        for state in [
+            space::SubscriberState::Active,
+            space::SubscriberState::Paused,
+            space::SubscriberState::Disabled,
+        ] {
+            let n = q.subscribers.iter().filter(|s| s.state == state).count();
+            let _ = writeln!(
+                out,
+                "syncbrok_queue_subscribers_by_state{{queue=\"{}\",state=\"{}\"}} {n}",
+                q.name,
+                state.name()
             );
         }
     }

@@ -1,7 +1,8 @@
 //! The OpenAPI document: what utoipa generates from the handlers, refined with what the
 //! handlers check but the types do not say — name patterns, ids as UUIDs, bounds, the settings'
 //! shape — and with links between operations (a created queue is published to; a published
-//! message is read, discarded, redriven, named as a parent; an added subscriber is removed), so
+//! message is read, discarded, redriven, named as a parent; an added subscriber is read,
+//! changed, paused, resumed, given a new secret, removed), so
 //! that a client or a fuzzer can follow real resources from one call to the next.
 
 use serde_json::{Value, json};
@@ -158,14 +159,54 @@ fn describe_subscriber(doc: &mut Value) {
                 "maxProperties": space::limits::SUBSCRIBER_HEADERS_MAX,
                 "propertyNames": {"pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"},
                 "additionalProperties": {"type": "string", "pattern": "^[!-~]([ -~]*[!-~])?$"}
-            }
+            },
+            "rate_limit": rate_limit()
         }
     });
-    let body = &mut doc["paths"]["/v1/queues/{queue}/subscribers"]["post"]["requestBody"]["content"]
-        ["application/json"]["schema"];
-    if !body.is_null() {
-        *body = subscriber;
+    let patch = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {"rate_limit": {"oneOf": [rate_limit(), {"type": "null"}]}}
+    });
+    let rotation = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["secret"],
+        "properties": {
+            "secret": {"type": "string", "pattern": "^whsec_([A-Za-z0-9+/]{4})+$"},
+            "grace": {"type": "string", "pattern": SPAN_PATTERN, "default": "24h"}
+        }
+    });
+    for (path, method, schema) in [
+        ("/v1/queues/{queue}/subscribers", "post", subscriber),
+        ("/v1/queues/{queue}/subscribers/{id}", "patch", patch),
+        (
+            "/v1/queues/{queue}/subscribers/{id}/secret",
+            "post",
+            rotation,
+        ),
+    ] {
+        let body =
+            &mut doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+        if !body.is_null() {
+            *body = schema;
+        }
     }
+}
+
+/// A subscriber's `rate_limit`.
+fn rate_limit() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["per_second"],
+        "properties": {
+            "per_second": {
+                "type": "integer", "minimum": 1,
+                "maximum": space::limits::RATE_LIMIT_PER_SECOND_MAX
+            }
+        }
+    })
 }
 
 /// The body of `POST /v1/queues/{queue}/messages/batch`. (That `parent_index` names an
@@ -247,8 +288,14 @@ fn add_links(doc: &mut Value) {
             "PublishChild": link("publish", with(json!({"header.syncbrok-parent": id}))),
         })
     };
+    let sub = || with(json!({"id": "$response.body#/id"}));
     let subscriber = json!({
-        "RemoveSubscriber": link("remove_subscriber", with(json!({"id": "$response.body#/id"}))),
+        "GetSubscriber": link("get_subscriber", sub()),
+        "UpdateSubscriber": link("update_subscriber", sub()),
+        "PauseSubscriber": link("pause_subscriber", sub()),
+        "ResumeSubscriber": link("resume_subscriber", sub()),
+        "RotateSecret": link("rotate_secret", sub()),
+        "RemoveSubscriber": link("remove_subscriber", sub()),
     });
     for (path, method, statuses, links) in [
         (

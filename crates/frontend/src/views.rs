@@ -69,6 +69,43 @@ pub struct Subscriber {
     pub batch: Batch,
     /// The names of its own headers; their values are never shown.
     pub headers: Vec<String>,
+    /// `active`, `paused` (by an operator) or `disabled` (after `disable_after` of failures):
+    /// only an active subscriber receives messages.
+    #[schema(value_type = String)]
+    pub state: &'static str,
+    pub rate_limit: Option<RateLimit>,
+    /// RFC 3339: until when the secret replaced by the latest rotation still signs.
+    pub previous_secret_until: Option<String>,
+    pub health: SubscriberHealth,
+}
+
+/// How a subscriber is doing, since the broker started.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberHealth {
+    /// Requests on the wire now.
+    pub in_flight: u32,
+    /// Failed attempts since its last acknowledgement.
+    pub consecutive_failures: u32,
+    /// RFC 3339.
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// At most `per_second` messages sent to the subscriber in any one-second window (a message
+/// of a batch counts as one), whatever `max_in_flight` allows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[schema(minimum = 1, maximum = 100000)]
+    pub per_second: u32,
+}
+
+impl RateLimit {
+    pub fn setting(self) -> space::RateLimit {
+        space::RateLimit {
+            per_second: self.per_second,
+        }
+    }
 }
 
 impl From<SubscriberInfo> for Subscriber {
@@ -84,6 +121,17 @@ impl From<SubscriberInfo> for Subscriber {
                 max_bytes: Some(s.batch.max_bytes),
             },
             headers: s.headers,
+            state: s.state.name(),
+            rate_limit: s.rate_limit.map(|r| RateLimit {
+                per_second: r.per_second,
+            }),
+            previous_secret_until: s.previous_secret_until_ms.map(space::time::rfc3339),
+            health: SubscriberHealth {
+                in_flight: s.in_flight,
+                consecutive_failures: s.consecutive_failures,
+                last_success_at: s.last_success_at_ms.map(space::time::rfc3339),
+                last_error: s.last_error,
+            },
         }
     }
 }

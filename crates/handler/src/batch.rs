@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use space::{Attempt, MessageId, Outcome};
 
-use crate::{header, names, sign};
+use crate::{header, names, signature};
 
 /// The media type of a batch body.
 pub const CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -123,11 +123,8 @@ pub fn headers(
     );
     h.insert(names::WEBHOOK_ID, header(&id)?);
     h.insert(names::WEBHOOK_TIMESTAMP, HeaderValue::from(now_s));
-    if let Some(key) = &first.secret {
-        h.insert(
-            names::WEBHOOK_SIGNATURE,
-            header(&sign(key, &id, now_s, body))?,
-        );
+    if let Some(signature) = signature(first, &id, now_s, body) {
+        h.insert(names::WEBHOOK_SIGNATURE, header(&signature)?);
     }
     h.insert(names::SYNCBROK_QUEUE, queue.clone());
     h.insert(
@@ -229,6 +226,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::sign;
 
     fn attempt(seq: u64, content_type: &str, body: &'static [u8]) -> Attempt {
         Attempt {
@@ -238,6 +236,7 @@ mod tests {
             endpoint: Arc::from("http://127.0.0.1:9/hook"),
             handler: space::HandlerKind::Webhook,
             secret: Some(Arc::from(&b"key"[..])),
+            previous_secret: None,
             body: Bytes::from_static(body),
             content_type: content_type.into(),
             parent: (seq > 0).then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1)),

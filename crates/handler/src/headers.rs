@@ -7,7 +7,7 @@
 use http::{HeaderMap, HeaderValue};
 use space::Attempt;
 
-use crate::{header, names, sign};
+use crate::{header, names, signature};
 
 pub(crate) struct WebhookHeaders {
     template: HeaderMap,
@@ -93,8 +93,8 @@ fn fill(
     fills[0] = Some(header(&a.content_type)?);
     fills[1] = Some(id.clone());
     fills[2] = Some(HeaderValue::from(now_s));
-    if let Some(key) = &a.secret {
-        fills[3] = Some(header(&sign(key, id_text, now_s, &a.body))?);
+    if let Some(signature) = signature(a, id_text, now_s, &a.body) {
+        fills[3] = Some(header(&signature)?);
     }
     fills[4 + sig] = Some(id);
     fills[7 + sig] = Some(time);
@@ -127,6 +127,7 @@ mod tests {
             endpoint: Arc::from("http://127.0.0.1:1/hook"),
             handler: space::HandlerKind::Webhook,
             secret,
+            previous_secret: None,
             body: bytes::Bytes::from_static(b"{}"),
             content_type: "application/json".into(),
             parent: parent.then(|| space::MessageId::from_u128(6)),

@@ -331,6 +331,19 @@ pub fn legacy_request(a: &Attempt) -> Result<Request<Full<Bytes>>, String> {
     Ok(request)
 }
 
+/// The `webhook-signature` of a request for `a`'s subscriber, if it has a secret: the
+/// signature with its secret and, during a rotation's grace period, a space and the
+/// signature with the secret it replaced (receivers accept a request if any one verifies).
+pub(crate) fn signature(a: &Attempt, id: &str, timestamp_s: u64, body: &[u8]) -> Option<String> {
+    let key = a.secret.as_ref()?;
+    let mut value = sign(key, id, timestamp_s, body);
+    if let Some(previous) = &a.previous_secret {
+        value.push(' ');
+        value.push_str(&sign(previous, id, timestamp_s, body));
+    }
+    Some(value)
+}
+
 /// The Standard Webhooks signature: `v1,` and the base64 HMAC-SHA256 of `{id}.{ts}.{body}`.
 pub fn sign(key: &[u8], id: &str, timestamp_s: u64, body: &[u8]) -> String {
     let mut mac =
@@ -402,6 +415,7 @@ mod tests {
             endpoint: Arc::from("http://127.0.0.1:9/hook"),
             handler,
             secret: Some(Arc::from(&b"key"[..])),
+            previous_secret: None,
             body: Bytes::from_static(b"{\"a\":1}"),
             content_type: "application/json".into(),
             parent: Some(space::ids::message_id(1_700_000_000_000, 3, 8)),
@@ -435,6 +449,7 @@ mod tests {
         assert_eq!(h["syncbrok-parent"], a.parent.unwrap().to_string().as_str());
         let unsigned = Attempt {
             secret: None,
+            previous_secret: None,
             parent: None,
             ..a
         };

@@ -37,6 +37,7 @@ fn batched(endpoint: String) -> SubscriberSpec {
             max_bytes: 1 << 20,
         },
         headers: vec![("authorization".into(), "Bearer batch-token".into())],
+        ..Default::default()
     }
 }
 

@@ -39,8 +39,7 @@ fn spec(endpoint: String, handler: HandlerKind, secret: Option<&str>) -> Subscri
         handler,
         secret: secret.map(str::to_owned),
         max_in_flight: 8,
-        batch: Default::default(),
-        headers: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Attempt {
     pub handler: HandlerKind,
     /// The decoded `whsec_` key, if the subscriber has one.
     pub secret: Option<Arc<[u8]>>,
+    /// The key of the secret a rotation replaced, while its grace period lasts: requests are
+    /// signed with both.
+    pub previous_secret: Option<Arc<[u8]>>,
     pub body: Bytes,
     pub content_type: String,
     pub parent: Option<MessageId>,

@@ -3,7 +3,7 @@
 
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    MAX_IN_FLIGHT_MAX, SUBSCRIBERS_PER_QUEUE_MAX,
+    MAX_IN_FLIGHT_MAX, RATE_LIMIT_PER_SECOND_MAX, SUBSCRIBERS_PER_QUEUE_MAX,
 };
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::SettingsError;
@@ -210,6 +210,11 @@ pub enum SubscriberError {
     /// Why, in words.
     #[error("invalid header: {0}")]
     InvalidHeader(String),
+    #[error("rate_limit.per_second {0} is outside 1..={RATE_LIMIT_PER_SECOND_MAX}")]
+    InvalidRateLimit(u32),
+    /// Why, in words.
+    #[error("invalid secret rotation: {0}")]
+    InvalidRotation(String),
     /// A subscriber record whose options this build cannot read.
     #[error("unreadable subscriber options: {0}")]
     InvalidOptions(String),
@@ -226,7 +231,9 @@ impl Classify for SubscriberError {
             TooManySubscribers
             | EndpointNotAllowed(_)
             | InvalidMaxInFlight(_)
-            | InvalidBatch(_) => ErrorKind::Unprocessable,
+            | InvalidBatch(_)
+            | InvalidRateLimit(_)
+            | InvalidRotation(_) => ErrorKind::Unprocessable,
             InvalidOptions(_) | InvalidHeader(_) => ErrorKind::Invalid,
             Journal(e) => e.kind(),
         }

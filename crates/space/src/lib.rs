@@ -44,14 +44,16 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
     SubscriberId,
 };
-pub use queue::SubscriberSpec;
 pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
+pub use queue::{RateLimit, SubscriberSpec, SubscriberState};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
-pub use space::{RedriveScope, Space, SpaceImage, decode_secret, validate_queue_name};
+pub use space::{
+    RedriveScope, Space, SpaceImage, SubscriberUpdate, decode_secret, validate_queue_name,
+};
 pub use types::{
     BatchEntry, BatchParent, DeadLetter, DeliveryView, MessageInfo, NewMessage, Page,
     PublishedMessage, QueueInfo, ReclaimReport, SpaceConfig, SpaceTotals, SubscriberInfo,

@@ -20,13 +20,13 @@ pub const MAX_IN_FLIGHT_DEFAULT: u32 = 64;
 pub const MAX_IN_FLIGHT_MAX: u32 = 4096;
 
 /// Failed attempts in a row (no ack in between), with as many retries scheduled, after which
-/// a subscriber's dispatcher pauses new messages: it sends its retries as they fall due, each
+/// a subscriber's dispatcher holds new messages back: it sends its retries as they fall due, each
 /// making room for one new message as a probe, and the first ack resumes it at once. A
 /// subscriber that is down then holds at most this many messages on its retry schedule (plus
 /// `max_in_flight` on the wire), instead of every message of a backlog failing at once; a few
-/// refused messages among acknowledged ones never pause it, and one that refuses only the
+/// refused messages among acknowledged ones never hold them, and one that refuses only the
 /// messages it is retrying is found by the probes.
-pub const FAILURES_TO_PAUSE_NEW_MESSAGES: u32 = 64;
+pub const FAILURES_TO_HOLD_NEW_MESSAGES: u32 = 64;
 
 /// Idempotency keys longer than this are refused: they are kept in memory for the window.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
@@ -134,3 +134,11 @@ pub const LINEAGE_NODES_MAX: usize = 5000;
 pub const SUBSCRIBER_HEADERS_MAX: usize = 16;
 /// … whose names and values together take at most this many bytes.
 pub const SUBSCRIBER_HEADER_BYTES_MAX: usize = 4096;
+
+/// Largest `rate_limit.per_second` of a subscriber: its window keeps an entry per request
+/// answered within the last second, so at most this many (16 bytes each).
+pub const RATE_LIMIT_PER_SECOND_MAX: u32 = 100_000;
+
+/// Longest grace period of a secret rotation, during which the replaced secret still signs:
+/// a receiver has this long to take the new secret.
+pub const SECRET_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);

@@ -141,6 +141,14 @@ pub struct QueueSettings {
     #[serde(with = "on_parent_dead_name")]
     pub on_parent_dead: OnParentDead,
     pub idempotency: Idempotency,
+    /// A subscriber whose every attempt has failed for this long is disabled; 0 = never.
+    /// (Settings written before it existed read with the default.)
+    #[serde(default = "default_disable_after")]
+    pub disable_after: Span,
+}
+
+fn default_disable_after() -> Span {
+    Span::secs(3 * 86_400)
 }
 
 impl Default for QueueSettings {
@@ -162,6 +170,7 @@ impl Default for QueueSettings {
                 window: Span::secs(3_600),
                 max_keys: bounds::IDEMPOTENCY_KEYS_DEFAULT,
             },
+            disable_after: default_disable_after(),
         }
     }
 }
@@ -177,6 +186,7 @@ pub struct SettingsPatch {
     #[serde(default, with = "on_parent_dead_name::option")]
     pub on_parent_dead: Option<OnParentDead>,
     pub idempotency: Option<IdempotencyPatch>,
+    pub disable_after: Option<Span>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +237,8 @@ pub mod bounds {
     pub const IDEMPOTENCY_KEYS_DEFAULT: u64 = 1_000_000;
     /// Most keys a queue may be set to remember: about 3.5 GB of memory at the longest keys.
     pub const IDEMPOTENCY_KEYS_MAX: u64 = 10_000_000;
+    /// A year of nothing but failures: past that, "never" (0) says it better.
+    pub const DISABLE_AFTER_MAX: Span = Span::secs(365 * 86_400);
 }
 
 /// Why settings were refused.
@@ -260,6 +272,7 @@ impl QueueSettings {
             }
         }
         s.on_parent_dead = p.on_parent_dead.unwrap_or(s.on_parent_dead);
+        s.disable_after = p.disable_after.unwrap_or(s.disable_after);
         if let Some(i) = &p.idempotency {
             s.idempotency.window = i.window.unwrap_or(s.idempotency.window);
             s.idempotency.max_keys = i.max_keys.unwrap_or(s.idempotency.max_keys);
@@ -318,6 +331,12 @@ impl QueueSettings {
             self.retention.dead,
             Span::millis(0),
             RETENTION_MAX,
+        )?;
+        within(
+            "disable_after",
+            self.disable_after,
+            Span::millis(0),
+            DISABLE_AFTER_MAX,
         )?;
         within(
             "idempotency.window",

@@ -89,6 +89,15 @@ pub struct SubscriberInfo {
     pub batch: crate::delivery::Batching,
     /// The names of its own headers (their values are never shown).
     pub headers: Vec<String>,
+    pub state: crate::queue::SubscriberState,
+    pub rate_limit: Option<crate::queue::RateLimit>,
+    /// Until when (unix ms) the secret a rotation replaced still signs, during its grace.
+    pub previous_secret_until_ms: Option<u64>,
+    /// How it is doing since the broker started.
+    pub in_flight: u32,
+    pub consecutive_failures: u32,
+    pub last_success_at_ms: Option<u64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +155,8 @@ pub struct SpaceTotals {
     pub acked: u64,
     pub failed_attempts: u64,
     pub dead_lettered: u64,
+    /// Subscribers disabled after `disable_after` of failures.
+    pub subscribers_disabled: u64,
     /// Attempts whose message body could not be read back from the log (each is retried
     /// like a failed delivery; a record that fails its checksum is also logged as corruption).
     pub unreadable_bodies: u64,

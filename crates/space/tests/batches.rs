@@ -89,7 +89,7 @@ fn spec(max_messages: u32, max_bytes: u32, max_in_flight: u32) -> SubscriberSpec
             max_messages,
             max_bytes,
         },
-        headers: Vec::new(),
+        ..Default::default()
     }
 }
 

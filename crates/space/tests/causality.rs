@@ -190,8 +190,7 @@ async fn an_attempt_on_the_wire_and_a_saturated_subscriber_are_told_apart() {
         handler: HandlerKind::Webhook,
         secret: None,
         max_in_flight: 1,
-        batch: Default::default(),
-        headers: Vec::new(),
+        ..Default::default()
     };
     space.add_subscriber("q", spec).await.unwrap();
     let first = space.publish("q", msg("first")).await.unwrap().id;

@@ -303,8 +303,7 @@ async fn messages_waiting_for_a_retry_hold_no_delivery_slot() {
                 handler: HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 2,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await
@@ -352,7 +351,7 @@ async fn a_subscriber_that_is_down_is_not_tried_with_the_whole_backlog() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let tried: std::collections::HashSet<MessageId> = d.to(A).into_iter().collect();
     // On its retry schedule, and on the wire.
-    let bound = space::limits::FAILURES_TO_PAUSE_NEW_MESSAGES as usize
+    let bound = space::limits::FAILURES_TO_HOLD_NEW_MESSAGES as usize
         + space::limits::MAX_IN_FLIGHT_DEFAULT as usize;
     assert!(
         tried.len() <= bound,

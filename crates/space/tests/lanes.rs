@@ -78,8 +78,7 @@ async fn subscribe_one_at_a_time(space: &Space) {
                 handler: space::HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 1,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await

@@ -335,8 +335,7 @@ async fn a_later_subscriber_only_gets_later_messages_and_a_removed_one_is_not_wa
                 handler: HandlerKind::Legacy,
                 secret: None,
                 max_in_flight: 1,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await
@@ -359,8 +358,7 @@ async fn bad_subscribers_are_refused() {
         handler: HandlerKind::Webhook,
         secret: secret.map(str::to_owned),
         max_in_flight,
-        batch: Default::default(),
-        headers: Vec::new(),
+        ..Default::default()
     };
     for (s, what) in [
         (spec("ftp://x/", None, 1), "scheme"),
@@ -859,8 +857,7 @@ async fn discarding_a_message_in_backoff_frees_its_slot_at_once() {
                 handler: HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 1,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await

@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use space::{
-    Attempt, BatchEntry, BatchParent, Deliverer, HandlerKind, ManualClock, MessageId, NewMessage,
-    Outcome, SettingsPatch, Space, SpaceConfig, SpaceImage, SubscriberSpec,
+    Attempt, BatchEntry, BatchParent, Deliverer, ManualClock, MessageId, NewMessage, Outcome,
+    SettingsPatch, Space, SpaceConfig, SpaceImage, SubscriberSpec, SubscriberUpdate,
 };
 use storage::sim::SimDisk;
 use tokio::sync::oneshot;
@@ -154,6 +154,12 @@ enum Op {
         queue: usize,
         which: proptest::sample::Index,
     },
+    /// Pause, resume, a rate limit (or none), a secret rotation.
+    Control {
+        queue: usize,
+        which: proptest::sample::Index,
+        control: u8,
+    },
     DeleteQueue {
         queue: usize,
     },
@@ -189,6 +195,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::Discard { queue, which }),
         1 => (queue.clone(), 0..ENDPOINTS.len()).prop_map(|(queue, endpoint)| Op::AddSubscriber { queue, endpoint }),
         1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::RemoveSubscriber { queue, which }),
+        1 => (queue.clone(), any::<proptest::sample::Index>(), 0u8..5).prop_map(|(queue, which, control)| Op::Control { queue, which, control }),
         1 => queue.clone().prop_map(|queue| Op::DeleteQueue { queue }),
         1 => queue.clone().prop_map(|queue| Op::CreateQueue { queue }),
         1 => (queue, 0usize..3, prop_oneof![Just(0u64), Just(60)], prop_oneof![Just(0u64), Just(60), Just(3600)], 1u32..4)
@@ -247,11 +254,10 @@ fn spec(endpoint: &str) -> SubscriberSpec {
     };
     SubscriberSpec {
         endpoint: endpoint.into(),
-        handler: HandlerKind::Webhook,
         secret: None,
         max_in_flight: 4,
         batch,
-        headers: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -465,6 +471,30 @@ impl World {
                 {
                     let id = subs[which.index(subs.len())].id;
                     let _ = s.remove_subscriber(QUEUES[queue], id).await;
+                }
+            }
+            Op::Control {
+                queue,
+                which,
+                control,
+            } => {
+                if let Ok(subs) = s.subscribers(QUEUES[queue])
+                    && !subs.is_empty()
+                {
+                    let id = subs[which.index(subs.len())].id;
+                    let update = match control {
+                        0 => SubscriberUpdate::Pause,
+                        1 => SubscriberUpdate::Resume,
+                        2 => {
+                            SubscriberUpdate::RateLimit(Some(space::RateLimit { per_second: 1000 }))
+                        }
+                        3 => SubscriberUpdate::RateLimit(None),
+                        _ => SubscriberUpdate::RotateSecret {
+                            secret: format!("whsec_{}", ["MTExMQ==", "MjIyMg=="][which.index(2)]),
+                            grace: Duration::from_secs(30),
+                        },
+                    };
+                    let _ = s.update_subscriber(QUEUES[queue], id, update).await;
                 }
             }
             Op::DeleteQueue { queue } => {

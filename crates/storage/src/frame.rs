@@ -30,8 +30,9 @@ const SEGMENT_MAGIC: &[u8; 8] = b"SYNCBROK";
 /// Version of the segment format written. A reader refuses versions it does not know, in any
 /// segment: an unknown version is never taken for a torn header. Version 3 added record kind
 /// 14 (a subscriber with options): a build that knows only version 2 would take such a record
-/// for damage, so it must refuse these segments instead.
-pub const FORMAT_VERSION: u32 = 3;
+/// for damage, so it must refuse these segments instead. Version 4 added kind 15 (a
+/// subscriber updated), for the same reason.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest segment format this build reads (it reads every version up to
 /// [`FORMAT_VERSION`]; version 2 segments simply hold no records of the newer kinds).
 pub const FORMAT_VERSION_OLDEST: u32 = 2;

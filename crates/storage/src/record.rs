@@ -106,6 +106,15 @@ pub enum Record {
         /// existed, read as having none.
         options: Bytes,
     },
+    /// A subscriber's secret or further settings changed (paused, resumed, disabled, a new
+    /// secret, a rate limit): both are the full new values, not deltas. Its endpoint, handler
+    /// and `max_in_flight` never change.
+    SubscriberUpdated {
+        queue: QueueNumber,
+        subscriber: SubscriberId,
+        secret: Option<String>,
+        options: Bytes,
+    },
     SubscriberRemoved {
         queue: QueueNumber,
         subscriber: SubscriberId,
@@ -189,8 +198,9 @@ pub(crate) mod kind {
     /// `SubscriberAdded` with its options; kind 4 is the same record before options existed,
     /// still read, no longer written.
     pub const SUBSCRIBER_ADDED_WITH_OPTIONS: u8 = 14;
+    pub const SUBSCRIBER_UPDATED: u8 = 15;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = SUBSCRIBER_ADDED_WITH_OPTIONS;
+    pub const LAST_RECORD: u8 = SUBSCRIBER_UPDATED;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -208,6 +218,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::QUEUE_UPDATED => "queue updated",
         kind::QUEUE_DELETED => "queue deleted",
         kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => "subscriber added",
+        kind::SUBSCRIBER_UPDATED => "subscriber updated",
         kind::SUBSCRIBER_REMOVED => "subscriber removed",
         kind::PUBLISHED => "published",
         kind::ACKED => "acked",
@@ -233,6 +244,7 @@ impl Record {
             Record::QueueUpdated { .. } => kind::QUEUE_UPDATED,
             Record::QueueDeleted { .. } => kind::QUEUE_DELETED,
             Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
+            Record::SubscriberUpdated { .. } => kind::SUBSCRIBER_UPDATED,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
             Record::Published(_) => kind::PUBLISHED,
             Record::Acked { .. } => kind::ACKED,
@@ -278,6 +290,17 @@ impl Record {
                 e.str(handler);
                 e.opt_str(secret);
                 e.u32(*max_in_flight);
+                e.bytes(options);
+            }
+            Record::SubscriberUpdated {
+                queue,
+                subscriber,
+                secret,
+                options,
+            } => {
+                e.u32(*queue);
+                e.u64(*subscriber);
+                e.opt_str(secret);
                 e.bytes(options);
             }
             Record::SubscriberRemoved {
@@ -405,6 +428,12 @@ impl Record {
                     },
                 }
             }
+            kind::SUBSCRIBER_UPDATED => Record::SubscriberUpdated {
+                queue: d.u32()?,
+                subscriber: d.u64()?,
+                secret: d.opt_string()?,
+                options: d.bytes()?,
+            },
             kind::SUBSCRIBER_REMOVED => Record::SubscriberRemoved {
                 queue: d.u32()?,
                 subscriber: d.u64()?,
@@ -541,6 +570,7 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::QUEUE_DELETED
         | kind::SUBSCRIBER_ADDED
         | kind::SUBSCRIBER_ADDED_WITH_OPTIONS
+        | kind::SUBSCRIBER_UPDATED
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
         kind::PUBLISHED => {
             let q = d.u32().ok();

@@ -154,6 +154,7 @@ pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
         endpoint: Arc::from(endpoint),
         handler: space::HandlerKind::Webhook,
         secret: None,
+        previous_secret: None,
         body: Bytes::from_static(b"{}"),
         content_type: "application/json".into(),
         parent: None,

@@ -8,7 +8,51 @@ use super::{Answered, Meta, QueueState};
 use crate::model::{DeliveryState, MessageId, SubscriberId};
 use crate::scheduler::Scheduler;
 
+/// What one request to a subscriber carries, from [`QueueState::take_request`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub first: MessageId,
+    /// The rest of its batch (none unless the subscriber takes batches).
+    pub more: Vec<MessageId>,
+    /// Counted against the subscriber's rate limit: report it done when it is off the wire.
+    pub counted: bool,
+}
+
 impl QueueState {
+    /// What `sub`'s next request carries: its next message and, if it takes batches, what is
+    /// ready to go with it. Nothing while it is paused or disabled, or its rate limit has no
+    /// room; a batch holds at most what the rate limit has room for. Under a rate limit, the
+    /// messages count against it until [`QueueState::request_done`], and `counted` says so
+    /// (without one, nothing needs to be reported back).
+    pub fn take_request(&mut self, sub: SubscriberId, now: Instant) -> Option<Request> {
+        let room = self.subscribers.get_mut(&sub)?.room(now);
+        if room == 0 {
+            return None;
+        }
+        let first = self.next_for(sub, now)?;
+        let more = self.fill_batch(sub, first, now, room as usize - 1);
+        let n = u32::try_from(1 + more.len()).unwrap_or(u32::MAX);
+        let counted = self.subscribers.get_mut(&sub).is_some_and(|s| s.sent(n));
+        Some(Request {
+            first,
+            more,
+            counted,
+        })
+    }
+
+    /// A request of `n` messages taken by [`QueueState::take_request`] is off the wire.
+    pub fn request_done(&mut self, sub: SubscriberId, n: u32, now: Instant) {
+        if let Some(s) = self.subscribers.get_mut(&sub) {
+            s.request_done(n, now);
+        }
+    }
+
+    /// When `sub`'s dispatcher should look again unless woken (see
+    /// [`Subscriber::next_wake_at`](super::Subscriber::next_wake_at)).
+    pub fn next_wake_at(&self, sub: SubscriberId) -> Option<Instant> {
+        self.subscribers.get(&sub)?.next_wake_at()
+    }
+
     /// The next message for a subscriber: a retry that is due, else the scheduler's next
     /// (unless the subscriber's recent attempts all failed: see
     /// [`Subscriber::takes_new_messages`]).
@@ -53,13 +97,14 @@ impl QueueState {
 
     /// After `first`, the messages that go in the same request to `sub`: none unless it takes
     /// batches; otherwise whatever is ready now (due retries first, then new messages), up to
-    /// its `batch` bounds — never waiting for more. A child is never in the batch of its parent:
-    /// it is released only once its parent is acknowledged by all.
+    /// its `batch` bounds and `max` more — never waiting for more. A child is never in the
+    /// batch of its parent: it is released only once its parent is acknowledged by all.
     pub fn fill_batch(
         &mut self,
         sub: SubscriberId,
         first: MessageId,
         now: Instant,
+        max: usize,
     ) -> Vec<MessageId> {
         let Some(batch) = self.subscribers.get(&sub).map(|s| s.spec.batch) else {
             return Vec::new();
@@ -69,7 +114,7 @@ impl QueueState {
         }
         let mut bytes = self.meta(first).map_or(0, |m| u64::from(m.size));
         let mut more = Vec::new();
-        while more.len() + 1 < batch.max_messages as usize {
+        while more.len() + 1 < batch.max_messages as usize && more.len() < max {
             let budget = u64::from(batch.max_bytes).saturating_sub(bytes);
             let Some(id) = self.next_within(sub, now, budget) else {
                 break;
@@ -80,17 +125,30 @@ impl QueueState {
         more
     }
 
+    /// Whether `sub` is due to be disabled at `now_ms`: active, not being disabled already,
+    /// and every attempt failed for the queue's `disable_after` (not 0). Marks it as being
+    /// disabled, so that it is asked for once.
+    pub fn should_disable(&mut self, sub: SubscriberId, now_ms: u64) -> bool {
+        let after = self.settings.disable_after.as_millis();
+        let Some(s) = self.subscribers.get_mut(&sub) else {
+            return false;
+        };
+        let due = after > 0
+            && s.spec.state.sends()
+            && !s.disabling
+            && s.failing_for_ms(now_ms).is_some_and(|f| f >= after);
+        if due {
+            s.disabling = true;
+        }
+        due
+    }
+
     /// How an attempt of `sub` ended, for its dispatcher's pacing and its health (not
     /// durable state).
     pub fn record_answer(&mut self, sub: SubscriberId, answer: Answered<'_>) {
         if let Some(s) = self.subscribers.get_mut(&sub) {
             s.record_answer(answer);
         }
-    }
-
-    /// When the subscriber's earliest retry is due.
-    pub fn next_retry_at(&self, sub: SubscriberId) -> Option<Instant> {
-        self.subscribers.get(&sub)?.next_retry_at()
     }
 
     pub fn schedule_retry(&mut self, sub: SubscriberId, id: MessageId, at: Instant) {

@@ -19,6 +19,8 @@ pub enum Verdict {
     RetryScheduled,
     /// Its turn has come, but every `max_in_flight` slot of the subscriber is taken.
     SubscriberSaturated,
+    /// The subscriber is paused or disabled: nothing is sent to it until it is resumed.
+    SubscriberPaused,
     /// Behind other messages of the same subscriber.
     Queued,
     /// Its parent is not delivered yet.
@@ -36,6 +38,7 @@ impl Verdict {
             Verdict::InFlight => "in_flight",
             Verdict::RetryScheduled => "retry_scheduled",
             Verdict::SubscriberSaturated => "subscriber_saturated",
+            Verdict::SubscriberPaused => "subscriber_paused",
             Verdict::Queued => "queued",
             Verdict::WaitingForParent => "waiting_for_parent",
             Verdict::ParentDead => "parent_dead",
@@ -72,6 +75,7 @@ pub struct Blocker {
 pub struct SubscriberHealth {
     pub id: SubscriberId,
     pub endpoint: String,
+    pub state: super::SubscriberState,
     pub in_flight: u32,
     pub max_in_flight: u32,
     pub consecutive_failures: u32,
@@ -166,6 +170,7 @@ impl QueueState {
                 SubscriberHealth {
                     id: *sub,
                     endpoint: s.spec.endpoint.clone(),
+                    state: h.state,
                     in_flight: h.in_flight,
                     max_in_flight: s.spec.max_in_flight,
                     consecutive_failures: h.consecutive_failures,
@@ -200,7 +205,12 @@ impl QueueState {
             MessageState::Dead => Verdict::Dead,
             MessageState::Ready | MessageState::Delivering => {
                 for (sub, s) in &self.subscribers {
+                    let sends = s.spec.state.sends();
                     let verdict = match self.sched.delivery_state(id, s.slot) {
+                        Some(DeliveryState::InFlight) if s.retry_scheduled(id) && !sends => {
+                            Verdict::SubscriberPaused
+                        }
+                        Some(DeliveryState::Pending) if !sends => Verdict::SubscriberPaused,
                         Some(DeliveryState::InFlight) if s.retry_scheduled(id) => {
                             Verdict::RetryScheduled
                         }
@@ -225,6 +235,7 @@ impl QueueState {
                 }
                 // What holds it back the longest among its deliveries.
                 [
+                    Verdict::SubscriberPaused,
                     Verdict::RetryScheduled,
                     Verdict::SubscriberSaturated,
                     Verdict::Queued,

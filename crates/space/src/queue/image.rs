@@ -7,17 +7,8 @@ use crate::model::{DeadReason, MessageId, QueueNumber, SubscriberId};
 use crate::settings::QueueSettings;
 
 /// One queue's durable state.
-/// A subscriber in a [`QueueImage`]: (id, endpoint, handler, has a secret, max_in_flight,
-/// batching, own headers).
-pub type SubscriberImage = (
-    SubscriberId,
-    String,
-    &'static str,
-    bool,
-    u32,
-    crate::delivery::Batching,
-    Vec<(String, String)>,
-);
+/// A subscriber in a [`QueueImage`]: its id and every setting.
+pub type SubscriberImage = (SubscriberId, super::SubscriberSpec);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueImage {
@@ -67,17 +58,7 @@ impl QueueState {
         let subscribers = self
             .subscribers
             .iter()
-            .map(|(id, s)| {
-                (
-                    *id,
-                    s.spec.endpoint.clone(),
-                    s.spec.handler.name(),
-                    s.spec.secret.is_some(),
-                    s.spec.max_in_flight,
-                    s.spec.batch,
-                    s.spec.headers.clone(),
-                )
-            })
+            .map(|(id, s)| (*id, s.spec.clone()))
             .collect();
         let mut idempotency: Vec<_> = self
             .idempotency

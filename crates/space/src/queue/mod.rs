@@ -42,7 +42,9 @@ pub(crate) use idempotency::body_hash;
 use idempotency::{IdempotencyKeys, Remembered};
 use reservation::PendingPublishes;
 pub(crate) use subscriber::Subscriber;
-pub use subscriber::{Answered, SubscriberSpec, decode_secret};
+pub use subscriber::{
+    Answered, PreviousSecret, RateLimit, SubscriberSpec, SubscriberState, decode_secret,
+};
 
 /// What the Space keeps in memory per message besides its scheduling state: 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,17 +422,35 @@ impl QueueState {
         id: SubscriberId,
         spec: SubscriberSpec,
     ) -> Result<(), SubscriberError> {
-        let key = match &spec.secret {
-            Some(s) => Some(Arc::<[u8]>::from(subscriber::decode_secret(s)?)),
-            None => None,
-        };
         let slot = self
             .sched
             .add_subscriber(id)
             .map_err(|_| SubscriberError::TooManySubscribers)?;
-        self.subscribers
-            .insert(id, Subscriber::new(slot, spec, key));
-        Ok(())
+        match Subscriber::new(slot, spec) {
+            Ok(s) => {
+                self.subscribers.insert(id, s);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.sched.remove_subscriber(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// A subscriber's secret or further settings changed (`spec` is the whole new spec; its
+    /// endpoint, handler and `max_in_flight` are those it had). Resumed, it takes its messages
+    /// again in order: its retries first, then where its cursor stopped.
+    pub fn apply_subscriber_updated(
+        &mut self,
+        id: SubscriberId,
+        spec: SubscriberSpec,
+    ) -> Result<(), SubscriberError> {
+        let s = self
+            .subscribers
+            .get_mut(&id)
+            .ok_or(SubscriberError::SubscriberNotFound(id))?;
+        s.update(spec)
     }
 
     /// A subscriber was removed: pending deliveries to it are dropped, and messages no longer

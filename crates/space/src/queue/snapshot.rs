@@ -293,6 +293,7 @@ mod tests {
                 max_bytes: 4096,
             },
             headers: vec![("authorization".into(), "Bearer s3cret".into())],
+            ..Default::default()
         };
         q.apply_subscriber_added(1, spec("http://a/", 1)).unwrap();
         q.apply_subscriber_added(2, spec("http://b/", 50)).unwrap();
@@ -420,12 +421,11 @@ mod older_layouts {
             image.subscribers,
             vec![(
                 9,
-                "http://a/".to_owned(),
-                "webhook",
-                false,
-                8,
-                Default::default(),
-                Vec::new()
+                SubscriberSpec {
+                    endpoint: "http://a/".to_owned(),
+                    max_in_flight: 8,
+                    ..SubscriberSpec::default()
+                }
             )]
         );
         // Read as version 3, the same bytes lack the subscriber's options.

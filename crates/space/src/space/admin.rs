@@ -11,7 +11,7 @@ use super::{Queue, Space, wake_all};
 use crate::error::{QueueError, SubscriberError};
 use crate::limits::{ENDPOINT_BYTES_MAX, MAX_IN_FLIGHT_MAX, QUEUE_NAME_BYTES_MAX};
 use crate::model::SubscriberId;
-use crate::queue::{QueueState, SubscriberSpec, decode_secret};
+use crate::queue::{QueueState, Subscriber, SubscriberSpec};
 use crate::settings::{QueueSettings, SettingsPatch};
 use crate::types::{QueueInfo, SubscriberInfo};
 
@@ -49,7 +49,9 @@ fn settings_bytes(settings: &QueueSettings) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(settings).unwrap_or_default())
 }
 
-pub(super) fn subscriber_info(id: SubscriberId, spec: &SubscriberSpec) -> SubscriberInfo {
+pub(super) fn subscriber_info(id: SubscriberId, s: &Subscriber, now_ms: u64) -> SubscriberInfo {
+    let spec = &s.spec;
+    let health = s.health();
     SubscriberInfo {
         id,
         endpoint: spec.endpoint.clone(),
@@ -58,6 +60,17 @@ pub(super) fn subscriber_info(id: SubscriberId, spec: &SubscriberSpec) -> Subscr
         has_secret: spec.secret.is_some(),
         batch: spec.batch,
         headers: spec.headers.iter().map(|(n, _)| n.clone()).collect(),
+        state: spec.state,
+        rate_limit: spec.rate_limit,
+        previous_secret_until_ms: spec
+            .previous_secret
+            .as_ref()
+            .map(|p| p.until_ms)
+            .filter(|until| *until > now_ms),
+        in_flight: health.in_flight,
+        consecutive_failures: health.consecutive_failures,
+        last_success_at_ms: health.last_success_at_ms,
+        last_error: health.last_error,
     }
 }
 
@@ -150,9 +163,6 @@ impl Space {
         if spec.max_in_flight == 0 || spec.max_in_flight > MAX_IN_FLIGHT_MAX {
             return Err(SubscriberError::InvalidMaxInFlight(spec.max_in_flight));
         }
-        if let Some(secret) = &spec.secret {
-            decode_secret(secret)?;
-        }
         spec.validate()?;
         let (this, queue) = (self.clone(), queue.to_owned());
         Self::complete(async move { this.add_subscriber_now(&queue, spec).await }).await
@@ -173,7 +183,7 @@ impl Space {
                 .subscribers()
                 .find(|(_, s)| s.spec.endpoint == spec.endpoint)
             {
-                return Ok((subscriber_info(id, &s.spec), false));
+                return Ok((subscriber_info(id, s, self.now_ms()), false));
             }
             if st.subscribers().count() >= crate::limits::SUBSCRIBERS_PER_QUEUE_MAX {
                 return Err(SubscriberError::TooManySubscribers);
@@ -192,8 +202,14 @@ impl Space {
                 options: spec.options(),
             }])
             .await?;
-        let info = subscriber_info(id, &spec);
-        q.lock().apply_subscriber_added(id, spec)?;
+        let info = {
+            let mut st = q.lock();
+            st.apply_subscriber_added(id, spec)?;
+            let s = st
+                .subscriber(id)
+                .ok_or(SubscriberError::SubscriberNotFound(id))?;
+            subscriber_info(id, s, self.now_ms())
+        };
         self.spawn_dispatcher(q.clone(), id);
         Ok((info, true))
     }

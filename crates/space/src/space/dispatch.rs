@@ -52,30 +52,34 @@ struct Job {
     first: MessageId,
     more: Vec<MessageId>,
     batched: bool,
+    /// Counted against the subscriber's rate limit until reported done.
+    counted: bool,
     permit: OwnedSemaphorePermit,
 }
 
 impl Job {
-    /// Takes the subscriber's next message (and, if it takes batches, what goes with it).
+    /// Takes the subscriber's next request (see [`QueueState::take_request`]).
+    ///
+    /// [`QueueState::take_request`]: crate::queue::QueueState::take_request
     fn take(
         st: &mut crate::queue::QueueState,
         sub: SubscriberId,
         permit: OwnedSemaphorePermit,
     ) -> Option<Job> {
-        let now = tokio::time::Instant::now();
-        let first = st.next_for(sub, now)?;
+        let request = st.take_request(sub, tokio::time::Instant::now())?;
         let batched = st.subscriber(sub)?.spec.batch.is_batched();
-        let more = if batched {
-            st.fill_batch(sub, first, now)
-        } else {
-            Vec::new()
-        };
         Some(Job {
-            first,
-            more,
+            first: request.first,
+            more: request.more,
             batched,
+            counted: request.counted,
             permit,
         })
+    }
+
+    /// The messages it carries.
+    fn len(&self) -> u32 {
+        u32::try_from(1 + self.more.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -115,6 +119,7 @@ impl Lane {
         let mut channel = Channel::default();
         let mut job = first;
         loop {
+            let done = job.counted.then(|| job.len());
             if job.batched {
                 self.space
                     .attempt_batch(&self.queue, self.sub, job, &mut channel)
@@ -123,6 +128,10 @@ impl Lane {
                 self.space
                     .attempt(&self.queue, self.sub, job.first, job.permit, &mut channel)
                     .await;
+            }
+            if let Some(n) = done {
+                let now = tokio::time::Instant::now();
+                self.queue.lock().request_done(self.sub, n, now);
             }
             if self.space.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.space.inner.idle.notify_waiters();
@@ -193,13 +202,13 @@ impl Space {
                 let notified = notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let (next, retry_at) = {
+                let (next, wake_at) = {
                     let mut st = queue.lock();
                     if st.is_deleted() || st.subscriber(sub).is_none() {
                         return;
                     }
                     let next = Job::take(&mut st, sub, permit);
-                    (next, st.next_retry_at(sub))
+                    (next, st.next_wake_at(sub))
                 };
                 match next {
                     Some(job) => {
@@ -225,15 +234,17 @@ impl Space {
                         tokio::spawn(lane.run(job));
                     }
                     None => {
-                        let retry = async {
-                            match retry_at {
+                        // Until a retry is due or the rate limit has room again, unless
+                        // woken first (new messages, an answer, a resume).
+                        let wake = async {
+                            match wake_at {
                                 Some(at) => tokio::time::sleep_until(at).await,
                                 None => std::future::pending().await,
                             }
                         };
                         tokio::select! {
                             _ = notified => {}
-                            _ = retry => {}
+                            _ = wake => {}
                             _ = stop.changed() => return,
                             _ = shutdown.changed() => return,
                         }
@@ -359,7 +370,8 @@ impl Space {
 
     /// What the next attempt needs, if the message is still owed to the subscriber.
     fn prepare_attempt(&self, queue: &Queue, sub: SubscriberId, id: MessageId) -> Prepared {
-        let (number, name, settings, endpoint, handler, key, headers) = {
+        let now_ms = self.now_ms();
+        let (number, name, settings, endpoint, handler, keys, headers) = {
             let st = queue.lock();
             if !st.is_in_flight(id, sub) {
                 return Prepared::Gone;
@@ -373,7 +385,7 @@ impl Space {
                 st.settings(),
                 s.endpoint.clone(),
                 s.spec.handler,
-                s.key.clone(),
+                (s.key.clone(), s.previous_key(now_ms)),
                 s.headers.clone(),
             )
         };
@@ -400,7 +412,8 @@ impl Space {
                 subscriber: sub,
                 endpoint,
                 handler,
-                secret: key,
+                secret: keys.0,
+                previous_secret: keys.1,
                 body: body.body,
                 content_type: body.content_type,
                 parent: body.parent,

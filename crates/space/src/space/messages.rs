@@ -239,8 +239,7 @@ mod tests {
                     handler: HandlerKind::Webhook,
                     secret: None,
                     max_in_flight: 1,
-                    batch: Default::default(),
-                    headers: Vec::new(),
+                    ..Default::default()
                 },
             )
             .await

@@ -2,7 +2,7 @@
 //!
 //! - [`journal`]: the only way to append; the gate, the order of acks, what reclaiming needs;
 //! - [`registry`]: the queues by name and by number, and the counters that name new ones;
-//! - [`publish`], [`admin`], [`messages`]: the changes users ask for;
+//! - [`publish`], [`admin`], [`controls`], [`messages`]: the changes users ask for;
 //! - [`dispatch`]: the dispatchers, attempts and their outcomes;
 //! - [`replay`]: the state rebuilt from a snapshot and the log;
 //! - [`maintenance`]: checkpoints, reclaiming segments, retention;
@@ -14,6 +14,7 @@
 //! lock, gate, order lock, state lock; the state lock is never held across an `.await`.
 
 mod admin;
+mod controls;
 mod dispatch;
 mod journal;
 mod maintenance;
@@ -24,6 +25,7 @@ mod registry;
 mod replay;
 mod views;
 
+pub use controls::SubscriberUpdate;
 pub use messages::RedriveScope;
 pub use views::SpaceImage;
 
@@ -104,6 +106,7 @@ struct Totals {
     acked: AtomicU64,
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
+    subscribers_disabled: AtomicU64,
     unreadable_bodies: AtomicU64,
 }
 

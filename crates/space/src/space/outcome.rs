@@ -5,6 +5,7 @@
 //! Outcomes are applied under a change and the queue's order lock (shared; exclusive when the
 //! message may be given up on, since that decides the fate of children published meanwhile).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use storage::{Ack, Record};
@@ -44,7 +45,7 @@ impl Space {
     /// one pass under the queue's lock), then each failure.
     pub(super) async fn record_outcomes(
         &self,
-        queue: &Queue,
+        queue: &Arc<Queue>,
         sub: SubscriberId,
         settings: &QueueSettings,
         results: Vec<(MessageId, u32, Outcome)>,
@@ -68,7 +69,7 @@ impl Space {
     /// Applies and records how an attempt ended.
     pub(super) async fn record_outcome(
         &self,
-        queue: &Queue,
+        queue: &Arc<Queue>,
         sub: SubscriberId,
         id: MessageId,
         number: u32,
@@ -144,7 +145,7 @@ impl Space {
 
     /// Records a failed attempt: a dead letter if it was the last one allowed, else a retry
     /// after its backoff.
-    async fn record_failure(&self, queue: &Queue, settings: &QueueSettings, f: Failure) {
+    async fn record_failure(&self, queue: &Arc<Queue>, settings: &QueueSettings, f: Failure) {
         let change = self.inner.journal.change().await;
         // Giving up on a message decides the fate of children published meanwhile: it must
         // not interleave with their publishing, so it holds the order lock exclusively.
@@ -156,13 +157,23 @@ impl Space {
         } else {
             _shared = queue.order.read().await;
         }
-        {
+        let disable = {
             let mut st = queue.lock();
             if !st.is_in_flight(f.id, f.sub) {
                 // Discarded, expired, or its subscriber or queue removed meanwhile.
                 return;
             }
-            st.record_answer(f.sub, Answered::Failed { error: &f.error });
+            st.record_answer(
+                f.sub,
+                Answered::Failed {
+                    error: &f.error,
+                    at_ms: f.now,
+                },
+            );
+            st.should_disable(f.sub, f.now)
+        };
+        if disable {
+            self.disable_subscriber(queue.clone(), f.sub);
         }
         if may_give_up && self.give_up(&change, queue, &f).await {
             return;

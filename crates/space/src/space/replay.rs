@@ -107,6 +107,31 @@ impl Replay {
                         .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
                 }
             }
+            Record::SubscriberUpdated {
+                queue,
+                subscriber,
+                secret,
+                options,
+            } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    let s = q.subscriber(subscriber).ok_or_else(|| {
+                        bad(format!(
+                            "an update of subscriber {subscriber}, which is not there"
+                        ))
+                    })?;
+                    let old = &s.spec;
+                    let spec = SubscriberSpec::from_record(
+                        old.endpoint.clone(),
+                        old.handler,
+                        secret,
+                        old.max_in_flight,
+                        &options,
+                    )
+                    .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
+                    q.apply_subscriber_updated(subscriber, spec)
+                        .map_err(|e| bad(format!("subscriber {subscriber}: {e}")))?;
+                }
+            }
             Record::SubscriberRemoved {
                 queue,
                 subscriber,

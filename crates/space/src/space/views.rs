@@ -37,7 +37,7 @@ impl Space {
             settings: st.settings(),
             subscribers: st
                 .subscribers()
-                .map(|(id, s)| subscriber_info(id, &s.spec))
+                .map(|(id, s)| subscriber_info(id, s, now))
                 .collect(),
             counts: st.counts(),
             bytes: st.undelivered_bytes(),
@@ -52,10 +52,11 @@ impl Space {
 
     pub fn subscribers(&self, queue: &str) -> Result<Vec<SubscriberInfo>, QueueNotFound> {
         let q = self.inner.registry.get(queue)?;
+        let now = self.now_ms();
         let st = q.lock();
         Ok(st
             .subscribers()
-            .map(|(id, s)| subscriber_info(id, &s.spec))
+            .map(|(id, s)| subscriber_info(id, s, now))
             .collect())
     }
 
@@ -161,6 +162,7 @@ impl Space {
             acked: t.acked.load(Ordering::Relaxed),
             failed_attempts: t.failed_attempts.load(Ordering::Relaxed),
             dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
+            subscribers_disabled: t.subscribers_disabled.load(Ordering::Relaxed),
             unreadable_bodies: t.unreadable_bodies.load(Ordering::Relaxed),
             in_flight: self.inner.in_flight.load(Ordering::Relaxed) as u64,
         }

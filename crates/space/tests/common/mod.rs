@@ -137,8 +137,7 @@ pub async fn subscribe(space: &Space, queue: &str, endpoint: &str) -> u64 {
                 handler: HandlerKind::Webhook,
                 secret: None,
                 max_in_flight: 8,
-                batch: Default::default(),
-                headers: Vec::new(),
+                ..Default::default()
             },
         )
         .await

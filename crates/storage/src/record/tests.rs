@@ -47,6 +47,20 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                     }
                 }
             ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::option::of(text),
+            bytes_strategy()
+        )
+            .prop_map(|(queue, subscriber, secret, options)| {
+                Record::SubscriberUpdated {
+                    queue,
+                    subscriber,
+                    secret,
+                    options,
+                }
+            }),
         (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(queue, subscriber, at)| {
             Record::SubscriberRemoved {
                 queue,

@@ -11,6 +11,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+mod subscribers;
+pub use subscribers::{SubscribeArgs, SubscribersCommand, subscribe, subscribers};
+
 /// Where the broker is, and how to authenticate.
 #[derive(clap::Args, Clone)]
 pub struct Target {
@@ -70,30 +73,6 @@ pub enum QueueCommand {
     Show { name: String },
     /// Delete a queue and its messages.
     Delete { name: String },
-}
-
-#[derive(clap::Args)]
-pub struct SubscribeArgs {
-    pub queue: String,
-    pub endpoint: String,
-    /// `webhook` (default) or `legacy`.
-    #[arg(long)]
-    pub handler: Option<String>,
-    /// A `whsec_` secret to sign deliveries with.
-    #[arg(long, env = "SYNCBROK_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    #[arg(long)]
-    pub max_in_flight: Option<u32>,
-    /// Deliver up to this many messages per request, as CloudEvents batches (1–1000).
-    #[arg(long)]
-    pub batch_max_messages: Option<u32>,
-    /// Bodies of one batch together, in bytes, at most (default 1 MiB).
-    #[arg(long)]
-    pub batch_max_bytes: Option<u32>,
-    /// A header sent with every request to it, e.g. --header 'Authorization: Bearer T'
-    /// (repeatable; values are never shown back).
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -365,50 +344,6 @@ pub async fn queue(target: &Target, command: QueueCommand) -> anyhow::Result<()>
     finish(a)
 }
 
-pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<()> {
-    let mut body = serde_json::json!({ "endpoint": args.endpoint });
-    if let Some(h) = args.handler {
-        body["handler"] = h.into();
-    }
-    if let Some(s) = args.secret {
-        body["secret"] = s.into();
-    }
-    if let Some(m) = args.max_in_flight {
-        body["max_in_flight"] = m.into();
-    }
-    let mut batch = serde_json::Map::new();
-    if let Some(m) = args.batch_max_messages {
-        batch.insert("max_messages".into(), m.into());
-    }
-    if let Some(b) = args.batch_max_bytes {
-        batch.insert("max_bytes".into(), b.into());
-    }
-    if !batch.is_empty() {
-        body["batch"] = batch.into();
-    }
-    let mut own = serde_json::Map::new();
-    for h in &args.headers {
-        let Some((name, value)) = h.split_once(':') else {
-            bail!("--header {h:?} is not NAME: VALUE");
-        };
-        own.insert(name.trim().to_owned(), value.trim().into());
-    }
-    if !own.is_empty() {
-        body["headers"] = own.into();
-    }
-    let path = format!("/v1/queues/{}/subscribers", args.queue);
-    finish(
-        call(
-            target,
-            Method::POST,
-            &path,
-            &[],
-            Bytes::from(body.to_string()),
-        )
-        .await?,
-    )
-}
-
 pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyhow::Result<()> {
     let a = match command {
         DeadLettersCommand::List {
@@ -540,26 +475,4 @@ pub async fn message(target: &Target, command: MessageCommand) -> anyhow::Result
             finish(call(target, Method::DELETE, &path, &[], Bytes::new()).await?)
         }
     }
-}
-
-#[derive(clap::Subcommand)]
-pub enum SubscribersCommand {
-    /// A queue's subscribers (secrets never shown).
-    List { queue: String },
-    /// Remove a subscriber by its id (`subscribers list` shows it).
-    Remove { queue: String, id: String },
-}
-
-pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow::Result<()> {
-    let a = match command {
-        SubscribersCommand::List { queue } => {
-            let path = format!("/v1/queues/{queue}/subscribers");
-            call(target, Method::GET, &path, &[], Bytes::new()).await?
-        }
-        SubscribersCommand::Remove { queue, id } => {
-            let path = format!("/v1/queues/{queue}/subscribers/{id}");
-            call(target, Method::DELETE, &path, &[], Bytes::new()).await?
-        }
-    };
-    finish(a)
 }

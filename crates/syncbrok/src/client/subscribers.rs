@@ -1,0 +1,161 @@
+//! `syncbrok subscribe` and `syncbrok subscribers …`: add, list, show, pause, resume, rate
+//! limit, rotate the secret, remove.
+
+use anyhow::bail;
+use bytes::Bytes;
+use hyper::Method;
+
+use super::{Target, call, finish};
+
+#[derive(clap::Args)]
+pub struct SubscribeArgs {
+    pub queue: String,
+    pub endpoint: String,
+    /// `webhook` (default) or `legacy`.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// A `whsec_` secret to sign deliveries with.
+    #[arg(long, env = "SYNCBROK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+    /// Deliver up to this many messages per request, as CloudEvents batches (1–1000).
+    #[arg(long)]
+    pub batch_max_messages: Option<u32>,
+    /// Bodies of one batch together, in bytes, at most (default 1 MiB).
+    #[arg(long)]
+    pub batch_max_bytes: Option<u32>,
+    /// A header sent with every request to it, e.g. --header 'Authorization: Bearer T'
+    /// (repeatable; values are never shown back).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// At most this many messages a second to it.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_limit: Option<u32>,
+}
+
+pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({ "endpoint": args.endpoint });
+    if let Some(h) = args.handler {
+        body["handler"] = h.into();
+    }
+    if let Some(s) = args.secret {
+        body["secret"] = s.into();
+    }
+    if let Some(m) = args.max_in_flight {
+        body["max_in_flight"] = m.into();
+    }
+    let mut batch = serde_json::Map::new();
+    if let Some(m) = args.batch_max_messages {
+        batch.insert("max_messages".into(), m.into());
+    }
+    if let Some(b) = args.batch_max_bytes {
+        batch.insert("max_bytes".into(), b.into());
+    }
+    if !batch.is_empty() {
+        body["batch"] = batch.into();
+    }
+    let mut own = serde_json::Map::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("--header {h:?} is not NAME: VALUE");
+        };
+        own.insert(name.trim().to_owned(), value.trim().into());
+    }
+    if !own.is_empty() {
+        body["headers"] = own.into();
+    }
+    if let Some(n) = args.rate_limit {
+        body["rate_limit"] = serde_json::json!({ "per_second": n });
+    }
+    let path = format!("/v1/queues/{}/subscribers", args.queue);
+    finish(
+        call(
+            target,
+            Method::POST,
+            &path,
+            &[],
+            Bytes::from(body.to_string()),
+        )
+        .await?,
+    )
+}
+
+#[derive(clap::Subcommand)]
+pub enum SubscribersCommand {
+    /// A queue's subscribers (secrets never shown).
+    List { queue: String },
+    /// One subscriber: its settings, state and health.
+    Show { queue: String, id: String },
+    /// Stop sending to it: its messages wait (they are not dead-lettered) until it is resumed.
+    Pause { queue: String, id: String },
+    /// Send to a paused or disabled subscriber again; its messages go in order.
+    Resume { queue: String, id: String },
+    /// Set its rate limit: messages a second, or `none`.
+    RateLimit {
+        queue: String,
+        id: String,
+        #[arg(value_name = "PER_SECOND|none")]
+        limit: String,
+    },
+    /// Give it a new secret; the current one keeps signing beside it for the grace period.
+    RotateSecret {
+        queue: String,
+        id: String,
+        /// The new `whsec_` secret.
+        #[arg(long, env = "SYNCBROK_NEW_SECRET", hide_env_values = true)]
+        secret: String,
+        /// How long the current secret keeps signing too, e.g. 24h (the default); 0s switches
+        /// at once.
+        #[arg(long)]
+        grace: Option<String>,
+    },
+    /// Remove a subscriber by its id (`subscribers list` shows it).
+    Remove { queue: String, id: String },
+}
+
+pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow::Result<()> {
+    let one = |queue: &str, id: &str| format!("/v1/queues/{queue}/subscribers/{id}");
+    let (method, path, body) = match command {
+        SubscribersCommand::List { queue } => {
+            (Method::GET, format!("/v1/queues/{queue}/subscribers"), None)
+        }
+        SubscribersCommand::Show { queue, id } => (Method::GET, one(&queue, &id), None),
+        SubscribersCommand::Pause { queue, id } => {
+            (Method::POST, format!("{}/pause", one(&queue, &id)), None)
+        }
+        SubscribersCommand::Resume { queue, id } => {
+            (Method::POST, format!("{}/resume", one(&queue, &id)), None)
+        }
+        SubscribersCommand::RateLimit { queue, id, limit } => {
+            let limit = match limit.as_str() {
+                "none" => serde_json::Value::Null,
+                n => match n.parse::<u32>() {
+                    Ok(n) => serde_json::json!({ "per_second": n }),
+                    Err(_) => bail!("rate limit {n:?}: give messages a second, or none"),
+                },
+            };
+            let body = serde_json::json!({ "rate_limit": limit });
+            (Method::PATCH, one(&queue, &id), Some(body))
+        }
+        SubscribersCommand::RotateSecret {
+            queue,
+            id,
+            secret,
+            grace,
+        } => {
+            let mut body = serde_json::json!({ "secret": secret });
+            if let Some(g) = grace {
+                body["grace"] = g.into();
+            }
+            (
+                Method::POST,
+                format!("{}/secret", one(&queue, &id)),
+                Some(body),
+            )
+        }
+        SubscribersCommand::Remove { queue, id } => (Method::DELETE, one(&queue, &id), None),
+    };
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    finish(call(target, method, &path, &[], body).await?)
+}

@@ -1,0 +1,303 @@
+//! Subscriber controls through the real binary: rate limits, pause and resume, secret rotation
+//! and `disable_after` over the v1 API and the command line, their errors at each edge, and
+//! what a restart keeps.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{call, cli, cli_code, eventually, serving, sink};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_c2Vjb25kIHNlY3JldCwgYWZ0ZXIgcm90YXRpb24=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_controls_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    assert_eq!(
+        call(Method::PUT, &u("/v1/queues/c"), &[], "").await.status,
+        StatusCode::CREATED
+    );
+    let subs = u("/v1/queues/c/subscribers");
+    // A rate limit at its edges.
+    for (limit, status) in [
+        (json!({"per_second": 0}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"per_second": 100_001}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"per_second": 5, "burst": 9}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let body = json!({"endpoint": sink_url, "rate_limit": limit}).to_string();
+        let r = call(Method::POST, &subs, &[], body).await;
+        assert_eq!(r.status, status, "{limit}: {}", r.json());
+    }
+    let body =
+        json!({"endpoint": sink_url, "secret": SECRET, "rate_limit": {"per_second": 100_000}});
+    let r = call(Method::POST, &subs, &[], body.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let s = r.json();
+    assert_eq!(s["state"], "active");
+    assert_eq!(s["rate_limit"]["per_second"], 100_000);
+    assert_eq!(s["health"]["in_flight"], 0);
+    assert!(s["previous_secret_until"].is_null());
+    let id = s["id"].as_u64().unwrap();
+    let one = u(&format!("/v1/queues/c/subscribers/{id}"));
+    // Read one; change its rate limit; a patch of nothing changes nothing.
+    assert_eq!(call(Method::GET, &one, &[], "").await.json()["id"], id);
+    for (path, status) in [
+        ("/v1/queues/c/subscribers/999", StatusCode::NOT_FOUND),
+        ("/v1/queues/c/subscribers/x", StatusCode::BAD_REQUEST),
+        ("/v1/queues/nope/subscribers/1", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(
+            call(Method::GET, &u(path), &[], "").await.status,
+            status,
+            "{path}"
+        );
+    }
+    let patched = call(
+        Method::PATCH,
+        &one,
+        &[],
+        r#"{"rate_limit": {"per_second": 9}}"#,
+    )
+    .await;
+    assert_eq!(patched.json()["rate_limit"]["per_second"], 9);
+    let patched = call(Method::PATCH, &one, &[], "{}").await;
+    assert_eq!(patched.json()["rate_limit"]["per_second"], 9);
+    let patched = call(Method::PATCH, &one, &[], r#"{"rate_limit": null}"#).await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert!(patched.json()["rate_limit"].is_null());
+    for (body, status) in [
+        (r#"{"colour": 1}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"rate_limit": {"per_second": 0}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        assert_eq!(
+            call(Method::PATCH, &one, &[], body).await.status,
+            status,
+            "{body}"
+        );
+    }
+
+    // Paused: nothing is sent, nothing is given up on; the explanation says why.
+    let paused = call(Method::POST, &format!("{one}/pause"), &[], "").await;
+    assert_eq!(paused.status, StatusCode::OK);
+    assert_eq!(paused.json()["state"], "paused");
+    let m = call(Method::POST, &u("/v1/queues/c/messages"), &[], "held").await;
+    let mid = m.json()["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(got.lock().unwrap().is_empty());
+    let why = call(
+        Method::GET,
+        &u(&format!("/v1/queues/c/messages/{mid}/explain")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(why.json()["verdict"], "subscriber_paused", "{}", why.json());
+    assert_eq!(why.json()["subscribers"][0]["state"], "paused");
+    let metrics = call(Method::GET, &u("/metrics"), &[], "").await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(
+        text.contains("syncbrok_queue_subscribers_by_state{queue=\"c\",state=\"paused\"} 1"),
+        "{text}"
+    );
+
+    // Kept over a restart, then resumed: the message goes.
+    assert!(b.terminate().success());
+    let b = serving(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let one = u(&format!("/v1/queues/c/subscribers/{id}"));
+    assert_eq!(
+        call(Method::GET, &one, &[], "").await.json()["state"],
+        "paused"
+    );
+    let resumed = call(Method::POST, &format!("{one}/resume"), &[], "").await;
+    assert_eq!(resumed.json()["state"], "active");
+    eventually("the held message arrived", || {
+        got.lock().unwrap().len() == 1
+    })
+    .await;
+
+    // Secret rotation and its errors.
+    let secret = format!("{one}/secret");
+    for (body, status) in [
+        (json!({"grace": "1h"}), StatusCode::BAD_REQUEST),
+        (json!({"secret": "nope"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"secret": NEW_SECRET, "grace": "soon"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"secret": NEW_SECRET, "grace": "31d"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"secret": SECRET}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = call(Method::POST, &secret, &[], body.to_string()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.json());
+    }
+    let r = call(
+        Method::POST,
+        &secret,
+        &[],
+        json!({"secret": NEW_SECRET}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json()["previous_secret_until"].is_string());
+    assert!(!r.body.windows(5).any(|w| w == b"whsec"), "no secret shown");
+    let missing = u("/v1/queues/c/subscribers/999/pause");
+    assert_eq!(
+        call(Method::POST, &missing, &[], "").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // `disable_after` is a queue setting, bounded.
+    let q = call(
+        Method::PUT,
+        &u("/v1/queues/c"),
+        &[],
+        r#"{"disable_after": "0s"}"#,
+    )
+    .await;
+    assert_eq!(q.json()["settings"]["disable_after"], "0ms");
+    let q = call(
+        Method::PUT,
+        &u("/v1/queues/c"),
+        &[],
+        r#"{"disable_after": "366d"}"#,
+    )
+    .await;
+    assert_eq!(q.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_controls_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let (sink_url, _) = sink().await;
+    assert!(cli(&b.url, &["queue", "create", "c"], "").0);
+    let (ok, out, err) = cli(
+        &b.url,
+        &[
+            "subscribe",
+            "c",
+            &sink_url,
+            "--rate-limit",
+            "50",
+            "--secret",
+            SECRET,
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(&b.url, args, "");
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(run(&["subscribers", "pause", "c", &id])["state"], "paused");
+    assert_eq!(run(&["subscribers", "resume", "c", &id])["state"], "active");
+    let limited = run(&["subscribers", "rate-limit", "c", &id, "7"]);
+    assert_eq!(limited["rate_limit"]["per_second"], 7);
+    let unlimited = run(&["subscribers", "rate-limit", "c", &id, "none"]);
+    assert!(unlimited["rate_limit"].is_null());
+    let rotated = run(&[
+        "subscribers",
+        "rotate-secret",
+        "c",
+        &id,
+        "--secret",
+        NEW_SECRET,
+        "--grace",
+        "2h",
+    ]);
+    assert!(rotated["previous_secret_until"].is_string());
+    assert_eq!(
+        run(&["subscribers", "show", "c", &id])["id"].to_string(),
+        id
+    );
+    // Errors keep their exit codes: refused (4), not found (3).
+    let (code, _, err) = cli_code(&b.url, &["subscribers", "rate-limit", "c", &id, "0"], "");
+    assert_eq!(code, 4, "{err}");
+    let (code, _, _) = cli_code(&b.url, &["subscribers", "pause", "c", "999"], "");
+    assert_eq!(code, 3);
+    assert!(b.terminate().success());
+}
+
+/// A subscriber's rate limit follows the configuration file across restarts, as its queue's
+/// `disable_after` does; its other settings stay as they were first made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_file_sets_rate_limits_and_disable_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("syncbrok.yml");
+    let config = |limit: &str| {
+        format!(
+            "queues:\n  c:\n    disable_after: 1h\n    subscribers:\n      - endpoint: \"http://127.0.0.1:9/hook\"\n{limit}"
+        )
+    };
+    let shown = |limit: &str| {
+        std::fs::write(&file, config(limit)).unwrap();
+        let b = serving(
+            &dir.path().join("data"),
+            &["--config", file.to_str().unwrap()],
+        );
+        let url = b.url.clone();
+        (b, url)
+    };
+    for (limit, want) in [
+        (
+            "        rate_limit: {per_second: 5}\n",
+            json!({"per_second": 5}),
+        ),
+        (
+            "        rate_limit: {per_second: 9}\n",
+            json!({"per_second": 9}),
+        ),
+        ("", serde_json::Value::Null),
+    ] {
+        let (b, url) = shown(limit);
+        let q = call(Method::GET, &format!("{url}/v1/queues/c"), &[], "")
+            .await
+            .json();
+        assert_eq!(q["settings"]["disable_after"], "1h");
+        assert_eq!(q["subscribers"].as_array().unwrap().len(), 1);
+        assert_eq!(q["subscribers"][0]["rate_limit"], want, "{limit}");
+        assert!(b.terminate().success());
+    }
+    // Out of bounds: the start stops, naming the file.
+    std::fs::write(&file, config("        rate_limit: {per_second: 0}\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rate_limit"), "{err}");
+}
