@@ -115,6 +115,7 @@ async fn publish_all(space: &Space, total: u64, publishers: u64, body: Bytes) ->
                             content_type: None,
                             parent: None,
                             idempotency_key: None,
+                            ..Default::default()
                         },
                     )
                     .await?;

@@ -44,6 +44,7 @@ fn record(i: u64, body: &Bytes) -> Record {
         published_at_ms: i,
         idempotency_key: None,
         fanout: vec![1, 2],
+        attributes: Default::default(),
         body: body.clone(),
     })
 }

@@ -34,6 +34,9 @@ pub(crate) struct BatchItem {
     parent: Option<String>,
     parent_index: Option<usize>,
     idempotency_key: Option<String>,
+    /// Its event type, as `Syncbrok-Type` gives it to a single publish.
+    #[serde(rename = "type")]
+    event_type: Option<String>,
 }
 
 /// Parses a batch publish body. A body of only whitespace is an empty batch (refused too).
@@ -231,6 +234,8 @@ impl BatchItem {
                 content_type: self.content_type,
                 parent: None,
                 idempotency_key: self.idempotency_key,
+                event_type: self.event_type,
+                ..Default::default()
             },
             parent,
         })

@@ -209,6 +209,8 @@ pub struct SubscriberSection {
     pub headers: Option<std::collections::BTreeMap<String, String>>,
     /// At most this many messages a second.
     pub rate_limit: Option<space::RateLimit>,
+    /// The event types it takes (exact names, or prefixes followed by `*`).
+    pub types: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for SubscriberSection {
@@ -224,6 +226,7 @@ impl std::fmt::Debug for SubscriberSection {
                 &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
             )
             .field("rate_limit", &self.rate_limit)
+            .field("types", &self.types)
             .finish()
     }
 }
@@ -343,6 +346,7 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
             batch: s.batch.unwrap_or_default().batching(),
             headers: crate::views::own_headers(s.headers.clone()),
             rate_limit: s.rate_limit,
+            types: s.types.clone(),
             ..Default::default()
         });
         for spec in legacy.chain(full) {
@@ -352,13 +356,20 @@ pub async fn bootstrap(space: &Space, config: &FileConfig) -> Result<(), Bootstr
                 endpoint: endpoint.clone(),
                 source,
             };
-            let rate_limit = spec.rate_limit;
+            let (rate_limit, types) = (spec.rate_limit, spec.types.clone());
             let (info, _) = space.add_subscriber(name, spec).await.map_err(failed)?;
-            // A subscriber that was there keeps its settings, but its rate limit follows the
-            // file: it is how an operator changes it.
+            // A subscriber that was there keeps its settings, but its rate limit and types
+            // follow the file: it is how an operator changes them.
+            let mut changes = Vec::new();
             if info.rate_limit != rate_limit {
+                changes.push(SubscriberUpdate::RateLimit(rate_limit));
+            }
+            if info.types != types {
+                changes.push(SubscriberUpdate::Types(types));
+            }
+            if !changes.is_empty() {
                 space
-                    .update_subscriber(name, info.id, SubscriberUpdate::RateLimit(rate_limit))
+                    .update_subscriber_with(name, info.id, changes)
                     .await
                     .map_err(failed)?;
             }

@@ -124,6 +124,7 @@ async fn message(
         content_type: None,
         parent,
         idempotency_key: None,
+        ..Default::default()
     };
     match l.space.publish(&name, msg).await {
         Ok(m) => text(StatusCode::OK, m.id.to_string()),

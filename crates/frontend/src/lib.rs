@@ -304,7 +304,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a s
         .transpose()
 }
 
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -317,6 +317,7 @@ async fn publish(
         .transpose()?;
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str())?.map(str::to_owned);
     let idempotency_key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
+    let event_type = header_text(&headers, "syncbrok-type")?.map(str::to_owned);
     let m = api
         .space
         .publish(
@@ -326,6 +327,8 @@ async fn publish(
                 content_type,
                 parent,
                 idempotency_key,
+                event_type,
+                ..Default::default()
             },
         )
         .await?;

@@ -11,6 +11,10 @@ use crate::limits;
 
 /// Queue names as the API accepts them.
 const QUEUE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+/// Event types as publishes give them (`Syncbrok-Type`, a batch entry's `type`).
+const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9._:/-]{1,128}$";
+/// A subscriber's type pattern: an event type, or a prefix of one followed by `*`.
+const TYPE_PATTERN_PATTERN: &str = "^([A-Za-z0-9._:/-]{1,128}|[A-Za-z0-9._:/-]{0,127}[*])$";
 /// A duration as settings take it: digits and a unit.
 const SPAN_PATTERN: &str = "^[0-9]{1,12}(ms|s|m|h|d)$";
 
@@ -64,6 +68,9 @@ fn refine_parameters(doc: &mut Value) {
                         "type": "string",
                         "enum": ["waiting", "ready", "delivering", "delivered", "dead"]
                     }),
+                    ("syncbrok-type", _) => {
+                        json!({"type": "string", "pattern": EVENT_TYPE_PATTERN})
+                    }
                     ("idempotency-key", _) => json!({
                         "type": "string", "minLength": 1,
                         "maxLength": space::limits::IDEMPOTENCY_KEY_BYTES_MAX,
@@ -160,13 +167,17 @@ fn describe_subscriber(doc: &mut Value) {
                 "propertyNames": {"pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"},
                 "additionalProperties": {"type": "string", "pattern": "^[!-~]([ -~]*[!-~])?$"}
             },
-            "rate_limit": rate_limit()
+            "rate_limit": rate_limit(),
+            "types": types()
         }
     });
     let patch = json!({
         "type": "object",
         "additionalProperties": false,
-        "properties": {"rate_limit": {"oneOf": [rate_limit(), {"type": "null"}]}}
+        "properties": {
+            "rate_limit": {"oneOf": [rate_limit(), {"type": "null"}]},
+            "types": {"oneOf": [types(), {"type": "null"}]}
+        }
     });
     let rotation = json!({
         "type": "object",
@@ -192,6 +203,18 @@ fn describe_subscriber(doc: &mut Value) {
             *body = schema;
         }
     }
+}
+
+/// A subscriber's `types` filter.
+fn types() -> Value {
+    json!({
+        "type": "array",
+        "description": "Event types it takes: exact names, or prefixes followed by *.",
+        "minItems": 1,
+        "maxItems": space::limits::TYPE_FILTERS_MAX,
+        "uniqueItems": true,
+        "items": {"type": "string", "pattern": TYPE_PATTERN_PATTERN}
+    })
 }
 
 /// A subscriber's `rate_limit`.
@@ -234,7 +257,8 @@ fn describe_batch(doc: &mut Value) {
             "idempotency_key": {
                 "type": "string", "minLength": 1,
                 "maxLength": space::limits::IDEMPOTENCY_KEY_BYTES_MAX
-            }
+            },
+            "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN}
         }
     });
     let batch = json!({

@@ -26,6 +26,9 @@ pub struct NewSubscriber {
     headers: Option<std::collections::BTreeMap<String, String>>,
     /// At most this many messages a second (none: no limit).
     rate_limit: Option<views::RateLimit>,
+    /// The event types it takes: exact names, or prefixes followed by `*` (none: every
+    /// message).
+    types: Option<Vec<String>>,
 }
 
 /// What `PATCH` changes of a subscriber; fields left out keep their values.
@@ -36,6 +39,10 @@ pub struct SubscriberPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<views::RateLimit>)]
     rate_limit: Option<Option<views::RateLimit>>,
+    /// The event types it takes from now on, or `null` for every message.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    types: Option<Option<Vec<String>>>,
 }
 
 /// A field given (even as `null`) is `Some`; one left out stays `None` (the default).
@@ -91,6 +98,7 @@ pub(crate) async fn add(
         batch: s.batch.unwrap_or_default().batching(),
         headers: views::own_headers(s.headers),
         rate_limit: s.rate_limit.map(views::RateLimit::setting),
+        types: s.types,
         ..Default::default()
     };
     let (info, created) = api.space.add_subscriber(&queue, spec).await?;
@@ -142,13 +150,21 @@ pub(crate) async fn patch(
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let p: SubscriberPatch = json(&body(b)?)?;
-    match p.rate_limit {
-        Some(r) => {
-            let r = r.map(views::RateLimit::setting);
-            update(&api, &queue, &id, SubscriberUpdate::RateLimit(r)).await
-        }
-        None => get(State(api), Path((queue, id))).await,
+    let mut changes = Vec::new();
+    if let Some(r) = p.rate_limit {
+        changes.push(SubscriberUpdate::RateLimit(
+            r.map(views::RateLimit::setting),
+        ));
     }
+    if let Some(t) = p.types {
+        changes.push(SubscriberUpdate::Types(t));
+    }
+    // All of them in one change: a field refused changes nothing.
+    let info = api
+        .space
+        .update_subscriber_with(&queue, subscriber_id(&id)?, changes)
+        .await?;
+    Ok(Json(Subscriber::from(info)).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/queues/{queue}/subscribers/{id}/pause", operation_id = "pause_subscriber", tag = "subscribers", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Subscriber id")), responses((status = 200, description = "Paused: it receives nothing, its messages wait", body = views::Subscriber), (status = 400, description = "Malformed input", body = crate::problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or subscriber", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]

@@ -74,6 +74,9 @@ pub struct Subscriber {
     #[schema(value_type = String)]
     pub state: &'static str,
     pub rate_limit: Option<RateLimit>,
+    /// The event types it takes (exact names, or prefixes followed by `*`); `null`: every
+    /// message.
+    pub types: Option<Vec<String>>,
     /// RFC 3339: until when the secret replaced by the latest rotation still signs.
     pub previous_secret_until: Option<String>,
     pub health: SubscriberHealth,
@@ -125,6 +128,7 @@ impl From<SubscriberInfo> for Subscriber {
             rate_limit: s.rate_limit.map(|r| RateLimit {
                 per_second: r.per_second,
             }),
+            types: s.types,
             previous_secret_until: s.previous_secret_until_ms.map(space::time::rfc3339),
             health: SubscriberHealth {
                 in_flight: s.in_flight,
@@ -206,6 +210,9 @@ pub struct Message {
     #[schema(value_type = String)]
     pub state: &'static str,
     pub content_type: String,
+    /// Its event type (`syncbrok.message` when it was published without one).
+    #[serde(rename = "type")]
+    pub event_type: String,
     pub size: u64,
     pub published_at: String,
     pub deliveries: Vec<Delivery>,
@@ -220,6 +227,9 @@ impl From<MessageInfo> for Message {
             children: m.children,
             state: state_name(m.state),
             content_type: m.content_type,
+            event_type: m
+                .event_type
+                .unwrap_or_else(|| space::limits::EVENT_TYPE_DEFAULT.to_owned()),
             size: m.size,
             published_at: rfc3339(m.published_at_ms),
             deliveries: m

@@ -48,7 +48,11 @@ fn event(out: &mut Vec<u8>, a: &Attempt) {
     out.put_slice(a.message.hyphenated().encode_lower(&mut id).as_bytes());
     out.put_slice(br#"","source":"/queues/"#);
     json_string_content(out, &a.queue);
-    out.put_slice(br#"","type":"syncbrok.message","time":""#);
+    out.put_slice(br#"","type":""#);
+    // Event types are checked at publish to need no escaping.
+    let t = a.event_type.as_deref();
+    out.put_slice(t.unwrap_or(space::limits::EVENT_TYPE_DEFAULT).as_bytes());
+    out.put_slice(br#"","time":""#);
     out.put_slice(&space::time::rfc3339_bytes(a.published_at_ms));
     out.put_slice(br#"","datacontenttype":""#);
     json_string_content(out, &a.content_type);
@@ -239,6 +243,7 @@ mod tests {
             previous_secret: None,
             body: Bytes::from_static(body),
             content_type: content_type.into(),
+            event_type: None,
             parent: (seq > 0).then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1)),
             published_at_ms: 1_700_000_000_000,
             number: 2,
@@ -252,7 +257,10 @@ mod tests {
             attempt(0, "application/json; charset=utf-8", br#"{"a": [1, 2]}"#),
             attempt(1, "text/plain", b"hi \xff"),
             attempt(2, "application/json", b"not json"),
-            attempt(3, "Application/VND.X+JSON", b"7"),
+            Attempt {
+                event_type: Some(Arc::from("urn:order/created_v2")),
+                ..attempt(3, "Application/VND.X+JSON", b"7")
+            },
         ];
         let v: serde_json::Value = serde_json::from_slice(&body(&batch)).unwrap();
         let events = v.as_array().unwrap();
@@ -275,6 +283,8 @@ mod tests {
         // Declared JSON, but not: carried as bytes, never spliced into the array.
         assert_eq!(events[2]["data_base64"], "bm90IGpzb24=");
         assert_eq!(events[3]["data"], 7);
+        assert_eq!(events[3]["type"], "urn:order/created_v2");
+        assert_eq!(events[2]["type"], "syncbrok.message");
     }
 
     /// JSON that a lenient check would pass but strict receivers refuse goes as bytes: raw

@@ -97,6 +97,9 @@ fn fill(
         fills[3] = Some(header(&signature)?);
     }
     fills[4 + sig] = Some(id);
+    if let Some(t) = &a.event_type {
+        fills[6 + sig] = Some(header(t)?);
+    }
     fills[7 + sig] = Some(time);
     fills[9 + sig] = Some(HeaderValue::from(a.number));
     for (slot, fill) in headers.values_mut().zip(fills) {
@@ -130,6 +133,7 @@ mod tests {
             previous_secret: None,
             body: bytes::Bytes::from_static(b"{}"),
             content_type: "application/json".into(),
+            event_type: None,
             parent: parent.then(|| space::MessageId::from_u128(6)),
             published_at_ms: 1_700_000_000_000,
             number: 3,

@@ -418,6 +418,7 @@ mod tests {
             previous_secret: None,
             body: Bytes::from_static(b"{\"a\":1}"),
             content_type: "application/json".into(),
+            event_type: None,
             parent: Some(space::ids::message_id(1_700_000_000_000, 3, 8)),
             published_at_ms: 1_700_000_000_000,
             number: 2,
@@ -456,6 +457,16 @@ mod tests {
         let r = webhook_request(&unsigned, 1).unwrap();
         assert!(r.headers().get("webhook-signature").is_none());
         assert!(r.headers().get("syncbrok-parent").is_none());
+        assert_eq!(r.headers()["ce-type"], "syncbrok.message");
+        // A typed message carries its type, in its place among the headers.
+        let typed = Attempt {
+            event_type: Some(Arc::from("order.created")),
+            ..unsigned
+        };
+        let r = webhook_request(&typed, 1).unwrap();
+        assert_eq!(r.headers()["ce-type"], "order.created");
+        assert_eq!(r.headers()["ce-source"], "/queues/orders");
+        assert_eq!(r.headers()["ce-time"], "2023-11-14T22:13:20.000Z");
     }
 
     #[test]

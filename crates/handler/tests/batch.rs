@@ -60,6 +60,7 @@ fn message(body: &str, content_type: &str, parent: Option<space::MessageId>) -> 
         content_type: Some(content_type.into()),
         parent,
         idempotency_key: None,
+        ..Default::default()
     }
 }
 

@@ -42,6 +42,7 @@ fn msg(body: String, parent: Option<space::MessageId>) -> NewMessage {
         content_type: Some("text/plain".into()),
         parent,
         idempotency_key: None,
+        ..Default::default()
     }
 }
 
@@ -395,5 +396,115 @@ async fn controls_survive_a_checkpoint_and_a_restart() {
     assert_eq!(subs[0].rate_limit, limit);
     assert_eq!(subs[0].state, SubscriberState::Paused);
     assert_eq!(subs[1].state, SubscriberState::Paused);
+    space.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A subscriber that filters out a parent's type never gets the parent, but still gets its
+/// child only once the parent is delivered to the parent's own fan-out set (here a subscriber
+/// that refuses it at first).
+#[tokio::test]
+async fn a_child_waits_for_its_parents_own_fan_out_set_whatever_a_filter_drops() {
+    let b_up = Arc::new(AtomicBool::new(false));
+    let a = start(|_, _| Reply::Status(204, "")).await;
+    let b = {
+        let up = b_up.clone();
+        start(move |_, _| {
+            if up.load(Ordering::SeqCst) {
+                Reply::Status(204, "")
+            } else {
+                Reply::Status(503, "not yet")
+            }
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    let fast_retries = serde_json::json!({
+        "retry": {"max_attempts": 0, "initial_backoff": "10ms", "max_backoff": "20ms"}
+    });
+    space.put_queue("q", &patch(fast_retries)).await.unwrap();
+    let orders_only = SubscriberSpec {
+        types: Some(vec!["order.*".into()]),
+        ..webhook(a.url())
+    };
+    space.add_subscriber("q", orders_only).await.unwrap();
+    space.add_subscriber("q", webhook(b.url())).await.unwrap();
+    let typed = |body: &str, t: &str, parent| NewMessage {
+        event_type: Some(t.into()),
+        ..msg(body.into(), parent)
+    };
+    let parent = space
+        .publish("q", typed("audit", "audit.logged", None))
+        .await
+        .unwrap();
+    let child = space
+        .publish("q", typed("order", "order.created", Some(parent.id)))
+        .await
+        .unwrap();
+    let untyped = space.publish("q", msg("plain".into(), None)).await.unwrap();
+    // The parent's fan-out set is B alone; the child's is both; the untyped message (type
+    // syncbrok.message) is not an order either.
+    let fanout = |id| -> Vec<u64> {
+        let mut subs: Vec<_> = space
+            .message("q", id)
+            .unwrap()
+            .deliveries
+            .iter()
+            .map(|d| d.subscriber)
+            .collect();
+        subs.sort();
+        subs
+    };
+    assert_eq!(fanout(parent.id), vec![2]);
+    assert_eq!(fanout(child.id), vec![1, 2]);
+    assert_eq!(fanout(untyped.id), vec![2]);
+    eventually("B refused the parent twice", || b.count() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.count(), 0, "A gets nothing while the parent is owed to B");
+    b_up.store(true, Ordering::SeqCst);
+    eventually("A got the child", || a.count() == 1).await;
+    let got = &a.received()[0];
+    assert_eq!(got.body, "order");
+    assert_eq!(got.headers["ce-type"], "order.created");
+    eventually("all delivered", || {
+        [parent.id, child.id, untyped.id]
+            .iter()
+            .all(|id| delivered(&space, *id))
+    })
+    .await;
+    let parent_at_b = b
+        .received()
+        .iter()
+        .rev()
+        .find(|r| r.body == "audit")
+        .map(|r| r.at)
+        .unwrap();
+    assert!(
+        got.at >= parent_at_b,
+        "the child reached A before B took the parent"
+    );
+    assert!(
+        b.received()
+            .iter()
+            .any(|r| r.headers["ce-type"] == "audit.logged")
+    );
+    assert!(
+        b.received()
+            .iter()
+            .any(|r| r.headers["ce-type"] == "syncbrok.message")
+    );
+    // The filter survives a restart; a change applies to later messages only.
+    space.shutdown(Duration::from_secs(1)).await;
+    let space = open(&dir);
+    assert_eq!(
+        space.subscribers("q").unwrap()[0].types,
+        Some(vec!["order.*".to_owned()])
+    );
+    space
+        .update_subscriber("q", 1, SubscriberUpdate::Types(None))
+        .await
+        .unwrap();
+    space.publish("q", msg("after".into(), None)).await.unwrap();
+    eventually("A takes every type now", || a.count() == 2).await;
     space.shutdown(Duration::from_secs(1)).await;
 }

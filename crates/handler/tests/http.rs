@@ -49,6 +49,7 @@ fn msg(body: &'static str, parent: Option<space::MessageId>) -> NewMessage {
         content_type: Some("application/json".into()),
         parent,
         idempotency_key: None,
+        ..Default::default()
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Attempt {
     pub previous_secret: Option<Arc<[u8]>>,
     pub body: Bytes,
     pub content_type: String,
+    /// Its event type (`ce-type`); `None`: `syncbrok.message`.
+    pub event_type: Option<Arc<str>>,
     pub parent: Option<MessageId>,
     /// Unix milliseconds.
     pub published_at_ms: u64,

@@ -2,8 +2,9 @@
 //! in words a user can act on, and has an [`ErrorKind`] that frontends turn into a status code.
 
 use crate::limits::{
-    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    MAX_IN_FLIGHT_MAX, RATE_LIMIT_PER_SECOND_MAX, SUBSCRIBERS_PER_QUEUE_MAX,
+    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX,
+    IDEMPOTENCY_KEY_BYTES_MAX, MAX_IN_FLIGHT_MAX, RATE_LIMIT_PER_SECOND_MAX,
+    SUBSCRIBERS_PER_QUEUE_MAX,
 };
 use crate::model::{MessageId, SubscriberId};
 use crate::settings::SettingsError;
@@ -111,6 +112,8 @@ pub enum PublishError {
         "a content type is at most {CONTENT_TYPE_BYTES_MAX} bytes of what an HTTP header may hold (visible ASCII, spaces, tabs)"
     )]
     InvalidContentType,
+    #[error("an event type is 1 to {EVENT_TYPE_BYTES_MAX} of A-Z a-z 0-9 . _ - : /")]
+    InvalidEventType,
     #[error("idempotency keys are 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")]
     InvalidIdempotencyKey,
     #[error("invalid batch: {0}")]
@@ -135,7 +138,9 @@ impl Classify for PublishError {
             UnknownParent(_) => ErrorKind::Unprocessable,
             QueueFull { .. } => ErrorKind::Full,
             IdempotencyInProgress(_) | IdempotencyConflict(_) => ErrorKind::Conflict,
-            InvalidContentType | InvalidIdempotencyKey | InvalidBatch(_) => ErrorKind::Invalid,
+            InvalidContentType | InvalidEventType | InvalidIdempotencyKey | InvalidBatch(_) => {
+                ErrorKind::Invalid
+            }
             BatchTooLarge { .. } | BodyTooLarge => ErrorKind::TooLarge,
             SequenceExhausted => ErrorKind::Unprocessable,
             Journal(e) => e.kind(),
@@ -210,6 +215,9 @@ pub enum SubscriberError {
     /// Why, in words.
     #[error("invalid header: {0}")]
     InvalidHeader(String),
+    /// Why, in words.
+    #[error("invalid types filter: {0}")]
+    InvalidTypes(String),
     #[error("rate_limit.per_second {0} is outside 1..={RATE_LIMIT_PER_SECOND_MAX}")]
     InvalidRateLimit(u32),
     /// Why, in words.
@@ -234,7 +242,7 @@ impl Classify for SubscriberError {
             | InvalidBatch(_)
             | InvalidRateLimit(_)
             | InvalidRotation(_) => ErrorKind::Unprocessable,
-            InvalidOptions(_) | InvalidHeader(_) => ErrorKind::Invalid,
+            InvalidOptions(_) | InvalidHeader(_) | InvalidTypes(_) => ErrorKind::Invalid,
             Journal(e) => e.kind(),
         }
     }

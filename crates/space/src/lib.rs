@@ -7,6 +7,7 @@
 //!   replay and snapshots.
 //! - [`scheduler`]: the pure state machine of one queue under parented mode.
 //! - [`delivery`]: what the Space asks of a Handler, and the retry schedule.
+//! - [`event_type`]: event types and subscribers' filters of them.
 //! - [`settings`]: queue settings as users write them, with defaults, patches and bounds.
 //! - [`ids`]: message ids that tell which queue issued them, and in which order.
 //! - [`model`]: the names every part shares; [`types`]: what callers pass in and get back;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod delivery;
 pub mod endpoints;
 pub mod error;
+pub mod event_type;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idhash;

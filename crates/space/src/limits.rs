@@ -34,8 +34,9 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 /// Content types longer than this are refused; they are stored with every message.
 pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
 
-/// Distinct content types a queue keeps in memory (interned: a message holds a 2-byte index).
-/// A message whose content type is not among them has its content type read from the log.
+/// Distinct content types a queue keeps in memory (interned: a message holds a 2-byte index),
+/// and as many distinct event types. A message whose content type (or event type) is not among
+/// them has it read from the log when it is shown.
 pub const CONTENT_TYPES_PER_QUEUE_MAX: usize = 1024;
 
 /// Error texts kept per failed attempt are cut to this length.
@@ -82,6 +83,14 @@ pub const CHECKPOINT_PART_BYTES: usize = 16 * 1024 * 1024;
 /// forgotten (counted in `/metrics`); a child of a forgotten one goes at once.
 pub const DEAD_REMOVED_RANGES_PER_QUEUE_MAX: usize = 1 << 20;
 
+/// Event types (`Syncbrok-Type`): 1 to this many of `A-Z a-z 0-9 . _ - : /`; they are header
+/// values and subscribers' filters match them.
+pub const EVENT_TYPE_BYTES_MAX: usize = 128;
+/// A subscriber's `types` filter holds at most this many patterns.
+pub const TYPE_FILTERS_MAX: usize = 32;
+/// The event type of a message published without one (`ce-type`, and what filters match).
+pub const EVENT_TYPE_DEFAULT: &str = "syncbrok.message";
+
 /// Reading a message whose record compaction is moving: tries before the read is an error.
 pub const RELOCATED_READ_TRIES: u32 = 3;
 
@@ -93,6 +102,11 @@ const PUBLISHED_OVERHEAD_MAX: usize = PUBLISHED_FIXED_BYTES
     + CONTENT_TYPE_BYTES_MAX
     + 4
     + IDEMPOTENCY_KEY_BYTES_MAX
+    // Attributes: an event type, a due time (each with its option tag).
+    + 1
+    + 4
+    + EVENT_TYPE_BYTES_MAX
+    + 9
     + SUBSCRIBERS_PER_QUEUE_MAX * 8
     + storage::FRAME_HEADER_BYTES;
 
@@ -112,7 +126,7 @@ const _: () = assert!(EXPIRED_PER_RECORD_MAX * 16 + 16 < RECORD_PAYLOAD_BYTES_MA
 const _: () = assert!(CHECKPOINT_PART_BYTES + 16 < RECORD_PAYLOAD_BYTES_MAX as usize);
 // A redrive names at most every subscriber of a queue.
 const _: () = assert!(SUBSCRIBERS_PER_QUEUE_MAX <= 64);
-const _: () = assert!(CONTENT_TYPES_PER_QUEUE_MAX < u16::MAX as usize);
+const _: () = assert!(CONTENT_TYPES_PER_QUEUE_MAX < u16::MAX as usize - 1);
 
 /// How long a delivery lane waits for its next attempt before it ends (and its channel, the
 /// handler's connection, goes with it).

@@ -23,6 +23,7 @@ const BUDGET_SHARE_MAX: usize = 64;
 pub(crate) struct RecentBody {
     pub body: Bytes,
     pub content_type: String,
+    pub event_type: Option<std::sync::Arc<str>>,
     pub parent: Option<MessageId>,
     pub published_at_ms: u64,
 }
@@ -57,13 +58,18 @@ impl RecentBodies {
     /// Keeps a copy of a message just made durable. The body is copied: the caller's may be a
     /// slice of a larger network buffer, which keeping would pin. See [`BUDGET_SHARE_MAX`].
     pub fn insert(&self, p: &Published) {
-        let charge = p.body.len() + p.content_type.len() + ENTRY_OVERHEAD_BYTES;
+        let event_type = p.attributes.event_type.as_deref();
+        let charge = p.body.len()
+            + p.content_type.len()
+            + event_type.map_or(0, str::len)
+            + ENTRY_OVERHEAD_BYTES;
         if charge > self.budget_bytes / BUDGET_SHARE_MAX {
             return;
         }
         let entry = RecentBody {
             body: Bytes::copy_from_slice(&p.body),
             content_type: p.content_type.clone(),
+            event_type: event_type.map(std::sync::Arc::from),
             parent: p.parent,
             published_at_ms: p.published_at_ms,
         };
@@ -104,6 +110,7 @@ mod tests {
             published_at_ms: 7,
             idempotency_key: None,
             fanout: vec![],
+            attributes: Default::default(),
             body: Bytes::copy_from_slice(body),
         }
     }

@@ -44,13 +44,17 @@ impl SpaceConfig {
 }
 
 /// A new message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewMessage {
     pub body: Bytes,
     /// Defaults to `application/octet-stream`.
     pub content_type: Option<String>,
     pub parent: Option<MessageId>,
     pub idempotency_key: Option<String>,
+    /// Its event type (`Syncbrok-Type`); without one it is `syncbrok.message`.
+    pub event_type: Option<String>,
+    /// When it is due (unix milliseconds); `None`, or a time already past, delivers it now.
+    pub deliver_at_ms: Option<u64>,
 }
 
 /// One message of a batch.
@@ -91,6 +95,8 @@ pub struct SubscriberInfo {
     pub headers: Vec<String>,
     pub state: crate::queue::SubscriberState,
     pub rate_limit: Option<crate::queue::RateLimit>,
+    /// The event types it takes; `None`: every message.
+    pub types: Option<Vec<String>>,
     /// Until when (unix ms) the secret a rotation replaced still signs, during its grace.
     pub previous_secret_until_ms: Option<u64>,
     /// How it is doing since the broker started.
@@ -127,6 +133,8 @@ pub struct MessageInfo {
     pub children: Vec<MessageId>,
     pub state: MessageState,
     pub content_type: String,
+    /// Its event type, if it was published with one.
+    pub event_type: Option<String>,
     pub size: u64,
     pub published_at_ms: u64,
     pub deliveries: Vec<DeliveryView>,

@@ -70,6 +70,7 @@ async fn a_record_of_a_deleted_queue_never_lands_in_a_new_queue_of_its_name() {
             published_at_ms: T0,
             idempotency_key: Some("k".into()),
             fanout: vec![],
+            attributes: Default::default(),
             body: bytes::Bytes::from_static(b"ghost"),
         }),
     ] {

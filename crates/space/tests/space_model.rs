@@ -195,7 +195,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::Discard { queue, which }),
         1 => (queue.clone(), 0..ENDPOINTS.len()).prop_map(|(queue, endpoint)| Op::AddSubscriber { queue, endpoint }),
         1 => (queue.clone(), any::<proptest::sample::Index>()).prop_map(|(queue, which)| Op::RemoveSubscriber { queue, which }),
-        1 => (queue.clone(), any::<proptest::sample::Index>(), 0u8..5).prop_map(|(queue, which, control)| Op::Control { queue, which, control }),
+        1 => (queue.clone(), any::<proptest::sample::Index>(), 0u8..7).prop_map(|(queue, which, control)| Op::Control { queue, which, control }),
         1 => queue.clone().prop_map(|queue| Op::DeleteQueue { queue }),
         1 => queue.clone().prop_map(|queue| Op::CreateQueue { queue }),
         1 => (queue, 0usize..3, prop_oneof![Just(0u64), Just(60)], prop_oneof![Just(0u64), Just(60), Just(3600)], 1u32..4)
@@ -267,6 +267,9 @@ fn message(body: String, parent: Option<MessageId>, key: Option<u8>) -> NewMessa
         content_type: Some(["text/plain", "application/json"][usize::from(key.is_some())].into()),
         parent,
         idempotency_key: key.map(|k| format!("key-{k}")),
+        // Three kinds of message for the subscribers' type filters: untyped, and two types.
+        event_type: key.map(|k| ["t.one", "other"][usize::from(k % 2 == 1)].to_owned()),
+        ..Default::default()
     }
 }
 
@@ -489,6 +492,8 @@ impl World {
                             SubscriberUpdate::RateLimit(Some(space::RateLimit { per_second: 1000 }))
                         }
                         3 => SubscriberUpdate::RateLimit(None),
+                        4 => SubscriberUpdate::Types(Some(vec!["t.*".into()])),
+                        5 => SubscriberUpdate::Types(None),
                         _ => SubscriberUpdate::RotateSecret {
                             secret: format!("whsec_{}", ["MTExMQ==", "MjIyMg=="][which.index(2)]),
                             grace: Duration::from_secs(30),

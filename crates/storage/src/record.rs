@@ -58,7 +58,24 @@ pub struct Published {
     pub idempotency_key: Option<String>,
     /// The subscribers the queue had when the message was accepted.
     pub fanout: Vec<SubscriberId>,
+    /// What only some messages carry; a message with none is written as kind `PUBLISHED`.
+    pub attributes: Attributes,
     pub body: Bytes,
+}
+
+/// What a published message may carry besides its fixed fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// Its event type (`Syncbrok-Type`), if one was given.
+    pub event_type: Option<String>,
+    /// When it is due (unix milliseconds), if it was published for later.
+    pub deliver_at_ms: Option<u64>,
+}
+
+impl Attributes {
+    pub fn is_empty(&self) -> bool {
+        self.event_type.is_none() && self.deliver_at_ms.is_none()
+    }
 }
 
 /// One subscriber's acknowledgement of one message.
@@ -199,8 +216,11 @@ pub(crate) mod kind {
     /// still read, no longer written.
     pub const SUBSCRIBER_ADDED_WITH_OPTIONS: u8 = 14;
     pub const SUBSCRIBER_UPDATED: u8 = 15;
+    /// `Published` with its attributes (an event type, a due time): kind 6 is written for
+    /// messages without any.
+    pub const PUBLISHED_WITH_ATTRIBUTES: u8 = 16;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = SUBSCRIBER_UPDATED;
+    pub const LAST_RECORD: u8 = PUBLISHED_WITH_ATTRIBUTES;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -220,7 +240,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => "subscriber added",
         kind::SUBSCRIBER_UPDATED => "subscriber updated",
         kind::SUBSCRIBER_REMOVED => "subscriber removed",
-        kind::PUBLISHED => "published",
+        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => "published",
         kind::ACKED => "acked",
         kind::DELIVERY_FAILED => "delivery failed",
         kind::DEAD_LETTERED => "dead-lettered",
@@ -246,7 +266,8 @@ impl Record {
             Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
             Record::SubscriberUpdated { .. } => kind::SUBSCRIBER_UPDATED,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
-            Record::Published(_) => kind::PUBLISHED,
+            Record::Published(p) if p.attributes.is_empty() => kind::PUBLISHED,
+            Record::Published(_) => kind::PUBLISHED_WITH_ATTRIBUTES,
             Record::Acked { .. } => kind::ACKED,
             Record::DeliveryFailed { .. } => kind::DELIVERY_FAILED,
             Record::DeadLettered { .. } => kind::DEAD_LETTERED,
@@ -320,6 +341,10 @@ impl Record {
                 e.u64(p.published_at_ms);
                 e.opt_str(&p.idempotency_key);
                 e.u64s(&p.fanout);
+                if !p.attributes.is_empty() {
+                    e.opt_str(&p.attributes.event_type);
+                    e.opt_u64(&p.attributes.deliver_at_ms);
+                }
                 // The body goes last so that a reader can find it without decoding the rest.
                 e.bytes(&p.body);
             }
@@ -439,7 +464,7 @@ impl Record {
                 subscriber: d.u64()?,
                 removed_at_ms: d.u64()?,
             },
-            kind::PUBLISHED => Record::Published(Published {
+            kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => Record::Published(Published {
                 queue: d.u32()?,
                 id: d.uuid()?,
                 parent: d.opt_uuid()?,
@@ -447,6 +472,14 @@ impl Record {
                 published_at_ms: d.u64()?,
                 idempotency_key: d.opt_string()?,
                 fanout: d.u64s()?,
+                attributes: if kind == kind::PUBLISHED {
+                    Attributes::default()
+                } else {
+                    Attributes {
+                        event_type: d.opt_string()?,
+                        deliver_at_ms: d.opt_u64()?,
+                    }
+                },
                 body: d.bytes()?,
             }),
             kind::ACKED => {
@@ -572,7 +605,7 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::SUBSCRIBER_ADDED_WITH_OPTIONS
         | kind::SUBSCRIBER_UPDATED
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
-        kind::PUBLISHED => {
+        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => {
             let q = d.u32().ok();
             messages.extend(d.uuid().ok());
             q

@@ -92,6 +92,7 @@ impl Model {
             published_at_ms: self.next_id as u64,
             idempotency_key: None,
             fanout: vec![1],
+            attributes: Default::default(),
             body: Bytes::from(vec![(self.next_id % 256) as u8; body]),
         })
     }

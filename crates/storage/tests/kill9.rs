@@ -59,6 +59,7 @@ fn record_of(id: Uuid) -> Record {
         published_at_ms: 0,
         idempotency_key: None,
         fanout: vec![1, 2, 3],
+        attributes: Default::default(),
         body: body_of(id),
     })
 }

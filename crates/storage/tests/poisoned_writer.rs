@@ -48,6 +48,7 @@ fn a_poisoned_writer_sleeps_instead_of_spinning() {
         published_at_ms: 1_700_000_000_000,
         idempotency_key: None,
         fanout: vec![1],
+        attributes: Default::default(),
         body: Bytes::from_static(b"{}"),
     });
     rt.block_on(async {

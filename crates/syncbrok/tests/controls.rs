@@ -243,8 +243,8 @@ async fn subscriber_controls_from_the_command_line() {
     assert!(b.terminate().success());
 }
 
-/// A subscriber's rate limit follows the configuration file across restarts, as its queue's
-/// `disable_after` does; its other settings stay as they were first made.
+/// A subscriber's rate limit and types follow the configuration file across restarts, as its
+/// queue's `disable_after` does; its other settings stay as they were first made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configuration_file_sets_rate_limits_and_disable_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,7 +269,7 @@ async fn the_configuration_file_sets_rate_limits_and_disable_after() {
             json!({"per_second": 5}),
         ),
         (
-            "        rate_limit: {per_second: 9}\n",
+            "        rate_limit: {per_second: 9}\n        types: [\"order.*\"]\n",
             json!({"per_second": 9}),
         ),
         ("", serde_json::Value::Null),
@@ -280,6 +280,12 @@ async fn the_configuration_file_sets_rate_limits_and_disable_after() {
             .json();
         assert_eq!(q["settings"]["disable_after"], "1h");
         assert_eq!(q["subscribers"].as_array().unwrap().len(), 1);
+        let types = q["subscribers"][0]["types"].clone();
+        assert_eq!(
+            types.is_null(),
+            !limit.contains("types"),
+            "{limit}: {types}"
+        );
         assert_eq!(q["subscribers"][0]["rate_limit"], want, "{limit}");
         assert!(b.terminate().success());
     }
@@ -300,4 +306,126 @@ async fn the_configuration_file_sets_rate_limits_and_disable_after() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rate_limit"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_and_filters_over_the_api_and_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (orders_url, orders) = sink().await;
+    let (all_url, all) = sink().await;
+    call(Method::PUT, &u("/v1/queues/t"), &[], "").await;
+    let subs = u("/v1/queues/t/subscribers");
+    for (types, status) in [
+        (json!([]), StatusCode::BAD_REQUEST),
+        (json!(["order created"]), StatusCode::BAD_REQUEST),
+        (json!(["a*b"]), StatusCode::BAD_REQUEST),
+        (json!("order.*"), StatusCode::BAD_REQUEST),
+    ] {
+        let body = json!({"endpoint": orders_url, "types": types}).to_string();
+        let r = call(Method::POST, &subs, &[], body).await;
+        assert_eq!(r.status, status, "{types}: {}", r.json());
+    }
+    let body = json!({"endpoint": orders_url, "types": ["order.*", "payment.settled"]});
+    let r = call(Method::POST, &subs, &[], body.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["types"], json!(["order.*", "payment.settled"]));
+    let (ok, _, err) = cli(&b.url, &["subscribe", "t", &all_url], "");
+    assert!(ok, "{err}");
+
+    let publish = |t: Option<&'static str>, body: &'static str| {
+        let url = u("/v1/queues/t/messages");
+        async move {
+            let headers: Vec<(&str, &str)> = t.map(|t| ("syncbrok-type", t)).into_iter().collect();
+            call(Method::POST, &url, &headers, body).await
+        }
+    };
+    let created = publish(Some("order.created"), "o1").await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    publish(Some("audit.logged"), "a1").await;
+    publish(None, "plain").await;
+    for bad in ["order created", "", "caf\u{e9}"] {
+        let r = call(
+            Method::POST,
+            &u("/v1/queues/t/messages"),
+            &[("syncbrok-type", bad)],
+            "x",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    // A batch entry's "type"; the CLI's --type.
+    let batch = json!({"messages": [{"body": "p1", "type": "payment.settled"}, {"body": "p2", "type": "payment.failed"}]});
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/t/messages/batch"),
+        &[],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let (ok, _, err) = cli(&b.url, &["publish", "t", "--type", "order.paid"], "o2");
+    assert!(ok, "{err}");
+    eventually("the unfiltered subscriber has all six", || {
+        all.lock().unwrap().len() == 6
+    })
+    .await;
+    eventually("the orders subscriber has its three", || {
+        orders.lock().unwrap().len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got: Vec<String> = orders
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| String::from_utf8(body.to_vec()).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["o1", "o2", "p1"]);
+    // The type is shown on the message.
+    call(
+        Method::PUT,
+        &u("/v1/queues/t"),
+        &[],
+        r#"{"retention": {"delivered": "1h"}}"#,
+    )
+    .await;
+    let m = publish(Some("order.shipped"), "o3").await.json();
+    let shown = call(
+        Method::GET,
+        &u(&format!(
+            "/v1/queues/t/messages/{}",
+            m["id"].as_str().unwrap()
+        )),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(shown.json()["type"], "order.shipped");
+    let m = publish(None, "plain2").await.json();
+    let shown = call(
+        Method::GET,
+        &u(&format!(
+            "/v1/queues/t/messages/{}",
+            m["id"].as_str().unwrap()
+        )),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(shown.json()["type"], "syncbrok.message");
+    // Types through the CLI: set, then lifted.
+    let id = r.json()["ids"][0].as_str().map(|_| "1").unwrap();
+    let (ok, out, err) = cli(&b.url, &["subscribers", "types", "t", id, "audit.*"], "");
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["types"],
+        json!(["audit.*"])
+    );
+    let (ok, out, _) = cli(&b.url, &["subscribers", "types", "t", id], "");
+    assert!(ok);
+    assert!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["types"].is_null());
+    assert!(b.terminate().success());
 }

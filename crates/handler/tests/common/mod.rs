@@ -157,6 +157,7 @@ pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
         previous_secret: None,
         body: Bytes::from_static(b"{}"),
         content_type: "application/json".into(),
+        event_type: None,
         parent: None,
         published_at_ms: 0,
         number: 1,

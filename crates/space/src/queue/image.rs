@@ -45,6 +45,8 @@ pub struct MessageImage {
     pub id: MessageId,
     pub parent: Option<MessageId>,
     pub content_type: Option<String>,
+    /// `None` without one (or when the queue's table was full).
+    pub event_type: Option<String>,
     pub size: u32,
     pub location: storage::Location,
     /// Subscribers of its fan-out set, with whether each acknowledged it or gave up.
@@ -83,6 +85,10 @@ impl QueueState {
                     parent: raw.parent,
                     content_type: self
                         .content_type_name(meta.content_type)
+                        .map(|n| n.to_string()),
+                    event_type: self
+                        .event_type_name(meta.event_type)
+                        .flatten()
                         .map(|n| n.to_string()),
                     size: meta.size,
                     location: meta.location,

@@ -12,12 +12,12 @@
 //! - [`snapshot`]: the queue in a checkpoint, restored verbatim;
 //! - [`image`]: the queue's durable state in a canonical form, for comparisons.
 
-mod content_types;
 mod dead_removed;
 mod dispatch;
 pub mod explain;
 mod idempotency;
 pub(crate) mod image;
+mod interned;
 pub(crate) mod reservation;
 pub(crate) mod snapshot;
 mod subscriber;
@@ -35,11 +35,11 @@ use crate::model::{DeadReason, DeliveryState, MessageId, MessageState, QueueNumb
 use crate::scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed};
 use crate::settings::QueueSettings;
 
-pub(crate) use content_types::ContentType;
-use content_types::ContentTypes;
 use dead_removed::DeadRemoved;
 pub(crate) use idempotency::body_hash;
 use idempotency::{IdempotencyKeys, Remembered};
+pub(crate) use interned::Interned;
+use interned::Names;
 use reservation::PendingPublishes;
 pub(crate) use subscriber::Subscriber;
 pub use subscriber::{
@@ -53,8 +53,12 @@ pub(crate) struct Meta {
     pub location: Location,
     /// Body size in bytes.
     pub size: u32,
-    pub content_type: ContentType,
+    pub content_type: Interned,
+    /// Its event type, or [`Interned::NONE`].
+    pub event_type: Interned,
 }
+
+const _: () = assert!(std::mem::size_of::<Meta>() == 20);
 
 impl Weighed for Meta {
     fn weight(&self) -> u64 {
@@ -125,7 +129,8 @@ pub(crate) struct QueueState {
     dead_letters: BTreeSet<(MessageId, Option<SubscriberId>)>,
     expiry: Expiry,
     dead_removed: DeadRemoved,
-    content_types: ContentTypes,
+    content_types: Names,
+    event_types: Names,
     /// No undelivered message is older than this one (a hint that only moves forward, and back
     /// when a message becomes undelivered again): the oldest undelivered age costs only the
     /// messages that finished since it was last asked.
@@ -149,7 +154,8 @@ impl QueueState {
             dead_letters: BTreeSet::new(),
             expiry: Expiry::default(),
             dead_removed: DeadRemoved::default(),
-            content_types: ContentTypes::default(),
+            content_types: Names::default(),
+            event_types: Names::default(),
             oldest_hint: std::cell::Cell::new(None),
             deleted: false,
         }
@@ -247,6 +253,10 @@ impl QueueState {
             location,
             size: u32::try_from(p.body.len()).unwrap_or(u32::MAX),
             content_type: self.content_types.intern(&p.content_type),
+            event_type: match &p.attributes.event_type {
+                Some(t) => self.event_types.intern(t),
+                None => Interned::NONE,
+            },
         };
         let mask = p
             .fanout

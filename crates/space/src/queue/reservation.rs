@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use storage::{Location, Published};
+use storage::{Attributes, Location, Published};
 
 use super::{QueueState, Wake, body_hash};
 use crate::error::PublishError;
@@ -51,8 +51,10 @@ pub(crate) struct Reserved {
     pub answers: Vec<PublishedMessage>,
     /// The entries that are new messages.
     pub fresh: Vec<Fresh>,
-    /// The subscribers every new message goes to.
+    /// The subscribers every new message goes to, unless their `types` filter leaves it out.
     pub fanout: Vec<SubscriberId>,
+    /// The filters of the subscribers that have one; empty if none has.
+    filters: Vec<(SubscriberId, std::sync::Arc<[String]>)>,
     bytes: u64,
     keys: Vec<String>,
 }
@@ -71,11 +73,32 @@ impl Reserved {
                     content_type: content_type_of(m.content_type.as_deref()).to_owned(),
                     published_at_ms: now_ms,
                     idempotency_key: m.idempotency_key.clone(),
-                    fanout: self.fanout.clone(),
+                    fanout: self.fanout_of(m.event_type.as_deref()),
+                    attributes: Attributes {
+                        event_type: m.event_type.clone(),
+                        deliver_at_ms: None,
+                    },
                     body: Bytes::clone(&m.body),
                 }
             })
             .collect()
+    }
+}
+
+impl Reserved {
+    /// The fan-out set of a message of type `t`: every subscriber whose filter (if it has one)
+    /// matches it.
+    fn fanout_of(&self, t: Option<&str>) -> Vec<SubscriberId> {
+        if self.filters.is_empty() {
+            return self.fanout.clone();
+        }
+        let passes = |sub: &SubscriberId| {
+            self.filters
+                .iter()
+                .find(|(s, _)| s == sub)
+                .is_none_or(|(_, f)| crate::event_type::matches(f, t))
+        };
+        self.fanout.iter().copied().filter(passes).collect()
     }
 }
 
@@ -132,6 +155,11 @@ impl QueueState {
             answers,
             fresh,
             fanout: self.subscribers.keys().copied().collect(),
+            filters: self
+                .subscribers
+                .iter()
+                .filter_map(|(id, s)| Some((*id, s.types.clone()?)))
+                .collect(),
             bytes: new_bytes,
             keys,
         })
@@ -293,6 +321,7 @@ mod tests {
                 content_type: None,
                 parent: None,
                 idempotency_key: None,
+                ..Default::default()
             },
             parent: parent.map(BatchParent::Id),
         }
@@ -333,6 +362,7 @@ mod tests {
                 content_type: None,
                 parent: None,
                 idempotency_key: Some(key.to_owned()),
+                ..Default::default()
             },
             parent: None,
         };

@@ -5,7 +5,7 @@
 use storage::Location;
 use storage::codec::{Decoder, Encoder};
 
-use super::{DeliveryInfo, Meta, QueueState, SubscriberSpec};
+use super::{DeliveryInfo, Interned, Meta, QueueState, SubscriberSpec};
 use crate::delivery::HandlerKind;
 use crate::error::SnapshotError;
 use crate::model::DeadReason;
@@ -49,10 +49,11 @@ impl QueueState {
             e.u32(s.spec.max_in_flight);
             e.bytes(&s.spec.options());
         }
-        let names = self.content_types.all();
-        e.u32(names.len() as u32);
-        for n in names {
-            e.str(n);
+        for names in [self.content_types.all(), self.event_types.all()] {
+            e.u32(names.len() as u32);
+            for n in names {
+                e.str(n);
+            }
         }
         e.u32(self.idempotency.len() as u32);
         for (key, r) in self.idempotency.iter() {
@@ -70,6 +71,7 @@ impl QueueState {
             location(e, meta.location);
             e.u32(meta.size);
             e.u16(meta.content_type.index());
+            e.u16(meta.event_type.index());
             e.opt_uuid(&raw.parent);
             e.u8((u8::from(raw.waiting) * WAITING) | (u8::from(raw.parent_dead) * PARENT_DEAD));
             let fanout: Vec<_> = self
@@ -144,6 +146,12 @@ impl QueueState {
             let name = d.string()?;
             q.content_types.intern(&name);
         }
+        if version >= 4 {
+            for _ in 0..d.count(4)? {
+                let name = d.string()?;
+                q.event_types.intern(&name);
+            }
+        }
         for _ in 0..d.count(4 + 16 + 8 + 8)? {
             let key = d.string()?;
             let r = super::Remembered {
@@ -154,7 +162,7 @@ impl QueueState {
             q.idempotency.insert(key, r, u64::MAX);
         }
         for _ in 0..d.u64()? {
-            q.decode_message(d)?;
+            q.decode_message(d, version)?;
         }
         q.sched.finish_restore();
         for _ in 0..d.count(16 + 1 + 4 + 1 + 1 + 1 + 1 + 8)? {
@@ -193,8 +201,8 @@ impl QueueState {
         Ok(q)
     }
 
-    /// One message of a snapshot, put back as it was.
-    fn decode_message(&mut self, d: &mut Decoder) -> Result<(), SnapshotError> {
+    /// One message of a snapshot of layout `version`, put back as it was.
+    fn decode_message(&mut self, d: &mut Decoder, version: u32) -> Result<(), SnapshotError> {
         let id = d.uuid()?;
         let meta = Meta {
             location: Location {
@@ -203,7 +211,12 @@ impl QueueState {
                 len: d.u32()?,
             },
             size: d.u32()?,
-            content_type: super::ContentType::from_index(d.u16()?),
+            content_type: Interned::from_index(d.u16()?),
+            event_type: if version >= 4 {
+                Interned::from_index(d.u16()?)
+            } else {
+                Interned::NONE
+            },
         };
         let parent = d.opt_uuid()?;
         let flags = d.u8()?;
@@ -260,6 +273,7 @@ mod tests {
             published_at_ms: 1_000 + seq,
             idempotency_key: key.map(str::to_owned),
             fanout: vec![1, 2],
+            attributes: Default::default(),
             body: Bytes::from(vec![b'x'; seq as usize]),
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use storage::Location;
 
-use super::{ContentType, QueueState};
+use super::{Interned, QueueState};
 use crate::model::{Counts, MessageId, MessageState, SubscriberId};
 use crate::types::{DeadLetter, DeliveryView, Page};
 
@@ -20,6 +20,9 @@ pub(crate) struct MessageView {
     pub size: u32,
     /// `None` when the queue's table of content types was full: read it from the record.
     pub content_type: Option<Arc<str>>,
+    /// Its event type: `Some(None)` without one; `None` when the queue's table of event types
+    /// was full: read it from the record.
+    pub event_type: Option<Option<Arc<str>>>,
     pub deliveries: Vec<DeliveryView>,
 }
 
@@ -61,8 +64,16 @@ impl QueueState {
         self.sched.iter_from(None).map(|(_, _, m)| m.location)
     }
 
-    pub fn content_type_name(&self, t: ContentType) -> Option<Arc<str>> {
+    pub fn content_type_name(&self, t: Interned) -> Option<Arc<str>> {
         self.content_types.name(t).cloned()
+    }
+
+    /// A message's event type (see [`MessageView::event_type`]).
+    pub fn event_type_name(&self, t: Interned) -> Option<Option<Arc<str>>> {
+        if t == Interned::NONE {
+            return Some(None);
+        }
+        self.event_types.name(t).map(|n| Some(n.clone()))
     }
 
     pub fn message_view(&self, id: MessageId) -> Option<MessageView> {
@@ -73,6 +84,7 @@ impl QueueState {
             children: self.sched.children(id),
             size: meta.size,
             content_type: self.content_type_name(meta.content_type),
+            event_type: self.event_type_name(meta.event_type),
             deliveries: self.delivery_views(id),
         })
     }

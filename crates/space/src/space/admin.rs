@@ -62,6 +62,7 @@ pub(super) fn subscriber_info(id: SubscriberId, s: &Subscriber, now_ms: u64) -> 
         headers: spec.headers.iter().map(|(n, _)| n.clone()).collect(),
         state: spec.state,
         rate_limit: spec.rate_limit,
+        types: spec.types.clone(),
         previous_secret_until_ms: spec
             .previous_secret
             .as_ref()

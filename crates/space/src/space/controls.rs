@@ -29,6 +29,9 @@ pub enum SubscriberUpdate {
     RotateSecret { secret: String, grace: Duration },
     /// At most this many messages a second (`None`: no limit).
     RateLimit(Option<RateLimit>),
+    /// The event types it takes from now on (`None`: every message). Messages already
+    /// accepted keep their fan-out sets.
+    Types(Option<Vec<String>>),
 }
 
 impl std::fmt::Debug for SubscriberUpdate {
@@ -41,13 +44,15 @@ impl std::fmt::Debug for SubscriberUpdate {
                 .field("grace", grace)
                 .finish_non_exhaustive(),
             SubscriberUpdate::RateLimit(r) => f.debug_tuple("RateLimit").field(r).finish(),
+            SubscriberUpdate::Types(t) => f.debug_tuple("Types").field(t).finish(),
         }
     }
 }
 
 /// What a change makes of a spec.
 enum Change {
-    User(SubscriberUpdate),
+    /// Changes asked for together, applied in order.
+    User(Vec<SubscriberUpdate>),
     /// Disabled by the broker, if it is still active and still failing.
     Disable,
 }
@@ -68,22 +73,38 @@ impl Change {
         {
             new.previous_secret = None;
         }
-        match self {
-            Change::User(SubscriberUpdate::Pause) => new.state = SubscriberState::Paused,
-            Change::User(SubscriberUpdate::Resume) => new.state = SubscriberState::Active,
+        let updates = match self {
             Change::Disable => {
                 if old.state != SubscriberState::Active {
                     return Ok(None);
                 }
                 new.state = SubscriberState::Disabled;
+                &[][..]
             }
-            Change::User(SubscriberUpdate::RateLimit(r)) => {
+            Change::User(updates) => updates.as_slice(),
+        };
+        for update in updates {
+            update.apply(&mut new, now_ms)?;
+        }
+        new.validate()?;
+        Ok((new != *old).then_some(new))
+    }
+}
+
+impl SubscriberUpdate {
+    /// Makes this change to `spec` (checked as a whole afterwards).
+    fn apply(&self, new: &mut SubscriberSpec, now_ms: u64) -> Result<(), SubscriberError> {
+        match self {
+            SubscriberUpdate::Pause => new.state = SubscriberState::Paused,
+            SubscriberUpdate::Resume => new.state = SubscriberState::Active,
+            SubscriberUpdate::RateLimit(r) => {
                 if let Some(r) = r {
                     r.validate()?;
                 }
                 new.rate_limit = *r;
             }
-            Change::User(SubscriberUpdate::RotateSecret { secret, grace }) => {
+            SubscriberUpdate::Types(t) => new.types = t.clone(),
+            SubscriberUpdate::RotateSecret { secret, grace } => {
                 decode_secret(secret)?;
                 if *grace > SECRET_GRACE_MAX {
                     return Err(SubscriberError::InvalidRotation(format!(
@@ -91,13 +112,13 @@ impl Change {
                         SECRET_GRACE_MAX.as_secs() / 86_400
                     )));
                 }
-                if old.secret.as_deref() == Some(secret.as_str()) {
+                if new.secret.as_deref() == Some(secret.as_str()) {
                     return Err(SubscriberError::InvalidRotation(
                         "the new secret is the current one".into(),
                     ));
                 }
                 let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-                new.previous_secret = match old.secret.clone() {
+                new.previous_secret = match new.secret.take() {
                     Some(secret) if grace_ms > 0 => Some(PreviousSecret {
                         secret,
                         until_ms: now_ms.saturating_add(grace_ms),
@@ -107,8 +128,7 @@ impl Change {
                 new.secret = Some(secret.clone());
             }
         }
-        new.validate()?;
-        Ok((new != *old).then_some(new))
+        Ok(())
     }
 }
 
@@ -121,10 +141,22 @@ impl Space {
         id: SubscriberId,
         update: SubscriberUpdate,
     ) -> Result<SubscriberInfo, SubscriberError> {
+        self.update_subscriber_with(queue, id, vec![update]).await
+    }
+
+    /// Several changes to a subscriber as one: applied in order, recorded together, or none
+    /// of them if one is refused.
+    pub async fn update_subscriber_with(
+        &self,
+        queue: &str,
+        id: SubscriberId,
+        updates: Vec<SubscriberUpdate>,
+    ) -> Result<SubscriberInfo, SubscriberError> {
         let (this, queue) = (self.clone(), queue.to_owned());
         Self::complete(async move {
             let q = this.inner.registry.get(&queue)?;
-            this.change_subscriber(&q, id, Change::User(update)).await?;
+            this.change_subscriber(&q, id, Change::User(updates))
+                .await?;
             let st = q.lock();
             let s = st
                 .subscriber(id)
@@ -225,10 +257,10 @@ mod tests {
     }
 
     fn rotate(secret: &str, grace_s: u64) -> Change {
-        Change::User(SubscriberUpdate::RotateSecret {
+        Change::User(vec![SubscriberUpdate::RotateSecret {
             secret: secret.into(),
             grace: Duration::from_secs(grace_s),
-        })
+        }])
     }
 
     #[test]
@@ -264,7 +296,7 @@ mod tests {
             .unwrap();
         assert!(first.previous_secret.is_none());
         // Any later change drops a previous secret whose grace is over.
-        let paused = Change::User(SubscriberUpdate::Pause)
+        let paused = Change::User(vec![SubscriberUpdate::Pause])
             .apply(&new, now + 60_000)
             .unwrap()
             .unwrap();
@@ -286,13 +318,13 @@ mod tests {
 
     #[test]
     fn what_changes_nothing_is_not_a_change() {
-        let paused = Change::User(SubscriberUpdate::Pause)
+        let paused = Change::User(vec![SubscriberUpdate::Pause])
             .apply(&spec(), 0)
             .unwrap()
             .unwrap();
         assert_eq!(paused.state, SubscriberState::Paused);
         assert!(
-            Change::User(SubscriberUpdate::Pause)
+            Change::User(vec![SubscriberUpdate::Pause])
                 .apply(&paused, 0)
                 .unwrap()
                 .is_none()
@@ -302,16 +334,31 @@ mod tests {
             "paused stays paused"
         );
         let disabled = Change::Disable.apply(&spec(), 0).unwrap().unwrap();
-        let resumed = Change::User(SubscriberUpdate::Resume)
+        let resumed = Change::User(vec![SubscriberUpdate::Resume])
             .apply(&disabled, 0)
             .unwrap()
             .unwrap();
         assert_eq!(resumed, spec());
         let limit = |n| {
-            Change::User(SubscriberUpdate::RateLimit(Some(RateLimit {
+            Change::User(vec![SubscriberUpdate::RateLimit(Some(RateLimit {
                 per_second: n,
-            })))
+            }))])
         };
+        // Several at once: all or nothing.
+        let both = Change::User(vec![
+            SubscriberUpdate::Types(Some(vec!["order.*".into()])),
+            SubscriberUpdate::RateLimit(Some(RateLimit { per_second: 0 })),
+        ]);
+        assert!(both.apply(&spec(), 0).is_err());
+        let types = Change::User(vec![
+            SubscriberUpdate::Types(Some(vec!["order.*".into()])),
+            SubscriberUpdate::Pause,
+        ]);
+        let changed = types.apply(&spec(), 0).unwrap().unwrap();
+        assert_eq!(changed.types, Some(vec!["order.*".to_owned()]));
+        assert_eq!(changed.state, SubscriberState::Paused);
+        let bad_types = Change::User(vec![SubscriberUpdate::Types(Some(vec!["a b".into()]))]);
+        assert!(bad_types.apply(&spec(), 0).is_err());
         let max = crate::limits::RATE_LIMIT_PER_SECOND_MAX;
         assert!(limit(max).apply(&spec(), 0).is_ok());
         assert!(limit(max + 1).apply(&spec(), 0).is_err());

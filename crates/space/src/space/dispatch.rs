@@ -42,6 +42,7 @@ enum Prepared {
 struct Body {
     body: Bytes,
     content_type: String,
+    event_type: Option<Arc<str>>,
     parent: Option<MessageId>,
     published_at_ms: u64,
 }
@@ -416,6 +417,7 @@ impl Space {
                 previous_secret: keys.1,
                 body: body.body,
                 content_type: body.content_type,
+                event_type: body.event_type,
                 parent: body.parent,
                 published_at_ms: body.published_at_ms,
                 number,
@@ -432,6 +434,7 @@ impl Space {
             return Ok(Some(Body {
                 body: r.body,
                 content_type: r.content_type,
+                event_type: r.event_type,
                 parent: r.parent,
                 published_at_ms: r.published_at_ms,
             }));
@@ -439,6 +442,7 @@ impl Space {
         Ok(self.read_published(queue, id)?.map(|p| Body {
             body: p.body,
             content_type: p.content_type,
+            event_type: p.attributes.event_type.as_deref().map(Arc::from),
             parent: p.parent,
             published_at_ms: p.published_at_ms,
         }))

@@ -200,6 +200,7 @@ mod tests {
             content_type: None,
             parent: None,
             idempotency_key: None,
+            ..Default::default()
         }
     }
 

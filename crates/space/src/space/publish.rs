@@ -47,7 +47,6 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Checks what can be checked without the queue: sizes, keys, content types.
 /// Whether `c` can be a message's content type: up to [`CONTENT_TYPE_BYTES_MAX`] bytes that an
 /// HTTP header value may hold (visible ASCII, spaces and tabs), since every attempt sends it as
 /// one. A content type no header can carry would make every attempt fail.
@@ -55,10 +54,17 @@ fn is_content_type(c: &str) -> bool {
     c.len() <= CONTENT_TYPE_BYTES_MAX && c.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
+/// Checks what can be checked without the queue: sizes, keys, content and event types.
 fn check_entries(entries: &[BatchEntry]) -> Result<(), PublishError> {
     let mut keys = HashSet::new();
     for e in entries {
         let m = &e.message;
+        if m.event_type
+            .as_deref()
+            .is_some_and(|t| !crate::event_type::is_event_type(t))
+        {
+            return Err(PublishError::InvalidEventType);
+        }
         if m.content_type
             .as_deref()
             .is_some_and(|c| !is_content_type(c))

@@ -98,10 +98,21 @@ impl Space {
             .lock()
             .message_view(id)
             .ok_or(MessageError::MessageNotFound(id))?;
-        let content_type = match view.content_type {
-            Some(t) => t.to_string(),
-            // The queue's table of content types was full when it was published.
-            None => self.read_record(&q, id)?.content_type,
+        // Either table may have been full when it was published: then the record says.
+        let record = if view.content_type.is_none() || view.event_type.is_none() {
+            Some(self.read_record(&q, id)?)
+        } else {
+            None
+        };
+        let content_type = match (view.content_type, &record) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(r)) => r.content_type.clone(),
+            (None, None) => String::new(),
+        };
+        let event_type = match (view.event_type, record) {
+            (Some(t), _) => t.map(|t| t.to_string()),
+            (None, Some(r)) => r.attributes.event_type,
+            (None, None) => None,
         };
         Ok(MessageInfo {
             id,
@@ -110,6 +121,7 @@ impl Space {
             children: view.children,
             state: view.state,
             content_type,
+            event_type,
             size: u64::from(view.size),
             published_at_ms: crate::ids::unix_ms(id),
             deliveries: view.deliveries,

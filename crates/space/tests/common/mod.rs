@@ -152,6 +152,7 @@ pub fn msg(body: &str) -> NewMessage {
         content_type: Some("text/plain".into()),
         parent: None,
         idempotency_key: None,
+        ..Default::default()
     }
 }
 

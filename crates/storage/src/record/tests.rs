@@ -76,10 +76,14 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             any::<u64>(),
             proptest::option::of(text),
             proptest::collection::vec(any::<u64>(), 0..4),
+            (
+                proptest::option::of(text),
+                proptest::option::of(any::<u64>())
+            ),
             bytes_strategy()
         )
             .prop_map(
-                |(queue, id, parent, content_type, published_at_ms, key, fanout, body)| {
+                |(queue, id, parent, content_type, published_at_ms, key, fanout, attrs, body)| {
                     Record::Published(Published {
                         queue,
                         id,
@@ -88,6 +92,10 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                         published_at_ms,
                         idempotency_key: key,
                         fanout,
+                        attributes: Attributes {
+                            event_type: attrs.0,
+                            deliver_at_ms: attrs.1,
+                        },
                         body,
                     })
                 }

@@ -72,6 +72,7 @@ pub(super) fn message(i: u64, body_bytes: usize) -> Record {
         published_at_ms: 1_700_000_000_000 + i,
         idempotency_key: None,
         fanout: vec![1, 2],
+        attributes: Default::default(),
         body: Bytes::from(vec![(i % 251) as u8; body_bytes]),
     })
 }

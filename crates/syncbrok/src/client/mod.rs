@@ -50,6 +50,9 @@ pub struct PublishArgs {
     pub content_type: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Its event type (sent as `ce-type`; subscribers' `types` filters match it).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
     /// Publish even an empty body (refused otherwise: an empty standard input is more often a
     /// mistake than a message).
     #[arg(long)]
@@ -284,6 +287,9 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
     }
     if let Some(c) = args.content_type {
         headers.push(("content-type", c));
+    }
+    if let Some(t) = args.event_type {
+        headers.push(("syncbrok-type", t));
     }
     if let Some(k) = args.idempotency_key {
         headers.push(("idempotency-key", k));

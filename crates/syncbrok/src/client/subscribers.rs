@@ -32,6 +32,10 @@ pub struct SubscribeArgs {
     /// At most this many messages a second to it.
     #[arg(long, value_name = "PER_SECOND")]
     pub rate_limit: Option<u32>,
+    /// Take only messages of this event type: an exact name, or a prefix followed by `*`
+    /// (repeatable; without it, every message).
+    #[arg(long = "type", value_name = "PATTERN")]
+    pub types: Vec<String>,
 }
 
 pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<()> {
@@ -68,6 +72,9 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
     if let Some(n) = args.rate_limit {
         body["rate_limit"] = serde_json::json!({ "per_second": n });
     }
+    if !args.types.is_empty() {
+        body["types"] = args.types.into();
+    }
     let path = format!("/v1/queues/{}/subscribers", args.queue);
     finish(
         call(
@@ -97,6 +104,14 @@ pub enum SubscribersCommand {
         id: String,
         #[arg(value_name = "PER_SECOND|none")]
         limit: String,
+    },
+    /// Set the event types it takes from now on: exact names, or prefixes followed by `*`;
+    /// none for every message.
+    Types {
+        queue: String,
+        id: String,
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
     },
     /// Give it a new secret; the current one keeps signing beside it for the grace period.
     RotateSecret {
@@ -136,6 +151,19 @@ pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow
                 },
             };
             let body = serde_json::json!({ "rate_limit": limit });
+            (Method::PATCH, one(&queue, &id), Some(body))
+        }
+        SubscribersCommand::Types {
+            queue,
+            id,
+            patterns,
+        } => {
+            let types = if patterns.is_empty() {
+                serde_json::Value::Null
+            } else {
+                patterns.into()
+            };
+            let body = serde_json::json!({ "types": types });
             (Method::PATCH, one(&queue, &id), Some(body))
         }
         SubscribersCommand::RotateSecret {

@@ -32,6 +32,8 @@ pub(crate) struct Subscriber {
     rate: Option<RateWindow>,
     /// `spec.headers`, shared with every attempt.
     pub headers: crate::delivery::CustomHeaders,
+    /// `spec.types`, shared with the publishes it shapes the fan-out of.
+    pub types: Option<Arc<[String]>>,
     /// Woken when messages are released to this subscriber, or a retry is scheduled.
     pub notify: Arc<Notify>,
     /// `max_in_flight` permits: one per request on the wire. A message waiting out its backoff
@@ -85,6 +87,7 @@ impl Subscriber {
             limit: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
             endpoint: Arc::from(spec.endpoint.as_str()),
             headers: Arc::from(spec.headers.as_slice()),
+            types: None,
             spec: SubscriberSpec::default(),
             key: None,
             previous_key: None,
@@ -114,6 +117,7 @@ impl Subscriber {
             None => None,
         };
         self.headers = Arc::from(spec.headers.as_slice());
+        self.types = spec.types.as_deref().map(Arc::from);
         self.rate = match (spec.rate_limit, self.rate.take()) {
             (None, _) => None,
             (Some(r), Some(mut w)) => {
@@ -332,6 +336,7 @@ mod tests {
                 published_at_ms: 1_000,
                 idempotency_key: None,
                 fanout: vec![SUB],
+                attributes: Default::default(),
                 body: Bytes::new(),
             };
             let at = Location {

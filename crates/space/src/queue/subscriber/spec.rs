@@ -37,6 +37,9 @@ pub struct SubscriberSpec {
     /// The secret it had before the latest rotation, still signing until its grace period is
     /// over.
     pub previous_secret: Option<PreviousSecret>,
+    /// The event types it takes (exact names, or prefixes followed by `*`); `None`: every
+    /// message. Applied when a message is accepted: it shapes the message's fan-out set.
+    pub types: Option<Vec<String>>,
 }
 
 impl Default for SubscriberSpec {
@@ -52,6 +55,7 @@ impl Default for SubscriberSpec {
             state: SubscriberState::Active,
             rate_limit: None,
             previous_secret: None,
+            types: None,
         }
     }
 }
@@ -141,6 +145,8 @@ struct Options {
     rate_limit: Option<RateLimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_secret: Option<PreviousSecret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    types: Option<Vec<String>>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -156,6 +162,7 @@ impl SubscriberSpec {
             state: self.state,
             rate_limit: self.rate_limit,
             previous_secret: self.previous_secret.clone(),
+            types: self.types.clone(),
         };
         let json = serde_json::to_vec(&options).unwrap_or_default();
         if json == b"{}" {
@@ -188,6 +195,7 @@ impl SubscriberSpec {
             state: options.state,
             rate_limit: options.rate_limit,
             previous_secret: options.previous_secret,
+            types: options.types,
         };
         // What was accepted once is within bounds; anything else was not written by a build
         // with these bounds, and is refused rather than used.
@@ -201,6 +209,9 @@ impl SubscriberSpec {
         validate_headers(&self.headers)?;
         if let Some(r) = &self.rate_limit {
             r.validate()?;
+        }
+        if let Some(t) = &self.types {
+            crate::event_type::check_filter(t).map_err(SubscriberError::InvalidTypes)?;
         }
         if let Some(s) = &self.secret {
             decode_secret(s)?;
@@ -236,6 +247,7 @@ impl std::fmt::Debug for SubscriberSpec {
             )
             .field("state", &self.state)
             .field("rate_limit", &self.rate_limit)
+            .field("types", &self.types)
             .field(
                 "previous_secret_until_ms",
                 &self.previous_secret.as_ref().map(|p| p.until_ms),
