@@ -13,6 +13,7 @@ mod fanout;
 mod measure;
 mod peers;
 mod round;
+mod scheduled;
 mod server;
 mod sink;
 mod space_bench;
@@ -46,6 +47,9 @@ enum Workload {
     Recovery(backlog::RecoveryArgs),
     /// 10 million messages with the subscribers down: RAM and disk, restart, then the drain.
     Backlog(backlog::BacklogArgs),
+    /// 1 million messages published for later: RAM per scheduled message, and how late each
+    /// arrives after its due time.
+    Scheduled(scheduled::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Workload::Chains(args) => chains::run(args).map_err(|e| e.to_string().into()),
         Workload::Recovery(args) => backlog::recovery(args).map_err(|e| e.to_string().into()),
         Workload::Backlog(args) => backlog::backlog(args).map_err(|e| e.to_string().into()),
+        Workload::Scheduled(args) => scheduled::run(args).map_err(|e| e.to_string().into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -144,3 +144,21 @@ fn a_backlog_survives_kill_9_and_drains() {
     let drain = &lines[1];
     assert_eq!(drain["deliveries"], 6000);
 }
+
+#[test]
+fn scheduled_messages_arrive_after_their_due_time_not_before() {
+    let (stdout, lines) = bench(&[
+        "scheduled",
+        "--messages",
+        "2000",
+        "--lead-s",
+        "3",
+        "--spread-s",
+        "1",
+        "--batch",
+        "500",
+    ]);
+    assert!(stdout.contains("due → delivered"), "{stdout}");
+    assert_eq!(lines[0]["messages"], 2000);
+    assert_eq!(lines[0]["early"], 0);
+}

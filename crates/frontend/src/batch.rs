@@ -37,6 +37,10 @@ pub(crate) struct BatchItem {
     /// Its event type, as `Syncbrok-Type` gives it to a single publish.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Deliver this long after it is accepted (`"30s"`), as `Syncbrok-Delay` does.
+    delay: Option<String>,
+    /// Deliver at this RFC 3339 time, as `Syncbrok-Deliver-At` does.
+    deliver_at: Option<String>,
 }
 
 /// Parses a batch publish body. A body of only whitespace is an empty batch (refused too).
@@ -235,7 +239,8 @@ impl BatchItem {
                 parent: None,
                 idempotency_key: self.idempotency_key,
                 event_type: self.event_type,
-                ..Default::default()
+                deliver_at: crate::due_time(self.delay.as_deref(), self.deliver_at.as_deref())
+                    .map_err(|p| Problem::bad_request(format!("message {i}: {}", p.detail)))?,
             },
             parent,
         })

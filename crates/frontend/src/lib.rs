@@ -210,6 +210,28 @@ fn json<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(b).map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))
 }
 
+/// When a message is due, from `Syncbrok-Delay` (a duration, `30s`) or `Syncbrok-Deliver-At`
+/// (RFC 3339), or a batch entry's `delay` or `deliver_at`: at most one of them.
+fn due_time(delay: Option<&str>, at: Option<&str>) -> ApiResult<Option<space::DeliverAt>> {
+    match (delay, at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(Problem::bad_request(
+            "give a delay or a time to deliver at, not both",
+        )),
+        (Some(d), None) => d
+            .parse::<space::Span>()
+            .map(|s| Some(space::DeliverAt::After(s.0)))
+            .map_err(|e| Problem::bad_request(format!("delay: {e}"))),
+        (None, Some(t)) => space::time::parse_rfc3339(t.trim())
+            .map(|ms| Some(space::DeliverAt::At(ms)))
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "deliver-at {t:?} is not an RFC 3339 time, e.g. 2026-12-02T10:00:00Z"
+                ))
+            }),
+    }
+}
+
 fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
     text.trim()
         .parse()
@@ -304,7 +326,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a s
         .transpose()
 }
 
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -318,6 +340,10 @@ async fn publish(
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str())?.map(str::to_owned);
     let idempotency_key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
     let event_type = header_text(&headers, "syncbrok-type")?.map(str::to_owned);
+    let deliver_at = due_time(
+        header_text(&headers, "syncbrok-delay")?,
+        header_text(&headers, "syncbrok-deliver-at")?,
+    )?;
     let m = api
         .space
         .publish(
@@ -328,7 +354,7 @@ async fn publish(
                 parent,
                 idempotency_key,
                 event_type,
-                ..Default::default()
+                deliver_at,
             },
         )
         .await?;
@@ -377,7 +403,7 @@ fn after(q: &HashMap<String, String>) -> ApiResult<Option<MessageId>> {
     q.get("after").map(|a| message_id(a, "after")).transpose()
 }
 
-#[utoipa::path(get, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("state" = Option<String>, Query, description = "waiting, ready, delivering, delivered or dead"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("after" = Option<String>, Query, description = "The `next` of the previous page")), responses((status = 200, description = "A page of messages", body = views::MessagePage), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("state" = Option<String>, Query, description = "scheduled, waiting, ready, delivering, delivered or dead"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("after" = Option<String>, Query, description = "The `next` of the previous page")), responses((status = 200, description = "A page of messages", body = views::MessagePage), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn list_messages(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -388,7 +414,7 @@ async fn list_messages(
         .map(|s| {
             views::parse_state(s).ok_or_else(|| {
                 Problem::bad_request(format!(
-                    "unknown state {s:?}: use waiting, ready, delivering, delivered or dead"
+                    "unknown state {s:?}: use scheduled, waiting, ready, delivering, delivered or dead"
                 ))
             })
         })

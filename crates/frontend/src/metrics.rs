@@ -71,6 +71,7 @@ pub fn render(space: &Space) -> String {
     for q in &queues {
         let c = q.counts;
         for (state, n) in [
+            ("scheduled", c.scheduled),
             ("waiting", c.waiting),
             ("ready", c.ready),
             ("delivering", c.delivering),

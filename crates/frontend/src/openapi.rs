@@ -66,10 +66,14 @@ fn refine_parameters(doc: &mut Value) {
                     }),
                     ("state", _) => json!({
                         "type": "string",
-                        "enum": ["waiting", "ready", "delivering", "delivered", "dead"]
+                        "enum": ["scheduled", "waiting", "ready", "delivering", "delivered", "dead"]
                     }),
                     ("syncbrok-type", _) => {
                         json!({"type": "string", "pattern": EVENT_TYPE_PATTERN})
+                    }
+                    ("syncbrok-delay", _) => json!({"type": "string", "pattern": SPAN_PATTERN}),
+                    ("syncbrok-deliver-at", _) => {
+                        json!({"type": "string", "format": "date-time"})
                     }
                     ("idempotency-key", _) => json!({
                         "type": "string", "minLength": 1,
@@ -258,7 +262,9 @@ fn describe_batch(doc: &mut Value) {
                 "type": "string", "minLength": 1,
                 "maxLength": space::limits::IDEMPOTENCY_KEY_BYTES_MAX
             },
-            "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN}
+            "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
+            "delay": {"type": "string", "pattern": SPAN_PATTERN},
+            "deliver_at": {"type": "string", "format": "date-time"}
         }
     });
     let batch = json!({

@@ -25,6 +25,7 @@ pub struct Queue {
 
 #[derive(Serialize, ToSchema)]
 pub struct QueueCounts {
+    pub scheduled: u64,
     pub waiting: u64,
     pub ready: u64,
     pub delivering: u64,
@@ -35,6 +36,7 @@ pub struct QueueCounts {
 impl From<Counts> for QueueCounts {
     fn from(c: Counts) -> Self {
         QueueCounts {
+            scheduled: c.scheduled,
             waiting: c.waiting,
             ready: c.ready,
             delivering: c.delivering,
@@ -168,6 +170,7 @@ impl Batch {
 
 pub fn state_name(s: MessageState) -> &'static str {
     match s {
+        MessageState::Scheduled => "scheduled",
         MessageState::Waiting => "waiting",
         MessageState::Ready => "ready",
         MessageState::Delivering => "delivering",
@@ -178,6 +181,7 @@ pub fn state_name(s: MessageState) -> &'static str {
 
 pub fn parse_state(s: &str) -> Option<MessageState> {
     Some(match s {
+        "scheduled" => MessageState::Scheduled,
         "waiting" => MessageState::Waiting,
         "ready" => MessageState::Ready,
         "delivering" => MessageState::Delivering,
@@ -206,13 +210,15 @@ pub struct Message {
     pub queue: String,
     pub parent: Option<Uuid>,
     pub children: Vec<Uuid>,
-    /// `waiting`, `ready`, `delivering`, `delivered` or `dead`.
+    /// `scheduled`, `waiting`, `ready`, `delivering`, `delivered` or `dead`.
     #[schema(value_type = String)]
     pub state: &'static str,
     pub content_type: String,
     /// Its event type (`syncbrok.message` when it was published without one).
     #[serde(rename = "type")]
     pub event_type: String,
+    /// RFC 3339: when it is due, while it is `scheduled`.
+    pub deliver_at: Option<String>,
     pub size: u64,
     pub published_at: String,
     pub deliveries: Vec<Delivery>,
@@ -230,6 +236,7 @@ impl From<MessageInfo> for Message {
             event_type: m
                 .event_type
                 .unwrap_or_else(|| space::limits::EVENT_TYPE_DEFAULT.to_owned()),
+            deliver_at: m.deliver_at_ms.map(rfc3339),
             size: m.size,
             published_at: rfc3339(m.published_at_ms),
             deliveries: m

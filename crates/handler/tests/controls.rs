@@ -508,3 +508,118 @@ async fn a_child_waits_for_its_parents_own_fan_out_set_whatever_a_filter_drops()
     eventually("A takes every type now", || a.count() == 2).await;
     space.shutdown(Duration::from_secs(1)).await;
 }
+
+fn later(body: &str, parent: Option<space::MessageId>, at: space::DeliverAt) -> NewMessage {
+    NewMessage {
+        deliver_at: Some(at),
+        ..msg(body.into(), parent)
+    }
+}
+
+#[tokio::test]
+async fn a_delayed_parent_holds_its_child_until_it_is_due_and_delivered() {
+    let sink = start(|_, _| Reply::Status(204, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let space = open(&dir);
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    space
+        .add_subscriber("q", webhook(sink.url()))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let delay = Duration::from_millis(400);
+    let parent = space
+        .publish("q", later("parent", None, space::DeliverAt::After(delay)))
+        .await
+        .unwrap();
+    let child = space
+        .publish("q", msg("child".into(), Some(parent.id)))
+        .await
+        .unwrap();
+    let now = space.publish("q", msg("now".into(), None)).await.unwrap();
+    let state = |id| space.message("q", id).map(|m| m.state).ok();
+    assert_eq!(state(parent.id), Some(MessageState::Scheduled));
+    assert!(
+        space
+            .message("q", parent.id)
+            .unwrap()
+            .deliver_at_ms
+            .is_some()
+    );
+    assert_eq!(state(child.id), Some(MessageState::Waiting));
+    let counts = space.queue_info("q").unwrap().counts;
+    assert_eq!((counts.scheduled, counts.waiting), (1, 1));
+    eventually("the undelayed one went at once", || {
+        delivered(&space, now.id)
+    })
+    .await;
+    eventually("parent and child arrived", || sink.count() == 3).await;
+    let got = sink.received();
+    let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
+    assert_eq!(bodies, ["now", "parent", "child"]);
+    assert!(
+        got[1].at.duration_since(started) >= delay,
+        "sent before it was due"
+    );
+    space.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn scheduled_messages_survive_a_checkpoint_and_a_restart() {
+    let sink = start(|_, _| Reply::Status(204, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_800_000_000_000;
+    let clock = Arc::new(ManualClock::new(t0));
+    let space = open_with(&dir, Some(clock.clone()));
+    space
+        .put_queue("q", &SettingsPatch::default())
+        .await
+        .unwrap();
+    space
+        .add_subscriber("q", webhook(sink.url()))
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    let a = space
+        .publish("q", later("a", None, space::DeliverAt::After(hour)))
+        .await
+        .unwrap();
+    let b = space
+        .publish("q", later("b", None, space::DeliverAt::At(t0 + 7_200_000)))
+        .await
+        .unwrap();
+    // One in the checkpoint's snapshot, one after it in the log.
+    space.reclaim().await.unwrap();
+    let c = space
+        .publish("q", later("c", None, space::DeliverAt::After(hour / 2)))
+        .await
+        .unwrap();
+    let before = space.state_image();
+    space.shutdown(Duration::from_secs(1)).await;
+    let space = open_with(&dir, Some(clock.clone()));
+    assert_eq!(space.state_image(), before);
+    assert_eq!(space.queue_info("q").unwrap().counts.scheduled, 3);
+    clock.advance_ms(1_800_000);
+    space.sweep().await;
+    eventually("c fell due", || sink.count() == 1).await;
+    assert_eq!(sink.received()[0].body, "c");
+    assert!(delivered(&space, c.id));
+    assert_eq!(
+        space.message("q", a.id).unwrap().state,
+        MessageState::Scheduled
+    );
+    clock.advance_ms(5_400_000);
+    space.sweep().await;
+    eventually("a and b fell due", || sink.count() == 3).await;
+    assert!(delivered(&space, a.id) && delivered(&space, b.id));
+    // Their releases are records: a restart does not send them again.
+    space.shutdown(Duration::from_secs(1)).await;
+    let space = open_with(&dir, Some(clock.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.count(), 3);
+    assert_eq!(space.queue_info("q").unwrap().counts.scheduled, 0);
+    space.shutdown(Duration::from_secs(1)).await;
+}

@@ -114,6 +114,9 @@ pub enum PublishError {
     InvalidContentType,
     #[error("an event type is 1 to {EVENT_TYPE_BYTES_MAX} of A-Z a-z 0-9 . _ - : /")]
     InvalidEventType,
+    /// Why, in words.
+    #[error("invalid due time: {0}")]
+    InvalidDelay(String),
     #[error("idempotency keys are 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")]
     InvalidIdempotencyKey,
     #[error("invalid batch: {0}")]
@@ -138,9 +141,11 @@ impl Classify for PublishError {
             UnknownParent(_) => ErrorKind::Unprocessable,
             QueueFull { .. } => ErrorKind::Full,
             IdempotencyInProgress(_) | IdempotencyConflict(_) => ErrorKind::Conflict,
-            InvalidContentType | InvalidEventType | InvalidIdempotencyKey | InvalidBatch(_) => {
-                ErrorKind::Invalid
-            }
+            InvalidContentType
+            | InvalidEventType
+            | InvalidDelay(_)
+            | InvalidIdempotencyKey
+            | InvalidBatch(_) => ErrorKind::Invalid,
             BatchTooLarge { .. } | BodyTooLarge => ErrorKind::TooLarge,
             SequenceExhausted => ErrorKind::Unprocessable,
             Journal(e) => e.kind(),

@@ -57,6 +57,6 @@ pub use space::{
     RedriveScope, Space, SpaceImage, SubscriberUpdate, decode_secret, validate_queue_name,
 };
 pub use types::{
-    BatchEntry, BatchParent, DeadLetter, DeliveryView, MessageInfo, NewMessage, Page,
+    BatchEntry, BatchParent, DeadLetter, DeliverAt, DeliveryView, MessageInfo, NewMessage, Page,
     PublishedMessage, QueueInfo, ReclaimReport, SpaceConfig, SpaceTotals, SubscriberInfo,
 };

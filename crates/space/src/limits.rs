@@ -83,6 +83,18 @@ pub const CHECKPOINT_PART_BYTES: usize = 16 * 1024 * 1024;
 /// forgotten (counted in `/metrics`); a child of a forgotten one goes at once.
 pub const DEAD_REMOVED_RANGES_PER_QUEUE_MAX: usize = 1 << 20;
 
+/// The releaser of scheduled messages sleeps until the earliest is due, or a new one is
+/// published, but never longer than this: the wall clock may be set forward meanwhile.
+pub const RELEASE_CHECK_MAX_MS: u64 = 1000;
+
+/// Scheduled messages released by one `Released` record (the same bound as expiries).
+pub const RELEASED_PER_RECORD_MAX: usize = EXPIRED_PER_RECORD_MAX;
+
+/// How far ahead a message may be published for later (`Syncbrok-Delay`,
+/// `Syncbrok-Deliver-At`): a scheduled message holds its place in memory (a few bytes, and an
+/// entry of the queue's due times) and on disk until then.
+pub const DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 /// Event types (`Syncbrok-Type`): 1 to this many of `A-Z a-z 0-9 . _ - : /`; they are header
 /// values and subscribers' filters match them.
 pub const EVENT_TYPE_BYTES_MAX: usize = 128;

@@ -31,6 +31,8 @@ pub enum OnParentDead {
 /// A message's state as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessageState {
+    /// Published for later: nothing is sent before its due time.
+    Scheduled,
     /// Its parent is not delivered yet.
     Waiting,
     /// Queued, not sent to anyone yet.
@@ -44,11 +46,14 @@ pub enum MessageState {
 }
 
 impl MessageState {
-    /// Waiting, ready or delivering: what the queue's limits bound.
+    /// Scheduled, waiting, ready or delivering: what the queue's limits bound.
     pub fn is_undelivered(self) -> bool {
         matches!(
             self,
-            MessageState::Waiting | MessageState::Ready | MessageState::Delivering
+            MessageState::Scheduled
+                | MessageState::Waiting
+                | MessageState::Ready
+                | MessageState::Delivering
         )
     }
 }
@@ -67,6 +72,7 @@ pub enum DeliveryState {
 /// Counts of messages per state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    pub scheduled: u64,
     pub waiting: u64,
     pub ready: u64,
     pub delivering: u64,
@@ -77,6 +83,7 @@ pub struct Counts {
 impl Counts {
     fn slot(&mut self, state: MessageState) -> &mut u64 {
         match state {
+            MessageState::Scheduled => &mut self.scheduled,
             MessageState::Waiting => &mut self.waiting,
             MessageState::Ready => &mut self.ready,
             MessageState::Delivering => &mut self.delivering,
@@ -94,9 +101,9 @@ impl Counts {
         *n = n.saturating_sub(1);
     }
 
-    /// Waiting, ready and delivering messages.
+    /// Scheduled, waiting, ready and delivering messages.
     pub fn undelivered(&self) -> u64 {
-        self.waiting + self.ready + self.delivering
+        self.scheduled + self.waiting + self.ready + self.delivering
     }
 
     pub fn total(&self) -> u64 {

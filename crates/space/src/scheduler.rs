@@ -236,7 +236,7 @@ impl<M: Weighed> Scheduler<M> {
                     e.state(),
                     e.meta.weight(),
                 );
-                if !e.waiting {
+                if !e.held() {
                     touched.push(*id);
                 }
             }
@@ -248,13 +248,14 @@ impl<M: Weighed> Scheduler<M> {
 
     /// Accepts a message with the given fan-out set. Returns what it caused: released,
     /// delivered at once (empty fan-out), dead at once (dead parent), or nothing (it waits
-    /// for its parent).
+    /// for its parent, or is `scheduled`: held until [`Scheduler::release_scheduled`]).
     pub fn publish(
         &mut self,
         id: MessageId,
         lineage: Lineage,
         fanout: Slots,
         meta: M,
+        scheduled: bool,
     ) -> Result<Vec<Event>, ScheduleError> {
         if self.messages.contains_key(&id) {
             return Err(ScheduleError::Duplicate(id));
@@ -291,6 +292,7 @@ impl<M: Weighed> Scheduler<M> {
             dead: 0,
             active: 0,
             waiting,
+            scheduled,
             parent_dead,
             reported: Finish::Open,
         };
@@ -313,10 +315,29 @@ impl<M: Weighed> Scheduler<M> {
         let mut events = Vec::new();
         if parent_dead {
             self.settle_all(vec![id], &mut events);
-        } else if !waiting {
+        } else if !waiting && !scheduled {
             self.release(id, &mut events);
         }
         Ok(events)
+    }
+
+    /// A scheduled message is due: it goes to its subscribers as if published now (unless it
+    /// still waits for its parent, or died with it). Anything else is left as it is.
+    pub fn release_scheduled(&mut self, id: MessageId) -> Vec<Event> {
+        let mut events = Vec::new();
+        let was = self.change(id, |e| {
+            let was = e.scheduled;
+            e.scheduled = false;
+            (was, e.waiting || e.parent_dead)
+        });
+        if let Some((true, held)) = was {
+            if held {
+                self.settle_all(vec![id], &mut events);
+            } else {
+                self.release(id, &mut events);
+            }
+        }
+        events
     }
 
     /// Queues a message for every subscriber it is still owed to, then settles it (it may
@@ -404,11 +425,12 @@ impl<M: Weighed> Scheduler<M> {
     }
 
     /// Queues a message for every subscriber it is still owed to, and adds it to the work list
-    /// of messages to settle.
+    /// of messages to settle. One still scheduled only stops waiting for its parent: it goes
+    /// when it is due.
     fn release_one(&mut self, id: MessageId, events: &mut Vec<Event>, todo: &mut Vec<MessageId>) {
-        let Some(owed) = self.change(id, |e| {
+        let Some(Some(owed)) = self.change(id, |e| {
             e.waiting = false;
-            e.owed() & !e.active
+            (!e.scheduled).then(|| e.owed() & !e.active)
         }) else {
             return;
         };
@@ -433,7 +455,7 @@ impl<M: Weighed> Scheduler<M> {
     pub fn next(&mut self, slot: Slot) -> Option<MessageId> {
         let bit = slot.bit();
         let sendable = |e: &Entry<M>| {
-            !e.waiting && !e.parent_dead && e.owed() & bit != 0 && e.active & bit == 0
+            !e.held() && !e.parent_dead && e.owed() & bit != 0 && e.active & bit == 0
         };
         let sub = self.slots.get_mut(slot.index())?.as_mut()?;
         let mut found = None;
@@ -707,6 +729,7 @@ impl<M: Weighed> Scheduler<M> {
             acked: Slots(e.acked),
             dead: Slots(e.dead),
             waiting: e.waiting,
+            scheduled: e.scheduled,
             parent_dead: e.parent_dead,
         })
     }
@@ -726,6 +749,7 @@ impl<M: Weighed> Scheduler<M> {
             dead: raw.dead.0 & live,
             active: 0,
             waiting: raw.waiting,
+            scheduled: raw.scheduled,
             parent_dead: raw.parent_dead,
             reported: Finish::Open,
         };

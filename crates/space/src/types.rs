@@ -53,8 +53,18 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     /// Its event type (`Syncbrok-Type`); without one it is `syncbrok.message`.
     pub event_type: Option<String>,
-    /// When it is due (unix milliseconds); `None`, or a time already past, delivers it now.
-    pub deliver_at_ms: Option<u64>,
+    /// When it is due; `None`, or a time already past, delivers it now. At most
+    /// [`DELAY_MAX`](crate::limits::DELAY_MAX) ahead.
+    pub deliver_at: Option<DeliverAt>,
+}
+
+/// When a message published for later is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverAt {
+    /// This long after it is accepted (`Syncbrok-Delay`).
+    After(std::time::Duration),
+    /// At this time, unix milliseconds (`Syncbrok-Deliver-At`).
+    At(u64),
 }
 
 /// One message of a batch.
@@ -135,6 +145,8 @@ pub struct MessageInfo {
     pub content_type: String,
     /// Its event type, if it was published with one.
     pub event_type: Option<String>,
+    /// When it is due, while it is scheduled (unix ms).
+    pub deliver_at_ms: Option<u64>,
     pub size: u64,
     pub published_at_ms: u64,
     pub deliveries: Vec<DeliveryView>,

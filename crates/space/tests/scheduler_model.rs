@@ -1,10 +1,12 @@
 //! Property test of the scheduler: random DAGs of parents, random fan-outs, random outcomes
-//! (ack, give up, requeue), redrives and removals, under each `on_parent_dead` policy.
+//! (ack, give up, requeue), redrives and removals, messages held for a due time and released
+//! later, under each `on_parent_dead` policy.
 //!
 //! Checked all along: nothing is sent to a subscriber outside the message's fan-out set, or
 //! twice at once, or after it acknowledged; no child is sent before its parent is delivered to
 //! every subscriber of the parent's fan-out set (unless the parent was removed, redriven out of
-//! order by hand, or died under `deliver`). Checked at the end, after every subscriber has
+//! order by hand, or died under `deliver`); nothing held for its due time is sent before it is
+//! released, and its children wait for it like for any parent. Checked at the end, after every subscriber has
 //! drained its queue with acks: every message is delivered or dead, or waits (policy `wait`)
 //! behind a dead ancestor.
 
@@ -22,6 +24,12 @@ enum Op {
     Publish {
         parent: Option<usize>,
         fanout: u64,
+        /// Held until a `Due` releases it.
+        scheduled: bool,
+    },
+    /// The n-th message held for its due time is due.
+    Due {
+        message: usize,
     },
     /// Take the next message for a subscriber and leave it in flight.
     Take {
@@ -53,8 +61,9 @@ const SLOTS: usize = 3;
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (proptest::option::weighted(0.7, 0usize..1000), 0u64..(1 << SLOTS))
-            .prop_map(|(parent, fanout)| Op::Publish { parent, fanout }),
+        4 => (proptest::option::weighted(0.7, 0usize..1000), 0u64..(1 << SLOTS), proptest::bool::weighted(0.2))
+            .prop_map(|(parent, fanout, scheduled)| Op::Publish { parent, fanout, scheduled }),
+        1 => (0usize..1000).prop_map(|message| Op::Due { message }),
         5 => (0..SLOTS).prop_map(|slot| Op::Take { slot }),
         5 => (0usize..1000, prop_oneof![
             6 => Just(Outcome::Ack),
@@ -89,6 +98,8 @@ struct Harness {
     acked: HashSet<(MessageId, Slot)>,
     delivered_events: HashMap<MessageId, u32>,
     parents: HashMap<MessageId, MessageId>,
+    /// Held for their due time, not released yet.
+    scheduled: Vec<MessageId>,
 }
 
 impl Harness {
@@ -109,6 +120,7 @@ impl Harness {
         };
         let fanout = self.s.fanout(m).unwrap_or_default();
         prop_assert!(fanout.contains(slot), "{m} sent outside its fan-out");
+        prop_assert!(!self.scheduled.contains(&m), "{m} sent before it was due");
         prop_assert!(
             !self.in_flight.contains(&(m, slot)),
             "{m} sent twice at once to {slot:?}"
@@ -172,11 +184,16 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         acked: HashSet::new(),
         delivered_events: HashMap::new(),
         parents: HashMap::new(),
+        scheduled: Vec::new(),
     };
     let mut next_id = 1u128;
     for op in ops {
         match op {
-            Op::Publish { parent, fanout } => {
+            Op::Publish {
+                parent,
+                fanout,
+                scheduled,
+            } => {
                 let id = Uuid::from_u128(next_id);
                 next_id += 1;
                 let parent = parent
@@ -189,9 +206,18 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(p) => Lineage::Child(p),
                 };
                 let events =
-                    h.s.publish(id, lineage, Slots::from_bits(fanout), ())
+                    h.s.publish(id, lineage, Slots::from_bits(fanout), (), scheduled)
                         .unwrap();
                 h.apply(&events)?;
+                if scheduled {
+                    let state = h.s.state(id);
+                    prop_assert!(
+                        state == Some(MessageState::Scheduled) || state == Some(MessageState::Dead),
+                        "a scheduled message is {:?}",
+                        state
+                    );
+                    h.scheduled.push(id);
+                }
                 if let Some(p) = parent {
                     h.parents.insert(id, p);
                     if h.removed_dead.contains(&p) && policy != OnParentDead::Deliver {
@@ -205,6 +231,15 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 h.published.push(id);
+            }
+            Op::Due { message } => {
+                if h.scheduled.is_empty() {
+                    continue;
+                }
+                let m = h.scheduled.remove(message % h.scheduled.len());
+                let events = h.s.release_scheduled(m);
+                h.apply(&events)?;
+                prop_assert_ne!(h.s.state(m), Some(MessageState::Scheduled));
             }
             Op::Take { slot } => {
                 let slot = h.slots[slot];
@@ -302,6 +337,7 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let mut recount = Counts::default();
         for (_, state, _) in h.s.iter_from(None) {
             match state {
+                MessageState::Scheduled => recount.scheduled += 1,
                 MessageState::Waiting => recount.waiting += 1,
                 MessageState::Ready => recount.ready += 1,
                 MessageState::Delivering => recount.delivering += 1,
@@ -312,7 +348,12 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(h.s.counts(), recount);
     }
 
-    // Drain: finish what is in flight with acks, then let every subscriber take and ack all.
+    // Drain: every held message falls due, what is in flight ends with acks, then every
+    // subscriber takes and acks all.
+    for m in std::mem::take(&mut h.scheduled) {
+        let events = h.s.release_scheduled(m);
+        h.apply(&events)?;
+    }
     for (m, slot) in std::mem::take(&mut h.in_flight) {
         h.acked.insert((m, slot));
         let events = h.s.ack(m, slot);

@@ -51,9 +51,32 @@ struct Gate {
     ever_dead: Arc<Mutex<HashSet<MessageId>>>,
     violations: Mutex<Vec<String>>,
     auto: Mutex<Option<fastrand::Rng>>,
+    clock: Option<Arc<ManualClock>>,
 }
 
 impl Gate {
+    /// A message published for later (its body ends with ` delay=<seconds>`) goes no earlier
+    /// than its due time.
+    fn check_due_time(&self, a: &Attempt) {
+        let (Some(clock), Some(delay)) = (
+            &self.clock,
+            std::str::from_utf8(&a.body)
+                .ok()
+                .and_then(|b| b.rsplit_once(" delay="))
+                .and_then(|(_, s)| s.parse::<u64>().ok()),
+        ) else {
+            return;
+        };
+        let due = a.published_at_ms + delay * 1000;
+        let now = space::Clock::now_ms(&**clock);
+        if now < due {
+            self.violations.lock().unwrap().push(format!(
+                "{} sent at {now}, before it is due at {due}",
+                a.message
+            ));
+        }
+    }
+
     fn check_parent_order(&self, a: &Attempt) {
         let Some(space) = self.space.lock().unwrap().clone() else {
             return;
@@ -86,6 +109,7 @@ impl Deliverer for Gate {
         a: Attempt,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
         self.check_parent_order(&a);
+        self.check_due_time(&a);
         if let Some(rng) = self.auto.lock().unwrap().as_mut() {
             let outcome = if rng.bool() { failed() } else { Outcome::Acked };
             let pause = Duration::from_micros(rng.u64(0..500));
@@ -262,6 +286,14 @@ fn spec(endpoint: &str) -> SubscriberSpec {
 }
 
 fn message(body: String, parent: Option<MessageId>, key: Option<u8>) -> NewMessage {
+    // Some are published for later (`Advance` makes them due); the body says by how much.
+    let delay = key
+        .filter(|k| k % 3 == 0)
+        .map(|k| 20 * u64::from(k % 4 + 1));
+    let body = match delay {
+        Some(s) => format!("{body} delay={s}"),
+        None => body,
+    };
     NewMessage {
         body: Bytes::from(body),
         content_type: Some(["text/plain", "application/json"][usize::from(key.is_some())].into()),
@@ -269,7 +301,7 @@ fn message(body: String, parent: Option<MessageId>, key: Option<u8>) -> NewMessa
         idempotency_key: key.map(|k| format!("key-{k}")),
         // Three kinds of message for the subscribers' type filters: untyped, and two types.
         event_type: key.map(|k| ["t.one", "other"][usize::from(k % 2 == 1)].to_owned()),
-        ..Default::default()
+        deliver_at: delay.map(|s| space::DeliverAt::After(Duration::from_secs(s))),
     }
 }
 
@@ -281,6 +313,7 @@ impl World {
     ) -> World {
         let gate = Arc::new(Gate {
             ever_dead,
+            clock: Some(clock.clone()),
             ..Gate::default()
         });
         let space = Space::open(Arc::new(disk.clone()), config(&clock), gate.clone())

@@ -186,6 +186,14 @@ pub enum Record {
         /// Unix milliseconds.
         expired_at_ms: u64,
     },
+    /// These messages of a queue, published for later, fell due and went to their
+    /// subscribers.
+    Released {
+        queue: QueueNumber,
+        messages: Vec<Uuid>,
+        /// Unix milliseconds.
+        released_at_ms: u64,
+    },
     /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`];
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
     /// the records after it. Checkpoint records are never replayed, so appending one with
@@ -219,8 +227,9 @@ pub(crate) mod kind {
     /// `Published` with its attributes (an event type, a due time): kind 6 is written for
     /// messages without any.
     pub const PUBLISHED_WITH_ATTRIBUTES: u8 = 16;
+    pub const RELEASED: u8 = 17;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = PUBLISHED_WITH_ATTRIBUTES;
+    pub const LAST_RECORD: u8 = RELEASED;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -248,6 +257,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::DISCARDED => "discarded",
         kind::CHECKPOINT => "checkpoint",
         kind::EXPIRED => "expired",
+        kind::RELEASED => "released",
         kind::BATCH => "batch",
         kind::RELOCATED => "relocated",
         kind::SYNC_MARK => "sync mark",
@@ -274,6 +284,7 @@ impl Record {
             Record::Redriven { .. } => kind::REDRIVEN,
             Record::Discarded { .. } => kind::DISCARDED,
             Record::Expired { .. } => kind::EXPIRED,
+            Record::Released { .. } => kind::RELEASED,
             Record::Checkpoint { .. } => kind::CHECKPOINT,
         }
     }
@@ -406,14 +417,19 @@ impl Record {
             Record::Expired {
                 queue,
                 messages,
-                expired_at_ms,
+                expired_at_ms: at_ms,
+            }
+            | Record::Released {
+                queue,
+                messages,
+                released_at_ms: at_ms,
             } => {
                 e.u32(*queue);
                 e.u32(crate::codec::saturating_u32(messages.len()));
                 for m in messages {
                     e.uuid(m);
                 }
-                e.u64(*expired_at_ms);
+                e.u64(*at_ms);
             }
             Record::Checkpoint { part, parts, state } => {
                 e.u32(*part);
@@ -520,17 +536,26 @@ impl Record {
                 message: d.uuid()?,
                 discarded_at_ms: d.u64()?,
             },
-            kind::EXPIRED => {
+            kind::EXPIRED | kind::RELEASED => {
                 let queue = d.u32()?;
                 let n = d.count(16)?;
                 let mut messages = Vec::with_capacity(n);
                 for _ in 0..n {
                     messages.push(d.uuid()?);
                 }
-                Record::Expired {
-                    queue,
-                    messages,
-                    expired_at_ms: d.u64()?,
+                let at_ms = d.u64()?;
+                if kind == kind::EXPIRED {
+                    Record::Expired {
+                        queue,
+                        messages,
+                        expired_at_ms: at_ms,
+                    }
+                } else {
+                    Record::Released {
+                        queue,
+                        messages,
+                        released_at_ms: at_ms,
+                    }
                 }
             }
             kind::CHECKPOINT => Record::Checkpoint {
@@ -610,7 +635,7 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
             messages.extend(d.uuid().ok());
             q
         }
-        kind::EXPIRED => {
+        kind::EXPIRED | kind::RELEASED => {
             let q = d.u32().ok();
             let n = d.u32().unwrap_or(0).min(64);
             messages.extend((0..n).map_while(|_| d.uuid().ok()));

@@ -429,3 +429,140 @@ async fn event_types_and_filters_over_the_api_and_the_command_line() {
     assert!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["types"].is_null());
     assert!(b.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_messages_over_the_api_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let u = |path: &str| format!("{}{path}", b.url);
+    let (sink_url, got) = sink().await;
+    call(
+        Method::PUT,
+        &u("/v1/queues/d"),
+        &[],
+        r#"{"retention": {"delivered": "1h"}}"#,
+    )
+    .await;
+    let body = json!({"endpoint": sink_url}).to_string();
+    call(Method::POST, &u("/v1/queues/d/subscribers"), &[], body).await;
+    let messages = u("/v1/queues/d/messages");
+    for (headers, status) in [
+        (vec![("syncbrok-delay", "soon")], StatusCode::BAD_REQUEST),
+        (vec![("syncbrok-delay", "31d")], StatusCode::BAD_REQUEST),
+        (
+            vec![("syncbrok-deliver-at", "tomorrow")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![
+                ("syncbrok-delay", "1s"),
+                ("syncbrok-deliver-at", "2030-01-01T00:00:00Z"),
+            ],
+            StatusCode::BAD_REQUEST,
+        ),
+        (vec![("syncbrok-delay", "30d")], StatusCode::CREATED),
+        // A time already past delivers at once.
+        (
+            vec![("syncbrok-deliver-at", "2020-01-01T00:00:00Z")],
+            StatusCode::CREATED,
+        ),
+    ] {
+        let r = call(Method::POST, &messages, &headers, "x").await;
+        assert_eq!(r.status, status, "{headers:?}: {}", r.json());
+    }
+    let delayed = call(
+        Method::POST,
+        &messages,
+        &[("syncbrok-delay", "1500ms")],
+        "later",
+    )
+    .await;
+    let id = delayed.json()["id"].as_str().unwrap().to_owned();
+    let shown = call(
+        Method::GET,
+        &u(&format!("/v1/queues/d/messages/{id}")),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(shown["state"], "scheduled");
+    assert!(shown["deliver_at"].is_string());
+    let listed = call(
+        Method::GET,
+        &u("/v1/queues/d/messages?state=scheduled"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 2, "{listed}");
+    let q = call(Method::GET, &u("/v1/queues/d"), &[], "").await.json();
+    assert_eq!(q["counts"]["scheduled"], 2);
+    let why = call(
+        Method::GET,
+        &u(&format!("/v1/queues/d/messages/{id}/explain")),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(why["verdict"], "scheduled");
+    // A batch entry's delay, and the CLI's.
+    let batch = json!({"messages": [{"body": "b", "delay": "1s"}, {"body": "bad", "delay": "x"}]});
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/d/messages/batch"),
+        &[],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let batch = json!({"messages": [{"body": "b", "delay": "1s"}]});
+    let r = call(
+        Method::POST,
+        &u("/v1/queues/d/messages/batch"),
+        &[],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let (ok, _, err) = cli(&b.url, &["publish", "d", "--delay", "1s"], "cli");
+    assert!(ok, "{err}");
+    let (ok, _, _) = cli(
+        &b.url,
+        &[
+            "publish",
+            "d",
+            "--delay",
+            "1s",
+            "--deliver-at",
+            "2030-01-01T00:00:00Z",
+        ],
+        "x",
+    );
+    assert!(!ok, "both at once are refused");
+    // kill -9 before they are due: after the restart they still go, once, when due.
+    let before_kill = got.lock().unwrap().len();
+    b.kill9();
+    let b = serving(dir.path(), &[]);
+    eventually("the delayed ones arrived", || {
+        let bodies: Vec<_> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+        ["later", "b", "cli"]
+            .iter()
+            .all(|w| bodies.iter().any(|b| b == w.as_bytes()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<_> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "later".as_bytes()).count(),
+        1,
+        "{before_kill} before the kill"
+    );
+    let q = call(Method::GET, &format!("{}/v1/queues/d", b.url), &[], "")
+        .await
+        .json();
+    assert_eq!(q["counts"]["scheduled"], 1, "the 30-day one still waits");
+    assert!(b.terminate().success());
+}

@@ -23,6 +23,8 @@ pub enum Verdict {
     SubscriberPaused,
     /// Behind other messages of the same subscriber.
     Queued,
+    /// Published for later: it goes when it is due.
+    Scheduled,
     /// Its parent is not delivered yet.
     WaitingForParent,
     /// Dead because its parent died.
@@ -40,6 +42,7 @@ impl Verdict {
             Verdict::SubscriberSaturated => "subscriber_saturated",
             Verdict::SubscriberPaused => "subscriber_paused",
             Verdict::Queued => "queued",
+            Verdict::Scheduled => "scheduled",
             Verdict::WaitingForParent => "waiting_for_parent",
             Verdict::ParentDead => "parent_dead",
             Verdict::Dead => "dead",
@@ -198,6 +201,7 @@ impl QueueState {
         let mut pending = Vec::new();
         let verdict = match state {
             MessageState::Delivered => Verdict::Delivered,
+            MessageState::Scheduled => Verdict::Scheduled,
             MessageState::Waiting => Verdict::WaitingForParent,
             MessageState::Dead if self.sched.raw(id).is_some_and(|r| r.parent_dead) => {
                 Verdict::ParentDead

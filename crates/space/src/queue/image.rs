@@ -52,6 +52,8 @@ pub struct MessageImage {
     /// Subscribers of its fan-out set, with whether each acknowledged it or gave up.
     pub fanout: Vec<(SubscriberId, bool, bool)>,
     pub waiting: bool,
+    /// Held for its due time, and when that is.
+    pub scheduled: Option<u64>,
     pub parent_dead: bool,
 }
 
@@ -69,6 +71,12 @@ impl QueueState {
             .map(|(k, r)| (k.clone(), r.id, r.expires_at_ms))
             .collect();
         idempotency.sort();
+        // The due time of each scheduled message (the earliest, should one be listed twice).
+        let mut due: std::collections::HashMap<MessageId, u64> = std::collections::HashMap::new();
+        for (at, id) in self.due.iter() {
+            let e = due.entry(id).or_insert(at);
+            *e = (*e).min(at);
+        }
         let messages = self
             .sched
             .iter_from(None)
@@ -94,6 +102,7 @@ impl QueueState {
                     location: meta.location,
                     fanout,
                     waiting: raw.waiting,
+                    scheduled: raw.scheduled.then(|| due.get(&id).copied().unwrap_or(0)),
                     parent_dead: raw.parent_dead,
                 })
             })

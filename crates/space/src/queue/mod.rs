@@ -14,6 +14,7 @@
 
 mod dead_removed;
 mod dispatch;
+mod due;
 pub mod explain;
 mod idempotency;
 pub(crate) mod image;
@@ -128,6 +129,8 @@ pub(crate) struct QueueState {
     /// cost what they show.
     dead_letters: BTreeSet<(MessageId, Option<SubscriberId>)>,
     expiry: Expiry,
+    /// When each scheduled message is due.
+    due: due::DueTimes,
     dead_removed: DeadRemoved,
     content_types: Names,
     event_types: Names,
@@ -153,6 +156,7 @@ impl QueueState {
             deliveries: IdMap::default(),
             dead_letters: BTreeSet::new(),
             expiry: Expiry::default(),
+            due: due::DueTimes::default(),
             dead_removed: DeadRemoved::default(),
             content_types: Names::default(),
             event_types: Names::default(),
@@ -270,11 +274,20 @@ impl QueueState {
             // Gone (delivered and removed, or discarded): nothing left to wait for.
             Some(parent) => Lineage::ChildOfRemoved(parent),
         };
+        // Scheduled only if due after it was accepted (the record says both): live operation
+        // and replay decide alike.
+        let due = p
+            .attributes
+            .deliver_at_ms
+            .filter(|at| *at > p.published_at_ms);
         match self
             .sched
-            .publish(p.id, lineage, Slots::from_bits(mask), meta)
+            .publish(p.id, lineage, Slots::from_bits(mask), meta, due.is_some())
         {
             Ok(events) => {
+                if let Some(at) = due {
+                    self.due.push(at, p.id);
+                }
                 self.note_undelivered(p.id);
                 self.handle(events, p.published_at_ms, wake);
             }

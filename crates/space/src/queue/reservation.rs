@@ -11,7 +11,7 @@ use super::{QueueState, Wake, body_hash};
 use crate::error::PublishError;
 use crate::idhash::IdSet;
 use crate::model::{MessageId, SubscriberId};
-use crate::types::{BatchEntry, BatchParent, PublishedMessage};
+use crate::types::{BatchEntry, BatchParent, DeliverAt, PublishedMessage};
 
 /// Publishes reserved and not yet committed or aborted: counted against the limits, their ids
 /// not yet issued (a child naming one is refused), their idempotency keys "in progress".
@@ -76,7 +76,10 @@ impl Reserved {
                     fanout: self.fanout_of(m.event_type.as_deref()),
                     attributes: Attributes {
                         event_type: m.event_type.clone(),
-                        deliver_at_ms: None,
+                        deliver_at_ms: match m.deliver_at {
+                            Some(DeliverAt::At(t)) if t > now_ms => Some(t),
+                            _ => None,
+                        },
                     },
                     body: Bytes::clone(&m.body),
                 }

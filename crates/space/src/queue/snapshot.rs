@@ -8,7 +8,7 @@ use storage::codec::{Decoder, Encoder};
 use super::{DeliveryInfo, Interned, Meta, QueueState, SubscriberSpec};
 use crate::delivery::HandlerKind;
 use crate::error::SnapshotError;
-use crate::model::DeadReason;
+use crate::model::{DeadReason, MessageId};
 use crate::scheduler::{RawEntry, Slots};
 use crate::settings::QueueSettings;
 
@@ -19,6 +19,7 @@ const DEAD: u8 = 2;
 
 const WAITING: u8 = 1;
 const PARENT_DEAD: u8 = 2;
+const SCHEDULED: u8 = 4;
 
 fn dead_code(d: Option<(DeadReason, u64)>) -> (u8, u64) {
     match d {
@@ -73,7 +74,9 @@ impl QueueState {
             e.u16(meta.content_type.index());
             e.u16(meta.event_type.index());
             e.opt_uuid(&raw.parent);
-            e.u8((u8::from(raw.waiting) * WAITING) | (u8::from(raw.parent_dead) * PARENT_DEAD));
+            e.u8((u8::from(raw.waiting) * WAITING)
+                | (u8::from(raw.parent_dead) * PARENT_DEAD)
+                | (u8::from(raw.scheduled) * SCHEDULED));
             let fanout: Vec<_> = self
                 .subscribers
                 .iter()
@@ -107,6 +110,17 @@ impl QueueState {
         for (at, id) in &self.expiry.by_time {
             e.u64(*at);
             e.uuid(id);
+        }
+        let mut due: Vec<(u64, MessageId)> = self
+            .due
+            .iter()
+            .filter(|(_, id)| self.sched.raw(*id).is_some_and(|r| r.scheduled))
+            .collect();
+        due.sort_unstable();
+        e.u32(due.len() as u32);
+        for (at, id) in due {
+            e.u64(at);
+            e.uuid(&id);
         }
         e.u32(self.dead_removed.ranges().len() as u32);
         for (start, end) in self.dead_removed.ranges() {
@@ -192,6 +206,13 @@ impl QueueState {
             let id = d.uuid()?;
             q.expiry.schedule(id, at);
         }
+        if version >= 4 {
+            for _ in 0..d.count(8 + 16)? {
+                let at = d.u64()?;
+                let id = d.uuid()?;
+                q.due.push(at, id);
+            }
+        }
         for _ in 0..d.count(16)? {
             let start = d.u64()?;
             let end = d.u64()?;
@@ -247,6 +268,7 @@ impl QueueState {
                     acked: Slots::from_bits(acked),
                     dead: Slots::from_bits(dead),
                     waiting: flags & WAITING != 0,
+                    scheduled: flags & SCHEDULED != 0,
                     parent_dead: flags & PARENT_DEAD != 0,
                 },
             )

@@ -25,6 +25,8 @@ pub(super) struct Entry<M> {
     pub(super) active: u64,
     /// Held until the parent is delivered.
     pub(super) waiting: bool,
+    /// Held until the Space says it is due ([`super::Scheduler::release_scheduled`]).
+    pub(super) scheduled: bool,
     /// Dead as a whole because the parent died (or its dead parent was removed).
     pub(super) parent_dead: bool,
     /// The last outcome events reported.
@@ -33,7 +35,12 @@ pub(super) struct Entry<M> {
 
 impl<M> Entry<M> {
     pub(super) fn is_delivered(&self) -> bool {
-        !self.waiting && !self.parent_dead && self.acked == self.fanout
+        !self.held() && !self.parent_dead && self.acked == self.fanout
+    }
+
+    /// Held back from its subscribers: for its parent, or for its due time.
+    pub(super) fn held(&self) -> bool {
+        self.waiting || self.scheduled
     }
 
     pub(super) fn is_dead(&self) -> bool {
@@ -53,6 +60,8 @@ impl<M> Entry<M> {
     pub(super) fn state(&self) -> MessageState {
         if self.is_dead() {
             MessageState::Dead
+        } else if self.scheduled {
+            MessageState::Scheduled
         } else if self.waiting {
             MessageState::Waiting
         } else if self.acked == self.fanout {
@@ -80,6 +89,7 @@ pub struct RawEntry<M> {
     pub acked: Slots,
     pub dead: Slots,
     pub waiting: bool,
+    pub scheduled: bool,
     pub parent_dead: bool,
 }
 

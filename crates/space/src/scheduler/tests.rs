@@ -23,7 +23,7 @@ fn delivered(events: &[Event], m: MessageId) -> bool {
 fn a_message_is_delivered_when_every_subscriber_acked() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     assert_eq!(s.state(id(1)), Some(MessageState::Ready));
     assert_eq!(s.next(sl[0]), Some(id(1)));
     assert_eq!(s.next(sl[0]), None, "not twice at once");
@@ -42,10 +42,13 @@ fn a_message_is_delivered_when_every_subscriber_acked() {
 fn a_chain_goes_strictly_in_order_and_siblings_together() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
-    s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
+    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+        .unwrap();
+    s.publish(id(4), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
     assert_eq!(s.next(sl[0]), Some(id(1)));
     assert_eq!(s.next(sl[0]), None, "children wait for the parent");
@@ -67,16 +70,16 @@ fn unknown_parents_and_duplicates_are_refused() {
     let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
     assert_eq!(
-        s.publish(id(2), Lineage::Child(id(1)), all, ()),
+        s.publish(id(2), Lineage::Child(id(1)), all, (), false),
         Err(ScheduleError::UnknownParent(id(1)))
     );
     assert!(
         !s.contains(id(2)),
         "a refused publish leaves nothing behind"
     );
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     assert_eq!(
-        s.publish(id(1), Lineage::Root, all, ()),
+        s.publish(id(1), Lineage::Root, all, (), false),
         Err(ScheduleError::Duplicate(id(1)))
     );
 }
@@ -85,12 +88,13 @@ fn unknown_parents_and_duplicates_are_refused() {
 fn a_child_of_a_delivered_or_removed_parent_goes_at_once() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     s.next(sl[0]);
     s.ack(id(1), sl[0]);
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     assert_eq!(s.state(id(2)), Some(MessageState::Ready));
-    s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all, ())
+    s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all, (), false)
         .unwrap();
     assert_eq!(s.state(id(3)), Some(MessageState::Ready));
     assert_eq!(s.parent(id(3)), Some(id(99)));
@@ -100,11 +104,11 @@ fn a_child_of_a_delivered_or_removed_parent_goes_at_once() {
 fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
     let (mut s, _) = with_subscribers(OnParentDead::Wait, 0);
     let events = s
-        .publish(id(1), Lineage::Root, Slots::from_bits(0), ())
+        .publish(id(1), Lineage::Root, Slots::from_bits(0), (), false)
         .unwrap();
     assert!(delivered(&events, id(1)));
     let events = s
-        .publish(id(2), Lineage::Child(id(1)), Slots::from_bits(0), ())
+        .publish(id(2), Lineage::Child(id(1)), Slots::from_bits(0), (), false)
         .unwrap();
     assert!(delivered(&events, id(2)));
 }
@@ -112,10 +116,17 @@ fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
 #[test]
 fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-    s.publish(id(0), Lineage::Root, s.all_slots(), ()).unwrap();
+    s.publish(id(0), Lineage::Root, s.all_slots(), (), false)
+        .unwrap();
     for n in 1..100_000 {
-        s.publish(id(n), Lineage::Child(id(n - 1)), Slots::from_bits(0), ())
-            .unwrap();
+        s.publish(
+            id(n),
+            Lineage::Child(id(n - 1)),
+            Slots::from_bits(0),
+            (),
+            false,
+        )
+        .unwrap();
     }
     s.next(sl[0]);
     let events = s.ack(id(0), sl[0]);
@@ -126,8 +137,9 @@ fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
 fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     let events = s.give_up(id(1), sl[0]);
     assert!(events.contains(&Event::Dead {
@@ -146,9 +158,11 @@ fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
 fn dead_letter_policy_kills_the_whole_line() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
+    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     let events = s.give_up(id(1), sl[0]);
     for m in [2, 3] {
@@ -159,7 +173,9 @@ fn dead_letter_policy_kills_the_whole_line() {
         assert_eq!(s.state(id(m)), Some(MessageState::Dead));
     }
     // A child published after the parent died is dead at once.
-    let events = s.publish(id(4), Lineage::Child(id(1)), all, ()).unwrap();
+    let events = s
+        .publish(id(4), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     assert_eq!(
         events,
         vec![Event::Dead {
@@ -174,8 +190,9 @@ fn dead_letter_policy_kills_the_whole_line() {
 fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
     assert_eq!(s.state(id(2)), Some(MessageState::Dead));
@@ -197,8 +214,9 @@ fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
 fn deliver_policy_lets_children_go_on() {
     let (mut s, sl) = with_subscribers(OnParentDead::Deliver, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
     assert_eq!(s.next(sl[0]), Some(id(2)));
@@ -208,8 +226,9 @@ fn deliver_policy_lets_children_go_on() {
 fn removing_a_parent_releases_its_waiting_children() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     let (_, events) = s.remove(id(1), Removal::Discarded).unwrap();
     assert!(
@@ -230,8 +249,9 @@ fn removing_a_parent_releases_its_waiting_children() {
 fn removing_a_waiting_child_unlinks_it() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.remove(id(2), Removal::Discarded).unwrap();
     s.next(sl[0]);
     let events = s.ack(id(1), sl[0]);
@@ -243,7 +263,7 @@ fn removing_a_waiting_child_unlinks_it() {
 fn a_removed_subscriber_is_no_longer_waited_for() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     s.next(sl[0]);
     s.ack(id(1), sl[0]);
     let events = s.remove_subscriber(sl[1]).unwrap();
@@ -258,10 +278,12 @@ fn a_removed_subscriber_is_no_longer_waited_for() {
 #[test]
 fn a_later_subscriber_gets_only_later_messages_and_slots_are_reused() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-    s.publish(id(1), Lineage::Root, s.all_slots(), ()).unwrap();
+    s.publish(id(1), Lineage::Root, s.all_slots(), (), false)
+        .unwrap();
     let late = s.add_subscriber(7).unwrap();
     assert_eq!(s.next(late), None);
-    s.publish(id(2), Lineage::Root, s.all_slots(), ()).unwrap();
+    s.publish(id(2), Lineage::Root, s.all_slots(), (), false)
+        .unwrap();
     assert_eq!(s.next(late), Some(id(2)));
     s.remove_subscriber(sl[0]).unwrap();
     assert_eq!(s.add_subscriber(8).unwrap(), sl[0]);
@@ -282,7 +304,7 @@ fn a_queue_holds_at_most_64_subscribers() {
 fn redrive_goes_only_to_subscribers_that_gave_up() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     assert_eq!(s.redrive(id(1)), Err(ScheduleError::NotDead(id(1))));
     s.next(sl[0]);
     s.next(sl[1]);
@@ -299,9 +321,9 @@ fn redrive_goes_only_to_subscribers_that_gave_up() {
 fn replayed_acks_need_no_attempt_and_requeue_puts_back_in_front() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Root, all, ()).unwrap();
-    s.publish(id(3), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(3), Lineage::Root, all, (), false).unwrap();
     s.ack(id(1), sl[0]);
     assert_eq!(s.next(sl[0]), Some(id(2)), "the acked message is skipped");
     s.requeue(id(2), sl[0]);
@@ -318,8 +340,9 @@ fn an_entry_stays_small() {
 fn removing_the_subscriber_that_gave_up_delivers_the_message_and_releases_its_children() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
     s.ack(id(1), sl[0]);
@@ -336,8 +359,9 @@ fn removing_the_subscriber_that_gave_up_delivers_the_message_and_releases_its_ch
 fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
     let (_, events) = s.remove(id(1), Removal::Expired).unwrap();
@@ -351,7 +375,7 @@ fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
     assert_eq!(s.next(sl[0]), None, "never as if the parent had arrived");
     // A later child of the removed dead parent is dead at once; a redrive delivers it.
     let events = s
-        .publish(id(3), Lineage::ChildOfRemovedDead(id(1)), all, ())
+        .publish(id(3), Lineage::ChildOfRemovedDead(id(1)), all, (), false)
         .unwrap();
     assert_eq!(
         events,
@@ -368,8 +392,9 @@ fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
 fn a_discarded_parent_releases_its_children_even_when_dead() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
     s.remove(id(1), Removal::Discarded).unwrap();
@@ -380,7 +405,7 @@ fn a_discarded_parent_releases_its_children_even_when_dead() {
 fn outcomes_are_reported_once_per_transition() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
     let e1 = s.give_up(id(1), sl[0]);
@@ -412,8 +437,9 @@ fn counts_and_undelivered_bytes_are_kept_as_messages_change() {
     let mut s: Scheduler<Sized> = Scheduler::new(OnParentDead::Wait);
     let a = s.add_subscriber(1).unwrap();
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, Sized(10)).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, Sized(5))
+    s.publish(id(1), Lineage::Root, all, Sized(10), false)
+        .unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, Sized(5), false)
         .unwrap();
     assert_eq!((s.counts().ready, s.counts().waiting), (1, 1));
     assert_eq!(s.undelivered_bytes(), 15);
@@ -433,9 +459,11 @@ fn counts_and_undelivered_bytes_are_kept_as_messages_change() {
 fn a_restored_scheduler_is_the_one_that_was_saved() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, ()).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, ()).unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, ()).unwrap();
+    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+        .unwrap();
+    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+        .unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
     s.ack(id(1), sl[0]);
@@ -454,6 +482,7 @@ fn a_restored_scheduler_is_the_one_that_was_saved() {
                 acked: raw.acked,
                 dead: raw.dead,
                 waiting: raw.waiting,
+                scheduled: raw.scheduled,
                 parent_dead: raw.parent_dead,
             },
         )

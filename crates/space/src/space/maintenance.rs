@@ -13,7 +13,9 @@ use storage::{Location, Record};
 
 use super::{Space, wake_all};
 use crate::error::ReclaimError;
-use crate::limits::{CHECKPOINT_PART_BYTES, EXPIRED_PER_RECORD_MAX, RECLAIM_SEGMENTS_MIN};
+use crate::limits::{
+    CHECKPOINT_PART_BYTES, EXPIRED_PER_RECORD_MAX, RECLAIM_SEGMENTS_MIN, RELEASED_PER_RECORD_MAX,
+};
 use crate::model::{MessageId, QueueNumber};
 use crate::types::ReclaimReport;
 
@@ -214,14 +216,90 @@ impl Space {
         });
     }
 
+    /// Releases scheduled messages as they fall due: sleeps until the earliest is due (at most
+    /// [`RELEASE_CHECK_MAX_MS`](crate::limits::RELEASE_CHECK_MAX_MS)), or until a publish of
+    /// one says it may be earlier. No task or timer per message.
+    pub(super) fn spawn_releaser(&self) {
+        let space = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let most = Duration::from_millis(crate::limits::RELEASE_CHECK_MAX_MS);
+            loop {
+                let published = space.inner.due_changed.notified();
+                tokio::pin!(published);
+                published.as_mut().enable();
+                let next = space.release_due().await;
+                let now = space.now_ms();
+                let wait = next.map_or(most, |at| {
+                    Duration::from_millis(at.saturating_sub(now)).min(most)
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = published => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Releases every scheduled message due now, as `Released` records; when the next one is
+    /// due.
+    pub(super) async fn release_due(&self) -> Option<u64> {
+        let now = self.now_ms();
+        let mut next: Option<u64> = None;
+        for q in self.inner.registry.all() {
+            loop {
+                if q.lock().next_due_ms().is_none_or(|at| at > now) {
+                    break;
+                }
+                let change = self.inner.journal.change().await;
+                // A release may finish a message (one no subscriber takes), which decides what
+                // a child published meanwhile sees of it.
+                let _order = q.order.write().await;
+                let (number, due) = {
+                    let mut st = q.lock();
+                    if st.is_deleted() {
+                        break;
+                    }
+                    (st.number(), st.take_due(now, RELEASED_PER_RECORD_MAX))
+                };
+                if due.is_empty() {
+                    break;
+                }
+                let ids: Vec<MessageId> = due.iter().map(|(_, id)| *id).collect();
+                let record = Record::Released {
+                    queue: number,
+                    messages: ids.clone(),
+                    released_at_ms: now,
+                };
+                // Lost in a crash, it is written again after the restart: the messages are
+                // still due then, and go once.
+                if let Err(e) = change.append_lazy(&[record]).await {
+                    tracing::warn!(error = %e, "could not record messages falling due; they wait");
+                    q.lock().put_back_due(&due);
+                    break;
+                }
+                let mut wake = Vec::new();
+                q.lock().apply_released(&ids, now, &mut wake);
+                wake_all(wake);
+            }
+            if let Some(at) = q.lock().next_due_ms() {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
     /// Retention and idempotency windows, every `interval` (`SpaceConfig::sweep_interval`).
     pub(super) fn spawn_sweeper(&self, interval: Duration) {
         self.spawn_periodic(interval, |space| async move { space.sweep().await });
     }
 
     /// Removes what retention lets go of, as `Expired` records; forgets idempotency keys whose
-    /// window is over.
+    /// window is over; releases scheduled messages that are due (the releaser does so too, at
+    /// their due time).
     pub async fn sweep(&self) {
+        self.release_due().await;
         let now = self.now_ms();
         for q in self.inner.registry.all() {
             q.lock().expire_idempotency_keys(now);

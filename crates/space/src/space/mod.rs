@@ -89,6 +89,9 @@ struct Inner {
     /// Attempts under way, and a wake-up when they reach zero (graceful shutdown).
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Woken when a scheduled message is published: it may be due before the releaser's next
+    /// look.
+    due_changed: Notify,
     /// Running totals since the Space was opened, for `/metrics`.
     totals: Totals,
     /// One reclaim at a time, and what the last one saw.
@@ -153,6 +156,7 @@ impl Space {
                 shutdown,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                due_changed: Notify::new(),
                 totals: Totals::default(),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
                 endpoint_policy: config.endpoint_policy,
@@ -166,6 +170,8 @@ impl Space {
                 space.spawn_dispatcher(q.clone(), id);
             }
         }
+        // What came due while the broker was down goes at once.
+        space.spawn_releaser();
         space.spawn_sweeper(sweep_interval);
         space.spawn_reclaimer(reclaim_interval);
         Ok((space, report))

@@ -10,10 +10,11 @@ use storage::{Published, Record};
 use super::{Queue, Space, wake_all};
 use crate::error::PublishError;
 use crate::limits::{
-    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, DELAY_MAX,
+    IDEMPOTENCY_KEY_BYTES_MAX,
 };
 use crate::queue::reservation::Reserved;
-use crate::types::{BatchEntry, BatchParent, NewMessage, PublishedMessage};
+use crate::types::{BatchEntry, BatchParent, DeliverAt, NewMessage, PublishedMessage};
 
 /// A reservation the publish still owes an outcome: committed once its records are in the
 /// log, aborted if they are not, and aborted by its drop if the task ends before either (so
@@ -88,6 +89,24 @@ fn check_entries(entries: &[BatchEntry]) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// When a message is due, as a time (unix ms) after `now_ms`; `None` when it is due now. At
+/// most [`DELAY_MAX`] ahead.
+fn due_time(at: Option<DeliverAt>, now_ms: u64) -> Result<Option<DeliverAt>, PublishError> {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let t = match at {
+        None => return Ok(None),
+        Some(DeliverAt::After(d)) => now_ms.saturating_add(ms(d)),
+        Some(DeliverAt::At(t)) => t,
+    };
+    if t > now_ms.saturating_add(ms(DELAY_MAX)) {
+        return Err(PublishError::InvalidDelay(format!(
+            "at most {} days ahead",
+            DELAY_MAX.as_secs() / 86_400
+        )));
+    }
+    Ok((t > now_ms).then_some(DeliverAt::At(t)))
+}
+
 impl Space {
     /// Publishes a message; returns once it is durable (under `fsync: always`).
     pub async fn publish(
@@ -127,9 +146,13 @@ impl Space {
     async fn publish_entries(
         &self,
         queue: &str,
-        entries: Vec<BatchEntry>,
+        mut entries: Vec<BatchEntry>,
     ) -> Result<Vec<PublishedMessage>, PublishError> {
         check_entries(&entries)?;
+        let now = self.now_ms();
+        for e in &mut entries {
+            e.message.deliver_at = due_time(e.message.deliver_at, now)?;
+        }
         let (this, queue) = (self.clone(), queue.to_owned());
         Self::complete(async move { this.publish_now(&queue, entries).await }).await
     }
@@ -167,6 +190,9 @@ impl Space {
                     self.inner.recent.insert(p);
                 }
                 reservation.commit(&records, &locations);
+                if records.iter().any(|p| p.attributes.deliver_at_ms.is_some()) {
+                    self.inner.due_changed.notify_one();
+                }
                 self.inner
                     .totals
                     .published

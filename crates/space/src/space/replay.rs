@@ -214,6 +214,15 @@ impl Replay {
                     q.apply_expired(&messages, expired_at_ms, &mut wake);
                 }
             }
+            Record::Released {
+                queue,
+                messages,
+                released_at_ms,
+            } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.apply_released(&messages, released_at_ms, &mut wake);
+                }
+            }
             Record::Checkpoint { .. } => {}
         }
         Ok(())

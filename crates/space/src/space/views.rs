@@ -99,7 +99,9 @@ impl Space {
             .message_view(id)
             .ok_or(MessageError::MessageNotFound(id))?;
         // Either table may have been full when it was published: then the record says.
-        let record = if view.content_type.is_none() || view.event_type.is_none() {
+        // A scheduled message's due time is in its record only.
+        let scheduled = view.state == MessageState::Scheduled;
+        let record = if view.content_type.is_none() || view.event_type.is_none() || scheduled {
             Some(self.read_record(&q, id)?)
         } else {
             None
@@ -109,6 +111,10 @@ impl Space {
             (None, Some(r)) => r.content_type.clone(),
             (None, None) => String::new(),
         };
+        let deliver_at_ms = record
+            .as_ref()
+            .filter(|_| scheduled)
+            .and_then(|r| r.attributes.deliver_at_ms);
         let event_type = match (view.event_type, record) {
             (Some(t), _) => t.map(|t| t.to_string()),
             (None, Some(r)) => r.attributes.event_type,
@@ -122,6 +128,7 @@ impl Space {
             state: view.state,
             content_type,
             event_type,
+            deliver_at_ms,
             size: u64::from(view.size),
             published_at_ms: crate::ids::unix_ms(id),
             deliveries: view.deliveries,

@@ -172,6 +172,16 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                 messages,
                 expired_at_ms: at
             }),
+        (
+            any::<u32>(),
+            proptest::collection::vec(uuid_strategy(), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(queue, messages, at)| Record::Released {
+                queue,
+                messages,
+                released_at_ms: at
+            }),
         (any::<u32>(), any::<u32>(), bytes_strategy())
             .prop_map(|(part, parts, state)| Record::Checkpoint { part, parts, state }),
     ]

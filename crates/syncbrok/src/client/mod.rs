@@ -53,6 +53,12 @@ pub struct PublishArgs {
     /// Its event type (sent as `ce-type`; subscribers' `types` filters match it).
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
+    /// Deliver this long from now, e.g. 30s or 2h (at most 30d).
+    #[arg(long, conflicts_with = "deliver_at")]
+    pub delay: Option<String>,
+    /// Deliver at this RFC 3339 time, e.g. 2026-12-24T18:00:00Z (at most 30 days ahead).
+    #[arg(long)]
+    pub deliver_at: Option<String>,
     /// Publish even an empty body (refused otherwise: an empty standard input is more often a
     /// mistake than a message).
     #[arg(long)]
@@ -290,6 +296,12 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = args.event_type {
         headers.push(("syncbrok-type", t));
+    }
+    if let Some(d) = args.delay {
+        headers.push(("syncbrok-delay", d));
+    }
+    if let Some(t) = args.deliver_at {
+        headers.push(("syncbrok-deliver-at", t));
     }
     if let Some(k) = args.idempotency_key {
         headers.push(("idempotency-key", k));
