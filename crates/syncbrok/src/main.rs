@@ -75,9 +75,13 @@ enum Command {
     /// Show a message, print its body, or discard it.
     #[command(subcommand)]
     Message(client::MessageCommand),
-    /// List a queue's subscribers, or remove one.
+    /// List a queue's subscribers, show, pause, resume, rate-limit, filter, re-key or remove
+    /// one.
     #[command(subcommand)]
     Subscribers(client::SubscribersCommand),
+    /// Print a completion script for a shell, e.g. `syncbrok completion bash >
+    /// /etc/bash_completion.d/syncbrok`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(clap::Args)]
@@ -533,6 +537,16 @@ fn main() -> std::process::ExitCode {
         }
         Command::Subscribers(c) => {
             runtime().and_then(|rt| rt.block_on(client::subscribers(&cli.target, c)))
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: writing to a closed pipe is an error to report, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "syncbrok", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| anyhow::anyhow!("cannot write the completion script: {e}"))
         }
     };
     match result {

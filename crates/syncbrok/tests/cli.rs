@@ -142,7 +142,8 @@ async fn the_cli_pages_shows_messages_and_exits_by_kind_of_failure() {
     })
     .await
     .unwrap();
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, 5, "unreachable: {err}");
+    assert!(err.contains("is the broker running"), "{err}");
     assert!(b.terminate().success());
 }
 
@@ -326,4 +327,86 @@ async fn the_cli_gives_up_at_its_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(silent);
+}
+
+/// Tables for people, `-q` for scripts, a deletion that asks, completion scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_ids_safe_deletes_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let url = b.url.clone();
+    let run = move |args: Vec<String>, stdin: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli_code(&url, &args, stdin)
+        })
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let down = closed_port();
+    let (code, _, _) = run(a(&["queue", "create", "t"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    let (code, out, _) = run(
+        a(&["-o", "table", "subscribe", "t", &down, "--rate-limit", "5"]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("rate_limit.per_second: 5"), "{out}");
+    // -q: the id alone, to capture; the table: the id alone too.
+    let (code, id, _) = run(a(&["publish", "t", "-q"]), "one").await.unwrap();
+    assert_eq!(code, 0);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 36, "{id:?}");
+    let (_, plain, _) = run(a(&["-o", "table", "publish", "t"]), "two")
+        .await
+        .unwrap();
+    assert_eq!(plain.trim().len(), 36, "{plain:?}");
+    let (_, table, _) = run(a(&["-o", "table", "queue", "list"]), "").await.unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("DELIVERING"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("t "), "{table}");
+    let (_, names, _) = run(a(&["queue", "list", "-q"]), "").await.unwrap();
+    assert_eq!(names.trim(), "t");
+    let (_, subs, _) = run(a(&["-o", "table", "subscribers", "list", "t"]), "")
+        .await
+        .unwrap();
+    assert!(
+        subs.lines().next().unwrap().starts_with("ID") && subs.contains(&down),
+        "{subs}"
+    );
+    let (_, shown, _) = run(a(&["-o", "table", "message", "show", "t", &id]), "")
+        .await
+        .unwrap();
+    assert!(
+        shown.contains(&format!("id: {id}")) && shown.contains("deliveries:"),
+        "{shown}"
+    );
+    // The queue holds two undelivered messages: not deleted without --yes (no terminal here).
+    let (code, _, err) = run(a(&["queue", "delete", "t"]), "").await.unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("2 messages") && err.contains("--yes"), "{err}");
+    let (code, _, _) = run(a(&["queue", "show", "t"]), "").await.unwrap();
+    assert_eq!(code, 0, "still there");
+    let (code, _, _) = run(a(&["queue", "delete", "t", "--yes"]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let (code, _, _) = run(a(&["queue", "show", "t"]), "").await.unwrap();
+    assert_eq!(code, 3);
+    // An empty queue goes without asking.
+    run(a(&["queue", "create", "empty"]), "").await.unwrap();
+    let (code, _, _) = run(a(&["queue", "delete", "empty"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    // Completion scripts name the commands.
+    let (code, script, _) = run(a(&["completion", "bash"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    assert!(script.contains("rotate-secret") && script.contains("dead-letters"));
+    let (code, _, _) = run(a(&["completion", "tcsh"]), "").await.unwrap();
+    assert_eq!(code, 2, "not a shell it knows");
+    assert!(b.terminate().success());
 }

@@ -11,7 +11,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+mod output;
 mod subscribers;
+use output::View;
 pub use subscribers::{SubscribeArgs, SubscribersCommand, subscribe, subscribers};
 
 /// Where the broker is, and how to authenticate.
@@ -38,6 +40,19 @@ pub struct Target {
     /// Seconds to wait for the broker's answer before giving up.
     #[arg(long, env = "SYNCBROK_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
+    /// Output: `table` (for people) or `json` (the broker's answer, for scripts).
+    #[arg(
+        short = 'o',
+        long,
+        env = "SYNCBROK_OUTPUT",
+        value_enum,
+        default_value_t = output::Format::Table,
+        global = true
+    )]
+    pub output: output::Format,
+    /// Print only the ids (or names) of what the answer is about, one per line.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,8 +95,14 @@ pub enum QueueCommand {
     List,
     /// Show a queue: settings, subscribers, counts.
     Show { name: String },
-    /// Delete a queue and its messages.
-    Delete { name: String },
+    /// Delete a queue and its messages. One that holds messages is deleted only after a yes
+    /// on the terminal, or with --yes.
+    Delete {
+        name: String,
+        /// Delete it even if it holds messages, without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -161,10 +182,8 @@ impl FailureKind {
     pub fn exit_code(self) -> u8 {
         match self {
             FailureKind::NotFound => 3,
-            FailureKind::Refused => 4,
-            FailureKind::Denied => 5,
-            FailureKind::Unavailable => 6,
-            FailureKind::Timeout => 7,
+            FailureKind::Refused | FailureKind::Denied => 4,
+            FailureKind::Unavailable | FailureKind::Timeout => 5,
         }
     }
 
@@ -233,7 +252,10 @@ async fn call(
         let response = client.request(request).await.map_err(|e| {
             failure(
                 FailureKind::Unavailable,
-                format!("cannot reach {url}: {}", handler::error_chain(&e)),
+                format!(
+                    "cannot reach {url}: {} (is the broker running at {base}? --url or SYNCBROK_URL names it)",
+                    handler::error_chain(&e)
+                ),
             )
         })?;
         let status = response.status();
@@ -267,15 +289,23 @@ fn check(a: &Answer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a successful answer (JSON pretty-printed), or fails with the problem's detail.
-fn finish(a: Answer) -> anyhow::Result<()> {
+/// Prints a successful answer as `target` asks (a table of `view`, JSON, or ids), or fails
+/// with the problem's detail.
+fn finish(target: &Target, a: Answer, view: View) -> anyhow::Result<()> {
     check(&a)?;
     match serde_json::from_slice::<serde_json::Value>(&a.body) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Ok(v) => print(target, &v, view),
         Err(_) if a.body.is_empty() => {}
         Err(_) => println!("{}", String::from_utf8_lossy(&a.body)),
     }
     Ok(())
+}
+
+fn print(target: &Target, v: &serde_json::Value, view: View) {
+    let text = output::render(v, view, target.output, target.quiet);
+    if !text.is_empty() {
+        println!("{}", text.trim_end_matches('\n'));
+    }
 }
 
 pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
@@ -307,7 +337,11 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
         headers.push(("idempotency-key", k));
     }
     let path = format!("/v1/queues/{}/messages", args.queue);
-    finish(call(target, Method::POST, &path, &headers, Bytes::from(body)).await?)
+    finish(
+        target,
+        call(target, Method::POST, &path, &headers, Bytes::from(body)).await?,
+        View::Published,
+    )
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {
@@ -325,41 +359,81 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn queue(target: &Target, command: QueueCommand) -> anyhow::Result<()> {
-    let a = match command {
+    let get = Bytes::new;
+    let (a, view) = match command {
         QueueCommand::Create { name, settings } => {
             let body = Bytes::from(settings.unwrap_or_default());
-            call(
-                target,
-                Method::PUT,
-                &format!("/v1/queues/{name}"),
-                &[],
-                body,
+            let path = format!("/v1/queues/{name}");
+            (
+                call(target, Method::PUT, &path, &[], body).await?,
+                View::Queue,
             )
-            .await?
         }
-        QueueCommand::List => call(target, Method::GET, "/v1/queues", &[], Bytes::new()).await?,
+        QueueCommand::List => (
+            call(target, Method::GET, "/v1/queues", &[], get()).await?,
+            View::QueueList,
+        ),
         QueueCommand::Show { name } => {
-            call(
-                target,
-                Method::GET,
-                &format!("/v1/queues/{name}"),
-                &[],
-                Bytes::new(),
+            let path = format!("/v1/queues/{name}");
+            (
+                call(target, Method::GET, &path, &[], get()).await?,
+                View::Queue,
             )
-            .await?
         }
-        QueueCommand::Delete { name } => {
-            call(
-                target,
-                Method::DELETE,
-                &format!("/v1/queues/{name}"),
-                &[],
-                Bytes::new(),
+        QueueCommand::Delete { name, yes } => {
+            let path = format!("/v1/queues/{name}");
+            if !yes {
+                confirm_delete(target, &name, &path).await?;
+            }
+            (
+                call(target, Method::DELETE, &path, &[], get()).await?,
+                View::Fields,
             )
-            .await?
         }
     };
-    finish(a)
+    finish(target, a, view)
+}
+
+/// Deleting a queue that holds messages loses them: asks first on a terminal, refuses
+/// elsewhere (a script says `--yes`).
+async fn confirm_delete(target: &Target, name: &str, path: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let a = call(target, Method::GET, path, &[], Bytes::new()).await?;
+    check(&a)?;
+    let q: serde_json::Value =
+        serde_json::from_slice(&a.body).context("the broker's answer is not JSON")?;
+    let held: u64 = q["counts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    if held == 0 {
+        return Ok(());
+    }
+    let undelivered: u64 = ["scheduled", "waiting", "ready", "delivering"]
+        .iter()
+        .filter_map(|k| q["counts"][k].as_u64())
+        .sum();
+    let what = format!("queue {name:?} holds {held} messages ({undelivered} not delivered yet)");
+    if !std::io::stdin().is_terminal() {
+        return Err(failure(
+            FailureKind::Refused,
+            format!("{what}; deleting it loses them: add --yes to delete it anyway"),
+        ));
+    }
+    eprint!("{what}. Delete it and its messages? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(failure(FailureKind::Refused, "not deleted".into()))
+    }
 }
 
 pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyhow::Result<()> {
@@ -390,12 +464,16 @@ pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyho
             call(target, Method::POST, &path, &[], Bytes::new()).await?
         }
     };
-    finish(a)
+    finish(target, a, View::Fields)
 }
 
 pub async fn explain(target: &Target, args: MessageArgs) -> anyhow::Result<()> {
     let path = format!("/v1/queues/{}/messages/{}/explain", args.queue, args.id);
-    finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+    finish(
+        target,
+        call(target, Method::GET, &path, &[], Bytes::new()).await?,
+        View::Explain,
+    )
 }
 
 pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
@@ -407,7 +485,11 @@ pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
             ("limit", args.limit.map(|v| v.to_string())),
         ],
     );
-    finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+    finish(
+        target,
+        call(target, Method::GET, &path, &[], Bytes::new()).await?,
+        View::Lineage,
+    )
 }
 
 /// `path` with the query parameters that have a value.
@@ -447,7 +529,10 @@ async fn list_dead_letters(
         let mut page: serde_json::Value =
             serde_json::from_slice(&a.body).context("the broker's answer is not JSON")?;
         if !all {
-            println!("{}", serde_json::to_string_pretty(&page)?);
+            print(target, &page, View::DeadLetters);
+            if let Some(next) = page["next"].as_str() {
+                eprintln!("more dead letters: --after {next}, or --all for every page");
+            }
             return Ok(());
         }
         if let Some(items) = page["dead_letters"].as_array_mut() {
@@ -459,7 +544,7 @@ async fn list_dead_letters(
         }
     }
     let all = serde_json::json!({"dead_letters": letters, "next": null});
-    println!("{}", serde_json::to_string_pretty(&all)?);
+    print(target, &all, View::DeadLetters);
     Ok(())
 }
 
@@ -477,7 +562,11 @@ pub async fn message(target: &Target, command: MessageCommand) -> anyhow::Result
     match command {
         MessageCommand::Show { queue, id } => {
             let path = format!("/v1/queues/{queue}/messages/{id}");
-            finish(call(target, Method::GET, &path, &[], Bytes::new()).await?)
+            finish(
+                target,
+                call(target, Method::GET, &path, &[], Bytes::new()).await?,
+                View::Message,
+            )
         }
         MessageCommand::Body { queue, id } => {
             use std::io::Write;
@@ -490,7 +579,11 @@ pub async fn message(target: &Target, command: MessageCommand) -> anyhow::Result
         }
         MessageCommand::Discard { queue, id } => {
             let path = format!("/v1/queues/{queue}/messages/{id}");
-            finish(call(target, Method::DELETE, &path, &[], Bytes::new()).await?)
+            finish(
+                target,
+                call(target, Method::DELETE, &path, &[], Bytes::new()).await?,
+                View::Fields,
+            )
         }
     }
 }

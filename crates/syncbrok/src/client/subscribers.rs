@@ -5,7 +5,7 @@ use anyhow::bail;
 use bytes::Bytes;
 use hyper::Method;
 
-use super::{Target, call, finish};
+use super::{Target, View, call, finish};
 
 #[derive(clap::Args)]
 pub struct SubscribeArgs {
@@ -77,6 +77,7 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
     }
     let path = format!("/v1/queues/{}/subscribers", args.queue);
     finish(
+        target,
         call(
             target,
             Method::POST,
@@ -85,6 +86,7 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
             Bytes::from(body.to_string()),
         )
         .await?,
+        View::Subscriber,
     )
 }
 
@@ -185,5 +187,12 @@ pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow
         SubscribersCommand::Remove { queue, id } => (Method::DELETE, one(&queue, &id), None),
     };
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-    finish(call(target, method, &path, &[], body).await?)
+    let view = if path.ends_with("/subscribers") {
+        View::SubscriberList
+    } else if method == Method::DELETE {
+        View::Fields
+    } else {
+        View::Subscriber
+    };
+    finish(target, call(target, method, &path, &[], body).await?, view)
 }

@@ -190,6 +190,8 @@ pub fn cli_code(url: &str, args: &[&str], stdin: &str) -> (i32, String, String) 
     let mut child = Command::new(env!("CARGO_BIN_EXE_syncbrok"))
         .arg("--url")
         .arg(url)
+        // Tests read the broker's JSON; those of the tables say `-o table`.
+        .env("SYNCBROK_OUTPUT", "json")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
