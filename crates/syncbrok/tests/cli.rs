@@ -379,6 +379,40 @@ async fn tables_ids_safe_deletes_and_completions() {
         subs.lines().next().unwrap().starts_with("ID") && subs.contains(&down),
         "{subs}"
     );
+    // Messages listed a page at a time, or all; by state.
+    for body in ["a", "b", "c"] {
+        run(a(&["publish", "t", "--delay", "1h"]), body)
+            .await
+            .unwrap();
+    }
+    let (code, page, err) = run(a(&["message", "list", "t", "--limit", "2", "-q"]), "")
+        .await
+        .unwrap();
+    assert_eq!((code, page.lines().count()), (0, 2), "{page}");
+    assert!(err.contains("--after"), "says more follow: {err}");
+    let (_, all, _) = run(
+        a(&["message", "list", "t", "--limit", "2", "--all", "-q"]),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.lines().count(), 5, "{all}");
+    let scheduled = a(&[
+        "-o",
+        "table",
+        "message",
+        "list",
+        "t",
+        "--state",
+        "scheduled",
+    ]);
+    let (_, scheduled, _) = run(scheduled, "").await.unwrap();
+    let lines: Vec<&str> = scheduled.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{scheduled}"
+    );
+    assert_eq!(lines.len(), 4, "a header and the 3 scheduled: {scheduled}");
     let (_, shown, _) = run(a(&["-o", "table", "message", "show", "t", &id]), "")
         .await
         .unwrap();
@@ -389,7 +423,7 @@ async fn tables_ids_safe_deletes_and_completions() {
     // The queue holds two undelivered messages: not deleted without --yes (no terminal here).
     let (code, _, err) = run(a(&["queue", "delete", "t"]), "").await.unwrap();
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("2 messages") && err.contains("--yes"), "{err}");
+    assert!(err.contains("5 messages") && err.contains("--yes"), "{err}");
     let (code, _, _) = run(a(&["queue", "show", "t"]), "").await.unwrap();
     assert_eq!(code, 0, "still there");
     let (code, _, _) = run(a(&["queue", "delete", "t", "--yes"]), "")

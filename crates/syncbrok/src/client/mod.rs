@@ -133,15 +133,8 @@ pub enum DeadLettersCommand {
     /// List a queue's dead letters, a page at a time (`next` is the `--after` of the next).
     List {
         queue: String,
-        /// Dead letters per page (1–1000, default 100).
-        #[arg(long)]
-        limit: Option<u32>,
-        /// Start after this message id (a page's `next`).
-        #[arg(long)]
-        after: Option<String>,
-        /// Every page, one after the other, as one list.
-        #[arg(long, conflicts_with = "after")]
-        all: bool,
+        #[command(flatten)]
+        pages: Pages,
     },
     /// Send a queue's dead letters again (or one message's, with --message).
     Redrive {
@@ -438,12 +431,10 @@ async fn confirm_delete(target: &Target, name: &str, path: &str) -> anyhow::Resu
 
 pub async fn dead_letters(target: &Target, command: DeadLettersCommand) -> anyhow::Result<()> {
     let a = match command {
-        DeadLettersCommand::List {
-            queue,
-            limit,
-            after,
-            all,
-        } => return list_dead_letters(target, &queue, limit, after, all).await,
+        DeadLettersCommand::List { queue, pages } => {
+            let path = format!("/v1/queues/{queue}/dead-letters");
+            return list_pages(target, &path, "dead_letters", View::DeadLetters, &[], pages).await;
+        }
         DeadLettersCommand::Redrive {
             queue,
             message: Some(id),
@@ -507,49 +498,78 @@ fn with_query(mut path: String, params: &[(&str, Option<String>)]) -> String {
     path
 }
 
-/// Dead letters, one page or (`all`) every page.
-async fn list_dead_letters(
-    target: &Target,
-    queue: &str,
+/// Which page of a list.
+#[derive(clap::Args)]
+pub struct Pages {
+    /// Items per page (1–1000, default 100).
+    #[arg(long)]
     limit: Option<u32>,
-    mut after: Option<String>,
+    /// Start after this message id (a page's `next`).
+    #[arg(long)]
+    after: Option<String>,
+    /// Every page, one after the other, as one list.
+    #[arg(long, conflicts_with = "after")]
     all: bool,
+}
+
+/// A paged list (`key` names its items in each page): one page, saying on stderr when more
+/// follow, or (`all`) every page as one list.
+async fn list_pages(
+    target: &Target,
+    path: &str,
+    key: &str,
+    view: View,
+    query: &[(&str, Option<String>)],
+    pages: Pages,
 ) -> anyhow::Result<()> {
-    let mut letters = Vec::new();
+    let Pages {
+        limit,
+        mut after,
+        all,
+    } = pages;
+    let mut items = Vec::new();
     loop {
-        let path = with_query(
-            format!("/v1/queues/{queue}/dead-letters"),
-            &[
-                ("limit", limit.map(|l| l.to_string())),
-                ("after", after.clone()),
-            ],
-        );
-        let a = call(target, Method::GET, &path, &[], Bytes::new()).await?;
+        let mut params = query.to_vec();
+        params.push(("limit", limit.map(|l| l.to_string())));
+        params.push(("after", after.clone()));
+        let page_path = with_query(path.to_owned(), &params);
+        let a = call(target, Method::GET, &page_path, &[], Bytes::new()).await?;
         check(&a)?;
         let mut page: serde_json::Value =
             serde_json::from_slice(&a.body).context("the broker's answer is not JSON")?;
         if !all {
-            print(target, &page, View::DeadLetters);
+            print(target, &page, view);
             if let Some(next) = page["next"].as_str() {
-                eprintln!("more dead letters: --after {next}, or --all for every page");
+                eprintln!("more follow: --after {next}, or --all for every page");
             }
             return Ok(());
         }
-        if let Some(items) = page["dead_letters"].as_array_mut() {
-            letters.append(items);
+        if let Some(page_items) = page[key].as_array_mut() {
+            items.append(page_items);
         }
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_owned()),
             None => break,
         }
     }
-    let all = serde_json::json!({"dead_letters": letters, "next": null});
-    print(target, &all, View::DeadLetters);
+    let mut whole = serde_json::json!({ "next": null });
+    whole[key] = items.into();
+    print(target, &whole, view);
     Ok(())
 }
 
 #[derive(clap::Subcommand)]
 pub enum MessageCommand {
+    /// A queue's messages in publish order, a page at a time (or --all), optionally of one
+    /// state, e.g. `message list orders --state scheduled`.
+    List {
+        queue: String,
+        /// scheduled, waiting, ready, delivering, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        pages: Pages,
+    },
     /// A message: state, parent, children, deliveries.
     Show { queue: String, id: String },
     /// A message's body, raw, to standard output.
@@ -560,6 +580,15 @@ pub enum MessageCommand {
 
 pub async fn message(target: &Target, command: MessageCommand) -> anyhow::Result<()> {
     match command {
+        MessageCommand::List {
+            queue,
+            state,
+            pages,
+        } => {
+            let path = format!("/v1/queues/{queue}/messages");
+            let query = [("state", state)];
+            list_pages(target, &path, "messages", View::MessageList, &query, pages).await
+        }
         MessageCommand::Show { queue, id } => {
             let path = format!("/v1/queues/{queue}/messages/{id}");
             finish(

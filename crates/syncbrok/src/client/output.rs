@@ -21,6 +21,7 @@ pub enum View {
     SubscriberList,
     Subscriber,
     Message,
+    MessageList,
     /// `{"id", …}` of a published message.
     Published,
     DeadLetters,
@@ -55,6 +56,7 @@ fn ids(v: &Value, view: View) -> Vec<String> {
         View::Queue => vec![text(&v["name"])],
         View::SubscriberList => each(&v["subscribers"], "id"),
         View::DeadLetters => each(&v["dead_letters"], "id"),
+        View::MessageList => each(&v["messages"], "id"),
         View::Lineage => each(&v["nodes"], "id"),
         _ if v["ids"].is_array() => v["ids"]
             .as_array()
@@ -103,6 +105,17 @@ fn table_of(v: &Value, view: View) -> String {
             ));
             out
         }
+        View::MessageList => table(
+            &v["messages"],
+            &[
+                ("ID", "/id"),
+                ("STATE", "/state"),
+                ("TYPE", "/type"),
+                ("PARENT", "/parent"),
+                ("SIZE", "/size"),
+                ("PUBLISHED", "/published_at"),
+            ],
+        ),
         View::Published if v["ids"].is_array() => ids(v, view).join("\n"),
         View::Published => text(&v["id"]),
         View::DeadLetters => table(
