@@ -49,8 +49,16 @@ impl QueueState {
 
     /// When `sub`'s dispatcher should look again unless woken (see
     /// [`Subscriber::next_wake_at`](super::Subscriber::next_wake_at)).
-    pub fn next_wake_at(&self, sub: SubscriberId) -> Option<Instant> {
-        self.subscribers.get(&sub)?.next_wake_at()
+    pub fn next_wake_at(&mut self, sub: SubscriberId, now: Instant) -> Option<Instant> {
+        self.subscribers.get_mut(&sub)?.next_wake_at(now)
+    }
+
+    /// A disabling asked for by [`QueueState::should_disable`] did not happen (the subscriber
+    /// answered meanwhile, or the record could not be written): it may be asked for again.
+    pub fn disable_not_done(&mut self, sub: SubscriberId) {
+        if let Some(s) = self.subscribers.get_mut(&sub) {
+            s.disabling = false;
+        }
     }
 
     /// The next message for a subscriber: a retry that is due, else the scheduler's next

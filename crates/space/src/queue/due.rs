@@ -12,6 +12,10 @@ use std::collections::BinaryHeap;
 use super::{QueueState, Wake};
 use crate::model::MessageId;
 
+/// Stale entries of the due heap tolerated beyond twice the scheduled messages before it is
+/// rebuilt: a rebuild costs a pass over the heap, paid for by this many pushes at least.
+const DUE_STALE_SLACK: u64 = 1024;
+
 /// Due times of scheduled messages (unix ms), earliest first: 24 bytes per message. Entries of
 /// messages no longer scheduled (discarded, or released by a replayed record) are dropped when
 /// reached.
@@ -23,6 +27,14 @@ pub(super) struct DueTimes {
 impl DueTimes {
     pub fn push(&mut self, at_ms: u64, id: MessageId) {
         self.heap.push(Reverse((at_ms, id)));
+    }
+
+    /// Drops the entries of messages no longer scheduled once they outnumber the live ones
+    /// (discarded scheduled messages would otherwise keep theirs until their due time).
+    fn compact(&mut self, live: u64, scheduled: impl Fn(MessageId) -> bool) {
+        if self.heap.len() as u64 > 2 * live + DUE_STALE_SLACK {
+            self.heap.retain(|Reverse((_, id))| scheduled(*id));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u64, MessageId)> + '_ {
@@ -53,6 +65,15 @@ impl QueueState {
         due
     }
 
+    /// Records that `id` is due at `at_ms` (it was just published scheduled).
+    pub(super) fn note_due(&mut self, at_ms: u64, id: MessageId) {
+        let live = self.sched.counts().scheduled;
+        let sched = &self.sched;
+        self.due
+            .compact(live, |m| sched.raw(m).is_some_and(|r| r.scheduled));
+        self.due.push(at_ms, id);
+    }
+
     pub fn put_back_due(&mut self, due: &[(u64, MessageId)]) {
         for &(at, id) in due {
             self.due.push(at, id);
@@ -80,5 +101,50 @@ impl QueueState {
             self.due.heap.pop();
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use storage::{Attributes, Location, Published};
+
+    use crate::queue::QueueState;
+    use crate::settings::QueueSettings;
+
+    /// Discarded scheduled messages do not keep their due-time entries for their whole delay.
+    #[test]
+    fn stale_due_entries_are_dropped_once_they_outnumber_the_live_ones() {
+        let mut q = QueueState::new("q", 1, QueueSettings::default());
+        let mut wake = Vec::new();
+        for seq in 0..5_000u64 {
+            let p = Published {
+                queue: 1,
+                id: crate::ids::message_id(1_000, 1, seq),
+                parent: None,
+                content_type: "text/plain".into(),
+                published_at_ms: 1_000,
+                idempotency_key: None,
+                fanout: vec![],
+                attributes: Attributes {
+                    event_type: None,
+                    deliver_at_ms: Some(1_000 + 30 * 86_400_000),
+                },
+                body: Bytes::new(),
+            };
+            let at = Location {
+                segment: 1,
+                offset: 24,
+                len: 10,
+            };
+            q.apply_published(&p, at, &mut wake);
+            q.apply_discarded(p.id, 1_000, &mut wake).unwrap();
+        }
+        assert!(
+            q.due.heap.len() <= 1_100,
+            "{} entries kept",
+            q.due.heap.len()
+        );
+        assert_eq!(q.next_due_ms(), None);
     }
 }

@@ -286,7 +286,7 @@ impl QueueState {
         {
             Ok(events) => {
                 if let Some(at) = due {
-                    self.due.push(at, p.id);
+                    self.note_due(at, p.id);
                 }
                 self.note_undelivered(p.id);
                 self.handle(events, p.published_at_ms, wake);

@@ -132,6 +132,16 @@ impl SubscriberUpdate {
     }
 }
 
+/// An endpoint for a log line: without credentials (`user:pass@`) or query string, which may
+/// carry tokens.
+fn redacted(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{scheme}://{host}{path}")
+}
+
 impl Space {
     /// Changes a subscriber while it keeps its messages and its place in them. A change that
     /// changes nothing (pausing a paused subscriber) appends nothing.
@@ -179,9 +189,10 @@ impl Space {
                         .subscribers_disabled
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(false) => {}
+                Ok(false) => queue.lock().disable_not_done(id),
                 Err(e) => {
-                    tracing::warn!(subscriber = id, error = %e, "could not disable a failing subscriber")
+                    queue.lock().disable_not_done(id);
+                    tracing::warn!(subscriber = id, error = %e, "could not disable a failing subscriber");
                 }
             }
         });
@@ -200,6 +211,9 @@ impl Space {
         let now = self.now_ms();
         let (number, spec, name) = {
             let st = q.lock();
+            if st.is_deleted() {
+                return Err(SubscriberError::QueueNotFound(st.name().to_string()));
+            }
             let s = st
                 .subscriber(id)
                 .ok_or(SubscriberError::SubscriberNotFound(id))?;
@@ -224,7 +238,7 @@ impl Space {
             tracing::warn!(
                 queue = %name,
                 subscriber = id,
-                endpoint = %spec.endpoint,
+                endpoint = %redacted(&spec.endpoint),
                 disable_after = %settings.disable_after,
                 "subscriber disabled: every attempt failed for disable_after; it receives nothing until resumed"
             );
@@ -261,6 +275,16 @@ mod tests {
             secret: secret.into(),
             grace: Duration::from_secs(grace_s),
         }])
+    }
+
+    #[test]
+    fn endpoints_are_logged_without_credentials_or_query() {
+        assert_eq!(
+            redacted("https://user:pw@hooks.example:8443/in/x?token=s3cret#f"),
+            "https://hooks.example:8443/in/x"
+        );
+        assert_eq!(redacted("http://a/b"), "http://a/b");
+        assert_eq!(redacted("http://a?x=1"), "http://a");
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Space {
                         return;
                     }
                     let next = Job::take(&mut st, sub, permit);
-                    (next, st.next_wake_at(sub))
+                    (next, st.next_wake_at(sub, tokio::time::Instant::now()))
                 };
                 match next {
                     Some(job) => {

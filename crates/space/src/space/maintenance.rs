@@ -228,11 +228,15 @@ impl Space {
                 let published = space.inner.due_changed.notified();
                 tokio::pin!(published);
                 published.as_mut().enable();
-                let next = space.release_due().await;
+                let (next, stuck) = space.release_due().await;
                 let now = space.now_ms();
-                let wait = next.map_or(most, |at| {
-                    Duration::from_millis(at.saturating_sub(now)).min(most)
-                });
+                // A release that could not be recorded is tried again after the longest wait,
+                // not at once: the log refuses writes for a while (a full disk) or for good.
+                let wait = match next {
+                    _ if stuck => most,
+                    None => most,
+                    Some(at) => Duration::from_millis(at.saturating_sub(now)).min(most),
+                };
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = published => {}
@@ -243,10 +247,11 @@ impl Space {
     }
 
     /// Releases every scheduled message due now, as `Released` records; when the next one is
-    /// due.
-    pub(super) async fn release_due(&self) -> Option<u64> {
+    /// due, and whether a release could not be recorded.
+    pub(super) async fn release_due(&self) -> (Option<u64>, bool) {
         let now = self.now_ms();
         let mut next: Option<u64> = None;
+        let mut stuck = false;
         for q in self.inner.registry.all() {
             loop {
                 if q.lock().next_due_ms().is_none_or(|at| at > now) {
@@ -277,6 +282,7 @@ impl Space {
                 if let Err(e) = change.append_lazy(&[record]).await {
                     tracing::warn!(error = %e, "could not record messages falling due; they wait");
                     q.lock().put_back_due(&due);
+                    stuck = true;
                     break;
                 }
                 let mut wake = Vec::new();
@@ -287,7 +293,7 @@ impl Space {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        next
+        (next, stuck)
     }
 
     /// Retention and idempotency windows, every `interval` (`SpaceConfig::sweep_interval`).

@@ -107,8 +107,9 @@ impl Subscriber {
     }
 
     /// Takes a new spec: its secrets, state and rate limit (its endpoint, handler and
-    /// `max_in_flight` never change). What is on the wire still counts against the rate limit;
-    /// the dispatcher is woken to see the change.
+    /// `max_in_flight` never change). A changed limit keeps what its window holds; a limit set
+    /// where there was none counts from the next request (those on the wire were not counted,
+    /// and are not reported done). The dispatcher is woken to see the change.
     pub fn update(&mut self, spec: SubscriberSpec) -> Result<(), SubscriberError> {
         let decode = |s: &str| decode_secret(s).map(Arc::<[u8]>::from);
         self.key = spec.secret.as_deref().map(decode).transpose()?;
@@ -173,17 +174,20 @@ impl Subscriber {
         }
     }
 
-    /// When the dispatcher should look again unless woken: when its earliest retry is due,
-    /// or its rate limit next has room. Never while it is paused or disabled.
-    pub fn next_wake_at(&self) -> Option<Instant> {
+    /// When the dispatcher should look again unless woken (at `now`): when its rate limit
+    /// next has room, if it has none now (a retry that is due cannot go before that); else
+    /// when its earliest retry is due. Never while it is paused or disabled.
+    pub fn next_wake_at(&mut self, now: Instant) -> Option<Instant> {
         if !self.spec.state.sends() {
             return None;
         }
-        let rate = self.rate.as_ref().and_then(RateWindow::next_room_at);
-        match (self.next_retry_at(), rate) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if let Some(w) = &mut self.rate
+            && w.room(now) == 0
+        {
+            // None: only an answer makes room, and it wakes the dispatcher.
+            return w.next_room_at();
         }
+        self.next_retry_at()
     }
 
     /// How long every attempt has failed, at `now_ms` (none if the last one was acked).
@@ -201,6 +205,8 @@ impl Subscriber {
                 }
                 self.consecutive_failures = 0;
                 self.failing_since_ms = None;
+                // A disabling asked for meanwhile finds it no longer failing.
+                self.disabling = false;
                 self.last_success_at_ms = Some(at_ms);
             }
             Answered::Failed { error, at_ms } => {
@@ -459,10 +465,14 @@ mod tests {
         for state in [SubscriberState::Paused, SubscriberState::Disabled] {
             update(&mut q, |s| s.state = state);
             assert_eq!(take(&mut q, now), None, "{state:?}");
-            assert_eq!(q.next_wake_at(SUB), None, "a due retry does not wake it");
+            assert_eq!(
+                q.next_wake_at(SUB, now),
+                None,
+                "a due retry does not wake it"
+            );
         }
         update(&mut q, |s| s.state = SubscriberState::Active);
-        assert_eq!(q.next_wake_at(SUB), Some(now));
+        assert_eq!(q.next_wake_at(SUB, now), Some(now));
         // Its retry first, then the rest in order.
         let taken: Vec<_> = std::iter::from_fn(|| take(&mut q, now).map(|(m, _)| m)).collect();
         assert_eq!(taken, (0..5).map(id).collect::<Vec<_>>());
@@ -478,15 +488,93 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(take(&mut q, t0), Some((id(0), vec![id(1), id(2)])));
         assert_eq!(take(&mut q, t0), None);
-        assert_eq!(q.next_wake_at(SUB), None, "only an answer makes room");
+        assert_eq!(q.next_wake_at(SUB, t0), None, "only an answer makes room");
         let t1 = t0 + Duration::from_millis(200);
         q.request_done(SUB, 3, t1);
-        assert_eq!(q.next_wake_at(SUB), Some(t1 + Duration::from_secs(1)));
+        assert_eq!(q.next_wake_at(SUB, t1), Some(t1 + Duration::from_secs(1)));
         assert_eq!(take(&mut q, t1 + Duration::from_millis(999)), None);
         let t2 = t1 + Duration::from_secs(1);
         assert_eq!(take(&mut q, t2), Some((id(3), vec![id(4), id(5)])));
         // Lifting the limit opens room at once, whatever is on the wire.
         update(&mut q, |s| s.rate_limit = None);
         assert_eq!(take(&mut q, t2).map(|(_, more)| more.len()), Some(3));
+    }
+
+    /// A retry that is due cannot go while the rate limit has no room: the dispatcher sleeps
+    /// until room opens, instead of waking at once for the retry, finding nothing to take,
+    /// and waking again.
+    #[test]
+    fn a_full_rate_window_wakes_the_dispatcher_when_room_opens_not_for_a_due_retry() {
+        let mut q = queue(10);
+        update(&mut q, |s| s.rate_limit = Some(RateLimit { per_second: 1 }));
+        let t0 = Instant::now();
+        let (first, _) = take(&mut q, t0).unwrap();
+        q.record_answer(
+            SUB,
+            Answered::Failed {
+                error: "HTTP 500",
+                at_ms: 1,
+            },
+        );
+        q.schedule_retry(SUB, first, t0);
+        q.request_done(SUB, 1, t0);
+        assert_eq!(take(&mut q, t0), None, "no room");
+        assert_eq!(
+            q.next_wake_at(SUB, t0),
+            Some(t0 + Duration::from_secs(1)),
+            "not the retry, due already"
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(q.next_wake_at(SUB, t1), Some(t0), "room: the retry is due");
+        assert_eq!(take(&mut q, t1), Some((first, vec![])));
+    }
+
+    #[test]
+    fn a_disabling_not_done_may_be_asked_for_again() {
+        let mut q = QueueState::new(
+            "q",
+            1,
+            QueueSettings {
+                disable_after: crate::settings::Span::millis(100),
+                ..QueueSettings::default()
+            },
+        );
+        q.apply_subscriber_added(
+            SUB,
+            SubscriberSpec {
+                endpoint: "http://a/".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        q.record_answer(
+            SUB,
+            Answered::Failed {
+                error: "down",
+                at_ms: 1_000,
+            },
+        );
+        assert!(!q.should_disable(SUB, 1_050), "not failing long enough");
+        assert!(q.should_disable(SUB, 1_100));
+        assert!(!q.should_disable(SUB, 1_200), "asked for once");
+        // An ack meanwhile: the disabling finds it answering, and does not happen.
+        q.record_answer(SUB, Answered::Acked { at_ms: 1_150 });
+        q.disable_not_done(SUB);
+        q.record_answer(
+            SUB,
+            Answered::Failed {
+                error: "down",
+                at_ms: 5_000,
+            },
+        );
+        assert!(
+            q.should_disable(SUB, 5_100),
+            "failing again for long: asked again"
+        );
+        q.disable_not_done(SUB);
+        assert!(
+            q.should_disable(SUB, 5_200),
+            "a disabling that failed is asked again"
+        );
     }
 }
