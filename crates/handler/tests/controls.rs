@@ -18,22 +18,31 @@ use space::{
 };
 use storage::io::FsBackend;
 
-fn open_with(dir: &tempfile::TempDir, clock: Option<Arc<ManualClock>>) -> Space {
+async fn open_with(dir: &tempfile::TempDir, clock: Option<Arc<ManualClock>>) -> Space {
     let mut config = SpaceConfig::new(storage::Config::default());
     if let Some(clock) = clock {
         config.clock = clock;
     }
-    Space::open(
-        Arc::new(FsBackend::open(dir.path()).unwrap()),
-        config,
-        Arc::new(HttpDeliverer::new()),
-    )
-    .unwrap()
-    .0
+    // A Space shut down lets go of the directory once its last task has ended, which on this
+    // test's runtime may be a moment after `shutdown` returns.
+    let mut tries = 0;
+    let backend = loop {
+        match FsBackend::open(dir.path()) {
+            Ok(b) => break b,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    Space::open(Arc::new(backend), config, Arc::new(HttpDeliverer::new()))
+        .unwrap()
+        .0
 }
 
-fn open(dir: &tempfile::TempDir) -> Space {
-    open_with(dir, None)
+async fn open(dir: &tempfile::TempDir) -> Space {
+    open_with(dir, None).await
 }
 
 fn msg(body: String, parent: Option<space::MessageId>) -> NewMessage {
@@ -72,7 +81,7 @@ async fn a_rate_limit_holds_at_the_receiver_while_another_subscriber_runs_free()
     let limited = start(|_, _| Reply::Status(204, "")).await;
     let free = start(|_, _| Reply::Status(204, "")).await;
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -123,7 +132,7 @@ async fn a_paused_subscriber_gets_its_backlog_in_order_once_resumed() {
     let sink = start(|_, _| Reply::Status(204, "")).await;
     let other = start(|_, _| Reply::Status(204, "")).await;
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -211,7 +220,7 @@ async fn a_subscriber_failing_for_disable_after_is_disabled_until_resumed() {
         .await
     };
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     let settings = serde_json::json!({
         "retry": {"max_attempts": 0, "initial_backoff": "10ms", "max_backoff": "20ms"},
         "disable_after": "300ms"
@@ -239,7 +248,7 @@ async fn a_subscriber_failing_for_disable_after_is_disabled_until_resumed() {
     // A restart keeps it disabled.
     space.shutdown(Duration::from_secs(1)).await;
 
-    let space = open(&dir);
+    let space = open(&dir).await;
     let info = space.subscribers("q").unwrap();
     assert_eq!(info[0].state, SubscriberState::Disabled);
     let before = sink.count();
@@ -283,7 +292,7 @@ async fn during_a_rotation_both_secrets_sign_and_after_its_grace_only_the_new() 
     let sink = start(|_, _| Reply::Status(204, "")).await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let space = open_with(&dir, Some(clock.clone()));
+    let space = open_with(&dir, Some(clock.clone())).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -323,7 +332,7 @@ async fn during_a_rotation_both_secrets_sign_and_after_its_grace_only_the_new() 
     // The grace survives a restart.
     space.shutdown(Duration::from_secs(1)).await;
 
-    let space = open_with(&dir, Some(clock.clone()));
+    let space = open_with(&dir, Some(clock.clone())).await;
     assert!(
         space.subscribers("q").unwrap()[0]
             .previous_secret_until_ms
@@ -358,7 +367,7 @@ async fn during_a_rotation_both_secrets_sign_and_after_its_grace_only_the_new() 
 #[tokio::test]
 async fn controls_survive_a_checkpoint_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -390,7 +399,7 @@ async fn controls_survive_a_checkpoint_and_a_restart() {
     let before = space.state_image();
     space.shutdown(Duration::from_secs(1)).await;
 
-    let space = open(&dir);
+    let space = open(&dir).await;
     assert_eq!(space.state_image(), before);
     let subs = space.subscribers("q").unwrap();
     assert_eq!(subs[0].rate_limit, limit);
@@ -418,7 +427,7 @@ async fn a_child_waits_for_its_parents_own_fan_out_set_whatever_a_filter_drops()
         .await
     };
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     let fast_retries = serde_json::json!({
         "retry": {"max_attempts": 0, "initial_backoff": "10ms", "max_backoff": "20ms"}
     });
@@ -495,7 +504,7 @@ async fn a_child_waits_for_its_parents_own_fan_out_set_whatever_a_filter_drops()
     );
     // The filter survives a restart; a change applies to later messages only.
     space.shutdown(Duration::from_secs(1)).await;
-    let space = open(&dir);
+    let space = open(&dir).await;
     assert_eq!(
         space.subscribers("q").unwrap()[0].types,
         Some(vec!["order.*".to_owned()])
@@ -520,7 +529,7 @@ fn later(body: &str, parent: Option<space::MessageId>, at: space::DeliverAt) -> 
 async fn a_delayed_parent_holds_its_child_until_it_is_due_and_delivered() {
     let sink = start(|_, _| Reply::Status(204, "")).await;
     let dir = tempfile::tempdir().unwrap();
-    let space = open(&dir);
+    let space = open(&dir).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -573,7 +582,7 @@ async fn scheduled_messages_survive_a_checkpoint_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = 1_800_000_000_000;
     let clock = Arc::new(ManualClock::new(t0));
-    let space = open_with(&dir, Some(clock.clone()));
+    let space = open_with(&dir, Some(clock.clone())).await;
     space
         .put_queue("q", &SettingsPatch::default())
         .await
@@ -599,7 +608,7 @@ async fn scheduled_messages_survive_a_checkpoint_and_a_restart() {
         .unwrap();
     let before = space.state_image();
     space.shutdown(Duration::from_secs(1)).await;
-    let space = open_with(&dir, Some(clock.clone()));
+    let space = open_with(&dir, Some(clock.clone())).await;
     assert_eq!(space.state_image(), before);
     assert_eq!(space.queue_info("q").unwrap().counts.scheduled, 3);
     clock.advance_ms(1_800_000);
@@ -617,7 +626,7 @@ async fn scheduled_messages_survive_a_checkpoint_and_a_restart() {
     assert!(delivered(&space, a.id) && delivered(&space, b.id));
     // Their releases are records: a restart does not send them again.
     space.shutdown(Duration::from_secs(1)).await;
-    let space = open_with(&dir, Some(clock.clone()));
+    let space = open_with(&dir, Some(clock.clone())).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.count(), 3);
     assert_eq!(space.queue_info("q").unwrap().counts.scheduled, 0);

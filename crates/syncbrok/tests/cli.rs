@@ -444,3 +444,60 @@ async fn tables_ids_safe_deletes_and_completions() {
     assert_eq!(code, 2, "not a shell it knows");
     assert!(b.terminate().success());
 }
+
+/// The README's walk through the command line, command by command, against a real broker and
+/// a real subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_runs() {
+    let readme = include_str!("../../../README.md");
+    let block = readme
+        .split("<!-- cli-walkthrough -->\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README has the walk-through");
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let (sink_url, got) = sink().await;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut script = String::from("set -euo pipefail\n");
+    for line in block.lines() {
+        // Each command echoed first, so that a failure names it.
+        script.push_str(&format!(
+            "echo \"+ {}\" >&2\n{line}\n",
+            line.replace('"', "\\\"").replace('$', "\\$")
+        ));
+    }
+    let url = b.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .env("SYNCBROK_URL", url)
+            .env("SINK", sink_url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("scheduled"), "{stdout}");
+    assert!(stdout.contains("\"name\": \"orders\""), "-o json: {stdout}");
+    eventually("parent and child delivered", || {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    assert!(b.terminate().success());
+}

@@ -219,17 +219,23 @@ impl Space {
     /// Releases scheduled messages as they fall due: sleeps until the earliest is due (at most
     /// [`RELEASE_CHECK_MAX_MS`](crate::limits::RELEASE_CHECK_MAX_MS)), or until a publish of
     /// one says it may be earlier. No task or timer per message.
+    /// Like the periodic tasks, it holds the Space only while it works: a Space shut down and
+    /// dropped closes its log (and lets go of the directory's lock) whatever it waits for.
     pub(super) fn spawn_releaser(&self) {
-        let space = self.clone();
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let due_changed = self.inner.due_changed.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
             let most = Duration::from_millis(crate::limits::RELEASE_CHECK_MAX_MS);
             loop {
-                let published = space.inner.due_changed.notified();
+                let published = due_changed.notified();
                 tokio::pin!(published);
                 published.as_mut().enable();
+                let Some(inner) = weak.upgrade() else { return };
+                let space = Space { inner };
                 let (next, stuck) = space.release_due().await;
                 let now = space.now_ms();
+                drop(space);
                 // A release that could not be recorded is tried again after the longest wait,
                 // not at once: the log refuses writes for a while (a full disk) or for good.
                 let wait = match next {

@@ -91,7 +91,7 @@ struct Inner {
     idle: Notify,
     /// Woken when a scheduled message is published: it may be due before the releaser's next
     /// look.
-    due_changed: Notify,
+    due_changed: Arc<Notify>,
     /// Running totals since the Space was opened, for `/metrics`.
     totals: Totals,
     /// One reclaim at a time, and what the last one saw.
@@ -156,7 +156,7 @@ impl Space {
                 shutdown,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
-                due_changed: Notify::new(),
+                due_changed: Arc::new(Notify::new()),
                 totals: Totals::default(),
                 maintenance: tokio::sync::Mutex::new(Maintenance::default()),
                 endpoint_policy: config.endpoint_policy,
