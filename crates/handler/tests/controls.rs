@@ -205,20 +205,23 @@ async fn a_paused_subscriber_gets_its_backlog_in_order_once_resumed() {
     space.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A subscriber that answers 503 until `up` is set, then 204.
+async fn down_until(up: &Arc<AtomicBool>) -> common::Sink {
+    let up = up.clone();
+    start(move |_, _| {
+        if up.load(Ordering::SeqCst) {
+            Reply::Status(204, "")
+        } else {
+            Reply::Status(503, "down")
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_subscriber_failing_for_disable_after_is_disabled_until_resumed() {
     let up = Arc::new(AtomicBool::new(false));
-    let sink = {
-        let up = up.clone();
-        start(move |_, _| {
-            if up.load(Ordering::SeqCst) {
-                Reply::Status(204, "")
-            } else {
-                Reply::Status(503, "down")
-            }
-        })
-        .await
-    };
+    let sink = down_until(&up).await;
     let dir = tempfile::tempdir().unwrap();
     let space = open(&dir).await;
     let settings = serde_json::json!({
@@ -415,17 +418,7 @@ async fn controls_survive_a_checkpoint_and_a_restart() {
 async fn a_child_waits_for_its_parents_own_fan_out_set_whatever_a_filter_drops() {
     let b_up = Arc::new(AtomicBool::new(false));
     let a = start(|_, _| Reply::Status(204, "")).await;
-    let b = {
-        let up = b_up.clone();
-        start(move |_, _| {
-            if up.load(Ordering::SeqCst) {
-                Reply::Status(204, "")
-            } else {
-                Reply::Status(503, "not yet")
-            }
-        })
-        .await
-    };
+    let b = down_until(&b_up).await;
     let dir = tempfile::tempdir().unwrap();
     let space = open(&dir).await;
     let fast_retries = serde_json::json!({
