@@ -46,11 +46,12 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
     SubscriberId,
 };
+pub use model::{RateLimit, SubscriberState};
+pub use queue::SubscriberSpec;
 pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
-pub use queue::{RateLimit, SubscriberSpec, SubscriberState};
 pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{

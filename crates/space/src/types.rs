@@ -103,8 +103,8 @@ pub struct SubscriberInfo {
     pub batch: crate::delivery::Batching,
     /// The names of its own headers (their values are never shown).
     pub headers: Vec<String>,
-    pub state: crate::queue::SubscriberState,
-    pub rate_limit: Option<crate::queue::RateLimit>,
+    pub state: crate::model::SubscriberState,
+    pub rate_limit: Option<crate::model::RateLimit>,
     /// The event types it takes; `None`: every message.
     pub types: Option<Vec<String>>,
     /// Until when (unix ms) the secret a rotation replaced still signs, during its grace.

@@ -2,6 +2,7 @@
 
 use crate::delivery::{Batching, HandlerKind};
 use crate::error::SubscriberError;
+pub use crate::model::{RateLimit, SubscriberState};
 
 /// Decodes a `whsec_<base64>` secret into its HMAC key.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SubscriberError> {
@@ -58,47 +59,6 @@ impl Default for SubscriberSpec {
             types: None,
         }
     }
-}
-
-/// Whether a subscriber receives messages. A paused or disabled one receives nothing: its
-/// messages wait for it (they are neither sent nor dead-lettered), and go out in order once it
-/// is resumed.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum SubscriberState {
-    #[default]
-    Active,
-    /// Paused by an operator.
-    Paused,
-    /// Disabled by the broker after `disable_after` of nothing but failed attempts.
-    Disabled,
-}
-
-impl SubscriberState {
-    pub fn name(self) -> &'static str {
-        match self {
-            SubscriberState::Active => "active",
-            SubscriberState::Paused => "paused",
-            SubscriberState::Disabled => "disabled",
-        }
-    }
-
-    /// Whether its dispatcher sends anything.
-    pub fn sends(self) -> bool {
-        self == SubscriberState::Active
-    }
-}
-
-/// At most `per_second` messages sent to a subscriber in any one-second window (a message of a
-/// batch counts as one), however many `max_in_flight` allows: a window holds the messages
-/// on the wire and those answered less than a second ago, so the receiver never sees more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// 1 to [`RATE_LIMIT_PER_SECOND_MAX`](crate::limits::RATE_LIMIT_PER_SECOND_MAX).
-    pub per_second: u32,
 }
 
 impl RateLimit {
