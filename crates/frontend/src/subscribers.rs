@@ -64,9 +64,6 @@ pub struct Rotation {
     grace: Option<Span>,
 }
 
-/// The grace period of a rotation when none is given.
-const GRACE_DEFAULT: Span = Span::secs(86_400);
-
 fn subscriber_id(text: &str) -> ApiResult<SubscriberId> {
     text.parse()
         .map_err(|_| Problem::bad_request(format!("subscriber id {text:?} is not a number")))
@@ -193,7 +190,7 @@ pub(crate) async fn rotate_secret(
     let secret = r
         .secret
         .ok_or_else(|| Problem::bad_request("\"secret\" is required"))?;
-    let grace = r.grace.unwrap_or(GRACE_DEFAULT).0;
+    let grace = r.grace.map_or(space::limits::SECRET_GRACE_DEFAULT, |g| g.0);
     update(
         &api,
         &queue,

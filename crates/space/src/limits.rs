@@ -87,6 +87,11 @@ pub const DEAD_REMOVED_RANGES_PER_QUEUE_MAX: usize = 1 << 20;
 /// published, but never longer than this: the wall clock may be set forward meanwhile.
 pub const RELEASE_CHECK_MAX_MS: u64 = 1000;
 
+/// Entries of the due-time heap left by scheduled messages that are gone (discarded) tolerated
+/// beyond twice the scheduled messages before the heap is rebuilt: a rebuild is a pass over
+/// the heap, paid for by at least this many publishes.
+pub const DUE_STALE_SLACK: u64 = 1024;
+
 /// Scheduled messages released by one `Released` record (the same bound as expiries).
 pub const RELEASED_PER_RECORD_MAX: usize = EXPIRED_PER_RECORD_MAX;
 
@@ -164,6 +169,10 @@ pub const SUBSCRIBER_HEADER_BYTES_MAX: usize = 4096;
 /// Largest `rate_limit.per_second` of a subscriber: its window keeps an entry per request
 /// answered within the last second, so at most this many (16 bytes each).
 pub const RATE_LIMIT_PER_SECOND_MAX: u32 = 100_000;
+
+/// Grace period of a secret rotation that names none: a day for receivers to take the new
+/// secret.
+pub const SECRET_GRACE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Longest grace period of a secret rotation, during which the replaced secret still signs:
 /// a receiver has this long to take the new secret.

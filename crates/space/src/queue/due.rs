@@ -10,11 +10,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::{QueueState, Wake};
+use crate::limits::DUE_STALE_SLACK;
 use crate::model::MessageId;
-
-/// Stale entries of the due heap tolerated beyond twice the scheduled messages before it is
-/// rebuilt: a rebuild costs a pass over the heap, paid for by this many pushes at least.
-const DUE_STALE_SLACK: u64 = 1024;
 
 /// Due times of scheduled messages (unix ms), earliest first: 24 bytes per message. Entries of
 /// messages no longer scheduled (discarded, or released by a replayed record) are dropped when
