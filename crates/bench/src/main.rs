@@ -10,6 +10,7 @@
 mod backlog;
 mod chains;
 mod fanout;
+mod joins;
 mod measure;
 mod peers;
 mod round;
@@ -50,6 +51,9 @@ enum Workload {
     /// 1 million messages published for later: RAM per scheduled message, and how late each
     /// arrives after its due time.
     Scheduled(scheduled::Args),
+    /// Diamonds of six messages whose last waits for four parents (a join), against the same
+    /// diamonds with one parent: deliveries/s, order, RAM per extra parent.
+    Joins(joins::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Workload::Recovery(args) => backlog::recovery(args).map_err(|e| e.to_string().into()),
         Workload::Backlog(args) => backlog::backlog(args).map_err(|e| e.to_string().into()),
         Workload::Scheduled(args) => scheduled::run(args).map_err(|e| e.to_string().into()),
+        Workload::Joins(args) => joins::run(args).map_err(|e| e.to_string().into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

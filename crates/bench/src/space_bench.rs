@@ -113,7 +113,7 @@ async fn publish_all(space: &Space, total: u64, publishers: u64, body: Bytes) ->
                         NewMessage {
                             body: body.clone(),
                             content_type: None,
-                            parent: None,
+                            parents: Default::default(),
                             idempotency_key: None,
                             ..Default::default()
                         },

@@ -39,7 +39,7 @@ fn record(i: u64, body: &Bytes) -> Record {
     Record::Published(Published {
         queue: 1,
         id: Uuid::from_u128(u128::from(i)),
-        parent: None,
+        parents: Default::default(),
         content_type: "application/octet-stream".into(),
         published_at_ms: i,
         idempotency_key: None,

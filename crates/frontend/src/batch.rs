@@ -33,6 +33,10 @@ pub(crate) struct BatchItem {
     content_type: Option<String>,
     parent: Option<String>,
     parent_index: Option<usize>,
+    /// A join: the message waits for every one of these (with `parent_indexes`, at most 16).
+    parents: Option<Vec<String>>,
+    /// A join on earlier entries of the batch.
+    parent_indexes: Option<Vec<usize>>,
     idempotency_key: Option<String>,
     /// Its event type, as `Syncbrok-Type` gives it to a single publish.
     #[serde(rename = "type")]
@@ -222,27 +226,47 @@ impl BatchItem {
                 body.len()
             )));
         }
-        let parent = match (self.parent, self.parent_index) {
-            (Some(p), None) => Some(BatchParent::Id(crate::message_id(&p, "parent")?)),
-            (None, Some(j)) => Some(BatchParent::Index(j)),
-            (None, None) => None,
+        let single = self.parent.is_some() || self.parent_index.is_some();
+        let list = self.parents.is_some() || self.parent_indexes.is_some();
+        if single && list {
+            return Err(Problem::bad_request(format!(
+                "message {i}: name parents with parent or parent_index, or with parents and \
+                 parent_indexes, not both ways"
+            )));
+        }
+        let mut parents = Vec::new();
+        match (self.parent, self.parent_index) {
             (Some(_), Some(_)) => {
                 return Err(Problem::bad_request(format!(
                     "message {i}: give parent or parent_index, not both"
                 )));
             }
-        };
+            (Some(p), None) => parents.push(BatchParent::Id(crate::message_id(&p, "parent")?)),
+            (None, Some(j)) => parents.push(BatchParent::Index(j)),
+            (None, None) => {}
+        }
+        for p in self.parents.unwrap_or_default() {
+            parents.push(BatchParent::Id(crate::message_id(&p, "parents").map_err(
+                |e| Problem::bad_request(format!("message {i}: {}", e.detail)),
+            )?));
+        }
+        parents.extend(
+            self.parent_indexes
+                .unwrap_or_default()
+                .into_iter()
+                .map(BatchParent::Index),
+        );
         Ok(BatchEntry {
             message: NewMessage {
                 body,
                 content_type: self.content_type,
-                parent: None,
+                parents: Vec::new(),
                 idempotency_key: self.idempotency_key,
                 event_type: self.event_type,
                 deliver_at: crate::due_time(self.delay.as_deref(), self.deliver_at.as_deref())
                     .map_err(|p| Problem::bad_request(format!("message {i}: {}", p.detail)))?,
             },
-            parent,
+            parents,
         })
     }
 }

@@ -122,7 +122,7 @@ async fn message(
     let msg = NewMessage {
         body,
         content_type: None,
-        parent,
+        parents: parent.into_iter().collect(),
         idempotency_key: None,
         ..Default::default()
     };

@@ -238,6 +238,14 @@ fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
         .map_err(|_| Problem::bad_request(format!("{what} {text:?} is not a message id")))
 }
 
+/// The ids of a `Syncbrok-Parent` header: one, or a comma-separated list (a join). How many
+/// and whether one repeats is the Space's to check, so every way in says it alike.
+fn parent_list(text: &str) -> ApiResult<Vec<MessageId>> {
+    text.split(',')
+        .map(|p| message_id(p, "Syncbrok-Parent"))
+        .collect()
+}
+
 /// Ready unless the log refuses writes: then nothing can be published or acknowledged until
 /// the broker is restarted, and a load balancer should send clients elsewhere.
 async fn ready(State(api): State<Api>) -> Response {
@@ -326,7 +334,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a s
         .transpose()
 }
 
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id, or a comma-separated list of up to 16 (a join: the message waits until every one is delivered); a parent may be in another queue of the Space"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -334,9 +342,10 @@ async fn publish(
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body(b)?;
-    let parent = header_text(&headers, "syncbrok-parent")?
-        .map(|p| message_id(p, "Syncbrok-Parent"))
-        .transpose()?;
+    let parents = match header_text(&headers, "syncbrok-parent")? {
+        Some(list) => parent_list(list)?,
+        None => Vec::new(),
+    };
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str())?.map(str::to_owned);
     let idempotency_key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
     let event_type = header_text(&headers, "syncbrok-type")?.map(str::to_owned);
@@ -351,7 +360,7 @@ async fn publish(
             NewMessage {
                 body,
                 content_type,
-                parent,
+                parents,
                 idempotency_key,
                 event_type,
                 deliver_at,
@@ -368,7 +377,8 @@ async fn publish(
         Json(Published {
             id: m.id,
             queue,
-            parent: m.parent,
+            parent: m.parents.first(),
+            parents: m.parents.as_slice().to_vec(),
         }),
     )
         .into_response())

@@ -244,7 +244,11 @@ fn describe_batch(doc: &mut Value) {
         "additionalProperties": false,
         "allOf": [
             {"not": {"required": ["body", "body_base64"]}},
-            {"not": {"required": ["parent", "parent_index"]}}
+            {"not": {"required": ["parent", "parent_index"]}},
+            {"anyOf": [
+                {"not": {"anyOf": [{"required": ["parent"]}, {"required": ["parent_index"]}]}},
+                {"not": {"anyOf": [{"required": ["parents"]}, {"required": ["parent_indexes"]}]}}
+            ]}
         ],
         "properties": {
             "body": {"type": "string"},
@@ -257,6 +261,17 @@ fn describe_batch(doc: &mut Value) {
             "parent_index": {
                 "type": "integer", "minimum": 0,
                 "maximum": space::limits::BATCH_MESSAGES_MAX - 1
+            },
+            "parents": {
+                "type": "array", "maxItems": space::limits::PARENTS_MAX, "uniqueItems": true,
+                "items": {"type": "string", "format": "uuid"}
+            },
+            "parent_indexes": {
+                "type": "array", "maxItems": space::limits::PARENTS_MAX, "uniqueItems": true,
+                "items": {
+                    "type": "integer", "minimum": 0,
+                    "maximum": space::limits::BATCH_MESSAGES_MAX - 1
+                }
             },
             "idempotency_key": {
                 "type": "string", "minLength": 1,

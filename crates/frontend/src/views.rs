@@ -208,7 +208,10 @@ pub struct Delivery {
 pub struct Message {
     pub id: Uuid,
     pub queue: String,
+    /// The first of its parents (`parents` lists them all).
     pub parent: Option<Uuid>,
+    /// Every parent it waits (or waited) for, in the order they were named.
+    pub parents: Vec<Uuid>,
     pub children: Vec<Uuid>,
     /// `scheduled`, `waiting`, `ready`, `delivering`, `delivered` or `dead`.
     #[schema(value_type = String)]
@@ -229,7 +232,8 @@ impl From<MessageInfo> for Message {
         Message {
             id: m.id,
             queue: m.queue,
-            parent: m.parent,
+            parent: m.parents.first(),
+            parents: m.parents.as_slice().to_vec(),
             children: m.children,
             state: state_name(m.state),
             content_type: m.content_type,
@@ -295,7 +299,9 @@ impl From<DeadLetter> for DeadLetterView {
 pub struct Published {
     pub id: Uuid,
     pub queue: String,
+    /// The first of its parents (`parents` lists them all).
     pub parent: Option<Uuid>,
+    pub parents: Vec<Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -59,9 +59,15 @@ fn event(out: &mut Vec<u8>, a: &Attempt) {
     out.put_slice(br#"","syncbrokattempt":"#);
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{}", a.number);
-    if let Some(p) = a.parent {
+    // A join's parents are one string, comma-separated: extension attributes are strings.
+    if !a.parents.is_empty() {
         out.put_slice(br#","syncbrokparent":""#);
-        out.put_slice(p.hyphenated().encode_lower(&mut id).as_bytes());
+        for (i, p) in a.parents.iter().enumerate() {
+            if i > 0 {
+                out.put_slice(b", ");
+            }
+            out.put_slice(p.hyphenated().encode_lower(&mut id).as_bytes());
+        }
         out.put_u8(b'"');
     }
     if is_json(&a.content_type) && valid_json(&a.body) {
@@ -244,7 +250,9 @@ mod tests {
             body: Bytes::from_static(body),
             content_type: content_type.into(),
             event_type: None,
-            parent: (seq > 0).then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1)),
+            parents: (seq > 0)
+                .then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1))
+                .into(),
             published_at_ms: 1_700_000_000_000,
             number: 2,
             headers: Default::default(),

@@ -107,12 +107,20 @@ fn fill(
             *slot = value;
         }
     }
-    if let Some(p) = a.parent {
-        let mut text = [0u8; 36];
-        headers.insert(
-            names::SYNCBROK_PARENT,
-            header(p.hyphenated().encode_lower(&mut text))?,
-        );
+    // A join's parents go as one list, as the publisher named them.
+    match a.parents.as_slice() {
+        [] => {}
+        [p] => {
+            let mut text = [0u8; 36];
+            headers.insert(
+                names::SYNCBROK_PARENT,
+                header(p.hyphenated().encode_lower(&mut text))?,
+            );
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|p| p.to_string()).collect();
+            headers.insert(names::SYNCBROK_PARENT, header(&list.join(", "))?);
+        }
     }
     Ok(headers)
 }
@@ -134,7 +142,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             content_type: "application/json".into(),
             event_type: None,
-            parent: parent.then(|| space::MessageId::from_u128(6)),
+            parents: parent.then(|| space::MessageId::from_u128(6)).into(),
             published_at_ms: 1_700_000_000_000,
             number: 3,
             headers: Default::default(),

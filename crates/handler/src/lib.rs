@@ -419,7 +419,7 @@ mod tests {
             body: Bytes::from_static(b"{\"a\":1}"),
             content_type: "application/json".into(),
             event_type: None,
-            parent: Some(space::ids::message_id(1_700_000_000_000, 3, 8)),
+            parents: space::Parents::One(space::ids::message_id(1_700_000_000_000, 3, 8)),
             published_at_ms: 1_700_000_000_000,
             number: 2,
             headers: Default::default(),
@@ -447,11 +447,23 @@ mod tests {
         assert_eq!(h["ce-time"], "2023-11-14T22:13:20.000Z");
         assert_eq!(h["syncbrok-queue"], "orders");
         assert_eq!(h["syncbrok-attempt"], "2");
-        assert_eq!(h["syncbrok-parent"], a.parent.unwrap().to_string().as_str());
+        let parent = a.parents.first().unwrap();
+        assert_eq!(h["syncbrok-parent"], parent.to_string().as_str());
+        // A join's parents go as one list, in the order they were named.
+        let other = space::ids::message_id(1_700_000_000_000, 3, 2);
+        let joined = Attempt {
+            parents: space::Parents::new(&[parent, other]).unwrap(),
+            ..a.clone()
+        };
+        let r = webhook_request(&joined, 1).unwrap();
+        assert_eq!(
+            r.headers()["syncbrok-parent"],
+            format!("{parent}, {other}").as_str()
+        );
         let unsigned = Attempt {
             secret: None,
             previous_secret: None,
-            parent: None,
+            parents: space::Parents::None,
             ..a
         };
         let r = webhook_request(&unsigned, 1).unwrap();

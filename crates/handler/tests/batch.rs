@@ -58,7 +58,7 @@ fn message(body: &str, content_type: &str, parent: Option<space::MessageId>) -> 
     NewMessage {
         body: Bytes::copy_from_slice(body.as_bytes()),
         content_type: Some(content_type.into()),
-        parent,
+        parents: parent.into_iter().collect(),
         idempotency_key: None,
         ..Default::default()
     }

@@ -49,7 +49,7 @@ fn msg(body: String, parent: Option<space::MessageId>) -> NewMessage {
     NewMessage {
         body: Bytes::from(body),
         content_type: Some("text/plain".into()),
-        parent,
+        parents: parent.into_iter().collect(),
         idempotency_key: None,
         ..Default::default()
     }

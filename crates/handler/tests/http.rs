@@ -47,7 +47,7 @@ fn msg(body: &'static str, parent: Option<space::MessageId>) -> NewMessage {
     NewMessage {
         body: Bytes::from_static(body.as_bytes()),
         content_type: Some("application/json".into()),
-        parent,
+        parents: parent.into_iter().collect(),
         idempotency_key: None,
         ..Default::default()
     }

@@ -106,7 +106,8 @@ pub struct Attempt {
     pub content_type: String,
     /// Its event type (`ce-type`); `None`: `syncbrok.message`.
     pub event_type: Option<Arc<str>>,
-    pub parent: Option<MessageId>,
+    /// The parents it waited for (`Syncbrok-Parent`, a list for a join).
+    pub parents: crate::model::Parents,
     /// Unix milliseconds.
     pub published_at_ms: u64,
     /// 1-based; restarts at 1 after a redrive.

@@ -3,7 +3,7 @@
 
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX,
-    IDEMPOTENCY_KEY_BYTES_MAX, MAX_IN_FLIGHT_MAX, RATE_LIMIT_PER_SECOND_MAX,
+    IDEMPOTENCY_KEY_BYTES_MAX, MAX_IN_FLIGHT_MAX, PARENTS_MAX, RATE_LIMIT_PER_SECOND_MAX,
     SUBSCRIBERS_PER_QUEUE_MAX,
 };
 use crate::model::{MessageId, SubscriberId};
@@ -102,6 +102,10 @@ pub enum PublishError {
     QueueNotFound(String),
     #[error("parent {0} is not a message of this queue")]
     UnknownParent(MessageId),
+    #[error("a message has at most {PARENTS_MAX} parents; {0} were named")]
+    TooManyParents(usize),
+    #[error("parent {0} is named twice")]
+    RepeatedParent(MessageId),
     #[error("the queue is full ({limit})")]
     QueueFull { limit: &'static str },
     #[error("a publish with idempotency key {0:?} is still in progress; retry shortly")]
@@ -143,6 +147,8 @@ impl Classify for PublishError {
             IdempotencyInProgress(_) | IdempotencyConflict(_) => ErrorKind::Conflict,
             InvalidContentType
             | InvalidEventType
+            | TooManyParents(_)
+            | RepeatedParent(_)
             | InvalidDelay(_)
             | InvalidIdempotencyKey
             | InvalidBatch(_) => ErrorKind::Invalid,

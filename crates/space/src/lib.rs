@@ -43,7 +43,7 @@ pub use error::{
     QueueNotFound, ReclaimError, SnapshotError, SubscriberError,
 };
 pub use model::{
-    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, QueueNumber,
+    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, Parents, QueueNumber,
     SubscriberId,
 };
 pub use model::{RateLimit, SubscriberState};
@@ -52,7 +52,7 @@ pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
-pub use scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots};
+pub use scheduler::{Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
     RedriveScope, Space, SpaceImage, SubscriberUpdate, decode_secret, validate_queue_name,

@@ -152,6 +152,13 @@ pub const LANE_IDLE_MS: u64 = 90_000;
 /// An explanation walks at most this many ancestors of a message (then says `truncated`).
 pub const EXPLAIN_DEPTH_MAX: u32 = 64;
 
+/// An explanation lists at most this many blocking ancestors (a walk up joins can fan out).
+pub const EXPLAIN_BLOCKERS_MAX: usize = 256;
+
+/// A message waits for at most this many parents (a join): enough for any fan-in a workflow
+/// names by hand, few enough that releasing a child costs a bounded look at each parent.
+pub const PARENTS_MAX: usize = 16;
+
 /// A lineage goes this many levels up and down by default …
 pub const LINEAGE_LEVELS_DEFAULT: u32 = 32;
 /// … and at most this many, whatever is asked.

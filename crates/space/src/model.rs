@@ -5,6 +5,68 @@
 /// sequence (see [`crate::ids`]).
 pub type MessageId = uuid::Uuid;
 
+/// The parents of a message: none, one (the common case, kept inline), or a join of up to
+/// [`PARENTS_MAX`](crate::limits::PARENTS_MAX) it waits for all of. Never empty as a join,
+/// never holding an id twice (see [`Parents::new`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Parents {
+    #[default]
+    None,
+    One(MessageId),
+    Join(Box<[MessageId]>),
+}
+
+impl Parents {
+    /// The parents named, in the order given. `None` if an id is listed twice.
+    pub fn new(ids: &[MessageId]) -> Option<Parents> {
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return None;
+            }
+        }
+        Some(match ids {
+            [] => Parents::None,
+            [one] => Parents::One(*one),
+            many => Parents::Join(many.into()),
+        })
+    }
+
+    pub fn as_slice(&self) -> &[MessageId] {
+        match self {
+            Parents::None => &[],
+            Parents::One(id) => std::slice::from_ref(id),
+            Parents::Join(ids) => ids,
+        }
+    }
+
+    /// The first parent named: what a single `parent` field shows.
+    pub fn first(&self) -> Option<MessageId> {
+        self.as_slice().first().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Parents::None)
+    }
+
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.as_slice().contains(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.as_slice().iter().copied()
+    }
+}
+
+impl From<Option<MessageId>> for Parents {
+    fn from(p: Option<MessageId>) -> Parents {
+        p.map_or(Parents::None, Parents::One)
+    }
+}
+
 /// A subscriber's id, unique in the Space and never reused.
 pub use storage::SubscriberId;
 

@@ -24,7 +24,7 @@ pub(crate) struct RecentBody {
     pub body: Bytes,
     pub content_type: String,
     pub event_type: Option<std::sync::Arc<str>>,
-    pub parent: Option<MessageId>,
+    pub parents: crate::model::Parents,
     pub published_at_ms: u64,
 }
 
@@ -70,7 +70,7 @@ impl RecentBodies {
             body: Bytes::copy_from_slice(&p.body),
             content_type: p.content_type.clone(),
             event_type: event_type.map(std::sync::Arc::from),
-            parent: p.parent,
+            parents: crate::model::Parents::new(&p.parents).unwrap_or_default(),
             published_at_ms: p.published_at_ms,
         };
         let mut st = self.lock();
@@ -105,7 +105,7 @@ mod tests {
         Published {
             queue: 1,
             id: uuid::Uuid::from_u128(n),
-            parent: None,
+            parents: Vec::new(),
             content_type: "text/plain".into(),
             published_at_ms: 7,
             idempotency_key: None,

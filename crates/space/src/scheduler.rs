@@ -35,7 +35,7 @@ pub use slots::{Slot, Slots};
 use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
-    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId,
+    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, Parents, SubscriberId,
 };
 
 /// What the scheduler needs to know of what the Space keeps with a message: its size, so that
@@ -50,19 +50,34 @@ impl Weighed for () {
     }
 }
 
-/// How a new message relates to a parent.
+/// Where one parent of a new message stands, as the Space knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lineage {
-    /// No parent.
-    Root,
-    /// The parent is a message this scheduler holds.
-    Child(MessageId),
-    /// The parent was delivered or discarded and has since been removed: the child goes at
-    /// once. The Space knows this from its ids, the scheduler no longer can.
-    ChildOfRemoved(MessageId),
-    /// The parent died and retention removed it: it can never be delivered, so the child is
-    /// dead at once (reason `parent_dead`), unless the queue says `deliver`.
-    ChildOfRemovedDead(MessageId),
+pub enum ParentLink {
+    /// A message this scheduler holds.
+    Held(MessageId),
+    /// It was delivered or discarded and has since been removed: it holds nothing back. The
+    /// Space knows this from its ids, the scheduler no longer can.
+    Removed(MessageId),
+    /// It died and retention removed it: it can never be delivered, so the child is dead at
+    /// once (reason `parent_dead`), unless the queue says `deliver`.
+    RemovedDead(MessageId),
+}
+
+impl ParentLink {
+    pub fn id(self) -> MessageId {
+        match self {
+            ParentLink::Held(id) | ParentLink::Removed(id) | ParentLink::RemovedDead(id) => id,
+        }
+    }
+}
+
+/// How the parents of a child hold it back, the strongest of them winning: one parent dead
+/// under `dead_letter` kills the child, one not delivered (or dead under `wait`) holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Hold {
+    Free,
+    Wait,
+    Kill,
 }
 
 /// How a message leaves the scheduler.
@@ -99,6 +114,8 @@ pub enum ScheduleError {
     Duplicate(MessageId),
     #[error("parent {0} is not a message of this queue")]
     UnknownParent(MessageId),
+    #[error("parent {0} is named twice")]
+    RepeatedParent(MessageId),
     #[error("message {0} does not exist")]
     UnknownMessage(MessageId),
     #[error("message {0} is not dead")]
@@ -246,13 +263,13 @@ impl<M: Weighed> Scheduler<M> {
         Ok(events)
     }
 
-    /// Accepts a message with the given fan-out set. Returns what it caused: released,
-    /// delivered at once (empty fan-out), dead at once (dead parent), or nothing (it waits
-    /// for its parent, or is `scheduled`: held until [`Scheduler::release_scheduled`]).
+    /// Accepts a message with the given parents and fan-out set. Returns what it caused:
+    /// released, delivered at once (empty fan-out), dead at once (a dead parent), or nothing
+    /// (it waits for a parent, or is `scheduled`: held until [`Scheduler::release_scheduled`]).
     pub fn publish(
         &mut self,
         id: MessageId,
-        lineage: Lineage,
+        parents: &[ParentLink],
         fanout: Slots,
         meta: M,
         scheduled: bool,
@@ -262,31 +279,30 @@ impl<M: Weighed> Scheduler<M> {
         }
         // Slots that are free now cannot be in a fan-out set.
         let fanout = fanout.0 & self.all_slots().0;
-        let (parent, waiting, parent_dead) = match lineage {
-            Lineage::Root => (None, false, false),
-            Lineage::ChildOfRemoved(p) => (Some(p), false, false),
-            Lineage::ChildOfRemovedDead(p) => {
-                (Some(p), false, self.on_parent_dead != OnParentDead::Deliver)
-            }
-            Lineage::Child(p) => {
-                let e = self
-                    .messages
-                    .get(&p)
-                    .ok_or(ScheduleError::UnknownParent(p))?;
-                match (e.finish(), self.on_parent_dead) {
-                    (Finish::Delivered, _) | (Finish::Dead, OnParentDead::Deliver) => {
-                        (Some(p), false, false)
-                    }
-                    (Finish::Dead, OnParentDead::DeadLetter) => (Some(p), false, true),
-                    (Finish::Dead, OnParentDead::Wait) | (Finish::Open, _) => {
-                        (Some(p), true, false)
-                    }
+        let mut hold = Hold::Free;
+        for link in parents {
+            let h = match *link {
+                ParentLink::Held(p) if !self.messages.contains_key(&p) => {
+                    return Err(ScheduleError::UnknownParent(p));
                 }
-            }
-        };
+                ParentLink::Held(p) => self.hold_of(p),
+                ParentLink::Removed(_) => Hold::Free,
+                ParentLink::RemovedDead(_) if self.on_parent_dead == OnParentDead::Deliver => {
+                    Hold::Free
+                }
+                ParentLink::RemovedDead(_) => Hold::Kill,
+            };
+            hold = hold.max(h);
+        }
+        let ids: Vec<MessageId> = parents.iter().map(|l| l.id()).collect();
+        let parents_of = Parents::new(&ids).ok_or_else(|| {
+            let twice = ids.iter().enumerate().find(|(i, p)| ids[..*i].contains(p));
+            ScheduleError::RepeatedParent(twice.map_or(id, |(_, p)| *p))
+        })?;
+        let (waiting, parent_dead) = (hold == Hold::Wait, hold == Hold::Kill);
         let entry = Entry {
             meta,
-            parent,
+            parents: parents_of,
             fanout,
             acked: 0,
             dead: 0,
@@ -302,14 +318,9 @@ impl<M: Weighed> Scheduler<M> {
             self.undelivered_bytes += entry.meta.weight();
         }
         self.messages.insert(id, entry);
-        if let Some(p) = parent
-            && self.messages.contains_key(&p)
-        {
-            match self.children.get_mut(&p) {
-                Some(kids) => kids.push(id),
-                None => {
-                    self.children.insert(p, Children::One(id));
-                }
+        for p in ids {
+            if self.messages.contains_key(&p) {
+                self.add_child(p, id);
             }
         }
         let mut events = Vec::new();
@@ -319,6 +330,41 @@ impl<M: Weighed> Scheduler<M> {
             self.release(id, &mut events);
         }
         Ok(events)
+    }
+
+    fn add_child(&mut self, parent: MessageId, child: MessageId) {
+        match self.children.get_mut(&parent) {
+            Some(kids) => kids.push(child),
+            None => {
+                self.children.insert(parent, Children::One(child));
+            }
+        }
+    }
+
+    /// How a held message holds back its waiting children. A message no longer held holds
+    /// nothing back: when it left, its children were released or killed (see
+    /// [`Scheduler::remove`]).
+    fn hold_of(&self, parent: MessageId) -> Hold {
+        match self.messages.get(&parent).map(Entry::finish) {
+            None | Some(Finish::Delivered) => Hold::Free,
+            Some(Finish::Open) => Hold::Wait,
+            Some(Finish::Dead) => match self.on_parent_dead {
+                OnParentDead::Deliver => Hold::Free,
+                OnParentDead::Wait => Hold::Wait,
+                OnParentDead::DeadLetter => Hold::Kill,
+            },
+        }
+    }
+
+    /// How all of a message's parents hold it back together.
+    fn hold_by_parents(&self, id: MessageId) -> Hold {
+        self.messages.get(&id).map_or(Hold::Free, |e| {
+            e.parents
+                .iter()
+                .map(|p| self.hold_of(p))
+                .max()
+                .unwrap_or(Hold::Free)
+        })
     }
 
     /// A scheduled message is due: it goes to its subscribers as if published now (unless it
@@ -397,7 +443,7 @@ impl<M: Weighed> Scheduler<M> {
             .filter(|c| {
                 self.messages
                     .get(c)
-                    .is_some_and(|e| e.waiting && e.parent == Some(parent))
+                    .is_some_and(|e| e.waiting && e.parents.contains(parent))
             })
             .collect()
     }
@@ -408,8 +454,11 @@ impl<M: Weighed> Scheduler<M> {
         events: &mut Vec<Event>,
         todo: &mut Vec<MessageId>,
     ) {
+        // A child of a join goes only when none of its other parents holds it back.
         for child in self.waiting_children(parent) {
-            self.release_one(child, events, todo);
+            if self.hold_by_parents(child) == Hold::Free {
+                self.release_one(child, events, todo);
+            }
         }
     }
 
@@ -550,18 +599,9 @@ impl<M: Weighed> Scheduler<M> {
         if !e.parent_dead && e.dead == 0 {
             return Err(ScheduleError::NotDead(id));
         }
-        let was_parent_dead = e.parent_dead;
-        let parent = e.parent;
-        // A child that died with its parent goes back to waiting while the parent is held and
-        // would still hold a new child back: a redrive never breaks parent order.
-        let back_to_waiting = was_parent_dead
-            && parent
-                .and_then(|p| self.messages.get(&p))
-                .is_some_and(|pe| match pe.finish() {
-                    Finish::Delivered => false,
-                    Finish::Dead => self.on_parent_dead != OnParentDead::Deliver,
-                    Finish::Open => true,
-                });
+        // A child that died with a parent goes back to waiting while any of its parents is held
+        // and would still hold a new child back: a redrive never breaks parent order.
+        let back_to_waiting = e.parent_dead && self.hold_by_parents(id) != Hold::Free;
         let slots = self
             .change(id, |e| {
                 let slots = if e.parent_dead {
@@ -601,11 +641,12 @@ impl<M: Weighed> Scheduler<M> {
         if state.is_undelivered() {
             self.undelivered_bytes = self.undelivered_bytes.saturating_sub(e.meta.weight());
         }
-        if let Some(p) = e.parent
-            && let Some(siblings) = self.children.get_mut(&p)
-            && siblings.remove(id)
-        {
-            self.children.remove(&p);
+        for p in e.parents.iter() {
+            if let Some(siblings) = self.children.get_mut(&p)
+                && siblings.remove(id)
+            {
+                self.children.remove(&p);
+            }
         }
         self.children.remove(&id);
         let mut events = Vec::new();
@@ -618,7 +659,7 @@ impl<M: Weighed> Scheduler<M> {
                     c.parent_dead = true;
                 });
                 todo.push(child);
-            } else {
+            } else if self.hold_by_parents(child) == Hold::Free {
                 self.release_one(child, &mut events, &mut todo);
             }
         }
@@ -667,8 +708,9 @@ impl<M: Weighed> Scheduler<M> {
         self.messages.get(&id).map(Entry::state)
     }
 
-    pub fn parent(&self, id: MessageId) -> Option<MessageId> {
-        self.messages.get(&id)?.parent
+    /// A message's parents, in the order they were named.
+    pub fn parents(&self, id: MessageId) -> Option<&Parents> {
+        self.messages.get(&id).map(|e| &e.parents)
     }
 
     /// The children of a held message that are still held, in publish order.
@@ -724,7 +766,7 @@ impl<M: Weighed> Scheduler<M> {
     pub fn raw(&self, id: MessageId) -> Option<RawEntry<&M>> {
         self.messages.get(&id).map(|e| RawEntry {
             meta: &e.meta,
-            parent: e.parent,
+            parents: e.parents.clone(),
             fanout: Slots(e.fanout),
             acked: Slots(e.acked),
             dead: Slots(e.dead),
@@ -743,7 +785,7 @@ impl<M: Weighed> Scheduler<M> {
         let live = self.all_slots().0;
         let mut e = Entry {
             meta: raw.meta,
-            parent: raw.parent,
+            parents: raw.parents,
             fanout: raw.fanout.0 & live,
             acked: raw.acked.0 & live,
             dead: raw.dead.0 & live,
@@ -769,16 +811,11 @@ impl<M: Weighed> Scheduler<M> {
         let pairs: Vec<(MessageId, MessageId)> = self
             .messages
             .iter()
-            .filter_map(|(id, e)| e.parent.map(|p| (p, *id)))
+            .flat_map(|(id, e)| e.parents.iter().map(move |p| (p, *id)))
             .filter(|(p, _)| self.messages.contains_key(p))
             .collect();
         for (parent, child) in pairs {
-            match self.children.get_mut(&parent) {
-                Some(kids) => kids.push(child),
-                None => {
-                    self.children.insert(parent, Children::One(child));
-                }
-            }
+            self.add_child(parent, child);
         }
     }
 }

@@ -49,7 +49,9 @@ pub struct NewMessage {
     pub body: Bytes,
     /// Defaults to `application/octet-stream`.
     pub content_type: Option<String>,
-    pub parent: Option<MessageId>,
+    /// The messages it waits for, in this queue or another of the Space: none, one, or a join
+    /// of up to [`PARENTS_MAX`](crate::limits::PARENTS_MAX), each named once.
+    pub parents: Vec<MessageId>,
     pub idempotency_key: Option<String>,
     /// Its event type (`Syncbrok-Type`); without one it is `syncbrok.message`.
     pub event_type: Option<String>,
@@ -71,11 +73,11 @@ pub enum DeliverAt {
 #[derive(Debug, Clone)]
 pub struct BatchEntry {
     pub message: NewMessage,
-    /// `NewMessage::parent` is ignored in a batch; the parent is named here.
-    pub parent: Option<BatchParent>,
+    /// `NewMessage::parents` is ignored in a batch; the parents are named here.
+    pub parents: Vec<BatchParent>,
 }
 
-/// The parent of a batch entry.
+/// A parent of a batch entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchParent {
     /// A message already in the queue.
@@ -85,10 +87,10 @@ pub enum BatchParent {
 }
 
 /// The answer to a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedMessage {
     pub id: MessageId,
-    pub parent: Option<MessageId>,
+    pub parents: crate::model::Parents,
     /// False when an `Idempotency-Key` matched an earlier publish: `id` is that message's.
     pub created: bool,
 }
@@ -139,7 +141,7 @@ pub struct QueueInfo {
 pub struct MessageInfo {
     pub id: MessageId,
     pub queue: String,
-    pub parent: Option<MessageId>,
+    pub parents: crate::model::Parents,
     pub children: Vec<MessageId>,
     pub state: MessageState,
     pub content_type: String,

@@ -65,7 +65,7 @@ async fn a_record_of_a_deleted_queue_never_lands_in_a_new_queue_of_its_name() {
         Record::Published(Published {
             queue: 1,
             id: ghost,
-            parent: None,
+            parents: Vec::new(),
             content_type: "text/plain".into(),
             published_at_ms: T0,
             idempotency_key: Some("k".into()),

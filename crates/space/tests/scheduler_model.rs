@@ -1,28 +1,33 @@
-//! Property test of the scheduler: random DAGs of parents, random fan-outs, random outcomes
-//! (ack, give up, requeue), redrives and removals, messages held for a due time and released
-//! later, under each `on_parent_dead` policy.
+//! Property test of the scheduler: random DAGs of parents (chains, fan-outs and joins of up to
+//! four parents), random fan-outs, random outcomes (ack, give up, requeue), redrives and
+//! removals, messages held for a due time and released later, under each `on_parent_dead`
+//! policy.
 //!
 //! Checked all along: nothing is sent to a subscriber outside the message's fan-out set, or
-//! twice at once, or after it acknowledged; no child is sent before its parent is delivered to
-//! every subscriber of the parent's fan-out set (unless the parent was removed, redriven out of
-//! order by hand, or died under `deliver`); nothing held for its due time is sent before it is
-//! released, and its children wait for it like for any parent. Checked at the end, after every subscriber has
-//! drained its queue with acks: every message is delivered or dead, or waits (policy `wait`)
-//! behind a dead ancestor.
+//! twice at once, or after it acknowledged; no child is sent before every one of its parents is
+//! delivered to every subscriber of that parent's fan-out set (unless that parent was removed,
+//! or died under `deliver`, or the child was redriven out of order by hand); nothing held for
+//! its due time is sent before it is released, and its children wait for it like for any
+//! parent; a waiting message always has a parent that holds it back, and under `dead_letter`
+//! none of its parents is dead. Checked at the end, after every subscriber has drained its
+//! queue with acks: every message is delivered or dead, or waits (policy `wait`) behind a dead
+//! ancestor.
 
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use space::{
-    Counts, Event, Lineage, MessageId, MessageState, OnParentDead, Removal, Scheduler, Slot, Slots,
+    Counts, Event, MessageId, MessageState, OnParentDead, ParentLink, Removal, Scheduler, Slot,
+    Slots,
 };
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Publish a message whose parent is the n-th published one (if any), with this fan-out.
+    /// Publish a message whose parents are the n-th published ones (repeats dropped), with
+    /// this fan-out.
     Publish {
-        parent: Option<usize>,
+        parents: Vec<usize>,
         fanout: u64,
         /// Held until a `Due` releases it.
         scheduled: bool,
@@ -61,8 +66,8 @@ const SLOTS: usize = 3;
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (proptest::option::weighted(0.7, 0usize..1000), 0u64..(1 << SLOTS), proptest::bool::weighted(0.2))
-            .prop_map(|(parent, fanout, scheduled)| Op::Publish { parent, fanout, scheduled }),
+        4 => (parents_strategy(), 0u64..(1 << SLOTS), proptest::bool::weighted(0.2))
+            .prop_map(|(parents, fanout, scheduled)| Op::Publish { parents, fanout, scheduled }),
         1 => (0usize..1000).prop_map(|message| Op::Due { message }),
         5 => (0..SLOTS).prop_map(|slot| Op::Take { slot }),
         5 => (0usize..1000, prop_oneof![
@@ -72,6 +77,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         ]).prop_map(|(index, outcome)| Op::Resolve { index, outcome }),
         1 => (0usize..1000).prop_map(|message| Op::Redrive { message }),
         1 => (0usize..1000, any::<bool>()).prop_map(|(message, expire)| Op::Remove { message, expire }),
+    ]
+}
+
+/// No parent, one (a chain or a fan-out), or a join of two to four.
+fn parents_strategy() -> impl Strategy<Value = Vec<usize>> {
+    prop_oneof![
+        3 => Just(Vec::new()),
+        5 => (0usize..1000).prop_map(|p| vec![p]),
+        3 => proptest::collection::vec(0usize..1000, 2..=4),
     ]
 }
 
@@ -91,13 +105,15 @@ struct Harness {
     removed: HashSet<MessageId>,
     /// Removed by retention while dead: their children can never go.
     removed_dead: HashSet<MessageId>,
-    /// Messages released out of parent order on purpose: redriven by hand, or children of a
-    /// parent that died under `deliver` or was removed.
+    /// Messages redriven by hand: they may go out of parent order on purpose.
     exempt: HashSet<MessageId>,
+    /// (child, parent) edges that no longer hold the child back: the parent died under
+    /// `deliver`, or was removed.
+    exempt_edges: HashSet<(MessageId, MessageId)>,
     in_flight: Vec<(MessageId, Slot)>,
     acked: HashSet<(MessageId, Slot)>,
     delivered_events: HashMap<MessageId, u32>,
-    parents: HashMap<MessageId, MessageId>,
+    parents: HashMap<MessageId, Vec<MessageId>>,
     /// Held for their due time, not released yet.
     scheduled: Vec<MessageId>,
 }
@@ -129,10 +145,13 @@ impl Harness {
             !self.acked.contains(&(m, slot)),
             "{m} sent after {slot:?} acknowledged it"
         );
-        if let Some(p) = self.parents.get(&m).copied()
-            && !self.exempt.contains(&m)
-            && !self.removed.contains(&p)
-        {
+        for p in self.parents.get(&m).cloned().unwrap_or_default() {
+            if self.exempt.contains(&m)
+                || self.exempt_edges.contains(&(m, p))
+                || self.removed.contains(&p)
+            {
+                continue;
+            }
             let state = self.s.state(p);
             let ok = state == Some(MessageState::Delivered)
                 || (state == Some(MessageState::Dead) && self.policy == OnParentDead::Deliver);
@@ -142,28 +161,64 @@ impl Harness {
         Ok(Some(m))
     }
 
-    /// Marks children that go out of order legitimately.
+    /// Marks the edges from `parent` to its children as no longer holding them back.
     fn exempt_children_of(&mut self, parent: MessageId) {
         let children: Vec<_> = self
             .parents
             .iter()
-            .filter(|(_, p)| **p == parent)
+            .filter(|(_, ps)| ps.contains(&parent))
             .map(|(c, _)| *c)
             .collect();
-        self.exempt.extend(children);
+        self.exempt_edges
+            .extend(children.into_iter().map(|c| (c, parent)));
     }
 
-    /// The root cause of a waiting message must be a dead ancestor.
+    /// The root cause of a waiting message must be a dead ancestor, up through parents that
+    /// wait themselves.
     fn has_dead_ancestor(&self, m: MessageId) -> bool {
-        let mut at = m;
-        while let Some(p) = self.parents.get(&at) {
-            match self.s.state(*p) {
-                Some(MessageState::Dead) => return true,
-                Some(MessageState::Waiting) => at = *p,
-                _ => return false,
+        let mut todo = vec![m];
+        let mut seen = HashSet::new();
+        while let Some(at) = todo.pop() {
+            for p in self.parents.get(&at).into_iter().flatten() {
+                match self.s.state(*p) {
+                    Some(MessageState::Dead) => return true,
+                    Some(MessageState::Waiting) if seen.insert(*p) => todo.push(*p),
+                    _ => {}
+                }
             }
         }
         false
+    }
+
+    /// A waiting message waits for a reason: some parent still held is not delivered (or is
+    /// dead under a policy that holds children back). Under `dead_letter` no parent of a
+    /// waiting message is dead, unless it was redriven back to waiting by hand.
+    fn check_waiting(&self) -> Result<(), TestCaseError> {
+        for (m, state, _) in self.s.iter_from(None) {
+            if state != MessageState::Waiting {
+                continue;
+            }
+            let states: Vec<_> = self.parents[&m].iter().map(|p| self.s.state(*p)).collect();
+            let holds = |st: &Option<MessageState>| match st {
+                None | Some(MessageState::Delivered) => false,
+                Some(MessageState::Dead) => self.policy != OnParentDead::Deliver,
+                Some(_) => true,
+            };
+            prop_assert!(
+                states.iter().any(holds),
+                "{} waits, its parents are {:?}",
+                m,
+                states
+            );
+            if self.policy == OnParentDead::DeadLetter && !self.exempt.contains(&m) {
+                prop_assert!(
+                    !states.contains(&Some(MessageState::Dead)),
+                    "{} waits for a dead parent under dead_letter",
+                    m
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +235,7 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         removed: HashSet::new(),
         removed_dead: HashSet::new(),
         exempt: HashSet::new(),
+        exempt_edges: HashSet::new(),
         in_flight: Vec::new(),
         acked: HashSet::new(),
         delivered_events: HashMap::new(),
@@ -190,27 +246,43 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Publish {
-                parent,
+                parents,
                 fanout,
                 scheduled,
             } => {
                 let id = Uuid::from_u128(next_id);
                 next_id += 1;
-                let parent = parent
-                    .filter(|_| !h.published.is_empty())
-                    .map(|i| h.published[i % h.published.len()]);
-                let lineage = match parent {
-                    None => Lineage::Root,
-                    Some(p) if h.removed_dead.contains(&p) => Lineage::ChildOfRemovedDead(p),
-                    Some(p) if h.removed.contains(&p) => Lineage::ChildOfRemoved(p),
-                    Some(p) => Lineage::Child(p),
-                };
+                let mut named: Vec<MessageId> = Vec::new();
+                if !h.published.is_empty() {
+                    for i in parents {
+                        let p = h.published[i % h.published.len()];
+                        if !named.contains(&p) {
+                            named.push(p);
+                        }
+                    }
+                }
+                let links: Vec<ParentLink> = named
+                    .iter()
+                    .map(|&p| {
+                        if h.removed_dead.contains(&p) {
+                            ParentLink::RemovedDead(p)
+                        } else if h.removed.contains(&p) {
+                            ParentLink::Removed(p)
+                        } else {
+                            ParentLink::Held(p)
+                        }
+                    })
+                    .collect();
+                let dead_before: Vec<bool> = named
+                    .iter()
+                    .map(|p| h.s.state(*p) == Some(MessageState::Dead))
+                    .collect();
                 let events =
-                    h.s.publish(id, lineage, Slots::from_bits(fanout), (), scheduled)
+                    h.s.publish(id, &links, Slots::from_bits(fanout), (), scheduled)
                         .unwrap();
                 h.apply(&events)?;
+                let state = h.s.state(id);
                 if scheduled {
-                    let state = h.s.state(id);
                     prop_assert!(
                         state == Some(MessageState::Scheduled) || state == Some(MessageState::Dead),
                         "a scheduled message is {:?}",
@@ -218,18 +290,19 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                     h.scheduled.push(id);
                 }
-                if let Some(p) = parent {
-                    h.parents.insert(id, p);
-                    if h.removed_dead.contains(&p) && policy != OnParentDead::Deliver {
-                        prop_assert_eq!(h.s.state(id), Some(MessageState::Dead));
-                    }
-                    if h.removed.contains(&p) {
-                        h.exempt.insert(id);
-                    }
-                    if h.s.state(p) == Some(MessageState::Dead) && policy == OnParentDead::Deliver {
-                        h.exempt.insert(id);
+                let any_removed_dead = named.iter().any(|p| h.removed_dead.contains(p));
+                let any_dead = dead_before.iter().any(|d| *d);
+                if policy != OnParentDead::Deliver
+                    && (any_removed_dead || (policy == OnParentDead::DeadLetter && any_dead))
+                {
+                    prop_assert_eq!(state, Some(MessageState::Dead), "a child of a dead parent");
+                }
+                for (p, dead) in named.iter().zip(dead_before) {
+                    if h.removed.contains(p) || (dead && policy == OnParentDead::Deliver) {
+                        h.exempt_edges.insert((id, *p));
                     }
                 }
+                h.parents.insert(id, named);
                 h.published.push(id);
             }
             Op::Due { message } => {
@@ -314,7 +387,9 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let waiting: Vec<MessageId> = h
                     .parents
                     .iter()
-                    .filter(|(c, p)| **p == m && h.s.state(**c) == Some(MessageState::Waiting))
+                    .filter(|(c, ps)| {
+                        ps.contains(&m) && h.s.state(**c) == Some(MessageState::Waiting)
+                    })
                     .map(|(c, _)| *c)
                     .collect();
                 if let Ok((_, events)) = h.s.remove(m, how) {
@@ -346,6 +421,7 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(h.s.counts(), recount);
+        h.check_waiting()?;
     }
 
     // Drain: every held message falls due, what is in flight ends with acks, then every
@@ -380,10 +456,17 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
             None | Some(MessageState::Delivered) | Some(MessageState::Dead) => {}
             Some(MessageState::Waiting) => {
                 // Under `wait` a child waits for a dead parent; under the other policies only a
-                // child redriven by hand does (redrive never breaks parent order).
+                // child redriven by hand (or one waiting behind one) does: redrive never breaks
+                // parent order.
                 let mut line = vec![m];
-                while let Some(p) = h.parents.get(line.last().unwrap()) {
-                    line.push(*p);
+                let mut at = 0;
+                while at < line.len() {
+                    for p in h.parents.get(&line[at]).into_iter().flatten() {
+                        if !line.contains(p) {
+                            line.push(*p);
+                        }
+                    }
+                    at += 1;
                 }
                 prop_assert!(
                     policy == OnParentDead::Wait || line.iter().any(|x| h.exempt.contains(x)),

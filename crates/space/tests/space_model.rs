@@ -1,6 +1,7 @@
 //! Property tests of the whole Space against its own log, on the simulated disk.
 //!
-//! Random sequences of publishes (alone, in batches, with and without parents and keys),
+//! Random sequences of publishes (alone, in batches, with no parent, one, or a join of several,
+//! with and without keys),
 //! delivery outcomes, redrives, discards, subscribers added and removed, queues deleted and
 //! created again, settings changes, retention, checkpoints with reclaiming, clean restarts and
 //! power losses. Checked:
@@ -8,8 +9,8 @@
 //!   is the state live operation had: live ≡ replay ≡ snapshot + replay;
 //! - after a power loss, every message the Space held is still held: no acknowledged publish
 //!   is lost (a lost lazy ack or expiry only brings a finished message back);
-//! - no child is ever sent while its parent is held and undelivered (unless the parent died
-//!   under `deliver`).
+//! - no child is ever sent while any of its parents is held and undelivered (unless that
+//!   parent died under `deliver`).
 //!
 //! A second test runs the same kinds of changes concurrently from several tasks on a
 //! multi-threaded runtime, then checks that a restart rebuilds what they made.
@@ -84,17 +85,16 @@ impl Gate {
         let Ok(m) = space.message(&a.queue, a.message) else {
             return;
         };
-        let Some(p) = m.parent else {
-            return;
-        };
-        if let Ok(parent) = space.message(&a.queue, p)
-            && parent.state.is_undelivered()
-            && !self.ever_dead.lock().unwrap().contains(&p)
-        {
-            self.violations.lock().unwrap().push(format!(
-                "{} sent to {} while its parent {p} is {:?}",
-                a.message, a.endpoint, parent.state
-            ));
+        for p in m.parents.iter() {
+            if let Ok(parent) = space.message(&a.queue, p)
+                && parent.state.is_undelivered()
+                && !self.ever_dead.lock().unwrap().contains(&p)
+            {
+                self.violations.lock().unwrap().push(format!(
+                    "{} sent to {} while its parent {p} is {:?}",
+                    a.message, a.endpoint, parent.state
+                ));
+            }
         }
     }
 
@@ -146,7 +146,8 @@ enum Answer {
 enum Op {
     Publish {
         queue: usize,
-        parent: Option<proptest::sample::Index>,
+        /// None, one, or a join (a parent picked twice is named once).
+        parents: Vec<proptest::sample::Index>,
         key: Option<u8>,
     },
     Batch {
@@ -208,8 +209,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let queue = 0..QUEUES.len();
     prop_oneof![
-        8 => (queue.clone(), proptest::option::weighted(0.6, any::<proptest::sample::Index>()), proptest::option::weighted(0.2, 0u8..4))
-            .prop_map(|(queue, parent, key)| Op::Publish { queue, parent, key }),
+        8 => (queue.clone(), prop_oneof![2 => Just(0usize), 2 => Just(1), 1 => 2usize..=3].prop_flat_map(|n| proptest::collection::vec(any::<proptest::sample::Index>(), n)), proptest::option::weighted(0.2, 0u8..4))
+            .prop_map(|(queue, parents, key)| Op::Publish { queue, parents, key }),
         2 => (queue.clone(), 1usize..4, any::<bool>())
             .prop_map(|(queue, size, chained)| Op::Batch { queue, size, chained }),
         10 => (any::<proptest::sample::Index>(), prop_oneof![3 => Just(Answer::Ack), 1 => Just(Answer::Fail)])
@@ -285,7 +286,7 @@ fn spec(endpoint: &str) -> SubscriberSpec {
     }
 }
 
-fn message(body: String, parent: Option<MessageId>, key: Option<u8>) -> NewMessage {
+fn message(body: String, parents: Vec<MessageId>, key: Option<u8>) -> NewMessage {
     // Some are published for later (`Advance` makes them due); the body says by how much.
     let delay = key
         .filter(|k| k % 3 == 0)
@@ -297,7 +298,7 @@ fn message(body: String, parent: Option<MessageId>, key: Option<u8>) -> NewMessa
     NewMessage {
         body: Bytes::from(body),
         content_type: Some(["text/plain", "application/json"][usize::from(key.is_some())].into()),
-        parent,
+        parents,
         idempotency_key: key.map(|k| format!("key-{k}")),
         // Three kinds of message for the subscribers' type filters: untyped, and two types.
         event_type: key.map(|k| ["t.one", "other"][usize::from(k % 2 == 1)].to_owned()),
@@ -434,11 +435,20 @@ impl World {
     async fn apply(mut self, op: Op) -> Result<World, TestCaseError> {
         let s = self.space.clone();
         match op {
-            Op::Publish { queue, parent, key } => {
+            Op::Publish {
+                queue,
+                parents,
+                key,
+            } => {
                 let q = QUEUES[queue];
-                let parent = parent.and_then(|i| self.pick(q, i));
+                let mut named = Vec::new();
+                for p in parents.into_iter().filter_map(|i| self.pick(q, i)) {
+                    if !named.contains(&p) {
+                        named.push(p);
+                    }
+                }
                 let body = format!("{q} {}", space::Clock::now_ms(&*self.clock));
-                if let Ok(m) = s.publish(q, message(body, parent, key)).await {
+                if let Ok(m) = s.publish(q, message(body, named, key)).await {
                     self.published.entry(q).or_default().push(m.id);
                 }
             }
@@ -450,8 +460,13 @@ impl World {
                 let q = QUEUES[queue];
                 let entries = (0..size)
                     .map(|i| BatchEntry {
-                        message: message(format!("{q} batch {i}"), None, None),
-                        parent: (chained && i > 0).then(|| BatchParent::Index(i - 1)),
+                        message: message(format!("{q} batch {i}"), Vec::new(), None),
+                        // Chained: each waits for the one before, the third for both before.
+                        parents: match (chained, i) {
+                            (false, _) | (true, 0) => Vec::new(),
+                            (true, 1) => vec![BatchParent::Index(0)],
+                            (true, _) => vec![BatchParent::Index(i - 1), BatchParent::Index(i - 2)],
+                        },
                     })
                     .collect();
                 if let Ok(ms) = s.publish_batch(q, entries).await {
@@ -659,15 +674,19 @@ async fn concurrent_round(seed: u64) {
                 let q = QUEUES[queue];
                 match rng.u8(0..21) {
                     0..=11 => {
-                        let parent = mine
+                        // None, the last of this task's messages in the queue, or a join of
+                        // the last two.
+                        let take = [0, 1, 1, 2][rng.usize(0..4)];
+                        let parents: Vec<MessageId> = mine
                             .iter()
                             .rev()
-                            .find(|(qi, _)| *qi == queue)
-                            .filter(|_| rng.bool())
-                            .map(|(_, id)| *id);
+                            .filter(|(qi, _)| *qi == queue)
+                            .take(take)
+                            .map(|(_, id)| *id)
+                            .collect();
                         let key = (rng.u8(0..5) == 0).then(|| rng.u8(0..8));
                         if let Ok(m) = space
-                            .publish(q, message(format!("{t}-{i}"), parent, key))
+                            .publish(q, message(format!("{t}-{i}"), parents, key))
                             .await
                         {
                             mine.push((queue, m.id));

@@ -107,6 +107,13 @@ impl<'a> Encoder<'a> {
             self.u64(*x);
         }
     }
+
+    pub fn uuids(&mut self, v: &[uuid::Uuid]) {
+        self.u32(saturating_u32(v.len()));
+        for x in v {
+            self.uuid(x);
+        }
+    }
 }
 
 /// Reads fields from a payload. Byte strings are returned as slices of the input `Bytes`, so a
@@ -241,6 +248,11 @@ impl Decoder {
     pub fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
         let len = self.count(8)?;
         (0..len).map(|_| self.u64()).collect()
+    }
+
+    pub fn uuids(&mut self) -> Result<Vec<uuid::Uuid>, DecodeError> {
+        let len = self.count(16)?;
+        (0..len).map(|_| self.uuid()).collect()
     }
 
     /// Number of bytes not yet consumed; a decoder checks this is enough before allocating a

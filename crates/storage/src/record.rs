@@ -50,7 +50,10 @@ pub type QueueNumber = u32;
 pub struct Published {
     pub queue: QueueNumber,
     pub id: Uuid,
-    pub parent: Option<Uuid>,
+    /// Its parents, in the order named: none, one, or a join of several (written as kind
+    /// `PUBLISHED_JOIN`, the first where a single parent goes and the rest after the
+    /// attributes).
+    pub parents: Vec<Uuid>,
     pub content_type: String,
     /// Unix milliseconds.
     pub published_at_ms: u64,
@@ -228,8 +231,11 @@ pub(crate) mod kind {
     /// messages without any.
     pub const PUBLISHED_WITH_ATTRIBUTES: u8 = 16;
     pub const RELEASED: u8 = 17;
+    /// `Published` with its attributes and more than one parent: kinds 6 and 16 are written
+    /// for messages with one parent or none.
+    pub const PUBLISHED_JOIN: u8 = 18;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = RELEASED;
+    pub const LAST_RECORD: u8 = PUBLISHED_JOIN;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -249,7 +255,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => "subscriber added",
         kind::SUBSCRIBER_UPDATED => "subscriber updated",
         kind::SUBSCRIBER_REMOVED => "subscriber removed",
-        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => "published",
+        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => "published",
         kind::ACKED => "acked",
         kind::DELIVERY_FAILED => "delivery failed",
         kind::DEAD_LETTERED => "dead-lettered",
@@ -276,6 +282,7 @@ impl Record {
             Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
             Record::SubscriberUpdated { .. } => kind::SUBSCRIBER_UPDATED,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
+            Record::Published(p) if p.parents.len() > 1 => kind::PUBLISHED_JOIN,
             Record::Published(p) if p.attributes.is_empty() => kind::PUBLISHED,
             Record::Published(_) => kind::PUBLISHED_WITH_ATTRIBUTES,
             Record::Acked { .. } => kind::ACKED,
@@ -347,14 +354,18 @@ impl Record {
             Record::Published(p) => {
                 e.u32(p.queue);
                 e.uuid(&p.id);
-                e.opt_uuid(&p.parent);
+                e.opt_uuid(&p.parents.first().copied());
                 e.str(&p.content_type);
                 e.u64(p.published_at_ms);
                 e.opt_str(&p.idempotency_key);
                 e.u64s(&p.fanout);
-                if !p.attributes.is_empty() {
+                let kind = self.kind();
+                if kind != kind::PUBLISHED {
                     e.opt_str(&p.attributes.event_type);
                     e.opt_u64(&p.attributes.deliver_at_ms);
+                }
+                if kind == kind::PUBLISHED_JOIN {
+                    e.uuids(&p.parents[1..]);
                 }
                 // The body goes last so that a reader can find it without decoding the rest.
                 e.bytes(&p.body);
@@ -480,24 +491,9 @@ impl Record {
                 subscriber: d.u64()?,
                 removed_at_ms: d.u64()?,
             },
-            kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => Record::Published(Published {
-                queue: d.u32()?,
-                id: d.uuid()?,
-                parent: d.opt_uuid()?,
-                content_type: d.string()?,
-                published_at_ms: d.u64()?,
-                idempotency_key: d.opt_string()?,
-                fanout: d.u64s()?,
-                attributes: if kind == kind::PUBLISHED {
-                    Attributes::default()
-                } else {
-                    Attributes {
-                        event_type: d.opt_string()?,
-                        deliver_at_ms: d.opt_u64()?,
-                    }
-                },
-                body: d.bytes()?,
-            }),
+            kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => {
+                Record::Published(decode_published(kind, &mut d)?)
+            }
             kind::ACKED => {
                 let n = d.count(ACK_BYTES)?;
                 let mut acks = Vec::with_capacity(n);
@@ -618,6 +614,40 @@ fn describe_frames(bytes: &[u8], depth: u8, out: &mut Vec<LostRecord>) {
     }
 }
 
+/// A `Published` record of one of its three kinds.
+fn decode_published(kind: u8, d: &mut Decoder) -> Result<Published, DecodeError> {
+    let queue = d.u32()?;
+    let id = d.uuid()?;
+    let first = d.opt_uuid()?;
+    let content_type = d.string()?;
+    let published_at_ms = d.u64()?;
+    let idempotency_key = d.opt_string()?;
+    let fanout = d.u64s()?;
+    let attributes = if kind == kind::PUBLISHED {
+        Attributes::default()
+    } else {
+        Attributes {
+            event_type: d.opt_string()?,
+            deliver_at_ms: d.opt_u64()?,
+        }
+    };
+    let mut parents: Vec<Uuid> = first.into_iter().collect();
+    if kind == kind::PUBLISHED_JOIN {
+        parents.extend(d.uuids()?);
+    }
+    Ok(Published {
+        queue,
+        id,
+        parents,
+        content_type,
+        published_at_ms,
+        idempotency_key,
+        fanout,
+        attributes,
+        body: d.bytes()?,
+    })
+}
+
 /// The queue and message ids at the start of a record payload of kind `k`.
 fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
     let mut d = Decoder::new(Bytes::copy_from_slice(payload));
@@ -630,7 +660,7 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::SUBSCRIBER_ADDED_WITH_OPTIONS
         | kind::SUBSCRIBER_UPDATED
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
-        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES => {
+        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => {
             let q = d.u32().ok();
             messages.extend(d.uuid().ok());
             q

@@ -87,7 +87,7 @@ impl Model {
         Record::Published(Published {
             queue: 1,
             id: Uuid::from_u128(self.next_id),
-            parent: None,
+            parents: Vec::new(),
             content_type: "application/octet-stream".into(),
             published_at_ms: self.next_id as u64,
             idempotency_key: None,

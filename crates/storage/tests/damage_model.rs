@@ -22,7 +22,7 @@ fn record(i: u64, body: usize) -> Record {
     Record::Published(Published {
         queue: 3,
         id: Uuid::from_u128(u128::from(i) + 1),
-        parent: None,
+        parents: Vec::new(),
         content_type: "application/octet-stream".into(),
         published_at_ms: 1_700_000_000_000 + i,
         idempotency_key: None,

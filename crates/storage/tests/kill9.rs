@@ -54,7 +54,7 @@ fn record_of(id: Uuid) -> Record {
     Record::Published(Published {
         queue: 1,
         id,
-        parent: None,
+        parents: Vec::new(),
         content_type: "application/octet-stream".into(),
         published_at_ms: 0,
         idempotency_key: None,

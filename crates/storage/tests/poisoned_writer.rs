@@ -43,7 +43,7 @@ fn a_poisoned_writer_sleeps_instead_of_spinning() {
     let record = Record::Published(Published {
         queue: 1,
         id: uuid::Uuid::from_u128(1),
-        parent: None,
+        parents: Vec::new(),
         content_type: "application/json".into(),
         published_at_ms: 1_700_000_000_000,
         idempotency_key: None,

@@ -158,7 +158,7 @@ pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
         body: Bytes::from_static(b"{}"),
         content_type: "application/json".into(),
         event_type: None,
-        parent: None,
+        parents: Default::default(),
         published_at_ms: 0,
         number: 1,
         headers: Default::default(),

@@ -118,7 +118,7 @@ mod tests {
             let p = Published {
                 queue: 1,
                 id: crate::ids::message_id(1_000, 1, seq),
-                parent: None,
+                parents: Vec::new(),
                 content_type: "text/plain".into(),
                 published_at_ms: 1_000,
                 idempotency_key: None,

@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 
 use super::QueueState;
-use crate::model::{DeliveryState, MessageId, MessageState, SubscriberId};
+use crate::idhash::IdSet;
+use crate::limits::EXPLAIN_BLOCKERS_MAX;
+use crate::model::{DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId};
 
 /// Why a message (or one delivery of it) is where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,47 +126,29 @@ impl QueueState {
     /// Why `id` is where it is, walking at most `depth_max` ancestors.
     pub fn explain(&self, id: MessageId, depth_max: u32) -> Option<Explanation> {
         let (state, verdict, pending) = self.verdict_of(id)?;
-        let mut blockers = Vec::new();
-        let mut truncated = false;
-        if matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead) {
-            let mut next = self.sched.parent(id);
-            while let Some(parent) = next {
-                let depth = blockers.len() as u32 + 1;
-                if depth > depth_max {
-                    truncated = true;
-                    break;
-                }
-                let Some((state, verdict, pending)) = self.verdict_of(parent) else {
-                    blockers.push(Blocker {
-                        id: parent,
-                        depth,
-                        state: None,
-                        verdict: None,
-                        pending: Vec::new(),
-                    });
-                    break;
-                };
-                if verdict == Verdict::Delivered {
-                    break;
-                }
-                // Up through ancestors that wait, or died, for their own parent.
-                next = matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead)
-                    .then(|| self.sched.parent(parent))
-                    .flatten();
-                blockers.push(Blocker {
-                    id: parent,
-                    depth,
-                    state: Some(state),
-                    verdict: Some(verdict),
-                    pending,
-                });
-            }
-        }
+        let (blockers, truncated) =
+            if matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead) {
+                self.blockers_of(id, verdict, depth_max)
+            } else {
+                (Vec::new(), false)
+            };
+        // The root blocker: the nearest ancestor that holds the others back for a reason of its
+        // own (not a parent of its own).
+        let root = blockers
+            .iter()
+            .find(|b| {
+                !matches!(
+                    b.verdict,
+                    Some(Verdict::WaitingForParent | Verdict::ParentDead)
+                )
+            })
+            .or(blockers.last());
         let next_change_at_ms = pending
             .iter()
-            .chain(blockers.last().into_iter().flat_map(|b| &b.pending))
+            .chain(root.into_iter().flat_map(|b| &b.pending))
             .filter_map(|p| p.next_attempt_at_ms)
             .min();
+        let root_blocker = root.map(|b| b.id);
         let subscribers = self
             .subscribers
             .iter()
@@ -187,12 +171,67 @@ impl QueueState {
             state,
             verdict,
             pending,
-            root_blocker: blockers.last().map(|b| b.id),
+            root_blocker,
             blockers,
             subscribers,
             next_change_at_ms,
             truncated,
         })
+    }
+
+    /// The ancestors that hold `id` back, nearest first (breadth first over parents that are
+    /// not delivered), each once: up through those that wait or died for parents of their
+    /// own, at most `depth_max` levels and [`EXPLAIN_BLOCKERS_MAX`] in all (then `true`:
+    /// truncated). A parent the queue no longer holds is listed only for a message dead with
+    /// its parent: it is the dead parent that retention removed.
+    fn blockers_of(&self, id: MessageId, verdict: Verdict, depth_max: u32) -> (Vec<Blocker>, bool) {
+        let mut blockers = Vec::new();
+        let mut seen = IdSet::default();
+        let parents_of = |m: MessageId, v: Verdict, depth: u32| {
+            let list = self.sched.parents(m).map(|p| p.as_slice().to_vec());
+            list.unwrap_or_default()
+                .into_iter()
+                .map(move |p| (p, v, depth))
+        };
+        let mut todo: VecDeque<(MessageId, Verdict, u32)> = parents_of(id, verdict, 1).collect();
+        while let Some((parent, child_verdict, depth)) = todo.pop_front() {
+            if !seen.insert(parent) {
+                continue;
+            }
+            let Some((state, verdict, pending)) = self.verdict_of(parent) else {
+                if child_verdict == Verdict::ParentDead {
+                    blockers.push(Blocker {
+                        id: parent,
+                        depth,
+                        state: None,
+                        verdict: None,
+                        pending: Vec::new(),
+                    });
+                }
+                continue;
+            };
+            let frees = verdict == Verdict::Delivered
+                || (state == MessageState::Dead
+                    && self.settings.on_parent_dead == OnParentDead::Deliver);
+            if frees {
+                continue;
+            }
+            if depth > depth_max || blockers.len() >= EXPLAIN_BLOCKERS_MAX {
+                return (blockers, true);
+            }
+            // Up through ancestors that wait, or died, for parents of their own.
+            if matches!(verdict, Verdict::WaitingForParent | Verdict::ParentDead) {
+                todo.extend(parents_of(parent, verdict, depth + 1));
+            }
+            blockers.push(Blocker {
+                id: parent,
+                depth,
+                state: Some(state),
+                verdict: Some(verdict),
+                pending,
+            });
+        }
+        (blockers, false)
     }
 
     /// A held message's state, verdict and deliveries still owed.
@@ -253,19 +292,26 @@ impl QueueState {
         Some((state, verdict, pending))
     }
 
-    /// `id` and every message below it that the queue holds, parents before their children
-    /// (breadth first); `None` if it does not hold `id`.
+    /// `id` and every message below it that the queue holds, each once, parents before their
+    /// children; `None` if it does not hold `id`. A parent is always published before its
+    /// children, so the queue's sequence (in every id) is a topological order, joins included.
     pub fn subtree(&self, id: MessageId) -> Option<Vec<MessageId>> {
         if !self.sched.contains(id) {
             return None;
         }
+        let mut seen = IdSet::default();
+        seen.insert(id);
         let mut all = vec![id];
         let mut at = 0;
         while at < all.len() {
-            let children = self.sched.children(all[at]);
-            all.extend(children);
+            for c in self.sched.children(all[at]) {
+                if seen.insert(c) {
+                    all.push(c);
+                }
+            }
             at += 1;
         }
+        all.sort_unstable_by_key(|m| crate::ids::parts(*m).map(|(_, seq)| seq));
         Some(all)
     }
 
@@ -280,40 +326,53 @@ impl QueueState {
         }];
         let mut edges = Vec::new();
         let mut truncated = false;
-        let mut child = id;
-        let mut level = 0;
-        while let Some(parent) = self.sched.parent(child) {
-            if level == up || nodes.len() >= limit {
-                truncated = true;
-                break;
-            }
-            let state = self.sched.state(parent);
-            nodes.push(LineageNode { id: parent, state });
-            edges.push((parent, child));
-            if state.is_none() {
-                break;
-            }
-            child = parent;
-            level += 1;
-        }
+        let mut seen = IdSet::default();
+        seen.insert(id);
+        // Up: every parent of every ancestor reached, breadth first. One the queue no longer
+        // holds is marked and not walked past.
         let mut todo = VecDeque::from([(id, 0u32)]);
-        'walk: while let Some((at, level)) = todo.pop_front() {
+        'up: while let Some((child, level)) = todo.pop_front() {
+            let parents = self.sched.parents(child).cloned().unwrap_or_default();
+            if level == up {
+                truncated |= !parents.is_empty();
+                continue;
+            }
+            for parent in parents.iter() {
+                if seen.insert(parent) {
+                    if nodes.len() >= limit {
+                        truncated = true;
+                        break 'up;
+                    }
+                    let state = self.sched.state(parent);
+                    nodes.push(LineageNode { id: parent, state });
+                    if state.is_some() {
+                        todo.push_back((parent, level + 1));
+                    }
+                }
+                edges.push((parent, child));
+            }
+        }
+        // Down: every child of every descendant reached, breadth first.
+        let mut todo = VecDeque::from([(id, 0u32)]);
+        'down: while let Some((at, level)) = todo.pop_front() {
             let children = self.sched.children(at);
             if level == down {
                 truncated |= !children.is_empty();
                 continue;
             }
             for c in children {
-                if nodes.len() >= limit {
-                    truncated = true;
-                    break 'walk;
+                if seen.insert(c) {
+                    if nodes.len() >= limit {
+                        truncated = true;
+                        break 'down;
+                    }
+                    nodes.push(LineageNode {
+                        id: c,
+                        state: self.sched.state(c),
+                    });
+                    todo.push_back((c, level + 1));
                 }
-                nodes.push(LineageNode {
-                    id: c,
-                    state: self.sched.state(c),
-                });
                 edges.push((at, c));
-                todo.push_back((c, level + 1));
             }
         }
         Some(LineageGraph {

@@ -43,7 +43,7 @@ pub struct QueueImage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageImage {
     pub id: MessageId,
-    pub parent: Option<MessageId>,
+    pub parents: crate::model::Parents,
     pub content_type: Option<String>,
     /// `None` without one (or when the queue's table was full).
     pub event_type: Option<String>,
@@ -90,7 +90,7 @@ impl QueueState {
                     .collect();
                 Some(MessageImage {
                     id,
-                    parent: raw.parent,
+                    parents: raw.parents.clone(),
                     content_type: self
                         .content_type_name(meta.content_type)
                         .map(|n| n.to_string()),

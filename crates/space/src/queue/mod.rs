@@ -33,7 +33,9 @@ use tokio::sync::Notify;
 use crate::error::SubscriberError;
 use crate::idhash::IdMap;
 use crate::model::{DeadReason, DeliveryState, MessageId, MessageState, QueueNumber, SubscriberId};
-use crate::scheduler::{Event, Lineage, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed};
+use crate::scheduler::{
+    Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed,
+};
 use crate::settings::QueueSettings;
 
 use dead_removed::DeadRemoved;
@@ -267,13 +269,20 @@ impl QueueState {
             .iter()
             .filter_map(|s| self.slot_of(*s))
             .fold(0u64, |m, slot| m | (1 << slot.index()));
-        let lineage = match p.parent {
-            None => Lineage::Root,
-            Some(parent) if self.sched.contains(parent) => Lineage::Child(parent),
-            Some(parent) if self.is_dead_removed(parent) => Lineage::ChildOfRemovedDead(parent),
-            // Gone (delivered and removed, or discarded): nothing left to wait for.
-            Some(parent) => Lineage::ChildOfRemoved(parent),
-        };
+        let links: Vec<ParentLink> = p
+            .parents
+            .iter()
+            .map(|&parent| {
+                if self.sched.contains(parent) {
+                    ParentLink::Held(parent)
+                } else if self.is_dead_removed(parent) {
+                    ParentLink::RemovedDead(parent)
+                } else {
+                    // Gone (delivered and removed, or discarded): nothing left to wait for.
+                    ParentLink::Removed(parent)
+                }
+            })
+            .collect();
         // Scheduled only if due after it was accepted (the record says both): live operation
         // and replay decide alike.
         let due = p
@@ -282,7 +291,7 @@ impl QueueState {
             .filter(|at| *at > p.published_at_ms);
         match self
             .sched
-            .publish(p.id, lineage, Slots::from_bits(mask), meta, due.is_some())
+            .publish(p.id, &links, Slots::from_bits(mask), meta, due.is_some())
         {
             Ok(events) => {
                 if let Some(at) = due {

@@ -10,7 +10,8 @@ use storage::{Attributes, Location, Published};
 use super::{QueueState, Wake, body_hash};
 use crate::error::PublishError;
 use crate::idhash::IdSet;
-use crate::model::{MessageId, SubscriberId};
+use crate::limits::PARENTS_MAX;
+use crate::model::{MessageId, Parents, SubscriberId};
 use crate::types::{BatchEntry, BatchParent, DeliverAt, PublishedMessage};
 
 /// Publishes reserved and not yet committed or aborted: counted against the limits, their ids
@@ -34,12 +35,12 @@ impl PendingPublishes {
     }
 }
 
-/// A new message of a reservation: which entry, its id and its parent.
-#[derive(Debug, Clone, Copy)]
+/// A new message of a reservation: which entry, its id and its parents.
+#[derive(Debug, Clone)]
 pub(crate) struct Fresh {
     pub entry: usize,
     pub id: MessageId,
-    pub parent: Option<MessageId>,
+    pub parents: Parents,
 }
 
 /// Publishes checked and counted, not yet in the log. Consumed by [`QueueState::commit`] or
@@ -69,7 +70,7 @@ impl Reserved {
                 Published {
                     queue,
                     id: f.id,
-                    parent: f.parent,
+                    parents: f.parents.as_slice().to_vec(),
                     content_type: content_type_of(m.content_type.as_deref()).to_owned(),
                     published_at_ms: now_ms,
                     idempotency_key: m.idempotency_key.clone(),
@@ -234,27 +235,11 @@ impl QueueState {
         let mut fresh = Vec::new();
         let mut next_seq = self.next_seq;
         for (i, e) in entries.iter().enumerate() {
-            let parent = match e.parent {
-                None => None,
-                Some(BatchParent::Id(p)) => {
-                    if !self.sched.contains(p) && !self.issued(p) {
-                        return Err(PublishError::UnknownParent(p));
-                    }
-                    Some(p)
-                }
-                Some(BatchParent::Index(j)) => {
-                    if j >= i {
-                        return Err(PublishError::InvalidBatch(format!(
-                            "entry {i}: parent_index {j} does not name an earlier entry"
-                        )));
-                    }
-                    Some(answers[j].id)
-                }
-            };
+            let parents = self.resolve_parents(i, &e.parents, &answers)?;
             let answer = match repeated[i] {
                 Some(id) => PublishedMessage {
                     id,
-                    parent: self.sched.parent(id).or(parent),
+                    parents: self.sched.parents(id).cloned().unwrap_or(parents),
                     created: false,
                 },
                 None => {
@@ -263,11 +248,11 @@ impl QueueState {
                     fresh.push(Fresh {
                         entry: i,
                         id,
-                        parent,
+                        parents: parents.clone(),
                     });
                     PublishedMessage {
                         id,
-                        parent,
+                        parents,
                         created: true,
                     }
                 }
@@ -275,6 +260,43 @@ impl QueueState {
             answers.push(answer);
         }
         Ok((answers, fresh))
+    }
+
+    /// The parents entry `i` names, checked: at most [`PARENTS_MAX`], each once, each a message
+    /// this queue issued or an earlier entry of the batch.
+    fn resolve_parents(
+        &self,
+        i: usize,
+        named: &[BatchParent],
+        answers: &[PublishedMessage],
+    ) -> Result<Parents, PublishError> {
+        if named.len() > PARENTS_MAX {
+            return Err(PublishError::TooManyParents(named.len()));
+        }
+        let mut ids = Vec::with_capacity(named.len());
+        for p in named {
+            let id = match *p {
+                BatchParent::Id(p) => {
+                    if !self.sched.contains(p) && !self.issued(p) {
+                        return Err(PublishError::UnknownParent(p));
+                    }
+                    p
+                }
+                BatchParent::Index(j) => match answers.get(j) {
+                    Some(a) if j < i => a.id,
+                    _ => {
+                        return Err(PublishError::InvalidBatch(format!(
+                            "entry {i}: parent_index {j} does not name an earlier entry"
+                        )));
+                    }
+                },
+            };
+            if ids.contains(&id) {
+                return Err(PublishError::RepeatedParent(id));
+            }
+            ids.push(id);
+        }
+        Ok(Parents::new(&ids).unwrap_or_default())
     }
 
     /// The records of a reservation are in the log: applies them, and lets the reservation go.
@@ -322,11 +344,10 @@ mod tests {
             message: NewMessage {
                 body: Bytes::from_static(b"x"),
                 content_type: None,
-                parent: None,
                 idempotency_key: None,
                 ..Default::default()
             },
-            parent: parent.map(BatchParent::Id),
+            parents: parent.map(BatchParent::Id).into_iter().collect(),
         }
     }
 
@@ -363,11 +384,10 @@ mod tests {
             message: NewMessage {
                 body: Bytes::from_static(b"x"),
                 content_type: None,
-                parent: None,
                 idempotency_key: Some(key.to_owned()),
                 ..Default::default()
             },
-            parent: None,
+            parents: Vec::new(),
         };
         for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
             let entries = [keyed(key)];

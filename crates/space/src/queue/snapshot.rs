@@ -8,7 +8,7 @@ use storage::codec::{Decoder, Encoder};
 use super::{DeliveryInfo, Interned, Meta, QueueState, SubscriberSpec};
 use crate::delivery::HandlerKind;
 use crate::error::SnapshotError;
-use crate::model::{DeadReason, MessageId};
+use crate::model::{DeadReason, MessageId, Parents};
 use crate::scheduler::{RawEntry, Slots};
 use crate::settings::QueueSettings;
 
@@ -20,6 +20,8 @@ const DEAD: u8 = 2;
 const WAITING: u8 = 1;
 const PARENT_DEAD: u8 = 2;
 const SCHEDULED: u8 = 4;
+/// The message has more than one parent: the others follow the flags (version 5).
+const JOIN: u8 = 8;
 
 fn dead_code(d: Option<(DeadReason, u64)>) -> (u8, u64) {
     match d {
@@ -73,10 +75,15 @@ impl QueueState {
             e.u32(meta.size);
             e.u16(meta.content_type.index());
             e.u16(meta.event_type.index());
-            e.opt_uuid(&raw.parent);
+            let parents = raw.parents.as_slice();
+            e.opt_uuid(&parents.first().copied());
             e.u8((u8::from(raw.waiting) * WAITING)
                 | (u8::from(raw.parent_dead) * PARENT_DEAD)
-                | (u8::from(raw.scheduled) * SCHEDULED));
+                | (u8::from(raw.scheduled) * SCHEDULED)
+                | (u8::from(parents.len() > 1) * JOIN));
+            if parents.len() > 1 {
+                e.uuids(&parents[1..]);
+            }
             let fanout: Vec<_> = self
                 .subscribers
                 .iter()
@@ -239,8 +246,14 @@ impl QueueState {
                 Interned::NONE
             },
         };
-        let parent = d.opt_uuid()?;
+        let mut parents: Vec<MessageId> = d.opt_uuid()?.into_iter().collect();
         let flags = d.u8()?;
+        if version >= 5 && flags & JOIN != 0 {
+            parents.extend(d.uuids()?);
+        }
+        let parents = Parents::new(&parents).ok_or_else(|| {
+            SnapshotError::Inconsistent(format!("message {id} names a parent twice"))
+        })?;
         let (mut fanout, mut acked, mut dead) = (0u64, 0u64, 0u64);
         for _ in 0..d.count(9)? {
             let sub = d.u64()?;
@@ -263,7 +276,7 @@ impl QueueState {
                 id,
                 RawEntry {
                     meta,
-                    parent,
+                    parents,
                     fanout: Slots::from_bits(fanout),
                     acked: Slots::from_bits(acked),
                     dead: Slots::from_bits(dead),
@@ -290,7 +303,10 @@ mod tests {
         Published {
             queue: number,
             id: crate::ids::message_id(1_000 + seq, number, seq),
-            parent: parent.map(|p| crate::ids::message_id(1_000 + p, number, p)),
+            parents: parent
+                .map(|p| crate::ids::message_id(1_000 + p, number, p))
+                .into_iter()
+                .collect(),
             content_type: ["text/plain", "application/json"][seq as usize % 2].into(),
             published_at_ms: 1_000 + seq,
             idempotency_key: key.map(str::to_owned),

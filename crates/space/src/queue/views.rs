@@ -15,7 +15,7 @@ use crate::types::{DeadLetter, DeliveryView, Page};
 #[derive(Debug, Clone)]
 pub(crate) struct MessageView {
     pub state: MessageState,
-    pub parent: Option<MessageId>,
+    pub parents: crate::model::Parents,
     pub children: Vec<MessageId>,
     pub size: u32,
     /// `None` when the queue's table of content types was full: read it from the record.
@@ -80,7 +80,7 @@ impl QueueState {
         let meta = self.sched.meta(id)?;
         Some(MessageView {
             state: self.sched.state(id)?,
-            parent: self.sched.parent(id),
+            parents: self.sched.parents(id).cloned().unwrap_or_default(),
             children: self.sched.children(id),
             size: meta.size,
             content_type: self.content_type_name(meta.content_type),

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::Slots;
-use crate::model::{MessageId, MessageState, SubscriberId};
+use crate::model::{MessageId, MessageState, Parents, SubscriberId};
 
 /// Where a message stands as far as events went: what was last reported of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +17,19 @@ pub(super) enum Finish {
 pub(super) struct Entry<M> {
     /// What the Space keeps with the message (its location in the log, its size).
     pub(super) meta: M,
-    pub(super) parent: Option<MessageId>,
+    /// Kept inline for none or one; a join's list is boxed, so a message without a join costs
+    /// no more than one with a single parent.
+    pub(super) parents: Parents,
     pub(super) fanout: u64,
     pub(super) acked: u64,
     pub(super) dead: u64,
     /// Slots with an attempt under way or a retry scheduled.
     pub(super) active: u64,
-    /// Held until the parent is delivered.
+    /// Held until every parent is delivered.
     pub(super) waiting: bool,
     /// Held until the Space says it is due ([`super::Scheduler::release_scheduled`]).
     pub(super) scheduled: bool,
-    /// Dead as a whole because the parent died (or its dead parent was removed).
+    /// Dead as a whole because a parent died (or a dead parent was removed).
     pub(super) parent_dead: bool,
     /// The last outcome events reported.
     pub(super) reported: Finish,
@@ -84,7 +86,7 @@ impl<M> Entry<M> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry<M> {
     pub meta: M,
-    pub parent: Option<MessageId>,
+    pub parents: Parents,
     pub fanout: Slots,
     pub acked: Slots,
     pub dead: Slots,

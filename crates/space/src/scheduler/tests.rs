@@ -23,7 +23,7 @@ fn delivered(events: &[Event], m: MessageId) -> bool {
 fn a_message_is_delivered_when_every_subscriber_acked() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     assert_eq!(s.state(id(1)), Some(MessageState::Ready));
     assert_eq!(s.next(sl[0]), Some(id(1)));
     assert_eq!(s.next(sl[0]), None, "not twice at once");
@@ -42,12 +42,12 @@ fn a_message_is_delivered_when_every_subscriber_acked() {
 fn a_chain_goes_strictly_in_order_and_siblings_together() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+    s.publish(id(3), &[ParentLink::Held(id(2))], all, (), false)
         .unwrap();
-    s.publish(id(4), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(4), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
     assert_eq!(s.next(sl[0]), Some(id(1)));
@@ -70,16 +70,16 @@ fn unknown_parents_and_duplicates_are_refused() {
     let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
     assert_eq!(
-        s.publish(id(2), Lineage::Child(id(1)), all, (), false),
+        s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false),
         Err(ScheduleError::UnknownParent(id(1)))
     );
     assert!(
         !s.contains(id(2)),
         "a refused publish leaves nothing behind"
     );
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     assert_eq!(
-        s.publish(id(1), Lineage::Root, all, (), false),
+        s.publish(id(1), &[], all, (), false),
         Err(ScheduleError::Duplicate(id(1)))
     );
 }
@@ -88,27 +88,33 @@ fn unknown_parents_and_duplicates_are_refused() {
 fn a_child_of_a_delivered_or_removed_parent_goes_at_once() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     s.next(sl[0]);
     s.ack(id(1), sl[0]);
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     assert_eq!(s.state(id(2)), Some(MessageState::Ready));
-    s.publish(id(3), Lineage::ChildOfRemoved(id(99)), all, (), false)
+    s.publish(id(3), &[ParentLink::Removed(id(99))], all, (), false)
         .unwrap();
     assert_eq!(s.state(id(3)), Some(MessageState::Ready));
-    assert_eq!(s.parent(id(3)), Some(id(99)));
+    assert_eq!(s.parents(id(3)).and_then(Parents::first), Some(id(99)));
 }
 
 #[test]
 fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
     let (mut s, _) = with_subscribers(OnParentDead::Wait, 0);
     let events = s
-        .publish(id(1), Lineage::Root, Slots::from_bits(0), (), false)
+        .publish(id(1), &[], Slots::from_bits(0), (), false)
         .unwrap();
     assert!(delivered(&events, id(1)));
     let events = s
-        .publish(id(2), Lineage::Child(id(1)), Slots::from_bits(0), (), false)
+        .publish(
+            id(2),
+            &[ParentLink::Held(id(1))],
+            Slots::from_bits(0),
+            (),
+            false,
+        )
         .unwrap();
     assert!(delivered(&events, id(2)));
 }
@@ -116,12 +122,11 @@ fn an_empty_fanout_is_delivered_at_once_and_releases_its_children() {
 #[test]
 fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-    s.publish(id(0), Lineage::Root, s.all_slots(), (), false)
-        .unwrap();
+    s.publish(id(0), &[], s.all_slots(), (), false).unwrap();
     for n in 1..100_000 {
         s.publish(
             id(n),
-            Lineage::Child(id(n - 1)),
+            &[ParentLink::Held(id(n - 1))],
             Slots::from_bits(0),
             (),
             false,
@@ -137,8 +142,8 @@ fn a_long_chain_of_empty_fanouts_settles_without_recursion() {
 fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     let events = s.give_up(id(1), sl[0]);
@@ -158,10 +163,10 @@ fn a_dead_parent_holds_its_children_under_wait_until_redriven() {
 fn dead_letter_policy_kills_the_whole_line() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+    s.publish(id(3), &[ParentLink::Held(id(2))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     let events = s.give_up(id(1), sl[0]);
@@ -174,7 +179,7 @@ fn dead_letter_policy_kills_the_whole_line() {
     }
     // A child published after the parent died is dead at once.
     let events = s
-        .publish(id(4), Lineage::Child(id(1)), all, (), false)
+        .publish(id(4), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     assert_eq!(
         events,
@@ -190,8 +195,8 @@ fn dead_letter_policy_kills_the_whole_line() {
 fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
@@ -214,8 +219,8 @@ fn redriving_a_child_dead_with_its_parent_waits_for_the_parent() {
 fn deliver_policy_lets_children_go_on() {
     let (mut s, sl) = with_subscribers(OnParentDead::Deliver, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
@@ -226,8 +231,8 @@ fn deliver_policy_lets_children_go_on() {
 fn removing_a_parent_releases_its_waiting_children() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     let (_, events) = s.remove(id(1), Removal::Discarded).unwrap();
@@ -249,8 +254,8 @@ fn removing_a_parent_releases_its_waiting_children() {
 fn removing_a_waiting_child_unlinks_it() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.remove(id(2), Removal::Discarded).unwrap();
     s.next(sl[0]);
@@ -263,7 +268,7 @@ fn removing_a_waiting_child_unlinks_it() {
 fn a_removed_subscriber_is_no_longer_waited_for() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     s.next(sl[0]);
     s.ack(id(1), sl[0]);
     let events = s.remove_subscriber(sl[1]).unwrap();
@@ -278,12 +283,10 @@ fn a_removed_subscriber_is_no_longer_waited_for() {
 #[test]
 fn a_later_subscriber_gets_only_later_messages_and_slots_are_reused() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
-    s.publish(id(1), Lineage::Root, s.all_slots(), (), false)
-        .unwrap();
+    s.publish(id(1), &[], s.all_slots(), (), false).unwrap();
     let late = s.add_subscriber(7).unwrap();
     assert_eq!(s.next(late), None);
-    s.publish(id(2), Lineage::Root, s.all_slots(), (), false)
-        .unwrap();
+    s.publish(id(2), &[], s.all_slots(), (), false).unwrap();
     assert_eq!(s.next(late), Some(id(2)));
     s.remove_subscriber(sl[0]).unwrap();
     assert_eq!(s.add_subscriber(8).unwrap(), sl[0]);
@@ -304,7 +307,7 @@ fn a_queue_holds_at_most_64_subscribers() {
 fn redrive_goes_only_to_subscribers_that_gave_up() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     assert_eq!(s.redrive(id(1)), Err(ScheduleError::NotDead(id(1))));
     s.next(sl[0]);
     s.next(sl[1]);
@@ -321,9 +324,9 @@ fn redrive_goes_only_to_subscribers_that_gave_up() {
 fn replayed_acks_need_no_attempt_and_requeue_puts_back_in_front() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(3), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[], all, (), false).unwrap();
+    s.publish(id(3), &[], all, (), false).unwrap();
     s.ack(id(1), sl[0]);
     assert_eq!(s.next(sl[0]), Some(id(2)), "the acked message is skipped");
     s.requeue(id(2), sl[0]);
@@ -340,8 +343,8 @@ fn an_entry_stays_small() {
 fn removing_the_subscriber_that_gave_up_delivers_the_message_and_releases_its_children() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
@@ -359,8 +362,8 @@ fn removing_the_subscriber_that_gave_up_delivers_the_message_and_releases_its_ch
 fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
@@ -375,7 +378,7 @@ fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
     assert_eq!(s.next(sl[0]), None, "never as if the parent had arrived");
     // A later child of the removed dead parent is dead at once; a redrive delivers it.
     let events = s
-        .publish(id(3), Lineage::ChildOfRemovedDead(id(1)), all, (), false)
+        .publish(id(3), &[ParentLink::RemovedDead(id(1))], all, (), false)
         .unwrap();
     assert_eq!(
         events,
@@ -392,8 +395,8 @@ fn a_dead_parent_removed_by_retention_takes_its_waiting_children_along() {
 fn a_discarded_parent_releases_its_children_even_when_dead() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.give_up(id(1), sl[0]);
@@ -405,7 +408,7 @@ fn a_discarded_parent_releases_its_children_even_when_dead() {
 fn outcomes_are_reported_once_per_transition() {
     let (mut s, sl) = with_subscribers(OnParentDead::Wait, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
+    s.publish(id(1), &[], all, (), false).unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
     let e1 = s.give_up(id(1), sl[0]);
@@ -437,9 +440,8 @@ fn counts_and_undelivered_bytes_are_kept_as_messages_change() {
     let mut s: Scheduler<Sized> = Scheduler::new(OnParentDead::Wait);
     let a = s.add_subscriber(1).unwrap();
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, Sized(10), false)
-        .unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, Sized(5), false)
+    s.publish(id(1), &[], all, Sized(10), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, Sized(5), false)
         .unwrap();
     assert_eq!((s.counts().ready, s.counts().waiting), (1, 1));
     assert_eq!(s.undelivered_bytes(), 15);
@@ -459,10 +461,10 @@ fn counts_and_undelivered_bytes_are_kept_as_messages_change() {
 fn a_restored_scheduler_is_the_one_that_was_saved() {
     let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 2);
     let all = s.all_slots();
-    s.publish(id(1), Lineage::Root, all, (), false).unwrap();
-    s.publish(id(2), Lineage::Child(id(1)), all, (), false)
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[ParentLink::Held(id(1))], all, (), false)
         .unwrap();
-    s.publish(id(3), Lineage::Child(id(2)), all, (), false)
+    s.publish(id(3), &[ParentLink::Held(id(2))], all, (), false)
         .unwrap();
     s.next(sl[0]);
     s.next(sl[1]);
@@ -477,7 +479,7 @@ fn a_restored_scheduler_is_the_one_that_was_saved() {
             id(n),
             RawEntry {
                 meta: (),
-                parent: raw.parent,
+                parents: raw.parents,
                 fanout: raw.fanout,
                 acked: raw.acked,
                 dead: raw.dead,
@@ -507,4 +509,153 @@ fn slots_iterate_lowest_first() {
         vec![0, 5, 63]
     );
     assert_eq!(Slots::from_bits(0).iter().count(), 0);
+}
+
+fn held(ids: &[u128]) -> Vec<ParentLink> {
+    ids.iter().map(|n| ParentLink::Held(id(*n))).collect()
+}
+
+/// A diamond: 4 waits for 2 and 3, which wait for 1. It goes only after both are delivered,
+/// whichever finishes last; the one finished first does not release it.
+#[test]
+fn a_join_waits_for_every_parent() {
+    for last in [2, 3] {
+        let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
+        let all = s.all_slots();
+        s.publish(id(1), &[], all, (), false).unwrap();
+        s.publish(id(2), &held(&[1]), all, (), false).unwrap();
+        s.publish(id(3), &held(&[1]), all, (), false).unwrap();
+        s.publish(id(4), &held(&[2, 3]), all, (), false).unwrap();
+        assert_eq!(s.parents(id(4)).unwrap().as_slice(), &[id(2), id(3)]);
+        assert_eq!(s.children(id(2)), vec![id(4)]);
+        assert_eq!(s.children(id(3)), vec![id(4)]);
+        assert_eq!(s.next(sl[0]), Some(id(1)));
+        s.ack(id(1), sl[0]);
+        let first = 5 - last;
+        assert_eq!(s.next(sl[0]), Some(id(2)));
+        assert_eq!(s.next(sl[0]), Some(id(3)));
+        let events = s.ack(id(first), sl[0]);
+        assert!(delivered(&events, id(first)));
+        assert_eq!(s.state(id(4)), Some(MessageState::Waiting));
+        assert_eq!(s.next(sl[0]), None, "one parent of two is not enough");
+        let events = s.ack(id(last), sl[0]);
+        assert!(events.contains(&Event::Released {
+            message: id(4),
+            slots: all
+        }));
+        assert_eq!(s.next(sl[0]), Some(id(4)));
+    }
+}
+
+/// Under `dead_letter` a join dies as soon as any parent dies, while the other is still open;
+/// under `wait` it waits for the dead one; under `deliver` the dead one holds nothing back, the
+/// other still does.
+#[test]
+fn a_dead_parent_of_a_join_applies_the_policy_at_once() {
+    for policy in [
+        OnParentDead::DeadLetter,
+        OnParentDead::Wait,
+        OnParentDead::Deliver,
+    ] {
+        let (mut s, sl) = with_subscribers(policy, 1);
+        let all = s.all_slots();
+        s.publish(id(1), &[], all, (), false).unwrap();
+        s.publish(id(2), &[], all, (), false).unwrap();
+        s.publish(id(3), &held(&[1, 2]), all, (), false).unwrap();
+        assert_eq!(s.next(sl[0]), Some(id(1)));
+        let events = s.give_up(id(1), sl[0]);
+        let want = match policy {
+            OnParentDead::DeadLetter => MessageState::Dead,
+            _ => MessageState::Waiting,
+        };
+        assert_eq!(s.state(id(3)), Some(want), "{policy:?}");
+        if policy == OnParentDead::DeadLetter {
+            assert!(events.contains(&Event::Dead {
+                message: id(3),
+                reason: DeadReason::ParentDead
+            }));
+        }
+        assert_eq!(s.next(sl[0]), Some(id(2)));
+        s.ack(id(2), sl[0]);
+        let want = match policy {
+            OnParentDead::DeadLetter => MessageState::Dead,
+            OnParentDead::Wait => MessageState::Waiting,
+            OnParentDead::Deliver => MessageState::Ready,
+        };
+        assert_eq!(s.state(id(3)), Some(want), "{policy:?}");
+        // A redrive of the dead join sends it back to waiting while the dead parent holds.
+        if policy == OnParentDead::DeadLetter {
+            s.redrive(id(3)).unwrap();
+            assert_eq!(s.state(id(3)), Some(MessageState::Waiting));
+            s.redrive(id(1)).unwrap();
+            assert_eq!(s.next(sl[0]), Some(id(1)));
+            s.ack(id(1), sl[0]);
+            assert_eq!(s.next(sl[0]), Some(id(3)));
+        }
+    }
+}
+
+/// Removing one parent of a join (discarded) releases it only if the others are delivered;
+/// a dead parent removed by retention kills it.
+#[test]
+fn removing_a_parent_of_a_join_releases_it_only_when_the_others_are_done() {
+    let (mut s, sl) = with_subscribers(OnParentDead::Wait, 1);
+    let all = s.all_slots();
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(id(2), &[], all, (), false).unwrap();
+    s.publish(id(3), &held(&[1, 2]), all, (), false).unwrap();
+    s.remove(id(1), Removal::Discarded).unwrap();
+    assert_eq!(s.state(id(3)), Some(MessageState::Waiting));
+    assert_eq!(s.children(id(2)), vec![id(3)]);
+    assert_eq!(s.next(sl[0]), Some(id(2)));
+    s.ack(id(2), sl[0]);
+    assert_eq!(s.next(sl[0]), Some(id(3)));
+
+    s.publish(id(4), &[], all, (), false).unwrap();
+    s.publish(id(5), &[], all, (), false).unwrap();
+    s.publish(id(6), &held(&[4, 5]), all, (), false).unwrap();
+    assert_eq!(s.next(sl[0]), Some(id(4)));
+    s.give_up(id(4), sl[0]);
+    s.remove(id(4), Removal::Expired).unwrap();
+    assert_eq!(s.state(id(6)), Some(MessageState::Dead));
+}
+
+/// A join naming removed parents: gone ones hold nothing back, a dead one kills it; a parent
+/// named twice is refused.
+#[test]
+fn a_join_of_removed_parents_and_repeats() {
+    let (mut s, _) = with_subscribers(OnParentDead::DeadLetter, 1);
+    let all = s.all_slots();
+    s.publish(id(1), &[], all, (), false).unwrap();
+    s.publish(
+        id(2),
+        &[ParentLink::Removed(id(90)), ParentLink::Held(id(1))],
+        all,
+        (),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
+    s.publish(
+        id(3),
+        &[ParentLink::Held(id(1)), ParentLink::RemovedDead(id(91))],
+        all,
+        (),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.state(id(3)), Some(MessageState::Dead));
+    assert_eq!(
+        s.publish(id(4), &held(&[1, 1]), all, (), false),
+        Err(ScheduleError::RepeatedParent(id(1)))
+    );
+    assert!(!s.contains(id(4)));
+}
+
+/// Parents cost a message without a join nothing more than the single parent did: the list
+/// of a join is boxed, and an entry (with a 20-byte meta, as the Space's) stays 80 bytes.
+#[test]
+fn an_entry_with_parents_is_no_larger_than_with_one() {
+    assert_eq!(std::mem::size_of::<Parents>(), 24);
+    assert_eq!(std::mem::size_of::<Entry<[u32; 5]>>(), 80);
 }

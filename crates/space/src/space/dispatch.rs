@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use super::{Queue, Space};
 use crate::delivery::{Attempt, Channel, Outcome};
 use crate::limits::RELOCATED_READ_TRIES;
-use crate::model::{MessageId, SubscriberId};
+use crate::model::{MessageId, Parents, SubscriberId};
 use crate::settings::QueueSettings;
 
 /// What an attempt needs, if the message is still owed.
@@ -43,7 +43,7 @@ struct Body {
     body: Bytes,
     content_type: String,
     event_type: Option<Arc<str>>,
-    parent: Option<MessageId>,
+    parents: Parents,
     published_at_ms: u64,
 }
 
@@ -418,7 +418,7 @@ impl Space {
                 body: body.body,
                 content_type: body.content_type,
                 event_type: body.event_type,
-                parent: body.parent,
+                parents: body.parents,
                 published_at_ms: body.published_at_ms,
                 number,
                 headers,
@@ -435,7 +435,7 @@ impl Space {
                 body: r.body,
                 content_type: r.content_type,
                 event_type: r.event_type,
-                parent: r.parent,
+                parents: r.parents,
                 published_at_ms: r.published_at_ms,
             }));
         }
@@ -443,7 +443,7 @@ impl Space {
             body: p.body,
             content_type: p.content_type,
             event_type: p.attributes.event_type.as_deref().map(Arc::from),
-            parent: p.parent,
+            parents: crate::model::Parents::new(&p.parents).unwrap_or_default(),
             published_at_ms: p.published_at_ms,
         }))
     }

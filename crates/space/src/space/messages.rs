@@ -198,7 +198,6 @@ mod tests {
         crate::NewMessage {
             body: bytes::Bytes::from_static(b"x"),
             content_type: None,
-            parent: None,
             idempotency_key: None,
             ..Default::default()
         }

@@ -115,7 +115,7 @@ impl Space {
         msg: NewMessage,
     ) -> Result<PublishedMessage, PublishError> {
         let entry = BatchEntry {
-            parent: msg.parent.map(BatchParent::Id),
+            parents: msg.parents.iter().copied().map(BatchParent::Id).collect(),
             message: msg,
         };
         let mut answers = self.publish_entries(queue, vec![entry]).await?;

@@ -123,7 +123,7 @@ impl Space {
         Ok(MessageInfo {
             id,
             queue: queue.to_owned(),
-            parent: view.parent,
+            parents: view.parents,
             children: view.children,
             state: view.state,
             content_type,

@@ -150,7 +150,6 @@ pub fn msg(body: &str) -> NewMessage {
     NewMessage {
         body: Bytes::copy_from_slice(body.as_bytes()),
         content_type: Some("text/plain".into()),
-        parent: None,
         idempotency_key: None,
         ..Default::default()
     }
@@ -158,7 +157,15 @@ pub fn msg(body: &str) -> NewMessage {
 
 pub fn child(body: &str, parent: MessageId) -> NewMessage {
     NewMessage {
-        parent: Some(parent),
+        parents: vec![parent],
+        ..msg(body)
+    }
+}
+
+/// A message that waits for every one of `parents`.
+pub fn join(body: &str, parents: &[MessageId]) -> NewMessage {
+    NewMessage {
+        parents: parents.to_vec(),
         ..msg(body)
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
         (
             any::<u32>(),
             uuid_strategy(),
-            proptest::option::of(uuid_strategy()),
+            proptest::collection::vec(uuid_strategy(), 0..4),
             text,
             any::<u64>(),
             proptest::option::of(text),
@@ -83,11 +83,11 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             bytes_strategy()
         )
             .prop_map(
-                |(queue, id, parent, content_type, published_at_ms, key, fanout, attrs, body)| {
+                |(queue, id, parents, content_type, published_at_ms, key, fanout, attrs, body)| {
                     Record::Published(Published {
                         queue,
                         id,
-                        parent,
+                        parents,
                         content_type,
                         published_at_ms,
                         idempotency_key: key,
@@ -277,4 +277,43 @@ fn subscriber_records_without_options_still_read() {
     assert_eq!(want.kind(), kind::SUBSCRIBER_ADDED_WITH_OPTIONS);
     // Under the new kind, the same bytes lack their options.
     assert!(Record::decode(kind::SUBSCRIBER_ADDED_WITH_OPTIONS, Bytes::from(old)).is_err());
+}
+
+/// A message with one parent or none keeps kind 6 (or 16 with attributes), byte for byte as
+/// before joins existed; only a join is kind 18, which an older build refuses by the segment's
+/// version instead of misreading it.
+#[test]
+fn only_a_join_is_written_as_kind_18() {
+    let one = Uuid::from_u128(1);
+    let two = Uuid::from_u128(2);
+    let published = |parents: Vec<Uuid>, event_type: Option<&str>| {
+        Record::Published(Published {
+            queue: 1,
+            id: Uuid::from_u128(9),
+            parents,
+            content_type: "text/plain".into(),
+            published_at_ms: 5,
+            idempotency_key: None,
+            fanout: vec![1],
+            attributes: Attributes {
+                event_type: event_type.map(str::to_owned),
+                deliver_at_ms: None,
+            },
+            body: Bytes::from_static(b"x"),
+        })
+    };
+    assert_eq!(published(vec![], None).kind(), kind::PUBLISHED);
+    assert_eq!(published(vec![one], None).kind(), kind::PUBLISHED);
+    assert_eq!(
+        published(vec![one], Some("t")).kind(),
+        kind::PUBLISHED_WITH_ATTRIBUTES
+    );
+    let join = published(vec![one, two], None);
+    assert_eq!(join.kind(), kind::PUBLISHED_JOIN);
+    assert_eq!(roundtrip(&join).unwrap(), join);
+    // The single-parent layout is unchanged: the parent right after the id.
+    let mut buf = Vec::new();
+    published(vec![one], None).encode_payload(&mut buf);
+    assert_eq!(buf[4 + 16], 1, "an optional id follows");
+    assert_eq!(&buf[4 + 17..4 + 33], one.as_bytes());
 }

@@ -67,7 +67,10 @@ pub(super) fn message(i: u64, body_bytes: usize) -> Record {
     Record::Published(Published {
         queue: 1,
         id: Uuid::from_u128(u128::from(i) + 1),
-        parent: (i > 0).then(|| Uuid::from_u128(u128::from(i))),
+        parents: (i > 0)
+            .then(|| Uuid::from_u128(u128::from(i)))
+            .into_iter()
+            .collect(),
         content_type: "application/json".into(),
         published_at_ms: 1_700_000_000_000 + i,
         idempotency_key: None,

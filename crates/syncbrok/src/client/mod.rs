@@ -58,9 +58,10 @@ pub struct Target {
 #[derive(clap::Args)]
 pub struct PublishArgs {
     pub queue: String,
-    /// The parent message's id (parented mode).
-    #[arg(long)]
-    pub parent: Option<String>,
+    /// A message it waits for (parented mode); give it again for a join: the message waits
+    /// until every parent is delivered (at most 16).
+    #[arg(long, value_name = "ID")]
+    pub parent: Vec<String>,
     #[arg(long)]
     pub content_type: Option<String>,
     #[arg(long)]
@@ -311,8 +312,8 @@ pub async fn publish(target: &Target, args: PublishArgs) -> anyhow::Result<()> {
         bail!("the body is empty: give --allow-empty to publish an empty message");
     }
     let mut headers = Vec::new();
-    if let Some(p) = args.parent {
-        headers.push(("syncbrok-parent", p));
+    if !args.parent.is_empty() {
+        headers.push(("syncbrok-parent", args.parent.join(", ")));
     }
     if let Some(c) = args.content_type {
         headers.push(("content-type", c));

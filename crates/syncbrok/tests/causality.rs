@@ -1,0 +1,233 @@
+//! Black-box tests of joins (a message with several parents): the real binary on port 0,
+//! a real subscriber on loopback, a real `kill -9` in between.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::{call, eventually, hook_server, serving};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+/// What the subscriber received: (message id, its `Syncbrok-Parent` header, body).
+type Received = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A subscriber that records every request it acknowledges, and answers 503 to a message
+/// whose body is `blocked` while `failing` holds.
+async fn subscriber(failing: Arc<AtomicBool>) -> (String, Received) {
+    let got: Received = Arc::default();
+    let record = got.clone();
+    let url = hook_server(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (record, failing) = (record.clone(), failing.clone());
+        async move {
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let (id, parents) = (header("webhook-id"), header("syncbrok-parent"));
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let mut answer = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
+            if body == "blocked" && failing.load(Ordering::SeqCst) {
+                *answer.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            } else {
+                record.lock().unwrap().push((id, parents, body));
+            }
+            answer
+        }
+    })
+    .await;
+    (url, got)
+}
+
+async fn publish(url: &str, body: &str, parents: &[&str]) -> (StatusCode, Value) {
+    let list = parents.join(", ");
+    let headers: Vec<(&str, &str)> = if parents.is_empty() {
+        Vec::new()
+    } else {
+        vec![("syncbrok-parent", list.as_str())]
+    };
+    let r = call(
+        Method::POST,
+        &format!("{url}/v1/queues/orders/messages"),
+        &headers,
+        body.to_owned(),
+    )
+    .await;
+    let v = if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    };
+    (r.status, v)
+}
+
+async fn get(url: &str, path: &str) -> Value {
+    call(Method::GET, &format!("{url}{path}"), &[], "")
+        .await
+        .json()
+}
+
+fn position(got: &Received, id: &str) -> Option<usize> {
+    got.lock().unwrap().iter().position(|(m, _, _)| m == id)
+}
+
+/// A join waits for every parent: not sent when one of two is delivered, sent once both are,
+/// after both, carrying both ids; it is explained while it waits, keeps its parents across a
+/// `kill -9`, and bad lists of parents are refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waits_for_every_parent_across_a_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let (hook, got) = subscriber(failing.clone()).await;
+    let b = serving(dir.path(), &[]);
+    let settings =
+        r#"{"retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
+    call(
+        Method::PUT,
+        &format!("{}/v1/queues/orders", b.url),
+        &[],
+        settings,
+    )
+    .await;
+    call(
+        Method::POST,
+        &format!("{}/v1/queues/orders/subscribers", b.url),
+        &[],
+        json!({ "endpoint": hook }).to_string(),
+    )
+    .await;
+
+    let (_, order) = publish(&b.url, "order", &[]).await;
+    let (_, check) = publish(&b.url, "blocked", &[]).await;
+    let (order, check) = (
+        order["id"].as_str().unwrap().to_owned(),
+        check["id"].as_str().unwrap().to_owned(),
+    );
+    let (status, payment) = publish(&b.url, "payment", &[&order, &check]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(payment["parent"], order.as_str());
+    assert_eq!(payment["parents"], json!([order, check]));
+    let payment = payment["id"].as_str().unwrap().to_owned();
+
+    // Bad lists: too many, a repeat, an unknown id, a malformed one.
+    let many: Vec<String> = (0..17).map(|_| order.clone()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (status, why) = publish(&b.url, "x", &many).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        why["detail"].as_str().unwrap().contains("at most 16"),
+        "{why}"
+    );
+    let (status, why) = publish(&b.url, "x", &[&order, &order]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(why["detail"].as_str().unwrap().contains("twice"), "{why}");
+    let unknown = "0190b7a1-0000-7000-8000-000000000000";
+    let (status, why) = publish(&b.url, "x", &[&order, unknown]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(why["detail"].as_str().unwrap().contains(unknown), "{why}");
+    let (status, _) = publish(&b.url, "x", &[&order, "nope"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    eventually("the order is delivered", || {
+        position(&got, &order).is_some()
+    })
+    .await;
+    let m = get(&b.url, &format!("/v1/queues/orders/messages/{payment}")).await;
+    assert_eq!(m["state"], "waiting");
+    assert_eq!(m["parents"], json!([order, check]));
+    let why = get(
+        &b.url,
+        &format!("/v1/queues/orders/messages/{payment}/explain"),
+    )
+    .await;
+    assert_eq!(why["verdict"], "waiting_for_parent");
+    assert_eq!(why["root_blocker"], check.as_str(), "{why}");
+    let blockers: Vec<&str> = why["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        blockers,
+        [check.as_str()],
+        "a delivered parent blocks nothing"
+    );
+    let lineage = get(
+        &b.url,
+        &format!("/v1/queues/orders/messages/{payment}/lineage"),
+    )
+    .await;
+    assert_eq!(lineage["edges"].as_array().unwrap().len(), 2, "{lineage}");
+
+    b.kill9();
+    let b = serving(dir.path(), &[]);
+    let m = get(&b.url, &format!("/v1/queues/orders/messages/{payment}")).await;
+    assert_eq!(m["state"], "waiting", "still waiting after kill -9: {m}");
+    assert_eq!(m["parents"], json!([order, check]));
+    assert_eq!(position(&got, &payment), None);
+
+    failing.store(false, Ordering::SeqCst);
+    eventually("the payment is delivered", || {
+        position(&got, &payment).is_some()
+    })
+    .await;
+    let (at_check, at_payment) = (position(&got, &check), position(&got, &payment));
+    assert!(at_check < at_payment, "the join went before its parent");
+    let sent = got.lock().unwrap()[at_payment.unwrap()].1.clone();
+    assert_eq!(sent, format!("{order}, {check}"));
+    assert!(b.terminate().success());
+}
+
+/// In a batch, `parents` and `parent_indexes` make a join of existing messages and earlier
+/// entries; mixing them with `parent` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_names_joins_by_id_and_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    call(Method::PUT, &format!("{}/v1/queues/orders", b.url), &[], "").await;
+    // A subscriber that is down keeps every message held, to be looked at.
+    call(
+        Method::POST,
+        &format!("{}/v1/queues/orders/subscribers", b.url),
+        &[],
+        json!({ "endpoint": common::closed_port() }).to_string(),
+    )
+    .await;
+    let (_, first) = publish(&b.url, "first", &[]).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let batch = json!({"messages": [
+        {"body": "a"},
+        {"body": "b", "parent": first},
+        {"body": "joined", "parents": [first], "parent_indexes": [0, 1]}
+    ]});
+    let r = call(
+        Method::POST,
+        &format!("{}/v1/queues/orders/messages/batch", b.url),
+        &[],
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let ids = r.json()["ids"].clone();
+    let joined = ids[2].as_str().unwrap();
+    let m = get(&b.url, &format!("/v1/queues/orders/messages/{joined}")).await;
+    assert_eq!(m["parents"], json!([first, ids[0], ids[1]]));
+
+    let mixed = json!({"messages": [{"body": "x", "parent": first, "parents": [first]}]});
+    let r = call(
+        Method::POST,
+        &format!("{}/v1/queues/orders/messages/batch", b.url),
+        &[],
+        mixed.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(b.terminate().success());
+}
