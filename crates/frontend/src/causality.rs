@@ -109,7 +109,7 @@ impl Explain {
                 .into_iter()
                 .map(|b| Blocker {
                     id: b.id,
-                    queue: queue.to_owned(),
+                    queue: b.queue.unwrap_or_else(|| queue.to_owned()),
                     depth: b.depth,
                     state: b.state.map_or("removed", state_name),
                     reason: b.verdict.map_or("removed", |v| v.name()),
@@ -171,7 +171,7 @@ impl Lineage {
                 .into_iter()
                 .map(|n| Node {
                     id: n.id,
-                    queue: queue.to_owned(),
+                    queue: n.queue.unwrap_or_else(|| queue.to_owned()),
                     state: n.state.map_or("removed", state_name),
                 })
                 .collect(),

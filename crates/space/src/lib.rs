@@ -46,7 +46,7 @@ pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, Parents, QueueNumber,
     SubscriberId,
 };
-pub use model::{RateLimit, SubscriberState};
+pub use model::{ParentState, RateLimit, SubscriberState};
 pub use queue::SubscriberSpec;
 pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,

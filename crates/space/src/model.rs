@@ -76,6 +76,9 @@ pub use storage::QueueNumber;
 /// Why a message, or one of its deliveries, is dead.
 pub use storage::DeadReason;
 
+/// Where a parent in another queue stands, as the queue of its child last learned it.
+pub use storage::ParentState;
+
 /// What happens to the waiting children of a message that goes dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum OnParentDead {

@@ -35,7 +35,8 @@ pub use slots::{Slot, Slots};
 use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
-    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, Parents, SubscriberId,
+    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, ParentState, Parents,
+    SubscriberId,
 };
 
 /// What the scheduler needs to know of what the Space keeps with a message: its size, so that
@@ -61,12 +62,18 @@ pub enum ParentLink {
     /// It died and retention removed it: it can never be delivered, so the child is dead at
     /// once (reason `parent_dead`), unless the queue says `deliver`.
     RemovedDead(MessageId),
+    /// A message of another queue. It holds the child back as this queue last learned its
+    /// state ([`Scheduler::settle_foreign`]); until it learns one, as if not delivered.
+    Foreign(MessageId),
 }
 
 impl ParentLink {
     pub fn id(self) -> MessageId {
         match self {
-            ParentLink::Held(id) | ParentLink::Removed(id) | ParentLink::RemovedDead(id) => id,
+            ParentLink::Held(id)
+            | ParentLink::Removed(id)
+            | ParentLink::RemovedDead(id)
+            | ParentLink::Foreign(id) => id,
         }
     }
 }
@@ -152,8 +159,12 @@ pub struct Scheduler<M = ()> {
     slots: Vec<Option<Cursor>>,
     /// Ordered by id, which is publish order: pages and "oldest" come for free.
     messages: BTreeMap<MessageId, Entry<M>>,
-    /// The children of every held parent that has any, in publish order.
+    /// The children of every held parent that has any, in publish order (parents in other
+    /// queues included).
     children: IdMap<MessageId, Children>,
+    /// Parents in other queues that children here name, as this queue last learned them.
+    /// An entry lives as long as a child here names it.
+    foreign: IdMap<MessageId, ParentState>,
     counts: Counts,
     /// Bytes (weights) of waiting, ready and delivering messages.
     undelivered_bytes: u64,
@@ -166,6 +177,7 @@ impl<M: Weighed> Scheduler<M> {
             slots: Vec::new(),
             messages: BTreeMap::new(),
             children: IdMap::default(),
+            foreign: IdMap::default(),
             counts: Counts::default(),
             undelivered_bytes: 0,
         }
@@ -291,6 +303,10 @@ impl<M: Weighed> Scheduler<M> {
                     Hold::Free
                 }
                 ParentLink::RemovedDead(_) => Hold::Kill,
+                ParentLink::Foreign(p) => {
+                    self.foreign.entry(p).or_insert(ParentState::Open);
+                    self.hold_of(p)
+                }
             };
             hold = hold.max(h);
         }
@@ -319,7 +335,7 @@ impl<M: Weighed> Scheduler<M> {
         }
         self.messages.insert(id, entry);
         for p in ids {
-            if self.messages.contains_key(&p) {
+            if self.messages.contains_key(&p) || self.foreign.contains_key(&p) {
                 self.add_child(p, id);
             }
         }
@@ -345,15 +361,57 @@ impl<M: Weighed> Scheduler<M> {
     /// nothing back: when it left, its children were released or killed (see
     /// [`Scheduler::remove`]).
     fn hold_of(&self, parent: MessageId) -> Hold {
-        match self.messages.get(&parent).map(Entry::finish) {
-            None | Some(Finish::Delivered) => Hold::Free,
-            Some(Finish::Open) => Hold::Wait,
-            Some(Finish::Dead) => match self.on_parent_dead {
-                OnParentDead::Deliver => Hold::Free,
-                OnParentDead::Wait => Hold::Wait,
-                OnParentDead::DeadLetter => Hold::Kill,
+        let state = match self.messages.get(&parent) {
+            Some(e) => e.finish().into(),
+            None => match self.foreign.get(&parent) {
+                Some(s) => *s,
+                None => return Hold::Free,
             },
+        };
+        match (state, self.on_parent_dead) {
+            (ParentState::Delivered | ParentState::Gone, _) => Hold::Free,
+            (ParentState::Open, _) => Hold::Wait,
+            (ParentState::Dead | ParentState::GoneDead, OnParentDead::Deliver) => Hold::Free,
+            (ParentState::Dead, OnParentDead::Wait) => Hold::Wait,
+            (ParentState::Dead, OnParentDead::DeadLetter) | (ParentState::GoneDead, _) => {
+                Hold::Kill
+            }
         }
+    }
+
+    /// This queue learned where a parent in another queue stands: its waiting children here
+    /// go on, die, or keep waiting, as they would for a parent of this queue reaching that
+    /// state. Nothing happens if no child here names it.
+    pub fn settle_foreign(&mut self, parent: MessageId, state: ParentState) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(known) = self.foreign.get_mut(&parent) else {
+            return events;
+        };
+        *known = state;
+        let mut todo = Vec::new();
+        match self.hold_of(parent) {
+            Hold::Free => self.release_children(parent, &mut events, &mut todo),
+            Hold::Kill => self.kill_children(parent, &mut todo),
+            Hold::Wait => {}
+        }
+        self.settle_all(todo, &mut events);
+        events
+    }
+
+    /// Parents in other queues that children here name, as this queue last learned them.
+    pub fn foreign_parents(&self) -> impl Iterator<Item = (MessageId, ParentState)> + '_ {
+        self.foreign.iter().map(|(p, s)| (*p, *s))
+    }
+
+    /// A parent in another queue, as this queue last learned it; `None` if no child here
+    /// names it.
+    pub fn foreign_parent(&self, parent: MessageId) -> Option<ParentState> {
+        self.foreign.get(&parent).copied()
+    }
+
+    /// Where a message of this queue stands, as a parent in another queue sees it.
+    pub fn parent_state(&self, id: MessageId) -> Option<ParentState> {
+        self.messages.get(&id).map(|e| e.finish().into())
     }
 
     /// How all of a message's parents hold it back together.
@@ -646,6 +704,8 @@ impl<M: Weighed> Scheduler<M> {
                 && siblings.remove(id)
             {
                 self.children.remove(&p);
+                // No child here names it any more: what it is no longer matters here.
+                self.foreign.remove(&p);
             }
         }
         self.children.remove(&id);
@@ -805,6 +865,11 @@ impl<M: Weighed> Scheduler<M> {
         Ok(())
     }
 
+    /// Puts back what a snapshot stored of a parent in another queue.
+    pub fn restore_foreign(&mut self, parent: MessageId, state: ParentState) {
+        self.foreign.insert(parent, state);
+    }
+
     /// Rebuilds what restored messages imply: the children of every parent.
     pub fn finish_restore(&mut self) {
         self.children.clear();
@@ -812,7 +877,7 @@ impl<M: Weighed> Scheduler<M> {
             .messages
             .iter()
             .flat_map(|(id, e)| e.parents.iter().map(move |p| (p, *id)))
-            .filter(|(p, _)| self.messages.contains_key(p))
+            .filter(|(p, _)| self.messages.contains_key(p) || self.foreign.contains_key(p))
             .collect();
         for (parent, child) in pairs {
             self.add_child(parent, child);

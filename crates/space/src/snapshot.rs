@@ -13,9 +13,10 @@ use crate::error::SnapshotError;
 use crate::queue::QueueState;
 
 /// Version of the snapshot layout written. Version 3 added each subscriber's options, version
-/// 4 each queue's event types and each message's, version 5 the further parents of a join; a
-/// reader takes versions [`VERSION_OLDEST`] to this one and refuses others.
-pub const VERSION: u32 = 5;
+/// 4 each queue's event types and each message's, version 5 the further parents of a join,
+/// version 6 what each queue knows of parents in other queues; a reader takes versions
+/// [`VERSION_OLDEST`] to this one and refuses others.
+pub const VERSION: u32 = 6;
 /// The oldest snapshot layout read.
 pub const VERSION_OLDEST: u32 = 2;
 

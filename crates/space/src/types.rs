@@ -184,6 +184,8 @@ pub struct SpaceTotals {
     pub unreadable_bodies: u64,
     /// Attempts under way right now.
     pub in_flight: u64,
+    /// Changes of parents that children in other queues wait for, not yet passed on to them.
+    pub parents_to_settle: u64,
 }
 
 /// One subscriber's view of one message.

@@ -1,5 +1,5 @@
 //! Property test of the scheduler: random DAGs of parents (chains, fan-outs and joins of up to
-//! four parents), random fan-outs, random outcomes (ack, give up, requeue), redrives and
+//! four parents, parents in other queues settled at random), random fan-outs, random outcomes (ack, give up, requeue), redrives and
 //! removals, messages held for a due time and released later, under each `on_parent_dead`
 //! policy.
 //!
@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use space::{
-    Counts, Event, MessageId, MessageState, OnParentDead, ParentLink, Removal, Scheduler, Slot,
-    Slots,
+    Counts, Event, MessageId, MessageState, OnParentDead, ParentLink, ParentState, Removal,
+    Scheduler, Slot, Slots,
 };
 use uuid::Uuid;
 
@@ -28,9 +28,16 @@ enum Op {
     /// this fan-out.
     Publish {
         parents: Vec<usize>,
+        /// Also a parent in another queue: one of [`FOREIGN`].
+        foreign: Option<usize>,
         fanout: u64,
         /// Held until a `Due` releases it.
         scheduled: bool,
+    },
+    /// The queue learns where a parent in another queue stands now.
+    Settle {
+        parent: usize,
+        state: ParentState,
     },
     /// The n-th message held for its due time is due.
     Due {
@@ -63,11 +70,24 @@ enum Outcome {
 }
 
 const SLOTS: usize = 3;
+/// Parents in another queue the messages may name.
+const FOREIGN: usize = 3;
+
+fn foreign_id(k: usize) -> MessageId {
+    Uuid::from_u128(1_000_000 + k as u128)
+}
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (parents_strategy(), 0u64..(1 << SLOTS), proptest::bool::weighted(0.2))
-            .prop_map(|(parents, fanout, scheduled)| Op::Publish { parents, fanout, scheduled }),
+        4 => (parents_strategy(), proptest::option::weighted(0.15, 0..FOREIGN), 0u64..(1 << SLOTS), proptest::bool::weighted(0.2))
+            .prop_map(|(parents, foreign, fanout, scheduled)| Op::Publish { parents, foreign, fanout, scheduled }),
+        1 => (0..FOREIGN, prop_oneof![
+            Just(ParentState::Open),
+            Just(ParentState::Delivered),
+            Just(ParentState::Dead),
+            Just(ParentState::Gone),
+            Just(ParentState::GoneDead),
+        ]).prop_map(|(parent, state)| Op::Settle { parent, state }),
         1 => (0usize..1000).prop_map(|message| Op::Due { message }),
         5 => (0..SLOTS).prop_map(|slot| Op::Take { slot }),
         5 => (0usize..1000, prop_oneof![
@@ -116,6 +136,8 @@ struct Harness {
     parents: HashMap<MessageId, Vec<MessageId>>,
     /// Held for their due time, not released yet.
     scheduled: Vec<MessageId>,
+    /// Where each parent in another queue stands, as the scheduler was last told.
+    foreign: HashMap<MessageId, ParentState>,
 }
 
 impl Harness {
@@ -152,6 +174,13 @@ impl Harness {
             {
                 continue;
             }
+            if let Some(far) = self.foreign.get(&p) {
+                let ok = matches!(far, ParentState::Delivered | ParentState::Gone)
+                    || (matches!(far, ParentState::Dead | ParentState::GoneDead)
+                        && self.policy == OnParentDead::Deliver);
+                prop_assert!(ok, "{m} sent while its parent {p} elsewhere is {far:?}");
+                continue;
+            }
             let state = self.s.state(p);
             let ok = state == Some(MessageState::Delivered)
                 || (state == Some(MessageState::Dead) && self.policy == OnParentDead::Deliver);
@@ -180,6 +209,12 @@ impl Harness {
         let mut seen = HashSet::new();
         while let Some(at) = todo.pop() {
             for p in self.parents.get(&at).into_iter().flatten() {
+                if matches!(
+                    self.foreign.get(p),
+                    Some(ParentState::Dead | ParentState::GoneDead)
+                ) {
+                    return true;
+                }
                 match self.s.state(*p) {
                     Some(MessageState::Dead) => return true,
                     Some(MessageState::Waiting) if seen.insert(*p) => todo.push(*p),
@@ -198,7 +233,17 @@ impl Harness {
             if state != MessageState::Waiting {
                 continue;
             }
-            let states: Vec<_> = self.parents[&m].iter().map(|p| self.s.state(*p)).collect();
+            // A parent elsewhere reads as a message of this queue in the state it was settled in.
+            let states: Vec<_> = self.parents[&m]
+                .iter()
+                .map(|p| match self.foreign.get(p) {
+                    Some(ParentState::Open) => Some(MessageState::Ready),
+                    Some(ParentState::Delivered) => Some(MessageState::Delivered),
+                    Some(ParentState::Dead | ParentState::GoneDead) => Some(MessageState::Dead),
+                    Some(ParentState::Gone) => None,
+                    None => self.s.state(*p),
+                })
+                .collect();
             let holds = |st: &Option<MessageState>| match st {
                 None | Some(MessageState::Delivered) => false,
                 Some(MessageState::Dead) => self.policy != OnParentDead::Deliver,
@@ -241,12 +286,14 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         delivered_events: HashMap::new(),
         parents: HashMap::new(),
         scheduled: Vec::new(),
+        foreign: HashMap::new(),
     };
     let mut next_id = 1u128;
     for op in ops {
         match op {
             Op::Publish {
                 parents,
+                foreign,
                 fanout,
                 scheduled,
             } => {
@@ -261,10 +308,20 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                if let Some(k) = foreign {
+                    let far = foreign_id(k);
+                    // A queue that no child of it names starts again from "open".
+                    if h.s.foreign_parent(far).is_none() {
+                        h.foreign.insert(far, ParentState::Open);
+                    }
+                    named.push(far);
+                }
                 let links: Vec<ParentLink> = named
                     .iter()
                     .map(|&p| {
-                        if h.removed_dead.contains(&p) {
+                        if h.foreign.contains_key(&p) {
+                            ParentLink::Foreign(p)
+                        } else if h.removed_dead.contains(&p) {
                             ParentLink::RemovedDead(p)
                         } else if h.removed.contains(&p) {
                             ParentLink::Removed(p)
@@ -275,8 +332,14 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 let dead_before: Vec<bool> = named
                     .iter()
-                    .map(|p| h.s.state(*p) == Some(MessageState::Dead))
+                    .map(|p| {
+                        h.s.state(*p) == Some(MessageState::Dead)
+                            || h.foreign.get(p) == Some(&ParentState::Dead)
+                    })
                     .collect();
+                let far_gone_dead = named
+                    .iter()
+                    .any(|p| h.foreign.get(p) == Some(&ParentState::GoneDead));
                 let events =
                     h.s.publish(id, &links, Slots::from_bits(fanout), (), scheduled)
                         .unwrap();
@@ -290,7 +353,8 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                     h.scheduled.push(id);
                 }
-                let any_removed_dead = named.iter().any(|p| h.removed_dead.contains(p));
+                let any_removed_dead =
+                    named.iter().any(|p| h.removed_dead.contains(p)) || far_gone_dead;
                 let any_dead = dead_before.iter().any(|d| *d);
                 if policy != OnParentDead::Deliver
                     && (any_removed_dead || (policy == OnParentDead::DeadLetter && any_dead))
@@ -304,6 +368,31 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 h.parents.insert(id, named);
                 h.published.push(id);
+            }
+            Op::Settle { parent, state } => {
+                let far = foreign_id(parent);
+                // Only what a message can go through: gone is for good, delivered only goes,
+                // and only a dead one opens again (redriven).
+                let now = h.foreign.get(&far).copied().unwrap_or(ParentState::Open);
+                let legal = match (now, state) {
+                    (ParentState::Gone | ParentState::GoneDead, _) => false,
+                    (ParentState::Delivered, next) => next == ParentState::Gone,
+                    (ParentState::Open, next) => next != ParentState::Open,
+                    (ParentState::Dead, _) => true,
+                };
+                if !legal {
+                    continue;
+                }
+                if matches!(state, ParentState::Dead | ParentState::GoneDead)
+                    && policy == OnParentDead::Deliver
+                {
+                    h.exempt_children_of(far);
+                }
+                let events = h.s.settle_foreign(far, state);
+                h.apply(&events)?;
+                if h.s.foreign_parent(far).is_some() {
+                    h.foreign.insert(far, state);
+                }
             }
             Op::Due { message } => {
                 if h.scheduled.is_empty() {
@@ -424,8 +513,16 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
         h.check_waiting()?;
     }
 
-    // Drain: every held message falls due, what is in flight ends with acks, then every
-    // subscriber takes and acks all.
+    // Drain: every parent elsewhere is delivered, every held message falls due, what is in
+    // flight ends with acks, then every subscriber takes and acks all.
+    for k in 0..FOREIGN {
+        let far = foreign_id(k);
+        let events = h.s.settle_foreign(far, ParentState::Delivered);
+        h.apply(&events)?;
+        if h.foreign.contains_key(&far) {
+            h.foreign.insert(far, ParentState::Delivered);
+        }
+    }
     for m in std::mem::take(&mut h.scheduled) {
         let events = h.s.release_scheduled(m);
         h.apply(&events)?;

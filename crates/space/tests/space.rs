@@ -36,22 +36,30 @@ async fn a_message_reaches_every_subscriber_then_leaves_memory() {
     space.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A parent may be in another queue of the Space; an id no queue issued is refused, whether
+/// its queue never existed, never issued that sequence, or was deleted.
 #[tokio::test]
-async fn unknown_parents_are_refused_even_from_another_queue() {
+async fn parents_in_other_queues_are_accepted_and_unknown_ones_refused() {
     let disk = SimDisk::new(1);
     let d = Recorder::new(fail);
     let space = open(Arc::new(disk), &d);
-    space
-        .put_queue("q", &SettingsPatch::default())
-        .await
-        .unwrap();
-    space
-        .put_queue("r", &SettingsPatch::default())
-        .await
-        .unwrap();
+    for name in ["q", "r", "gone"] {
+        space
+            .put_queue(name, &SettingsPatch::default())
+            .await
+            .unwrap();
+    }
     let other = space.publish("r", msg("x")).await.unwrap();
-    let made_up = space::ids::message_id(1, 999, 0);
-    for parent in [other.id, made_up] {
+    let c = space.publish("q", child("c", other.id)).await.unwrap();
+    assert_eq!(c.parents.first(), Some(other.id));
+    let (r_number, _) = space::ids::parts(other.id).unwrap();
+    let deleted = space.publish("gone", msg("x")).await.unwrap();
+    space.delete_queue("gone").await.unwrap();
+    for parent in [
+        space::ids::message_id(1, 999, 0),
+        space::ids::message_id(1, r_number, 5),
+        deleted.id,
+    ] {
         assert!(matches!(
             space.publish("q", child("c", parent)).await,
             Err(PublishError::UnknownParent(p)) if p == parent

@@ -1,7 +1,7 @@
 //! Property tests of the whole Space against its own log, on the simulated disk.
 //!
 //! Random sequences of publishes (alone, in batches, with no parent, one, or a join of several,
-//! with and without keys),
+//! parents in the same queue or the other one, with and without keys),
 //! delivery outcomes, redrives, discards, subscribers added and removed, queues deleted and
 //! created again, settings changes, retention, checkpoints with reclaiming, clean restarts and
 //! power losses. Checked:
@@ -86,7 +86,9 @@ impl Gate {
             return;
         };
         for p in m.parents.iter() {
-            if let Ok(parent) = space.message(&a.queue, p)
+            // The parent's queue: the message's own, or the other one.
+            let found = QUEUES.iter().find_map(|q| space.message(q, p).ok());
+            if let Some(parent) = found
                 && parent.state.is_undelivered()
                 && !self.ever_dead.lock().unwrap().contains(&p)
             {
@@ -148,6 +150,8 @@ enum Op {
         queue: usize,
         /// None, one, or a join (a parent picked twice is named once).
         parents: Vec<proptest::sample::Index>,
+        /// Also a parent in the other queue.
+        cross: Option<proptest::sample::Index>,
         key: Option<u8>,
     },
     Batch {
@@ -209,8 +213,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let queue = 0..QUEUES.len();
     prop_oneof![
-        8 => (queue.clone(), prop_oneof![2 => Just(0usize), 2 => Just(1), 1 => 2usize..=3].prop_flat_map(|n| proptest::collection::vec(any::<proptest::sample::Index>(), n)), proptest::option::weighted(0.2, 0u8..4))
-            .prop_map(|(queue, parents, key)| Op::Publish { queue, parents, key }),
+        8 => (queue.clone(), prop_oneof![2 => Just(0usize), 2 => Just(1), 1 => 2usize..=3].prop_flat_map(|n| proptest::collection::vec(any::<proptest::sample::Index>(), n)), proptest::option::weighted(0.25, any::<proptest::sample::Index>()), proptest::option::weighted(0.2, 0u8..4))
+            .prop_map(|(queue, parents, cross, key)| Op::Publish { queue, parents, cross, key }),
         2 => (queue.clone(), 1usize..4, any::<bool>())
             .prop_map(|(queue, size, chained)| Op::Batch { queue, size, chained }),
         10 => (any::<proptest::sample::Index>(), prop_oneof![3 => Just(Answer::Ack), 1 => Just(Answer::Fail)])
@@ -335,7 +339,10 @@ impl World {
         let mut stable = 0;
         for _ in 0..1000 {
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if self.space.totals().in_flight as usize == self.gate.parked_count() {
+            let totals = self.space.totals();
+            if totals.in_flight as usize == self.gate.parked_count()
+                && totals.parents_to_settle == 0
+            {
                 stable += 1;
                 if stable >= 3 {
                     break;
@@ -438,11 +445,17 @@ impl World {
             Op::Publish {
                 queue,
                 parents,
+                cross,
                 key,
             } => {
                 let q = QUEUES[queue];
                 let mut named = Vec::new();
-                for p in parents.into_iter().filter_map(|i| self.pick(q, i)) {
+                let other = cross.and_then(|i| self.pick(QUEUES[1 - queue], i));
+                for p in parents
+                    .into_iter()
+                    .filter_map(|i| self.pick(q, i))
+                    .chain(other)
+                {
                     if !named.contains(&p) {
                         named.push(p);
                     }

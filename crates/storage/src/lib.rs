@@ -33,8 +33,8 @@ pub use error::{AppendError, OpenError, ReadError, ReclaimError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYTES, TooLarge};
 pub use log::{Config, Log, PendingCheckpoint, Relocation, SegmentInfo};
 pub use record::{
-    ACK_BYTES, Ack, Attributes, DeadReason, LostRecord, Published, QueueNumber, Record,
-    SubscriberId, describe_damaged,
+    ACK_BYTES, Ack, Attributes, DeadReason, LostRecord, ParentState, Published, QueueNumber,
+    Record, SubscriberId, describe_damaged,
 };
 pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
 pub use writer::{FsyncPolicy, LogStats};

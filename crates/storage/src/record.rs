@@ -41,6 +41,45 @@ impl DeadReason {
     }
 }
 
+/// Where a parent in another queue stands, as the queue of its child last learned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParentState {
+    /// Not delivered yet (or not known yet: a child's queue starts from this).
+    Open,
+    Delivered,
+    Dead,
+    /// Discarded, delivered and removed, or its queue was deleted: it holds nothing back.
+    Gone,
+    /// Dead, and removed by retention: it can never be delivered.
+    GoneDead,
+}
+
+impl ParentState {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            ParentState::Open => 1,
+            ParentState::Delivered => 2,
+            ParentState::Dead => 3,
+            ParentState::Gone => 4,
+            ParentState::GoneDead => 5,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            1 => Ok(ParentState::Open),
+            2 => Ok(ParentState::Delivered),
+            3 => Ok(ParentState::Dead),
+            4 => Ok(ParentState::Gone),
+            5 => Ok(ParentState::GoneDead),
+            v => Err(DecodeError::InvalidValue {
+                field: "parent state",
+                value: u64::from(v),
+            }),
+        }
+    }
+}
+
 /// A queue's number: given when the queue is created, never reused. Records name queues by
 /// number, so that a queue deleted and created again under the same name is a different queue.
 pub type QueueNumber = u32;
@@ -197,6 +236,17 @@ pub enum Record {
         /// Unix milliseconds.
         released_at_ms: u64,
     },
+    /// A queue learned where a parent in another queue stands (its children there may go, or
+    /// die, or keep waiting). Written by the queue of the children, after what changed the
+    /// parent is in the log; replay applies it instead of deriving it again, so that every
+    /// queue sees its parents change at the same point of the log as it did live.
+    ParentSettled {
+        queue: QueueNumber,
+        parent: Uuid,
+        state: ParentState,
+        /// Unix milliseconds.
+        settled_at_ms: u64,
+    },
     /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`];
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
     /// the records after it. Checkpoint records are never replayed, so appending one with
@@ -234,8 +284,9 @@ pub(crate) mod kind {
     /// `Published` with its attributes and more than one parent: kinds 6 and 16 are written
     /// for messages with one parent or none.
     pub const PUBLISHED_JOIN: u8 = 18;
+    pub const PARENT_SETTLED: u8 = 19;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = PUBLISHED_JOIN;
+    pub const LAST_RECORD: u8 = PARENT_SETTLED;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -264,6 +315,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::CHECKPOINT => "checkpoint",
         kind::EXPIRED => "expired",
         kind::RELEASED => "released",
+        kind::PARENT_SETTLED => "parent settled",
         kind::BATCH => "batch",
         kind::RELOCATED => "relocated",
         kind::SYNC_MARK => "sync mark",
@@ -292,6 +344,7 @@ impl Record {
             Record::Discarded { .. } => kind::DISCARDED,
             Record::Expired { .. } => kind::EXPIRED,
             Record::Released { .. } => kind::RELEASED,
+            Record::ParentSettled { .. } => kind::PARENT_SETTLED,
             Record::Checkpoint { .. } => kind::CHECKPOINT,
         }
     }
@@ -442,6 +495,17 @@ impl Record {
                 }
                 e.u64(*at_ms);
             }
+            Record::ParentSettled {
+                queue,
+                parent,
+                state,
+                settled_at_ms,
+            } => {
+                e.u32(*queue);
+                e.uuid(parent);
+                e.u8(state.to_u8());
+                e.u64(*settled_at_ms);
+            }
             Record::Checkpoint { part, parts, state } => {
                 e.u32(*part);
                 e.u32(*parts);
@@ -554,6 +618,12 @@ impl Record {
                     }
                 }
             }
+            kind::PARENT_SETTLED => Record::ParentSettled {
+                queue: d.u32()?,
+                parent: d.uuid()?,
+                state: ParentState::from_u8(d.u8()?)?,
+                settled_at_ms: d.u64()?,
+            },
             kind::CHECKPOINT => Record::Checkpoint {
                 part: d.u32()?,
                 parts: d.u32()?,
@@ -660,7 +730,10 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::SUBSCRIBER_ADDED_WITH_OPTIONS
         | kind::SUBSCRIBER_UPDATED
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
-        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => {
+        kind::PUBLISHED
+        | kind::PUBLISHED_WITH_ATTRIBUTES
+        | kind::PUBLISHED_JOIN
+        | kind::PARENT_SETTLED => {
             let q = d.u32().ok();
             messages.extend(d.uuid().ok());
             q

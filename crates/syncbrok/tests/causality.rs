@@ -1,5 +1,5 @@
-//! Black-box tests of joins (a message with several parents): the real binary on port 0,
-//! a real subscriber on loopback, a real `kill -9` in between.
+//! Black-box tests of joins (a message with several parents) and parents in other queues: the
+//! real binary on port 0, a real subscriber on loopback, a real `kill -9` in between.
 
 mod common;
 
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 type Received = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// A subscriber that records every request it acknowledges, and answers 503 to a message
-/// whose body is `blocked` while `failing` holds.
+/// whose body is `blocked` while `failing` holds, and to `never` always.
 async fn subscriber(failing: Arc<AtomicBool>) -> (String, Received) {
     let got: Received = Arc::default();
     let record = got.clone();
@@ -33,7 +33,7 @@ async fn subscriber(failing: Arc<AtomicBool>) -> (String, Received) {
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
             let mut answer = hyper::Response::new(http_body_util::Full::new(Bytes::new()));
-            if body == "blocked" && failing.load(Ordering::SeqCst) {
+            if (body == "blocked" && failing.load(Ordering::SeqCst)) || body == "never" {
                 *answer.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             } else {
                 record.lock().unwrap().push((id, parents, body));
@@ -46,6 +46,10 @@ async fn subscriber(failing: Arc<AtomicBool>) -> (String, Received) {
 }
 
 async fn publish(url: &str, body: &str, parents: &[&str]) -> (StatusCode, Value) {
+    publish_to(url, "orders", body, parents).await
+}
+
+async fn publish_to(url: &str, queue: &str, body: &str, parents: &[&str]) -> (StatusCode, Value) {
     let list = parents.join(", ");
     let headers: Vec<(&str, &str)> = if parents.is_empty() {
         Vec::new()
@@ -54,7 +58,7 @@ async fn publish(url: &str, body: &str, parents: &[&str]) -> (StatusCode, Value)
     };
     let r = call(
         Method::POST,
-        &format!("{url}/v1/queues/orders/messages"),
+        &format!("{url}/v1/queues/{queue}/messages"),
         &headers,
         body.to_owned(),
     )
@@ -229,5 +233,114 @@ async fn a_batch_names_joins_by_id_and_by_index() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(b.terminate().success());
+}
+
+/// Creates `queue` with fast retries and subscribes `hook`.
+async fn queue_with(url: &str, queue: &str, hook: &str) {
+    let settings =
+        r#"{"retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
+    call(
+        Method::PUT,
+        &format!("{url}/v1/queues/{queue}"),
+        &[],
+        settings,
+    )
+    .await;
+    call(
+        Method::POST,
+        &format!("{url}/v1/queues/{queue}/subscribers"),
+        &[],
+        json!({ "endpoint": hook }).to_string(),
+    )
+    .await;
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The order saga of the README: a payment in queue `payments` waits for an order and a fraud
+/// check in queue `orders`. It goes only after both, is explained with its blocker in the other
+/// queue, keeps waiting across a `kill -9`, and a child of a message in a deleted queue goes as
+/// if its parent were discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_saga_across_two_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let (hook, got) = subscriber(failing.clone()).await;
+    let b = serving(dir.path(), &[]);
+    queue_with(&b.url, "orders", &hook).await;
+    queue_with(&b.url, "payments", &hook).await;
+
+    let order = id_of(&publish_to(&b.url, "orders", "order", &[]).await.1);
+    let check = id_of(&publish_to(&b.url, "orders", "blocked", &[]).await.1);
+    let (status, payment) = publish_to(&b.url, "payments", "payment", &[&order, &check]).await;
+    assert_eq!(status, StatusCode::CREATED, "{payment}");
+    assert_eq!(payment["parents"], json!([order, check]));
+    let payment = id_of(&payment);
+    // An id of another queue that was never issued is refused, naming it.
+    let never = order.replace(&order[order.len() - 4..], "ffff");
+    let (status, why) = publish_to(&b.url, "payments", "x", &[&never]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(why["detail"].as_str().unwrap().contains(&never), "{why}");
+
+    eventually("the order is delivered", || {
+        position(&got, &order).is_some()
+    })
+    .await;
+    let m = get(&b.url, &format!("/v1/queues/payments/messages/{payment}")).await;
+    assert_eq!(m["state"], "waiting");
+    let why = get(
+        &b.url,
+        &format!("/v1/queues/payments/messages/{payment}/explain"),
+    )
+    .await;
+    assert_eq!(why["root_blocker"], check.as_str(), "{why}");
+    let blocker = &why["blockers"][0];
+    assert_eq!(blocker["queue"], "orders", "{why}");
+    let reason = blocker["reason"].as_str().unwrap();
+    assert!(["retry_scheduled", "in_flight"].contains(&reason), "{why}");
+    let lineage = get(
+        &b.url,
+        &format!("/v1/queues/payments/messages/{payment}/lineage"),
+    )
+    .await;
+    let queues: Vec<&str> = lineage["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(queues, ["payments", "orders", "orders"], "{lineage}");
+
+    b.kill9();
+    let b = serving(dir.path(), &[]);
+    let m = get(&b.url, &format!("/v1/queues/payments/messages/{payment}")).await;
+    assert_eq!(m["state"], "waiting", "still waiting after kill -9: {m}");
+    failing.store(false, Ordering::SeqCst);
+    eventually("the payment is delivered", || {
+        position(&got, &payment).is_some()
+    })
+    .await;
+    assert!(position(&got, &check) < position(&got, &payment));
+
+    // A parent whose queue is deleted counts as discarded: its child goes.
+    let stuck = id_of(&publish_to(&b.url, "orders", "never", &[]).await.1);
+    let refund = id_of(&publish_to(&b.url, "payments", "refund", &[&stuck]).await.1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(position(&got, &refund), None, "sent before its parent");
+    let r = call(
+        Method::DELETE,
+        &format!("{}/v1/queues/orders", b.url),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    eventually("the refund goes once its parent's queue is deleted", || {
+        position(&got, &refund).is_some()
+    })
+    .await;
     assert!(b.terminate().success());
 }

@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use super::QueueState;
 use crate::idhash::IdSet;
 use crate::limits::EXPLAIN_BLOCKERS_MAX;
-use crate::model::{DeliveryState, MessageId, MessageState, OnParentDead, SubscriberId};
+use crate::model::{
+    DeliveryState, MessageId, MessageState, OnParentDead, ParentState, SubscriberId,
+};
 
 /// Why a message (or one delivery of it) is where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct PendingDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocker {
     pub id: MessageId,
+    /// The queue it is in, when not the explained message's own (a parent in another queue).
+    pub queue: Option<String>,
     /// 1 for the parent, 2 for the grandparent, …
     pub depth: u32,
     /// `None` when the queue no longer holds it (removed by retention or discarded).
@@ -111,6 +115,8 @@ pub struct Explanation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineageNode {
     pub id: MessageId,
+    /// The queue it is in, when not the message's own (a parent in another queue).
+    pub queue: Option<String>,
     pub state: Option<MessageState>,
 }
 
@@ -120,6 +126,48 @@ pub struct LineageGraph {
     pub nodes: Vec<LineageNode>,
     pub edges: Vec<(MessageId, MessageId)>,
     pub truncated: bool,
+}
+
+/// The root blocker: the nearest ancestor that holds the others back for a reason of its own
+/// (not a parent of its own).
+fn root_of(blockers: &[Blocker]) -> Option<&Blocker> {
+    blockers
+        .iter()
+        .find(|b| {
+            !matches!(
+                b.verdict,
+                Some(Verdict::WaitingForParent | Verdict::ParentDead)
+            )
+        })
+        .or(blockers.last())
+}
+
+impl Explanation {
+    /// Fills in a blocker in another queue (its queue's name, and how it stands there), and
+    /// finds the root blocker and the next change again.
+    pub(crate) fn fill_foreign(
+        &mut self,
+        id: MessageId,
+        queue: String,
+        found: Option<(MessageState, Verdict, Vec<PendingDelivery>)>,
+    ) {
+        for b in self.blockers.iter_mut().filter(|b| b.id == id) {
+            b.queue = Some(queue.clone());
+            if let Some((state, verdict, pending)) = found.clone() {
+                b.state = Some(state);
+                b.verdict = Some(verdict);
+                b.pending = pending;
+            }
+        }
+        let root = root_of(&self.blockers);
+        self.root_blocker = root.map(|b| b.id);
+        self.next_change_at_ms = self
+            .pending
+            .iter()
+            .chain(root.into_iter().flat_map(|b| &b.pending))
+            .filter_map(|p| p.next_attempt_at_ms)
+            .min();
+    }
 }
 
 impl QueueState {
@@ -132,17 +180,7 @@ impl QueueState {
             } else {
                 (Vec::new(), false)
             };
-        // The root blocker: the nearest ancestor that holds the others back for a reason of its
-        // own (not a parent of its own).
-        let root = blockers
-            .iter()
-            .find(|b| {
-                !matches!(
-                    b.verdict,
-                    Some(Verdict::WaitingForParent | Verdict::ParentDead)
-                )
-            })
-            .or(blockers.last());
+        let root = root_of(&blockers);
         let next_change_at_ms = pending
             .iter()
             .chain(root.into_iter().flat_map(|b| &b.pending))
@@ -198,10 +236,29 @@ impl QueueState {
             if !seen.insert(parent) {
                 continue;
             }
+            if let Some(known) = self.sched.foreign_parent(parent) {
+                // In another queue: listed if it holds the child back, as this queue knows it;
+                // the Space says how it stands there.
+                let frees = matches!(known, ParentState::Delivered | ParentState::Gone)
+                    || (matches!(known, ParentState::Dead | ParentState::GoneDead)
+                        && self.settings.on_parent_dead == OnParentDead::Deliver);
+                if !frees {
+                    blockers.push(Blocker {
+                        id: parent,
+                        queue: None,
+                        depth,
+                        state: None,
+                        verdict: None,
+                        pending: Vec::new(),
+                    });
+                }
+                continue;
+            }
             let Some((state, verdict, pending)) = self.verdict_of(parent) else {
                 if child_verdict == Verdict::ParentDead {
                     blockers.push(Blocker {
                         id: parent,
+                        queue: None,
                         depth,
                         state: None,
                         verdict: None,
@@ -225,6 +282,7 @@ impl QueueState {
             }
             blockers.push(Blocker {
                 id: parent,
+                queue: None,
                 depth,
                 state: Some(state),
                 verdict: Some(verdict),
@@ -235,7 +293,10 @@ impl QueueState {
     }
 
     /// A held message's state, verdict and deliveries still owed.
-    fn verdict_of(&self, id: MessageId) -> Option<(MessageState, Verdict, Vec<PendingDelivery>)> {
+    pub(crate) fn verdict_of(
+        &self,
+        id: MessageId,
+    ) -> Option<(MessageState, Verdict, Vec<PendingDelivery>)> {
         let state = self.sched.state(id)?;
         let mut pending = Vec::new();
         let verdict = match state {
@@ -322,6 +383,7 @@ impl QueueState {
         let limit = limit.max(1);
         let mut nodes = vec![LineageNode {
             id,
+            queue: None,
             state: Some(self.sched.state(id)?),
         }];
         let mut edges = Vec::new();
@@ -344,7 +406,11 @@ impl QueueState {
                         break 'up;
                     }
                     let state = self.sched.state(parent);
-                    nodes.push(LineageNode { id: parent, state });
+                    nodes.push(LineageNode {
+                        id: parent,
+                        queue: None,
+                        state,
+                    });
                     if state.is_some() {
                         todo.push_back((parent, level + 1));
                     }
@@ -368,6 +434,7 @@ impl QueueState {
                     }
                     nodes.push(LineageNode {
                         id: c,
+                        queue: None,
                         state: self.sched.state(c),
                     });
                     todo.push_back((c, level + 1));

@@ -19,6 +19,8 @@ pub struct QueueImage {
     pub subscribers: Vec<SubscriberImage>,
     /// (key, message, expiry) of keys still in their window at the image's time.
     pub idempotency: Vec<(String, MessageId, u64)>,
+    /// Parents in other queues that children here name, as this queue learned them, by id.
+    pub foreign_parents: Vec<(MessageId, crate::model::ParentState)>,
     pub messages: Vec<MessageImage>,
     /// (message, subscriber or `None` for the message itself, attempts, last error, next
     /// attempt, acked at, dead reason and time)
@@ -130,6 +132,11 @@ impl QueueState {
             next_seq: self.next_seq,
             subscribers,
             idempotency,
+            foreign_parents: {
+                let mut f = self.foreign_parents();
+                f.sort_unstable_by_key(|(p, _)| *p);
+                f
+            },
             messages,
             deliveries,
             expiry: self.expiry.by_time.iter().copied().collect(),

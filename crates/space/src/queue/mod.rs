@@ -32,7 +32,9 @@ use tokio::sync::Notify;
 
 use crate::error::SubscriberError;
 use crate::idhash::IdMap;
-use crate::model::{DeadReason, DeliveryState, MessageId, MessageState, QueueNumber, SubscriberId};
+use crate::model::{
+    DeadReason, DeliveryState, MessageId, MessageState, ParentState, QueueNumber, SubscriberId,
+};
 use crate::scheduler::{
     Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots, Weighed,
 };
@@ -83,6 +85,39 @@ pub(crate) struct DeliveryInfo {
 
 /// Subscribers to wake after a change.
 pub(crate) type Wake = Vec<Arc<Notify>>;
+
+/// A message of this queue that children in other queues wait for changed (finished,
+/// reopened, removed, or its queue deleted): those queues must learn where it stands now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentChanged {
+    pub parent: MessageId,
+    pub children_in: Vec<QueueNumber>,
+}
+
+/// Where queues pass on changes of their watched messages (the Space's settler), counting
+/// what it has not looked at yet.
+#[derive(Clone)]
+pub(crate) struct SettlerHandle {
+    tx: tokio::sync::mpsc::UnboundedSender<ParentChanged>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SettlerHandle {
+    pub fn new(
+        tx: tokio::sync::mpsc::UnboundedSender<ParentChanged>,
+        pending: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> SettlerHandle {
+        SettlerHandle { tx, pending }
+    }
+
+    pub fn send(&self, change: ParentChanged) {
+        use std::sync::atomic::Ordering;
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(change).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// Finished messages and when retention removes them.
 #[derive(Default)]
@@ -142,6 +177,13 @@ pub(crate) struct QueueState {
     oldest_hint: std::cell::Cell<Option<MessageId>>,
     /// Set when the queue is deleted: its tasks stop, its calls fail.
     deleted: bool,
+    /// Messages of this queue that children in other queues name, and those queues. Not
+    /// durable: rebuilt at start from what every queue's scheduler holds of its foreign
+    /// parents.
+    watched: IdMap<MessageId, Vec<QueueNumber>>,
+    /// Where changes of watched messages go (the Space's settler); `None` during replay, where
+    /// the records say what the other queues learned.
+    settler: Option<SettlerHandle>,
 }
 
 impl QueueState {
@@ -164,6 +206,8 @@ impl QueueState {
             event_types: Names::default(),
             oldest_hint: std::cell::Cell::new(None),
             deleted: false,
+            watched: IdMap::default(),
+            settler: None,
         }
     }
 
@@ -197,6 +241,11 @@ impl QueueState {
 
     #[cfg(test)]
     pub fn state_of(&self, id: MessageId) -> Option<MessageState> {
+        self.sched.state(id)
+    }
+
+    /// A held message's state; `None` if the queue no longer holds it.
+    pub fn state_of_message(&self, id: MessageId) -> Option<MessageState> {
         self.sched.state(id)
     }
 
@@ -273,7 +322,9 @@ impl QueueState {
             .parents
             .iter()
             .map(|&parent| {
-                if self.sched.contains(parent) {
+                if crate::ids::parts(parent).is_some_and(|(n, _)| n != self.number) {
+                    ParentLink::Foreign(parent)
+                } else if self.sched.contains(parent) {
                     ParentLink::Held(parent)
                 } else if self.is_dead_removed(parent) {
                     ParentLink::RemovedDead(parent)
@@ -302,6 +353,74 @@ impl QueueState {
             }
             // Only a record replayed twice can get here: harmless.
             Err(e) => tracing::warn!(queue = %self.name, error = %e, "ignoring a published record"),
+        }
+    }
+
+    /// This queue learned where a parent in another queue stands.
+    pub fn apply_parent_settled(
+        &mut self,
+        parent: MessageId,
+        state: ParentState,
+        at_ms: u64,
+        wake: &mut Wake,
+    ) {
+        let events = self.sched.settle_foreign(parent, state);
+        self.handle(events, at_ms, wake);
+    }
+
+    /// Where a parent in another queue stands as this queue last learned it; `None` if no
+    /// child here names it.
+    pub fn known_parent_state(&self, parent: MessageId) -> Option<ParentState> {
+        self.sched.foreign_parent(parent)
+    }
+
+    /// Parents in other queues that children here name, as this queue last learned them.
+    pub fn foreign_parents(&self) -> Vec<(MessageId, ParentState)> {
+        self.sched.foreign_parents().collect()
+    }
+
+    /// Where a message this queue issued stands, as children in other queues see it.
+    pub fn state_as_parent(&self, id: MessageId) -> ParentState {
+        if self.deleted {
+            return ParentState::Gone;
+        }
+        match self.sched.parent_state(id) {
+            Some(s) => s,
+            None if self.is_dead_removed(id) => ParentState::GoneDead,
+            None => ParentState::Gone,
+        }
+    }
+
+    /// Children in queue `children_in` name `parent`, a message of this queue: its changes
+    /// are passed on from now on.
+    pub fn watch(&mut self, parent: MessageId, children_in: QueueNumber) {
+        let queues = self.watched.entry(parent).or_default();
+        if !queues.contains(&children_in) {
+            queues.push(children_in);
+        }
+    }
+
+    /// Where changes of watched messages go from now on.
+    pub fn set_settler(&mut self, settler: SettlerHandle) {
+        self.settler = Some(settler);
+    }
+
+    /// Passes a change of `id` on, if children in other queues wait for it. A removed message
+    /// is passed on one last time and no longer watched.
+    fn parent_changed(&mut self, id: MessageId, removed: bool) {
+        let Some(settler) = &self.settler else {
+            return;
+        };
+        let children_in = if removed {
+            self.watched.remove(&id)
+        } else {
+            self.watched.get(&id).cloned()
+        };
+        if let Some(children_in) = children_in {
+            settler.send(ParentChanged {
+                parent: id,
+                children_in,
+            });
         }
     }
 
@@ -505,6 +624,11 @@ impl QueueState {
         for s in self.subscribers.values() {
             let _ = s.stop.send(true);
         }
+        // Children elsewhere see its messages as discarded.
+        let watched: Vec<MessageId> = self.watched.keys().copied().collect();
+        for id in watched {
+            self.parent_changed(id, true);
+        }
     }
 
     /// Forgets idempotency keys whose window is over. Not a record: replay finds the same
@@ -544,6 +668,7 @@ impl QueueState {
             s.forget_retry(id);
         }
         self.expiry.cancel(id);
+        self.parent_changed(id, true);
         self.handle(events, at_ms, wake);
         Ok(())
     }
@@ -562,6 +687,7 @@ impl QueueState {
                     }
                 }
                 Event::Delivered { message } => {
+                    self.parent_changed(message, false);
                     let keep = self.settings.retention.delivered.as_millis();
                     if keep == 0 {
                         remove_now.push(message);
@@ -570,6 +696,7 @@ impl QueueState {
                     }
                 }
                 Event::Dead { message, reason } => {
+                    self.parent_changed(message, false);
                     if reason == DeadReason::ParentDead {
                         self.deliveries.insert(
                             (message, None),
@@ -584,6 +711,7 @@ impl QueueState {
                     self.expiry.schedule(message, at_ms.saturating_add(keep));
                 }
                 Event::Reopened { message } => {
+                    self.parent_changed(message, false);
                     self.expiry.cancel(message);
                     self.note_undelivered(message);
                 }

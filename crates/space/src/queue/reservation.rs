@@ -114,10 +114,22 @@ pub(crate) fn content_type_of(given: Option<&str>) -> &str {
 impl QueueState {
     /// Checks publishes against the queue and reserves them: ids in entry order, parents
     /// resolved, limits counted. Nothing changes if any entry is refused.
+    #[cfg(test)]
     pub fn reserve(
         &mut self,
         entries: &[BatchEntry],
         now_ms: u64,
+    ) -> Result<Reserved, PublishError> {
+        self.reserve_with(entries, now_ms, &IdSet::default())
+    }
+
+    /// [`QueueState::reserve`], where `foreign` are parents in other queues the Space checked
+    /// (their queues issued them).
+    pub fn reserve_with(
+        &mut self,
+        entries: &[BatchEntry],
+        now_ms: u64,
+        foreign: &IdSet<MessageId>,
     ) -> Result<Reserved, PublishError> {
         if self.deleted {
             return Err(PublishError::QueueNotFound(self.name.to_string()));
@@ -140,7 +152,7 @@ impl QueueState {
             .map(|(e, _)| e.message.body.len() as u64)
             .sum();
         self.check_room(new_count, new_bytes)?;
-        let (answers, fresh) = self.assign_ids(entries, &repeated, now_ms)?;
+        let (answers, fresh) = self.assign_ids(entries, &repeated, now_ms, foreign)?;
         // Everything is checked: count it.
         self.next_seq += fresh.len() as u64;
         let mut keys = Vec::new();
@@ -230,12 +242,13 @@ impl QueueState {
         entries: &[BatchEntry],
         repeated: &[Option<MessageId>],
         now_ms: u64,
+        foreign: &IdSet<MessageId>,
     ) -> Result<(Vec<PublishedMessage>, Vec<Fresh>), PublishError> {
         let mut answers: Vec<PublishedMessage> = Vec::with_capacity(entries.len());
         let mut fresh = Vec::new();
         let mut next_seq = self.next_seq;
         for (i, e) in entries.iter().enumerate() {
-            let parents = self.resolve_parents(i, &e.parents, &answers)?;
+            let parents = self.resolve_parents(i, &e.parents, &answers, foreign)?;
             let answer = match repeated[i] {
                 Some(id) => PublishedMessage {
                     id,
@@ -263,12 +276,13 @@ impl QueueState {
     }
 
     /// The parents entry `i` names, checked: at most [`PARENTS_MAX`], each once, each a message
-    /// this queue issued or an earlier entry of the batch.
+    /// this queue issued, one of `foreign` (another queue's), or an earlier entry of the batch.
     fn resolve_parents(
         &self,
         i: usize,
         named: &[BatchParent],
         answers: &[PublishedMessage],
+        foreign: &IdSet<MessageId>,
     ) -> Result<Parents, PublishError> {
         if named.len() > PARENTS_MAX {
             return Err(PublishError::TooManyParents(named.len()));
@@ -277,7 +291,7 @@ impl QueueState {
         for p in named {
             let id = match *p {
                 BatchParent::Id(p) => {
-                    if !self.sched.contains(p) && !self.issued(p) {
+                    if !self.sched.contains(p) && !self.issued(p) && !foreign.contains(&p) {
                         return Err(PublishError::UnknownParent(p));
                     }
                     p

@@ -65,6 +65,13 @@ impl QueueState {
             e.u64(r.body_hash);
             e.u64(r.expires_at_ms);
         }
+        let mut foreign = self.foreign_parents();
+        foreign.sort_unstable_by_key(|(p, _)| *p);
+        e.u32(foreign.len() as u32);
+        for (parent, state) in foreign {
+            e.uuid(&parent);
+            e.u8(state.to_u8());
+        }
         e.u64(self.sched.len() as u64);
         for (id, _, meta) in self.sched.iter_from(None) {
             let Some(raw) = self.sched.raw(id) else {
@@ -181,6 +188,13 @@ impl QueueState {
                 expires_at_ms: d.u64()?,
             };
             q.idempotency.insert(key, r, u64::MAX);
+        }
+        if version >= 6 {
+            for _ in 0..d.count(16 + 1)? {
+                let parent = d.uuid()?;
+                let state = crate::model::ParentState::from_u8(d.u8()?)?;
+                q.sched.restore_foreign(parent, state);
+            }
         }
         for _ in 0..d.u64()? {
             q.decode_message(d, version)?;

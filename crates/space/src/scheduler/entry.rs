@@ -13,6 +13,16 @@ pub(super) enum Finish {
     Dead,
 }
 
+impl From<Finish> for crate::model::ParentState {
+    fn from(f: Finish) -> Self {
+        match f {
+            Finish::Open => crate::model::ParentState::Open,
+            Finish::Delivered => crate::model::ParentState::Delivered,
+            Finish::Dead => crate::model::ParentState::Dead,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Entry<M> {
     /// What the Space keeps with the message (its location in the log, its size).

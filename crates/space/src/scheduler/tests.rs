@@ -659,3 +659,65 @@ fn an_entry_with_parents_is_no_larger_than_with_one() {
     assert_eq!(std::mem::size_of::<Parents>(), 24);
     assert_eq!(std::mem::size_of::<Entry<[u32; 5]>>(), 80);
 }
+
+/// A parent in another queue holds a child back as this queue last learned it: released when
+/// it is delivered or gone, killed when it is dead under `dead_letter` or gone dead, and the
+/// entry goes once no child names it.
+#[test]
+fn a_foreign_parent_holds_its_children_as_last_learned() {
+    for policy in [
+        OnParentDead::Wait,
+        OnParentDead::DeadLetter,
+        OnParentDead::Deliver,
+    ] {
+        let (mut s, sl) = with_subscribers(policy, 1);
+        let all = s.all_slots();
+        let far = id(900);
+        s.publish(id(1), &[ParentLink::Foreign(far)], all, (), false)
+            .unwrap();
+        s.publish(id(2), &[], all, (), false).unwrap();
+        s.publish(
+            id(3),
+            &[ParentLink::Foreign(far), ParentLink::Held(id(2))],
+            all,
+            (),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.foreign_parent(far), Some(ParentState::Open));
+        assert_eq!(s.state(id(1)), Some(MessageState::Waiting));
+        assert_eq!(s.next(sl[0]), Some(id(2)), "{policy:?}");
+        s.ack(id(2), sl[0]);
+        assert_eq!(
+            s.state(id(3)),
+            Some(MessageState::Waiting),
+            "the far one holds"
+        );
+        s.settle_foreign(far, ParentState::Dead);
+        let want = match policy {
+            OnParentDead::Wait => MessageState::Waiting,
+            OnParentDead::DeadLetter => MessageState::Dead,
+            OnParentDead::Deliver => MessageState::Ready,
+        };
+        assert_eq!(s.state(id(1)), Some(want), "{policy:?}");
+        assert_eq!(s.state(id(3)), Some(want), "{policy:?}");
+        s.settle_foreign(far, ParentState::Delivered);
+        if policy != OnParentDead::DeadLetter {
+            assert_eq!(s.state(id(1)), Some(MessageState::Ready), "{policy:?}");
+        }
+        // Settling a parent no child names changes nothing; the entry goes with its children.
+        assert!(s.settle_foreign(id(901), ParentState::Delivered).is_empty());
+        assert_eq!(s.foreign_parent(id(901)), None);
+        s.remove(id(1), Removal::Discarded).unwrap();
+        assert!(s.foreign_parent(far).is_some());
+        s.remove(id(3), Removal::Discarded).unwrap();
+        assert_eq!(s.foreign_parent(far), None);
+    }
+    // Gone dead (removed by retention) kills, unless `deliver`.
+    let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
+    let all = s.all_slots();
+    s.publish(id(1), &[ParentLink::Foreign(id(900))], all, (), false)
+        .unwrap();
+    s.settle_foreign(id(900), ParentState::GoneDead);
+    assert_eq!(s.state(id(1)), Some(MessageState::Dead));
+}

@@ -122,8 +122,9 @@ impl Space {
                         settings: settings_bytes(&settings),
                     }])
                     .await?;
-                let q = Queue::new(QueueState::new(name, number, settings));
-                self.inner.registry.insert(Arc::new(q));
+                let mut st = QueueState::new(name, number, settings);
+                st.set_settler(self.inner.settler.sender());
+                self.inner.registry.insert(Arc::new(Queue::new(st)));
                 true
             }
         };

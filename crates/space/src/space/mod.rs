@@ -6,6 +6,7 @@
 //! - [`dispatch`]: the dispatchers, attempts and their outcomes;
 //! - [`replay`]: the state rebuilt from a snapshot and the log;
 //! - [`maintenance`]: checkpoints, reclaiming segments, retention;
+//! - [`settler`]: what a queue learns of parents in other queues;
 //! - [`views`]: read-only views for the API and metrics.
 //!
 //! Every change follows one pattern: start a [`journal::Change`] (the gate, shared), take the
@@ -23,6 +24,7 @@ mod outcome;
 mod publish;
 mod registry;
 mod replay;
+mod settler;
 mod views;
 
 pub use controls::SubscriberUpdate;
@@ -100,6 +102,7 @@ struct Inner {
     recent: RecentBodies,
     /// How long an idle delivery lane waits before it ends.
     lane_idle: Duration,
+    settler: settler::Settler,
 }
 
 /// Running totals since the Space was opened.
@@ -146,6 +149,7 @@ impl Space {
         let (log, report) = recovery.finish()?;
         let (queues, counters) = replay.finish();
         let (shutdown, _) = watch::channel(false);
+        let (settler, settle_requests) = settler::Settler::new();
         let space = Space {
             inner: Arc::new(Inner {
                 journal: Journal::new(log),
@@ -162,8 +166,10 @@ impl Space {
                 endpoint_policy: config.endpoint_policy,
                 recent: RecentBodies::new(limits::RECENT_BODIES_BYTES),
                 lane_idle: config.lane_idle,
+                settler,
             }),
         };
+        space.start_settler(settle_requests);
         for q in space.inner.registry.all() {
             let subs: Vec<_> = q.lock().subscribers().map(|(id, _)| id).collect();
             for id in subs {

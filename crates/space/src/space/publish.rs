@@ -9,10 +9,12 @@ use storage::{Published, Record};
 
 use super::{Queue, Space, wake_all};
 use crate::error::PublishError;
+use crate::idhash::IdSet;
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, CONTENT_TYPE_BYTES_MAX, DELAY_MAX,
     IDEMPOTENCY_KEY_BYTES_MAX,
 };
+use crate::model::{MessageId, QueueNumber};
 use crate::queue::reservation::Reserved;
 use crate::types::{BatchEntry, BatchParent, DeliverAt, NewMessage, PublishedMessage};
 
@@ -163,12 +165,14 @@ impl Space {
         entries: Vec<BatchEntry>,
     ) -> Result<Vec<PublishedMessage>, PublishError> {
         let q = self.inner.registry.get(queue)?;
+        let number = q.lock().number();
+        let foreign = self.check_foreign_parents(number, &entries)?;
         let change = self.inner.journal.change().await;
         let _order = q.order.read().await;
         let now = self.now_ms();
         let (reservation, records, answers) = {
             let mut st = q.lock();
-            let reserved = st.reserve(&entries, now)?;
+            let reserved = st.reserve_with(&entries, now, &foreign)?;
             let records = reserved.records(st.number(), &entries, now);
             let answers = reserved.answers.clone();
             let reservation = Reservation {
@@ -190,6 +194,9 @@ impl Space {
                     self.inner.recent.insert(p);
                 }
                 reservation.commit(&records, &locations);
+                if !foreign.is_empty() {
+                    self.watch_foreign_parents(number, &records);
+                }
                 if records.iter().any(|p| p.attributes.deliver_at_ms.is_some()) {
                     self.inner.due_changed.notify_one();
                 }
@@ -203,6 +210,56 @@ impl Space {
                 reservation.abort();
                 Err(e.into())
             }
+        }
+    }
+}
+
+impl Space {
+    /// The parents entries name in other queues of the Space, each checked: its queue exists
+    /// and issued it (it may since be finished or removed). An id names its queue, so no
+    /// lookup by name is needed. Checked before the queue's lock is taken: a queue's lock is
+    /// never held while another's is taken, and an id once issued stays issued.
+    fn check_foreign_parents(
+        &self,
+        number: QueueNumber,
+        entries: &[BatchEntry],
+    ) -> Result<IdSet<MessageId>, PublishError> {
+        let mut foreign = IdSet::default();
+        for e in entries {
+            for p in &e.parents {
+                let BatchParent::Id(id) = *p else { continue };
+                let Some((n, _)) = crate::ids::parts(id).filter(|(n, _)| *n != number) else {
+                    continue;
+                };
+                let issued = self.inner.registry.by_number(n).is_some_and(|other| {
+                    let st = other.lock();
+                    !st.is_deleted() && st.issued(id)
+                });
+                if !issued {
+                    return Err(PublishError::UnknownParent(id));
+                }
+                foreign.insert(id);
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// The messages just published in queue `number` name parents in other queues: those
+    /// queues pass on the parents' changes from now on, and the settler looks once at where
+    /// each stands already (it may have finished before the child was in).
+    fn watch_foreign_parents(&self, number: QueueNumber, records: &[Published]) {
+        let mut seen = IdSet::default();
+        for p in records.iter().flat_map(|r| r.parents.iter().copied()) {
+            let Some((n, _)) = crate::ids::parts(p).filter(|(n, _)| *n != number) else {
+                continue;
+            };
+            if !seen.insert(p) {
+                continue;
+            }
+            if let Some(other) = self.inner.registry.by_number(n) {
+                other.lock().watch(p, number);
+            }
+            self.inner.settler.notify(p, number);
         }
     }
 }

@@ -223,6 +223,16 @@ impl Replay {
                     q.apply_released(&messages, released_at_ms, &mut wake);
                 }
             }
+            Record::ParentSettled {
+                queue,
+                parent,
+                state,
+                settled_at_ms,
+            } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.apply_parent_settled(parent, state, settled_at_ms, &mut wake);
+                }
+            }
             Record::Checkpoint { .. } => {}
         }
         Ok(())

@@ -64,9 +64,33 @@ impl Space {
     /// the root blocker, subscriber health (see [`Explanation`]).
     pub fn explain(&self, queue: &str, id: MessageId) -> Result<Explanation, MessageError> {
         let q = self.inner.registry.get(queue)?;
-        let st = q.lock();
-        st.explain(id, crate::limits::EXPLAIN_DEPTH_MAX)
-            .ok_or(MessageError::MessageNotFound(id))
+        let (number, mut e) = {
+            let st = q.lock();
+            let e = st
+                .explain(id, crate::limits::EXPLAIN_DEPTH_MAX)
+                .ok_or(MessageError::MessageNotFound(id))?;
+            (st.number(), e)
+        };
+        // Blockers in other queues: how they stand there, each queue's lock taken alone.
+        let foreign: Vec<MessageId> = e
+            .blockers
+            .iter()
+            .map(|b| b.id)
+            .filter(|b| crate::ids::parts(*b).is_some_and(|(n, _)| n != number))
+            .collect();
+        for parent in foreign {
+            let owner =
+                crate::ids::parts(parent).and_then(|(n, _)| self.inner.registry.by_number(n));
+            let (name, found) = match owner {
+                Some(o) => {
+                    let st = o.lock();
+                    (st.name().to_string(), st.verdict_of(parent))
+                }
+                None => ("(deleted)".to_owned(), None),
+            };
+            e.fill_foreign(parent, name, found);
+        }
+        Ok(e)
     }
 
     /// A message's ancestors (`up` levels) and descendants (`down` levels), at most `limit`
@@ -81,14 +105,30 @@ impl Space {
     ) -> Result<LineageGraph, MessageError> {
         use crate::limits::{LINEAGE_LEVELS_MAX, LINEAGE_NODES_MAX};
         let q = self.inner.registry.get(queue)?;
-        let st = q.lock();
-        st.lineage(
-            id,
-            up.min(LINEAGE_LEVELS_MAX),
-            down.min(LINEAGE_LEVELS_MAX),
-            limit.min(LINEAGE_NODES_MAX),
-        )
-        .ok_or(MessageError::MessageNotFound(id))
+        let (number, mut g) = {
+            let st = q.lock();
+            let g = st
+                .lineage(
+                    id,
+                    up.min(LINEAGE_LEVELS_MAX),
+                    down.min(LINEAGE_LEVELS_MAX),
+                    limit.min(LINEAGE_NODES_MAX),
+                )
+                .ok_or(MessageError::MessageNotFound(id))?;
+            (st.number(), g)
+        };
+        // Parents in other queues: their queue and how they stand there.
+        for node in &mut g.nodes {
+            let Some((n, _)) = crate::ids::parts(node.id).filter(|(n, _)| *n != number) else {
+                continue;
+            };
+            if let Some(owner) = self.inner.registry.by_number(n) {
+                let st = owner.lock();
+                node.queue = Some(st.name().to_string());
+                node.state = st.state_of_message(node.id);
+            }
+        }
+        Ok(g)
     }
 
     /// A message's state, parent, children and per-subscriber deliveries.
@@ -184,6 +224,7 @@ impl Space {
             subscribers_disabled: t.subscribers_disabled.load(Ordering::Relaxed),
             unreadable_bodies: t.unreadable_bodies.load(Ordering::Relaxed),
             in_flight: self.inner.in_flight.load(Ordering::Relaxed) as u64,
+            parents_to_settle: self.inner.settler.pending() as u64,
         }
     }
 

@@ -61,6 +61,16 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                     options,
                 }
             }),
+        (any::<u32>(), uuid_strategy(), 1u8..=5, any::<u64>()).prop_map(
+            |(queue, parent, state, at)| {
+                Record::ParentSettled {
+                    queue,
+                    parent,
+                    state: ParentState::from_u8(state).unwrap(),
+                    settled_at_ms: at,
+                }
+            }
+        ),
         (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(queue, subscriber, at)| {
             Record::SubscriberRemoved {
                 queue,
