@@ -265,6 +265,7 @@ impl BatchItem {
                 event_type: self.event_type,
                 deliver_at: crate::due_time(self.delay.as_deref(), self.deliver_at.as_deref())
                     .map_err(|p| Problem::bad_request(format!("message {i}: {}", p.detail)))?,
+                replay_of: None,
             },
             parents,
         })

@@ -1,12 +1,15 @@
-//! Causality endpoints: why a message waits (`…/explain`) and the graph around it
-//! (`…/lineage`), with their JSON shapes.
+//! Causality endpoints: why a message waits (`…/explain`), the graph around it (`…/lineage`),
+//! and replays of delivered messages (`…/replay`), with their JSON shapes.
 
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use space::time::rfc3339;
 use space::{Explanation, LineageGraph, PendingDelivery};
 use utoipa::ToSchema;
@@ -14,7 +17,7 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 use crate::views::state_name;
-use crate::{Api, ApiResult, message_id};
+use crate::{Api, ApiResult, body, json, message_id};
 
 /// A delivery still owed.
 #[derive(Serialize, ToSchema)]
@@ -211,6 +214,71 @@ pub(crate) async fn lineage(
     let limit = bounded(&q, "limit", 1, LINEAGE_NODES_MAX, LINEAGE_NODES_DEFAULT)?;
     let g = api.space.lineage(&queue, id, up, down, limit)?;
     Ok(Json(Lineage::of(&queue, g)).into_response())
+}
+
+/// What a replay takes (optional body).
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayRequest {
+    /// `message` (default): the message alone; `subtree`: it and every delivered message below
+    /// it, parents first.
+    #[schema(value_type = Option<String>)]
+    scope: Option<String>,
+    /// Publish copies with new ids (each naming the message it copies as `replay_of`) instead
+    /// of sending the same messages again.
+    as_new: Option<bool>,
+    /// Count what would be replayed, change nothing (answered 200).
+    dry_run: Option<bool>,
+}
+
+/// What a replay did.
+#[derive(Serialize, ToSchema)]
+pub struct Replay {
+    /// Messages sent again, or copied.
+    pub replayed: u64,
+    /// Parents the replayed messages name that retention already removed (not replayed).
+    pub missing: Vec<Uuid>,
+    /// With `as_new`: the copies' ids, in the order of the messages they copy.
+    pub copies: Vec<Uuid>,
+}
+
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages/{id}/replay", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), request_body(content = Option<ReplayRequest>, content_type = "application/json"), responses((status = 202, description = "Sent again, or copied", body = Replay), (status = 200, description = "Dry run: what would be replayed", body = Replay), (status = 400, description = "Malformed input", body = crate::problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = crate::problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Nothing delivered in scope", body = crate::problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Too many copies for one batch", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
+pub(crate) async fn replay(
+    State(api): State<Api>,
+    Path((queue, id)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let id = message_id(&id, "message")?;
+    let r: ReplayRequest = json(&body(b)?)?;
+    let scope = match r.scope.as_deref() {
+        None | Some("message") => space::RedriveScope::Message,
+        Some("subtree") => space::RedriveScope::Subtree,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "unknown scope {other:?}: use message or subtree"
+            )));
+        }
+    };
+    let options = space::ReplayOptions {
+        scope,
+        as_new: r.as_new.unwrap_or(false),
+        dry_run: r.dry_run.unwrap_or(false),
+    };
+    let done = api.space.replay(&queue, id, options).await?;
+    let status = if options.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(Replay {
+            replayed: done.replayed,
+            missing: done.missing,
+            copies: done.copies,
+        }),
+    )
+        .into_response())
 }
 
 /// The query parameter `name`: a whole number in `min..=max`, or `default` when absent.

@@ -123,6 +123,10 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
             "/v1/queues/{queue}/messages/{id}/lineage",
             get(causality::lineage),
         )
+        .route(
+            "/v1/queues/{queue}/messages/{id}/replay",
+            post(causality::replay),
+        )
         .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
         .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive_all))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
@@ -173,6 +177,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         get_body,
         causality::explain,
         causality::lineage,
+        causality::replay,
         discard,
         dead_letters,
         redrive,
@@ -364,6 +369,7 @@ async fn publish(
                 idempotency_key,
                 event_type,
                 deliver_at,
+                replay_of: None,
             },
         )
         .await?;

@@ -222,6 +222,8 @@ pub struct Message {
     pub event_type: String,
     /// RFC 3339: when it is due, while it is `scheduled`.
     pub deliver_at: Option<String>,
+    /// The message it is a copy of, for a copy a replay published.
+    pub replay_of: Option<Uuid>,
     pub size: u64,
     pub published_at: String,
     pub deliveries: Vec<Delivery>,
@@ -241,6 +243,7 @@ impl From<MessageInfo> for Message {
                 .event_type
                 .unwrap_or_else(|| space::limits::EVENT_TYPE_DEFAULT.to_owned()),
             deliver_at: m.deliver_at_ms.map(rfc3339),
+            replay_of: m.replay_of,
             size: m.size,
             published_at: rfc3339(m.published_at_ms),
             deliveries: m

@@ -268,6 +268,17 @@ pub enum MessageError {
     MessageNotFound(MessageId),
     #[error("message {0} is not dead")]
     NotDead(MessageId),
+    #[error(
+        "nothing to replay: message {0} (and what is below it, for a subtree) is not delivered, or no longer held; keep delivered messages with retention.delivered"
+    )]
+    NotDelivered(MessageId),
+    #[error(
+        "a replay as new messages publishes at most {max} copies at once; the subtree holds {found}"
+    )]
+    ReplayTooLarge { found: usize, max: usize },
+    /// The copies of a replay could not be published.
+    #[error("the copies could not be published: {0}")]
+    Republish(Box<PublishError>),
     /// The message's record could not be read back (its body, or its content type).
     #[error("cannot read message {id}: {source}")]
     Unreadable {
@@ -285,7 +296,9 @@ impl Classify for MessageError {
             MessageError::QueueNotFound(_) | MessageError::MessageNotFound(_) => {
                 ErrorKind::NotFound
             }
-            MessageError::NotDead(_) => ErrorKind::Conflict,
+            MessageError::NotDead(_) | MessageError::NotDelivered(_) => ErrorKind::Conflict,
+            MessageError::ReplayTooLarge { .. } => ErrorKind::TooLarge,
+            MessageError::Republish(e) => e.kind(),
             MessageError::Unreadable { .. } => ErrorKind::Internal,
             MessageError::Journal(e) => e.kind(),
         }

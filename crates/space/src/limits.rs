@@ -95,6 +95,10 @@ pub const DUE_STALE_SLACK: u64 = 1024;
 /// Scheduled messages released by one `Released` record (the same bound as expiries).
 pub const RELEASED_PER_RECORD_MAX: usize = EXPIRED_PER_RECORD_MAX;
 
+/// A replay records at most this many messages sent again per record (a subtree may hold
+/// more: it takes several records, each applied whole).
+pub const REPLAYED_PER_RECORD_MAX: usize = 1000;
+
 /// How far ahead a message may be published for later (`Syncbrok-Delay`,
 /// `Syncbrok-Deliver-At`): a scheduled message holds its place in memory (a few bytes, and an
 /// entry of the queue's due times) and on disk until then.

@@ -127,6 +127,8 @@ pub enum ScheduleError {
     UnknownMessage(MessageId),
     #[error("message {0} is not dead")]
     NotDead(MessageId),
+    #[error("message {0} is not delivered")]
+    NotDelivered(MessageId),
     #[error("the queue already has {SUBSCRIBERS_PER_QUEUE_MAX} subscribers")]
     TooManySubscribers,
     #[error("no subscriber in slot {0:?}")]
@@ -680,6 +682,35 @@ impl<M: Weighed> Scheduler<M> {
             self.release(id, &mut events);
         }
         Ok((Slots(slots), events))
+    }
+
+    /// Sends a delivered message again to every subscriber of its fan-out set (a replay). It
+    /// waits again if a parent holds it back now (one replayed before it, say: replaying
+    /// parents before children keeps their order), and is dead at once if a parent is dead
+    /// under `dead_letter`, as a message published now would be.
+    pub fn replay(&mut self, id: MessageId) -> Result<Vec<Event>, ScheduleError> {
+        let e = self
+            .messages
+            .get(&id)
+            .ok_or(ScheduleError::UnknownMessage(id))?;
+        if e.finish() != Finish::Delivered {
+            return Err(ScheduleError::NotDelivered(id));
+        }
+        // As for a message published now: a parent dead under `dead_letter` kills it.
+        let hold = self.hold_by_parents(id);
+        self.change(id, |e| {
+            e.acked = 0;
+            e.dead = 0;
+            e.waiting = hold == Hold::Wait;
+            e.parent_dead = hold == Hold::Kill;
+        });
+        let mut events = Vec::new();
+        if hold == Hold::Free {
+            self.release(id, &mut events);
+        } else {
+            self.settle_all(vec![id], &mut events);
+        }
+        Ok(events)
     }
 
     /// Removes a message (discarded, or its retention is over). Attempts under way finish

@@ -58,6 +58,9 @@ pub struct NewMessage {
     /// When it is due; `None`, or a time already past, delivers it now. At most
     /// [`DELAY_MAX`](crate::limits::DELAY_MAX) ahead.
     pub deliver_at: Option<DeliverAt>,
+    /// The message this one is a copy of: set by [`Space::replay`](crate::Space::replay) with
+    /// `as_new`, shown as the copy's `replay_of`.
+    pub replay_of: Option<MessageId>,
 }
 
 /// When a message published for later is due.
@@ -149,6 +152,8 @@ pub struct MessageInfo {
     pub event_type: Option<String>,
     /// When it is due, while it is scheduled (unix ms).
     pub deliver_at_ms: Option<u64>,
+    /// The message it is a copy of, for a copy a replay published.
+    pub replay_of: Option<MessageId>,
     pub size: u64,
     pub published_at_ms: u64,
     pub deliveries: Vec<DeliveryView>,

@@ -400,3 +400,130 @@ async fn a_subtree_redrive_survives_a_restart_as_it_was_applied() {
     );
     space.shutdown(Duration::from_millis(100)).await;
 }
+
+/// A replay sends a delivered subtree again in its order — a child only after its replayed
+/// parents, a join after all of them — or, as new, publishes copies wired the same way, each
+/// naming the message it copies; a dry run counts and changes nothing; what is not delivered
+/// cannot be replayed; the copies keep `replay_of` across a restart.
+#[tokio::test]
+async fn a_replay_resends_a_delivered_subtree_in_order_or_copies_it() {
+    let disk = Arc::new(SimDisk::new(61));
+    let d = Recorder::with_jitter(ack);
+    let space = open(disk.clone(), &d);
+    space
+        .put_queue("q", &slow_retries("wait", 5))
+        .await
+        .unwrap();
+    subscribe(&space, "q", A).await;
+    let root = space.publish("q", msg("root")).await.unwrap().id;
+    let left = space.publish("q", child("left", root)).await.unwrap().id;
+    let right = space.publish("q", child("right", root)).await.unwrap().id;
+    let end = space
+        .publish("q", join("end", &[left, right]))
+        .await
+        .unwrap()
+        .id;
+    let all = [root, left, right, end];
+    let delivered = |space: &Space, ids: &[MessageId]| {
+        ids.iter().all(|id| {
+            space.message("q", *id).map(|m| m.state).ok() == Some(MessageState::Delivered)
+        })
+    };
+    eventually("the subtree is delivered", || delivered(&space, &all)).await;
+
+    let subtree = space::ReplayOptions {
+        scope: space::RedriveScope::Subtree,
+        as_new: false,
+        dry_run: true,
+    };
+    let dry = space.replay("q", root, subtree).await.unwrap();
+    assert_eq!((dry.replayed, dry.missing.len()), (4, 0));
+    assert_eq!(d.to(A).len(), 4, "a dry run sends nothing");
+
+    let done = space
+        .replay(
+            "q",
+            root,
+            space::ReplayOptions {
+                dry_run: false,
+                ..subtree
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.replayed, 4);
+    eventually("sent again, all of it", || d.to(A).len() == 8).await;
+    eventually("delivered again", || delivered(&space, &all)).await;
+    // The second time round, each child is sent only after its parent's answer.
+    let timeline = d.timeline.lock().unwrap().clone();
+    let sent: Vec<MessageId> = timeline
+        .iter()
+        .filter(|e| e.0 == "sent")
+        .map(|e| e.2)
+        .collect();
+    let answered: Vec<MessageId> = timeline
+        .iter()
+        .filter(|e| e.0 == "answered")
+        .map(|e| e.2)
+        .collect();
+    let at = |kind: &str, id: MessageId| {
+        timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.0 == kind && e.2 == id)
+            .nth(1)
+            .map(|(i, _)| i)
+    };
+    assert_eq!((sent.len(), answered.len()), (8, 8));
+    for (parent, kid) in [(root, left), (root, right), (left, end), (right, end)] {
+        assert!(
+            at("answered", parent) < at("sent", kid),
+            "a replayed child went before its replayed parent was answered"
+        );
+    }
+
+    let copied = space
+        .replay(
+            "q",
+            root,
+            space::ReplayOptions {
+                as_new: true,
+                dry_run: false,
+                ..subtree
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied.copies.len(), 4);
+    for (copy, of) in copied.copies.iter().zip(all) {
+        assert_eq!(space.message("q", *copy).unwrap().replay_of, Some(of));
+    }
+    let end_copy = space.message("q", copied.copies[3]).unwrap();
+    assert_eq!(
+        end_copy.parents.as_slice(),
+        &copied.copies[1..3],
+        "the copy of the join waits for the copies of its parents"
+    );
+    eventually("the copies are delivered", || {
+        delivered(&space, &copied.copies)
+    })
+    .await;
+
+    // Only what is delivered replays.
+    d.set(fail);
+    let pending = space.publish("q", msg("pending")).await.unwrap().id;
+    assert!(matches!(
+        space
+            .replay("q", pending, space::ReplayOptions { dry_run: false, ..subtree })
+            .await,
+        Err(space::MessageError::NotDelivered(id)) if id == pending
+    ));
+    space.shutdown(Duration::from_millis(100)).await;
+    let space = open(disk, &d);
+    assert_eq!(
+        space.message("q", copied.copies[0]).unwrap().replay_of,
+        Some(root),
+        "kept across a restart"
+    );
+    space.shutdown(Duration::from_millis(100)).await;
+}

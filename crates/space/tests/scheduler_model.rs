@@ -1,5 +1,5 @@
 //! Property test of the scheduler: random DAGs of parents (chains, fan-outs and joins of up to
-//! four parents, parents in other queues settled at random), random fan-outs, random outcomes (ack, give up, requeue), redrives and
+//! four parents, parents in other queues settled at random), random fan-outs, random outcomes (ack, give up, requeue), redrives, replays of delivered messages and
 //! removals, messages held for a due time and released later, under each `on_parent_dead`
 //! policy.
 //!
@@ -55,6 +55,10 @@ enum Op {
     Redrive {
         message: usize,
     },
+    /// Send a delivered message again (a replay).
+    Replay {
+        message: usize,
+    },
     /// Discard a message, or (if it is finished) let retention remove it.
     Remove {
         message: usize,
@@ -96,6 +100,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             1 => Just(Outcome::Requeue),
         ]).prop_map(|(index, outcome)| Op::Resolve { index, outcome }),
         1 => (0usize..1000).prop_map(|message| Op::Redrive { message }),
+        1 => (0usize..1000).prop_map(|message| Op::Replay { message }),
         1 => (0usize..1000, any::<bool>()).prop_map(|(message, expire)| Op::Remove { message, expire }),
     ]
 }
@@ -459,6 +464,32 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         h.apply(&events)?;
                     }
                     Err(_) => prop_assert!(!had_dead_letter, "could not redrive {}", m),
+                }
+            }
+            Op::Replay { message } => {
+                if h.published.is_empty() {
+                    continue;
+                }
+                let m = h.published[message % h.published.len()];
+                let was = h.s.state(m);
+                // Its children already released went once it was delivered: a replay sends
+                // it again, it does not call them back.
+                let released: Vec<MessageId> = h
+                    .parents
+                    .iter()
+                    .filter(|(c, ps)| ps.contains(&m) && h.s.raw(**c).is_some_and(|r| !r.waiting))
+                    .map(|(c, _)| *c)
+                    .collect();
+                match h.s.replay(m) {
+                    Ok(events) => {
+                        prop_assert_eq!(was, Some(MessageState::Delivered));
+                        h.exempt_edges.extend(released.into_iter().map(|c| (c, m)));
+                        // Owed to everyone again, and reported delivered again once it is.
+                        h.acked.retain(|(x, _)| *x != m);
+                        h.delivered_events.remove(&m);
+                        h.apply(&events)?;
+                    }
+                    Err(_) => prop_assert_ne!(was, Some(MessageState::Delivered)),
                 }
             }
             Op::Remove { message, expire } => {

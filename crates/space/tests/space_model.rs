@@ -307,6 +307,7 @@ fn message(body: String, parents: Vec<MessageId>, key: Option<u8>) -> NewMessage
         // Three kinds of message for the subscribers' type filters: untyped, and two types.
         event_type: key.map(|k| ["t.one", "other"][usize::from(k % 2 == 1)].to_owned()),
         deliver_at: delay.map(|s| space::DeliverAt::After(Duration::from_secs(s))),
+        replay_of: None,
     }
 }
 

@@ -32,8 +32,8 @@ const SEGMENT_MAGIC: &[u8; 8] = b"SYNCBROK";
 /// 14 (a subscriber with options): a build that knows only version 2 would take such a record
 /// for damage, so it must refuse these segments instead. Version 4 added kind 15 (a
 /// subscriber updated), version 5 kinds 16 and 17 (a message with attributes, messages
-/// released at their due time), version 6 kinds 18 and 19 (a message with several parents, a
-/// parent in another queue settled), for the same reason.
+/// released at their due time), version 6 kinds 18 to 20 (a message with several parents or a
+/// replay's copy, a parent in another queue settled, messages replayed), for the same reason.
 pub const FORMAT_VERSION: u32 = 6;
 /// The oldest segment format this build reads (it reads every version up to
 /// [`FORMAT_VERSION`]; version 2 segments simply hold no records of the newer kinds).

@@ -90,7 +90,7 @@ pub struct Published {
     pub queue: QueueNumber,
     pub id: Uuid,
     /// Its parents, in the order named: none, one, or a join of several (written as kind
-    /// `PUBLISHED_JOIN`, the first where a single parent goes and the rest after the
+    /// `PUBLISHED_EXTENDED`, the first where a single parent goes and the rest after the
     /// attributes).
     pub parents: Vec<Uuid>,
     pub content_type: String,
@@ -112,11 +112,14 @@ pub struct Attributes {
     pub event_type: Option<String>,
     /// When it is due (unix milliseconds), if it was published for later.
     pub deliver_at_ms: Option<u64>,
+    /// The message it is a copy of, for a copy a replay published (written as kind
+    /// `PUBLISHED_EXTENDED`).
+    pub replay_of: Option<Uuid>,
 }
 
 impl Attributes {
     pub fn is_empty(&self) -> bool {
-        self.event_type.is_none() && self.deliver_at_ms.is_none()
+        self.event_type.is_none() && self.deliver_at_ms.is_none() && self.replay_of.is_none()
     }
 }
 
@@ -247,6 +250,14 @@ pub enum Record {
         /// Unix milliseconds.
         settled_at_ms: u64,
     },
+    /// Delivered messages of a queue were sent again to their subscribers (a replay), in this
+    /// order (parents before children).
+    Replayed {
+        queue: QueueNumber,
+        messages: Vec<Uuid>,
+        /// Unix milliseconds.
+        replayed_at_ms: u64,
+    },
     /// One part of a snapshot of the broker's state. Written by [`crate::Log::checkpoint`];
     /// recovery hands the parts of the latest complete checkpoint to the broker and replays only
     /// the records after it. Checkpoint records are never replayed, so appending one with
@@ -281,12 +292,14 @@ pub(crate) mod kind {
     /// messages without any.
     pub const PUBLISHED_WITH_ATTRIBUTES: u8 = 16;
     pub const RELEASED: u8 = 17;
-    /// `Published` with its attributes and more than one parent: kinds 6 and 16 are written
-    /// for messages with one parent or none.
-    pub const PUBLISHED_JOIN: u8 = 18;
+    /// `Published` with its attributes, every parent after the first, and what it replays:
+    /// written for a message with more than one parent or a copy a replay made; kinds 6 and 16
+    /// are written for the others.
+    pub const PUBLISHED_EXTENDED: u8 = 18;
     pub const PARENT_SETTLED: u8 = 19;
+    pub const REPLAYED: u8 = 20;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = PARENT_SETTLED;
+    pub const LAST_RECORD: u8 = REPLAYED;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -306,7 +319,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::SUBSCRIBER_ADDED | kind::SUBSCRIBER_ADDED_WITH_OPTIONS => "subscriber added",
         kind::SUBSCRIBER_UPDATED => "subscriber updated",
         kind::SUBSCRIBER_REMOVED => "subscriber removed",
-        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => "published",
+        kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_EXTENDED => "published",
         kind::ACKED => "acked",
         kind::DELIVERY_FAILED => "delivery failed",
         kind::DEAD_LETTERED => "dead-lettered",
@@ -316,6 +329,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::EXPIRED => "expired",
         kind::RELEASED => "released",
         kind::PARENT_SETTLED => "parent settled",
+        kind::REPLAYED => "replayed",
         kind::BATCH => "batch",
         kind::RELOCATED => "relocated",
         kind::SYNC_MARK => "sync mark",
@@ -334,7 +348,9 @@ impl Record {
             Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
             Record::SubscriberUpdated { .. } => kind::SUBSCRIBER_UPDATED,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
-            Record::Published(p) if p.parents.len() > 1 => kind::PUBLISHED_JOIN,
+            Record::Published(p) if p.parents.len() > 1 || p.attributes.replay_of.is_some() => {
+                kind::PUBLISHED_EXTENDED
+            }
             Record::Published(p) if p.attributes.is_empty() => kind::PUBLISHED,
             Record::Published(_) => kind::PUBLISHED_WITH_ATTRIBUTES,
             Record::Acked { .. } => kind::ACKED,
@@ -345,6 +361,7 @@ impl Record {
             Record::Expired { .. } => kind::EXPIRED,
             Record::Released { .. } => kind::RELEASED,
             Record::ParentSettled { .. } => kind::PARENT_SETTLED,
+            Record::Replayed { .. } => kind::REPLAYED,
             Record::Checkpoint { .. } => kind::CHECKPOINT,
         }
     }
@@ -417,8 +434,9 @@ impl Record {
                     e.opt_str(&p.attributes.event_type);
                     e.opt_u64(&p.attributes.deliver_at_ms);
                 }
-                if kind == kind::PUBLISHED_JOIN {
-                    e.uuids(&p.parents[1..]);
+                if kind == kind::PUBLISHED_EXTENDED {
+                    e.uuids(p.parents.get(1..).unwrap_or(&[]));
+                    e.opt_uuid(&p.attributes.replay_of);
                 }
                 // The body goes last so that a reader can find it without decoding the rest.
                 e.bytes(&p.body);
@@ -487,6 +505,11 @@ impl Record {
                 queue,
                 messages,
                 released_at_ms: at_ms,
+            }
+            | Record::Replayed {
+                queue,
+                messages,
+                replayed_at_ms: at_ms,
             } => {
                 e.u32(*queue);
                 e.u32(crate::codec::saturating_u32(messages.len()));
@@ -555,7 +578,7 @@ impl Record {
                 subscriber: d.u64()?,
                 removed_at_ms: d.u64()?,
             },
-            kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_JOIN => {
+            kind::PUBLISHED | kind::PUBLISHED_WITH_ATTRIBUTES | kind::PUBLISHED_EXTENDED => {
                 Record::Published(decode_published(kind, &mut d)?)
             }
             kind::ACKED => {
@@ -596,7 +619,7 @@ impl Record {
                 message: d.uuid()?,
                 discarded_at_ms: d.u64()?,
             },
-            kind::EXPIRED | kind::RELEASED => {
+            kind::EXPIRED | kind::RELEASED | kind::REPLAYED => {
                 let queue = d.u32()?;
                 let n = d.count(16)?;
                 let mut messages = Vec::with_capacity(n);
@@ -604,18 +627,22 @@ impl Record {
                     messages.push(d.uuid()?);
                 }
                 let at_ms = d.u64()?;
-                if kind == kind::EXPIRED {
-                    Record::Expired {
+                match kind {
+                    kind::EXPIRED => Record::Expired {
                         queue,
                         messages,
                         expired_at_ms: at_ms,
-                    }
-                } else {
-                    Record::Released {
+                    },
+                    kind::RELEASED => Record::Released {
                         queue,
                         messages,
                         released_at_ms: at_ms,
-                    }
+                    },
+                    _ => Record::Replayed {
+                        queue,
+                        messages,
+                        replayed_at_ms: at_ms,
+                    },
                 }
             }
             kind::PARENT_SETTLED => Record::ParentSettled {
@@ -699,11 +726,14 @@ fn decode_published(kind: u8, d: &mut Decoder) -> Result<Published, DecodeError>
         Attributes {
             event_type: d.opt_string()?,
             deliver_at_ms: d.opt_u64()?,
+            replay_of: None,
         }
     };
     let mut parents: Vec<Uuid> = first.into_iter().collect();
-    if kind == kind::PUBLISHED_JOIN {
+    let mut attributes = attributes;
+    if kind == kind::PUBLISHED_EXTENDED {
         parents.extend(d.uuids()?);
+        attributes.replay_of = d.opt_uuid()?;
     }
     Ok(Published {
         queue,
@@ -732,13 +762,13 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
         | kind::SUBSCRIBER_REMOVED => d.u32().ok(),
         kind::PUBLISHED
         | kind::PUBLISHED_WITH_ATTRIBUTES
-        | kind::PUBLISHED_JOIN
+        | kind::PUBLISHED_EXTENDED
         | kind::PARENT_SETTLED => {
             let q = d.u32().ok();
             messages.extend(d.uuid().ok());
             q
         }
-        kind::EXPIRED | kind::RELEASED => {
+        kind::EXPIRED | kind::RELEASED | kind::REPLAYED => {
             let q = d.u32().ok();
             let n = d.u32().unwrap_or(0).min(64);
             messages.extend((0..n).map_while(|_| d.uuid().ok()));

@@ -72,6 +72,9 @@ enum Command {
     Explain(client::MessageArgs),
     /// A message's ancestors and descendants, as nodes and edges.
     Lineage(client::LineageArgs),
+    /// Send a delivered message (with --subtree, and every delivered message below it, parents
+    /// first) to its subscribers again, or publish copies of it with --as-new.
+    Replay(client::ReplayArgs),
     /// Show a message, print its body, or discard it.
     #[command(subcommand)]
     Message(client::MessageCommand),
@@ -531,6 +534,9 @@ fn main() -> std::process::ExitCode {
         }
         Command::Lineage(args) => {
             runtime().and_then(|rt| rt.block_on(client::lineage(&cli.target, args)))
+        }
+        Command::Replay(args) => {
+            runtime().and_then(|rt| rt.block_on(client::replay(&cli.target, args)))
         }
         Command::Message(c) => {
             runtime().and_then(|rt| rt.block_on(client::message(&cli.target, c)))

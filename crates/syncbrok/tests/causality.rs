@@ -344,3 +344,64 @@ async fn an_order_saga_across_two_queues() {
     .await;
     assert!(b.terminate().success());
 }
+
+/// `syncbrok replay`: a delivered chain sent again in its order, counted first by a dry run,
+/// then copied as new messages that name what they copy; a message not delivered is refused
+/// (exit code 4, the broker's 409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_replays_a_delivered_subtree() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let (hook, got) = subscriber(failing.clone()).await;
+    let b = serving(dir.path(), &[]);
+    let settings = r#"{"retention": {"delivered": "1h"}, "retry": {"initial_backoff": "20ms"}}"#;
+    call(
+        Method::PUT,
+        &format!("{}/v1/queues/q", b.url),
+        &[],
+        settings,
+    )
+    .await;
+    call(
+        Method::POST,
+        &format!("{}/v1/queues/q/subscribers", b.url),
+        &[],
+        json!({ "endpoint": hook }).to_string(),
+    )
+    .await;
+    let root = id_of(&publish_to(&b.url, "q", "root", &[]).await.1);
+    let kid = id_of(&publish_to(&b.url, "q", "kid", &[&root]).await.1);
+    eventually("both delivered", || got.lock().unwrap().len() == 2).await;
+    let m = get(&b.url, &format!("/v1/queues/q/messages/{kid}")).await;
+    assert_eq!(m["state"], "delivered");
+
+    let run = |args: &[&str]| {
+        let (code, out, err) = common::cli_code(&b.url, args, "");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let dry = run(&["replay", "q", &root, "--subtree", "--dry-run"]);
+    assert_eq!(dry["replayed"], 2);
+    let done = run(&["replay", "q", &root, "--subtree"]);
+    assert_eq!(done["replayed"], 2);
+    eventually("both sent again", || got.lock().unwrap().len() == 4).await;
+    let order: Vec<String> = got.lock().unwrap().iter().map(|g| g.2.clone()).collect();
+    assert_eq!(order, ["root", "kid", "root", "kid"]);
+
+    let copies = run(&["replay", "q", &root, "--subtree", "--as-new"]);
+    let copy = copies["copies"][1].as_str().unwrap().to_owned();
+    let m = get(&b.url, &format!("/v1/queues/q/messages/{copy}")).await;
+    assert_eq!(m["replay_of"], kid.as_str());
+    assert_eq!(m["parent"], copies["copies"][0]);
+    eventually("the copies are delivered", || {
+        got.lock().unwrap().len() == 6
+    })
+    .await;
+
+    failing.store(true, Ordering::SeqCst);
+    let blocked = id_of(&publish_to(&b.url, "q", "blocked", &[]).await.1);
+    let (code, _, err) = common::cli_code(&b.url, &["replay", "q", &blocked], "");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not delivered"), "{err}");
+    assert!(b.terminate().success());
+}

@@ -126,6 +126,7 @@ mod tests {
                 attributes: Attributes {
                     event_type: None,
                     deliver_at_ms: Some(1_000 + 30 * 86_400_000),
+                    replay_of: None,
                 },
                 body: Bytes::new(),
             };

@@ -21,6 +21,8 @@ pub struct QueueImage {
     pub idempotency: Vec<(String, MessageId, u64)>,
     /// Parents in other queues that children here name, as this queue learned them, by id.
     pub foreign_parents: Vec<(MessageId, crate::model::ParentState)>,
+    /// (copy, message it copies) of the copies a replay published, by copy.
+    pub replays: Vec<(MessageId, MessageId)>,
     pub messages: Vec<MessageImage>,
     /// (message, subscriber or `None` for the message itself, attempts, last error, next
     /// attempt, acked at, dead reason and time)
@@ -136,6 +138,11 @@ impl QueueState {
                 let mut f = self.foreign_parents();
                 f.sort_unstable_by_key(|(p, _)| *p);
                 f
+            },
+            replays: {
+                let mut r: Vec<_> = self.replays.iter().map(|(c, o)| (*c, *o)).collect();
+                r.sort_unstable();
+                r
             },
             messages,
             deliveries,

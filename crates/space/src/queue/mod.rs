@@ -184,6 +184,8 @@ pub(crate) struct QueueState {
     /// Where changes of watched messages go (the Space's settler); `None` during replay, where
     /// the records say what the other queues learned.
     settler: Option<SettlerHandle>,
+    /// Copies a replay published, and the message each copies.
+    replays: IdMap<MessageId, MessageId>,
 }
 
 impl QueueState {
@@ -208,6 +210,7 @@ impl QueueState {
             deleted: false,
             watched: IdMap::default(),
             settler: None,
+            replays: IdMap::default(),
         }
     }
 
@@ -291,6 +294,9 @@ impl QueueState {
     pub fn apply_published(&mut self, p: &Published, location: Location, wake: &mut Wake) {
         if let Some((_, seq)) = crate::ids::parts(p.id) {
             self.next_seq = self.next_seq.max(seq + 1);
+        }
+        if let Some(of) = p.attributes.replay_of {
+            self.replays.insert(p.id, of);
         }
         if let Some(key) = &p.idempotency_key {
             let window = self.settings.idempotency.window.as_millis();
@@ -517,6 +523,32 @@ impl QueueState {
         Ok(subs)
     }
 
+    /// Delivered messages are sent again to every subscriber of their fan-out sets, in this
+    /// order; what is no longer delivered (or held) is left as it is.
+    pub fn apply_replayed(&mut self, ids: &[MessageId], at_ms: u64, wake: &mut Wake) {
+        for id in ids {
+            let Ok(events) = self.sched.replay(*id) else {
+                continue;
+            };
+            // Attempts start again.
+            for sub in self.subscribers.keys().map(|s| Some(*s)).chain([None]) {
+                self.deliveries.remove(&(*id, sub));
+            }
+            self.note_undelivered(*id);
+            self.handle(events, at_ms, wake);
+        }
+    }
+
+    /// Whether `id` is held and delivered: what a replay sends again.
+    pub fn is_delivered(&self, id: MessageId) -> bool {
+        self.sched.state(id) == Some(MessageState::Delivered)
+    }
+
+    /// The parents of a held message.
+    pub fn parents_of(&self, id: MessageId) -> Option<crate::model::Parents> {
+        self.sched.parents(id).cloned()
+    }
+
     /// The subscribers a redrive of `id` would send it to again, or why it cannot be
     /// redriven.
     pub fn redrive_targets(&self, id: MessageId) -> Result<Vec<SubscriberId>, ScheduleError> {
@@ -668,6 +700,7 @@ impl QueueState {
             s.forget_retry(id);
         }
         self.expiry.cancel(id);
+        self.replays.remove(&id);
         self.parent_changed(id, true);
         self.handle(events, at_ms, wake);
         Ok(())

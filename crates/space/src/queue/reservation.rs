@@ -81,6 +81,7 @@ impl Reserved {
                             Some(DeliverAt::At(t)) if t > now_ms => Some(t),
                             _ => None,
                         },
+                        replay_of: m.replay_of,
                     },
                     body: Bytes::clone(&m.body),
                 }

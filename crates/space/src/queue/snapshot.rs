@@ -72,6 +72,13 @@ impl QueueState {
             e.uuid(&parent);
             e.u8(state.to_u8());
         }
+        let mut replays: Vec<_> = self.replays.iter().map(|(c, o)| (*c, *o)).collect();
+        replays.sort_unstable();
+        e.u32(replays.len() as u32);
+        for (copy, of) in replays {
+            e.uuid(&copy);
+            e.uuid(&of);
+        }
         e.u64(self.sched.len() as u64);
         for (id, _, meta) in self.sched.iter_from(None) {
             let Some(raw) = self.sched.raw(id) else {
@@ -194,6 +201,11 @@ impl QueueState {
                 let parent = d.uuid()?;
                 let state = crate::model::ParentState::from_u8(d.u8()?)?;
                 q.sched.restore_foreign(parent, state);
+            }
+            for _ in 0..d.count(16 + 16)? {
+                let copy = d.uuid()?;
+                let of = d.uuid()?;
+                q.replays.insert(copy, of);
             }
         }
         for _ in 0..d.u64()? {

@@ -16,6 +16,8 @@ use crate::types::{DeadLetter, DeliveryView, Page};
 pub(crate) struct MessageView {
     pub state: MessageState,
     pub parents: crate::model::Parents,
+    /// The message it is a copy of, for a copy a replay published.
+    pub replay_of: Option<MessageId>,
     pub children: Vec<MessageId>,
     pub size: u32,
     /// `None` when the queue's table of content types was full: read it from the record.
@@ -81,6 +83,7 @@ impl QueueState {
         Some(MessageView {
             state: self.sched.state(id)?,
             parents: self.sched.parents(id).cloned().unwrap_or_default(),
+            replay_of: self.replays.get(&id).copied(),
             children: self.sched.children(id),
             size: meta.size,
             content_type: self.content_type_name(meta.content_type),

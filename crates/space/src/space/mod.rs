@@ -2,7 +2,7 @@
 //!
 //! - [`journal`]: the only way to append; the gate, the order of acks, what reclaiming needs;
 //! - [`registry`]: the queues by name and by number, and the counters that name new ones;
-//! - [`publish`], [`admin`], [`controls`], [`messages`]: the changes users ask for;
+//! - [`publish`], [`admin`], [`controls`], [`messages`], [`resend`]: the changes users ask for;
 //! - [`dispatch`]: the dispatchers, attempts and their outcomes;
 //! - [`replay`]: the state rebuilt from a snapshot and the log;
 //! - [`maintenance`]: checkpoints, reclaiming segments, retention;
@@ -24,11 +24,13 @@ mod outcome;
 mod publish;
 mod registry;
 mod replay;
+mod resend;
 mod settler;
 mod views;
 
 pub use controls::SubscriberUpdate;
 pub use messages::RedriveScope;
+pub use resend::{ReplayOptions, Replayed};
 pub use views::SpaceImage;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -233,6 +233,15 @@ impl Replay {
                     q.apply_parent_settled(parent, state, settled_at_ms, &mut wake);
                 }
             }
+            Record::Replayed {
+                queue,
+                messages,
+                replayed_at_ms,
+            } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.apply_replayed(&messages, replayed_at_ms, &mut wake);
+                }
+            }
             Record::Checkpoint { .. } => {}
         }
         Ok(())

@@ -169,6 +169,7 @@ impl Space {
             content_type,
             event_type,
             deliver_at_ms,
+            replay_of: view.replay_of,
             size: u64::from(view.size),
             published_at_ms: crate::ids::unix_ms(id),
             deliveries: view.deliveries,

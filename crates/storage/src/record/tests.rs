@@ -88,7 +88,8 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             proptest::collection::vec(any::<u64>(), 0..4),
             (
                 proptest::option::of(text),
-                proptest::option::of(any::<u64>())
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(uuid_strategy())
             ),
             bytes_strategy()
         )
@@ -105,6 +106,7 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                         attributes: Attributes {
                             event_type: attrs.0,
                             deliver_at_ms: attrs.1,
+                            replay_of: attrs.2,
                         },
                         body,
                     })
@@ -191,6 +193,16 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                 queue,
                 messages,
                 released_at_ms: at
+            }),
+        (
+            any::<u32>(),
+            proptest::collection::vec(uuid_strategy(), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(queue, messages, at)| Record::Replayed {
+                queue,
+                messages,
+                replayed_at_ms: at
             }),
         (any::<u32>(), any::<u32>(), bytes_strategy())
             .prop_map(|(part, parts, state)| Record::Checkpoint { part, parts, state }),
@@ -290,10 +302,10 @@ fn subscriber_records_without_options_still_read() {
 }
 
 /// A message with one parent or none keeps kind 6 (or 16 with attributes), byte for byte as
-/// before joins existed; only a join is kind 18, which an older build refuses by the segment's
-/// version instead of misreading it.
+/// before joins existed; only a join or a replay's copy is kind 18, which an older build
+/// refuses by the segment's version instead of misreading it.
 #[test]
-fn only_a_join_is_written_as_kind_18() {
+fn only_a_join_or_a_copy_is_written_as_kind_18() {
     let one = Uuid::from_u128(1);
     let two = Uuid::from_u128(2);
     let published = |parents: Vec<Uuid>, event_type: Option<&str>| {
@@ -308,6 +320,7 @@ fn only_a_join_is_written_as_kind_18() {
             attributes: Attributes {
                 event_type: event_type.map(str::to_owned),
                 deliver_at_ms: None,
+                replay_of: None,
             },
             body: Bytes::from_static(b"x"),
         })
@@ -319,7 +332,7 @@ fn only_a_join_is_written_as_kind_18() {
         kind::PUBLISHED_WITH_ATTRIBUTES
     );
     let join = published(vec![one, two], None);
-    assert_eq!(join.kind(), kind::PUBLISHED_JOIN);
+    assert_eq!(join.kind(), kind::PUBLISHED_EXTENDED);
     assert_eq!(roundtrip(&join).unwrap(), join);
     // The single-parent layout is unchanged: the parent right after the id.
     let mut buf = Vec::new();

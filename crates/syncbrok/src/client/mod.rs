@@ -129,6 +129,24 @@ pub struct LineageArgs {
     pub limit: Option<u32>,
 }
 
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    pub queue: String,
+    /// The message's id (it must be delivered, and still held: see `retention.delivered`).
+    pub id: String,
+    /// Also every delivered message below it, parents before children.
+    #[arg(long)]
+    pub subtree: bool,
+    /// Publish copies with new ids (each names the message it copies as `replay_of`) instead
+    /// of sending the same messages again (receivers deduplicating on `webhook-id` would drop
+    /// those).
+    #[arg(long)]
+    pub as_new: bool,
+    /// Count what would be replayed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(clap::Subcommand)]
 pub enum DeadLettersCommand {
     /// List a queue's dead letters, a page at a time (`next` is the `--after` of the next).
@@ -481,6 +499,18 @@ pub async fn lineage(target: &Target, args: LineageArgs) -> anyhow::Result<()> {
         target,
         call(target, Method::GET, &path, &[], Bytes::new()).await?,
         View::Lineage,
+    )
+}
+
+pub async fn replay(target: &Target, args: ReplayArgs) -> anyhow::Result<()> {
+    let path = format!("/v1/queues/{}/messages/{}/replay", args.queue, args.id);
+    let scope = if args.subtree { "subtree" } else { "message" };
+    let body = serde_json::json!({"scope": scope, "as_new": args.as_new, "dry_run": args.dry_run})
+        .to_string();
+    finish(
+        target,
+        call(target, Method::POST, &path, &[], Bytes::from(body)).await?,
+        View::Fields,
     )
 }
 
