@@ -160,6 +160,7 @@ pub struct RawQueueSection {
     pub on_parent_dead: Option<PolicyName>,
     pub idempotency: Option<IdempotencyPatch>,
     pub disable_after: Option<Span>,
+    pub causality: Option<space::Causality>,
 }
 
 /// An `on_parent_dead` value, checked where it is written (so that an error has its line).
@@ -284,6 +285,7 @@ impl RawQueueSection {
             on_parent_dead: self.on_parent_dead.map(|p| p.0),
             idempotency: self.idempotency.clone(),
             disable_after: self.disable_after,
+            causality: self.causality,
         }
     }
 }

@@ -115,6 +115,7 @@ fn describe_settings(doc: &mut Value) {
                 }
             },
             "on_parent_dead": {"type": "string", "enum": ["wait", "dead_letter", "deliver"]},
+            "causality": {"type": "string", "enum": ["global", "per_subscriber"]},
             "idempotency": {
                 "type": "object", "additionalProperties": false,
                 "properties": {

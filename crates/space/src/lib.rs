@@ -42,11 +42,11 @@ pub use error::{
     Classify, ErrorKind, JournalError, MessageError, OpenError, PublishError, QueueError,
     QueueNotFound, ReclaimError, SnapshotError, SubscriberError,
 };
+pub use model::{Causality, ParentState, RateLimit, SubscriberState};
 pub use model::{
     Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, Parents, QueueNumber,
     SubscriberId,
 };
-pub use model::{ParentState, RateLimit, SubscriberState};
 pub use queue::SubscriberSpec;
 pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,

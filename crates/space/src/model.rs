@@ -93,6 +93,22 @@ pub enum OnParentDead {
     Deliver,
 }
 
+/// Whom a child waits for its parents' delivery to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Causality {
+    /// A child goes to anyone only once each parent is delivered to every subscriber of its
+    /// fan-out set.
+    #[default]
+    Global,
+    /// A child goes to a subscriber as soon as that subscriber acknowledged each parent (at
+    /// once for a parent it does not take); a parent dead for a subscriber holds back only that
+    /// subscriber's copy.
+    PerSubscriber,
+}
+
 /// A message's state as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessageState {

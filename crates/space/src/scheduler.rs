@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 mod entry;
+mod scope;
 mod slots;
 
 pub use entry::RawEntry;
@@ -35,8 +36,8 @@ pub use slots::{Slot, Slots};
 use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
-    Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead, ParentState, Parents,
-    SubscriberId,
+    Causality, Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead,
+    ParentState, Parents, SubscriberId,
 };
 
 /// What the scheduler needs to know of what the Space keeps with a message: its size, so that
@@ -112,6 +113,9 @@ pub enum Event {
     },
     /// It was delivered or dead and is neither any more (redriven).
     Reopened { message: MessageId },
+    /// One subscriber's copy died with a parent dead for that subscriber (per-subscriber
+    /// causality, `dead_letter`).
+    CopyDead { message: MessageId, slot: Slot },
 }
 
 /// Why a change was refused.
@@ -158,6 +162,7 @@ fn recount(
 /// The scheduler of one queue. `M` is what the Space keeps with each message.
 pub struct Scheduler<M = ()> {
     on_parent_dead: OnParentDead,
+    causality: Causality,
     slots: Vec<Option<Cursor>>,
     /// Ordered by id, which is publish order: pages and "oldest" come for free.
     messages: BTreeMap<MessageId, Entry<M>>,
@@ -176,6 +181,7 @@ impl<M: Weighed> Scheduler<M> {
     pub fn new(on_parent_dead: OnParentDead) -> Scheduler<M> {
         Scheduler {
             on_parent_dead,
+            causality: Causality::Global,
             slots: Vec::new(),
             messages: BTreeMap::new(),
             children: IdMap::default(),
@@ -189,6 +195,19 @@ impl<M: Weighed> Scheduler<M> {
     /// released stay so.
     pub fn set_on_parent_dead(&mut self, policy: OnParentDead) {
         self.on_parent_dead = policy;
+    }
+
+    /// Changes whom children wait for their parents' delivery to, from now on: copies already
+    /// sent or dead stay so; under `per_subscriber` the copies no parent holds back go now.
+    pub fn set_causality(&mut self, causality: Causality) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.causality != causality {
+            self.causality = causality;
+            if self.per_subscriber() {
+                self.refresh_all_waiting(&mut events);
+            }
+        }
+        events
     }
 
     /// Applies `f` to a message's entry and books the state change it made.
@@ -274,6 +293,9 @@ impl<M: Weighed> Scheduler<M> {
         }
         let mut events = Vec::new();
         self.settle_all(touched, &mut events);
+        if self.per_subscriber() {
+            self.refresh_all_waiting(&mut events);
+        }
         Ok(events)
     }
 
@@ -299,6 +321,8 @@ impl<M: Weighed> Scheduler<M> {
                 ParentLink::Held(p) if !self.messages.contains_key(&p) => {
                     return Err(ScheduleError::UnknownParent(p));
                 }
+                // Per subscriber, each copy is looked at once the message is in.
+                ParentLink::Held(_) if self.per_subscriber() => Hold::Wait,
                 ParentLink::Held(p) => self.hold_of(p),
                 ParentLink::Removed(_) => Hold::Free,
                 ParentLink::RemovedDead(_) if self.on_parent_dead == OnParentDead::Deliver => {
@@ -344,6 +368,10 @@ impl<M: Weighed> Scheduler<M> {
         let mut events = Vec::new();
         if parent_dead {
             self.settle_all(vec![id], &mut events);
+        } else if waiting && self.per_subscriber() {
+            let mut todo = Vec::new();
+            self.start_copies(id, &mut events, &mut todo);
+            self.settle_all(todo, &mut events);
         } else if !waiting && !scheduled {
             self.release(id, &mut events);
         }
@@ -437,7 +465,11 @@ impl<M: Weighed> Scheduler<M> {
             (was, e.waiting || e.parent_dead)
         });
         if let Some((true, held)) = was {
-            if held {
+            if held && self.per_subscriber() {
+                let mut todo = Vec::new();
+                self.refresh_copies(id, &mut events, &mut todo);
+                self.settle_all(todo, &mut events);
+            } else if held {
                 self.settle_all(vec![id], &mut events);
             } else {
                 self.release(id, &mut events);
@@ -483,6 +515,11 @@ impl<M: Weighed> Scheduler<M> {
                         message: id,
                         reason,
                     });
+                    if self.per_subscriber() {
+                        let all = self.messages.get(&id).map_or(0, |e| e.fanout);
+                        self.kill_copies(id, all, events, &mut todo);
+                        continue;
+                    }
                     match self.on_parent_dead {
                         OnParentDead::Wait => {}
                         OnParentDead::Deliver => self.release_children(id, events, &mut todo),
@@ -516,7 +553,9 @@ impl<M: Weighed> Scheduler<M> {
     ) {
         // A child of a join goes only when none of its other parents holds it back.
         for child in self.waiting_children(parent) {
-            if self.hold_by_parents(child) == Hold::Free {
+            if self.per_subscriber() {
+                self.refresh_copies(child, events, todo);
+            } else if self.hold_by_parents(child) == Hold::Free {
                 self.release_one(child, events, todo);
             }
         }
@@ -544,13 +583,7 @@ impl<M: Weighed> Scheduler<M> {
             return;
         };
         if owed != 0 {
-            for slot in Slots(owed).iter() {
-                if let Some(Some(sub)) = self.slots.get_mut(slot.index())
-                    && sub.is_behind(id)
-                {
-                    sub.behind.push_back(id);
-                }
-            }
+            self.queue_behind(id, owed);
             events.push(Event::Released {
                 message: id,
                 slots: Slots(owed),
@@ -559,12 +592,33 @@ impl<M: Weighed> Scheduler<M> {
         todo.push(id);
     }
 
+    /// Queues a message for the subscribers of `slots` whose cursors passed it already (the
+    /// others will find it as they walk on).
+    fn queue_behind(&mut self, id: MessageId, slots: u64) {
+        for slot in Slots(slots).iter() {
+            if let Some(Some(sub)) = self.slots.get_mut(slot.index())
+                && sub.is_behind(id)
+            {
+                sub.behind.push_back(id);
+            }
+        }
+    }
+
     /// The next message to send to a subscriber, oldest first; it is then in flight for that
     /// subscriber until [`Scheduler::ack`], [`Scheduler::give_up`] or [`Scheduler::requeue`].
     pub fn next(&mut self, slot: Slot) -> Option<MessageId> {
         let bit = slot.bit();
+        let (messages, foreign, policy) = (&self.messages, &self.foreign, self.on_parent_dead);
+        let per_subscriber = self.causality == Causality::PerSubscriber;
+        // Per subscriber, a waiting message's copy goes once no parent holds it back.
         let sendable = |e: &Entry<M>| {
-            !e.held() && !e.parent_dead && e.owed() & bit != 0 && e.active & bit == 0
+            !e.scheduled
+                && !e.parent_dead
+                && e.owed() & bit != 0
+                && e.active & bit == 0
+                && (!e.waiting
+                    || (per_subscriber
+                        && scope::slot_hold(messages, foreign, policy, e, bit) == Hold::Free))
         };
         let sub = self.slots.get_mut(slot.index())?.as_mut()?;
         let mut found = None;
@@ -609,7 +663,13 @@ impl<M: Weighed> Scheduler<M> {
             owed
         });
         if applied == Some(true) {
-            self.settle_all(vec![id], &mut events);
+            let mut todo = vec![id];
+            if self.per_subscriber() {
+                for child in self.waiting_children(id) {
+                    self.refresh_copies(child, &mut events, &mut todo);
+                }
+            }
+            self.settle_all(todo, &mut events);
         }
         events
     }
@@ -627,7 +687,11 @@ impl<M: Weighed> Scheduler<M> {
             owed
         });
         if applied == Some(true) {
-            self.settle_all(vec![id], &mut events);
+            let mut todo = vec![id];
+            if self.per_subscriber() {
+                self.kill_copies(id, bit, &mut events, &mut todo);
+            }
+            self.settle_all(todo, &mut events);
         }
         events
     }
@@ -661,7 +725,12 @@ impl<M: Weighed> Scheduler<M> {
         }
         // A child that died with a parent goes back to waiting while any of its parents is held
         // and would still hold a new child back: a redrive never breaks parent order.
-        let back_to_waiting = e.parent_dead && self.hold_by_parents(id) != Hold::Free;
+        // Per subscriber, every copy redriven waits again while a parent holds it back.
+        let back_to_waiting = if self.per_subscriber() {
+            !e.parents.is_empty()
+        } else {
+            e.parent_dead && self.hold_by_parents(id) != Hold::Free
+        };
         let slots = self
             .change(id, |e| {
                 let slots = if e.parent_dead {
@@ -676,7 +745,11 @@ impl<M: Weighed> Scheduler<M> {
             })
             .unwrap_or(0);
         let mut events = Vec::new();
-        if back_to_waiting {
+        if back_to_waiting && self.per_subscriber() {
+            let mut todo = Vec::new();
+            self.refresh_copies(id, &mut events, &mut todo);
+            self.settle_all(todo, &mut events);
+        } else if back_to_waiting {
             self.settle_all(vec![id], &mut events);
         } else {
             self.release(id, &mut events);
@@ -695,6 +768,23 @@ impl<M: Weighed> Scheduler<M> {
             .ok_or(ScheduleError::UnknownMessage(id))?;
         if e.finish() != Finish::Delivered {
             return Err(ScheduleError::NotDelivered(id));
+        }
+        if self.per_subscriber() {
+            // Each copy as for a message published now.
+            let has_parents = !e.parents.is_empty();
+            self.change(id, |e| {
+                e.acked = 0;
+                e.dead = 0;
+                e.waiting = has_parents;
+            });
+            let (mut events, mut todo) = (Vec::new(), Vec::new());
+            if has_parents {
+                self.start_copies(id, &mut events, &mut todo);
+                self.settle_all(todo, &mut events);
+            } else {
+                self.release(id, &mut events);
+            }
+            return Ok(events);
         }
         // As for a message published now: a parent dead under `dead_letter` kills it.
         let hold = self.hold_by_parents(id);
@@ -750,6 +840,8 @@ impl<M: Weighed> Scheduler<M> {
                     c.parent_dead = true;
                 });
                 todo.push(child);
+            } else if self.per_subscriber() {
+                self.refresh_copies(child, &mut events, &mut todo);
             } else if self.hold_by_parents(child) == Hold::Free {
                 self.release_one(child, &mut events, &mut todo);
             }

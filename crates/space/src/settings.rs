@@ -145,6 +145,9 @@ pub struct QueueSettings {
     /// (Settings written before it existed read with the default.)
     #[serde(default = "default_disable_after")]
     pub disable_after: Span,
+    /// `global` or `per_subscriber` (settings written before it existed read as `global`).
+    #[serde(default)]
+    pub causality: crate::model::Causality,
 }
 
 fn default_disable_after() -> Span {
@@ -171,6 +174,7 @@ impl Default for QueueSettings {
                 max_keys: bounds::IDEMPOTENCY_KEYS_DEFAULT,
             },
             disable_after: default_disable_after(),
+            causality: crate::model::Causality::Global,
         }
     }
 }
@@ -187,6 +191,7 @@ pub struct SettingsPatch {
     pub on_parent_dead: Option<OnParentDead>,
     pub idempotency: Option<IdempotencyPatch>,
     pub disable_after: Option<Span>,
+    pub causality: Option<crate::model::Causality>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +277,7 @@ impl QueueSettings {
             }
         }
         s.on_parent_dead = p.on_parent_dead.unwrap_or(s.on_parent_dead);
+        s.causality = p.causality.unwrap_or(s.causality);
         s.disable_after = p.disable_after.unwrap_or(s.disable_after);
         if let Some(i) = &p.idempotency {
             s.idempotency.window = i.window.unwrap_or(s.idempotency.window);

@@ -1,7 +1,8 @@
 //! Property test of the scheduler: random DAGs of parents (chains, fan-outs and joins of up to
 //! four parents, parents in other queues settled at random), random fan-outs, random outcomes (ack, give up, requeue), redrives, replays of delivered messages and
 //! removals, messages held for a due time and released later, under each `on_parent_dead`
-//! policy.
+//! policy, in both causality scopes (global, and per subscriber: a child's copy goes to a
+//! subscriber once that subscriber has each parent).
 //!
 //! Checked all along: nothing is sent to a subscriber outside the message's fan-out set, or
 //! twice at once, or after it acknowledged; no child is sent before every one of its parents is
@@ -17,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use space::{
-    Counts, Event, MessageId, MessageState, OnParentDead, ParentLink, ParentState, Removal,
-    Scheduler, Slot, Slots,
+    Causality, Counts, DeliveryState, Event, MessageId, MessageState, OnParentDead, ParentLink,
+    ParentState, Removal, Scheduler, Slot, Slots,
 };
 use uuid::Uuid;
 
@@ -125,6 +126,7 @@ fn policy_strategy() -> impl Strategy<Value = OnParentDead> {
 struct Harness {
     s: Scheduler<()>,
     policy: OnParentDead,
+    causality: Causality,
     slots: Vec<Slot>,
     published: Vec<MessageId>,
     removed: HashSet<MessageId>,
@@ -184,6 +186,18 @@ impl Harness {
                     || (matches!(far, ParentState::Dead | ParentState::GoneDead)
                         && self.policy == OnParentDead::Deliver);
                 prop_assert!(ok, "{m} sent while its parent {p} elsewhere is {far:?}");
+                continue;
+            }
+            if self.causality == Causality::PerSubscriber {
+                // Per subscriber: this subscriber has the parent, or does not take it, or it
+                // died for this subscriber under `deliver`.
+                let ds = self.s.delivery_state(p, slot);
+                let ok = matches!(ds, None | Some(DeliveryState::Acked))
+                    || (ds == Some(DeliveryState::Dead) && self.policy == OnParentDead::Deliver);
+                prop_assert!(
+                    ok,
+                    "{m} sent to {slot:?} while its parent {p} is {ds:?} there"
+                );
                 continue;
             }
             let state = self.s.state(p);
@@ -260,7 +274,12 @@ impl Harness {
                 m,
                 states
             );
-            if self.policy == OnParentDead::DeadLetter && !self.exempt.contains(&m) {
+            // (Per subscriber, a parent dead for one subscriber kills only that copy: the
+            // others may still wait for another parent.)
+            if self.policy == OnParentDead::DeadLetter
+                && self.causality == Causality::Global
+                && !self.exempt.contains(&m)
+            {
                 prop_assert!(
                     !states.contains(&Some(MessageState::Dead)),
                     "{} waits for a dead parent under dead_letter",
@@ -272,14 +291,16 @@ impl Harness {
     }
 }
 
-fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(policy: OnParentDead, causality: Causality, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut s = Scheduler::<()>::new(policy);
+    s.set_causality(causality);
     let slots: Vec<Slot> = (0..SLOTS)
         .map(|i| s.add_subscriber(i as u64 + 1).unwrap())
         .collect();
     let mut h = Harness {
         s,
         policy,
+        causality,
         slots,
         published: Vec::new(),
         removed: HashSet::new(),
@@ -361,12 +382,36 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let any_removed_dead =
                     named.iter().any(|p| h.removed_dead.contains(p)) || far_gone_dead;
                 let any_dead = dead_before.iter().any(|d| *d);
+                let global = causality == Causality::Global;
                 if policy != OnParentDead::Deliver
-                    && (any_removed_dead || (policy == OnParentDead::DeadLetter && any_dead))
+                    && (any_removed_dead
+                        || (policy == OnParentDead::DeadLetter && any_dead && global))
                 {
                     prop_assert_eq!(state, Some(MessageState::Dead), "a child of a dead parent");
                 }
+                // Per subscriber, under `dead_letter`, the copies for the subscribers a parent
+                // died for are dead at once.
+                if !global && policy == OnParentDead::DeadLetter {
+                    for p in named.iter().filter(|p| !h.foreign.contains_key(p)) {
+                        for slot in &h.slots {
+                            if h.s.delivery_state(*p, *slot) == Some(DeliveryState::Dead) {
+                                let copy = h.s.delivery_state(id, *slot);
+                                prop_assert!(
+                                    matches!(copy, None | Some(DeliveryState::Dead)),
+                                    "a copy of a child of a parent dead for {:?} is {:?}",
+                                    slot,
+                                    copy
+                                );
+                            }
+                        }
+                    }
+                }
                 for (p, dead) in named.iter().zip(dead_before) {
+                    let dead_somewhere = h
+                        .slots
+                        .iter()
+                        .any(|sl| h.s.delivery_state(*p, *sl) == Some(DeliveryState::Dead));
+                    let dead = dead || (!global && dead_somewhere);
                     if h.removed.contains(p) || (dead && policy == OnParentDead::Deliver) {
                         h.exempt_edges.insert((id, *p));
                     }
@@ -422,7 +467,15 @@ fn run(policy: OnParentDead, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         h.acked.insert((m, slot));
                         h.s.ack(m, slot)
                     }
-                    Outcome::GiveUp => h.s.give_up(m, slot),
+                    Outcome::GiveUp => {
+                        // Per subscriber, under `deliver`, a parent dead for one subscriber
+                        // lets that copy go: a later redrive of the parent finds it sent.
+                        if policy == OnParentDead::Deliver && causality == Causality::PerSubscriber
+                        {
+                            h.exempt_children_of(m);
+                        }
+                        h.s.give_up(m, slot)
+                    }
                     Outcome::Requeue => {
                         h.s.requeue(m, slot);
                         Vec::new()
@@ -624,8 +677,9 @@ proptest! {
     #[test]
     fn parented_scheduling_keeps_its_rules(
         policy in policy_strategy(),
+        causality in prop_oneof![Just(Causality::Global), Just(Causality::PerSubscriber)],
         ops in proptest::collection::vec(op_strategy(), 1..120),
     ) {
-        run(policy, ops)?;
+        run(policy, causality, ops)?;
     }
 }

@@ -10,7 +10,7 @@
 //! - after a power loss, every message the Space held is still held: no acknowledged publish
 //!   is lost (a lost lazy ack or expiry only brings a finished message back);
 //! - no child is ever sent while any of its parents is held and undelivered (unless that
-//!   parent died under `deliver`).
+//!   parent died under `deliver`); per subscriber, while that subscriber does not have it.
 //!
 //! A second test runs the same kinds of changes concurrently from several tasks on a
 //! multi-threaded runtime, then checks that a restart rebuilds what they made.
@@ -85,9 +85,35 @@ impl Gate {
         let Ok(m) = space.message(&a.queue, a.message) else {
             return;
         };
+        let per_subscriber = space
+            .queue_info(&a.queue)
+            .is_ok_and(|q| q.settings.causality == space::Causality::PerSubscriber);
         for p in m.parents.iter() {
             // The parent's queue: the message's own, or the other one.
             let found = QUEUES.iter().find_map(|q| space.message(q, p).ok());
+            if per_subscriber
+                && let Some(parent) = &found
+                && parent.queue == *a.queue
+            {
+                // Per subscriber: this subscriber must have the parent (if it takes it).
+                let mine = parent
+                    .deliveries
+                    .iter()
+                    .find(|d| *d.endpoint == *a.endpoint);
+                if let Some(d) = mine
+                    && matches!(
+                        d.state,
+                        space::DeliveryState::Pending | space::DeliveryState::InFlight
+                    )
+                    && !self.ever_dead.lock().unwrap().contains(&p)
+                {
+                    self.violations.lock().unwrap().push(format!(
+                        "{} sent to {} while its parent {p} is {:?} there",
+                        a.message, a.endpoint, d.state
+                    ));
+                }
+                continue;
+            }
             if let Some(parent) = found
                 && parent.state.is_undelivered()
                 && !self.ever_dead.lock().unwrap().contains(&p)
@@ -227,7 +253,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (queue.clone(), any::<proptest::sample::Index>(), 0u8..7).prop_map(|(queue, which, control)| Op::Control { queue, which, control }),
         1 => queue.clone().prop_map(|queue| Op::DeleteQueue { queue }),
         1 => queue.clone().prop_map(|queue| Op::CreateQueue { queue }),
-        1 => (queue, 0usize..3, prop_oneof![Just(0u64), Just(60)], prop_oneof![Just(0u64), Just(60), Just(3600)], 1u32..4)
+        1 => (queue, 0usize..6, prop_oneof![Just(0u64), Just(60)], prop_oneof![Just(0u64), Just(60), Just(3600)], 1u32..4)
             .prop_map(|(queue, policy, delivered_s, dead_s, max_attempts)| Op::Settings { queue, policy, delivered_s, dead_s, max_attempts }),
         2 => (0u64..120).prop_map(|secs| Op::Advance { secs }),
         1 => Just(Op::Checkpoint),
@@ -259,12 +285,16 @@ fn config(clock: &Arc<ManualClock>) -> SpaceConfig {
     }
 }
 
+/// `policy` picks `on_parent_dead` (its rest by 3) and the causality scope (global below 3,
+/// per subscriber from 3).
 fn settings(policy: usize, delivered_s: u64, dead_s: u64, max_attempts: u32) -> SettingsPatch {
-    let policy = ["wait", "dead_letter", "deliver"][policy];
+    let causality = ["global", "per_subscriber"][policy / 3 % 2];
+    let policy = ["wait", "dead_letter", "deliver"][policy % 3];
     serde_json::from_value(serde_json::json!({
         "retry": {"max_attempts": max_attempts, "initial_backoff": "1ms", "max_backoff": "1ms"},
         "retention": {"delivered": format!("{delivered_s}s"), "dead": format!("{dead_s}s")},
         "on_parent_dead": policy,
+        "causality": causality,
         "idempotency": {"window": "1h"},
     }))
     .unwrap()

@@ -405,3 +405,59 @@ async fn the_cli_replays_a_delivered_subtree() {
     assert!(err.contains("not delivered"), "{err}");
     assert!(b.terminate().success());
 }
+
+/// `"causality": "per_subscriber"` over the real binary: with one subscriber failing the
+/// parent, the other gets the parent and then the child; the failing one gets the child only
+/// after it has the parent, and the setting survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_subscriber_causality_lets_each_subscriber_go_at_its_own_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fast, fast_got) = subscriber(Arc::new(AtomicBool::new(false))).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let (slow, slow_got) = subscriber(failing.clone()).await;
+    let b = serving(dir.path(), &[]);
+    let settings = r#"{"causality": "per_subscriber", "retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
+    let r = call(
+        Method::PUT,
+        &format!("{}/v1/queues/q", b.url),
+        &[],
+        settings,
+    )
+    .await;
+    assert_eq!(r.json()["settings"]["causality"], "per_subscriber");
+    for hook in [&fast, &slow] {
+        call(
+            Method::POST,
+            &format!("{}/v1/queues/q/subscribers", b.url),
+            &[],
+            json!({ "endpoint": hook }).to_string(),
+        )
+        .await;
+    }
+    let parent = id_of(&publish_to(&b.url, "q", "blocked", &[]).await.1);
+    let kid = id_of(&publish_to(&b.url, "q", "kid", &[&parent]).await.1);
+    eventually("the fast subscriber has the child", || {
+        position(&fast_got, &kid).is_some()
+    })
+    .await;
+    assert!(position(&fast_got, &parent) < position(&fast_got, &kid));
+    assert_eq!(
+        position(&slow_got, &kid),
+        None,
+        "the slow one has no parent yet"
+    );
+    let m = get(&b.url, &format!("/v1/queues/q/messages/{kid}")).await;
+    assert_eq!(m["state"], "waiting", "a copy is still held back: {m}");
+
+    b.kill9();
+    let b = serving(dir.path(), &[]);
+    let q = get(&b.url, "/v1/queues/q").await;
+    assert_eq!(q["settings"]["causality"], "per_subscriber");
+    failing.store(false, Ordering::SeqCst);
+    eventually("the slow subscriber has the child", || {
+        position(&slow_got, &kid).is_some()
+    })
+    .await;
+    assert!(position(&slow_got, &parent) < position(&slow_got, &kid));
+    assert!(b.terminate().success());
+}

@@ -194,7 +194,11 @@ impl QueueState {
             name: Arc::from(name),
             number,
             settings,
-            sched: Scheduler::new(settings.on_parent_dead),
+            sched: {
+                let mut s = Scheduler::new(settings.on_parent_dead);
+                let _none_waits_yet = s.set_causality(settings.causality);
+                s
+            },
             subscribers: BTreeMap::new(),
             next_seq: 0,
             pending: PendingPublishes::default(),
@@ -594,10 +598,13 @@ impl QueueState {
         }
     }
 
-    pub fn apply_settings(&mut self, settings: QueueSettings) {
+    pub fn apply_settings(&mut self, settings: QueueSettings, wake: &mut Wake) {
         self.settings = settings;
         self.idempotency.limit(settings.idempotency.max_keys);
         self.sched.set_on_parent_dead(settings.on_parent_dead);
+        // A change of scope only releases copies (nothing finishes): no time is needed.
+        let events = self.sched.set_causality(settings.causality);
+        self.handle(events, 0, wake);
     }
 
     pub fn apply_subscriber_added(
@@ -742,6 +749,16 @@ impl QueueState {
                     }
                     let keep = self.settings.retention.dead.as_millis();
                     self.expiry.schedule(message, at_ms.saturating_add(keep));
+                }
+                Event::CopyDead { message, slot } => {
+                    // One subscriber's copy died with a parent: a dead letter of that
+                    // subscriber, reason `parent_dead`.
+                    if let Some((sub, _)) = self.subscribers.iter().find(|(_, s)| s.slot == slot) {
+                        let key = (message, Some(*sub));
+                        self.deliveries.entry(key).or_default().dead =
+                            Some((DeadReason::ParentDead, at_ms));
+                        self.dead_letters.insert(key);
+                    }
                 }
                 Event::Reopened { message } => {
                     self.parent_changed(message, false);

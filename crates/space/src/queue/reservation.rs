@@ -426,7 +426,7 @@ mod tests {
         );
         q.abort(repeat);
         settings.idempotency.max_keys = 1;
-        q.apply_settings(settings);
+        q.apply_settings(settings, &mut Vec::new());
         assert_eq!(q.idempotency_keys(), (1, 2));
     }
 }

@@ -407,7 +407,7 @@ mod tests {
         q.apply_expired(&[ps[5].id], 3_000, &mut wake);
         // The policy changes: what it decided before must stay as it was.
         settings.on_parent_dead = OnParentDead::Wait;
-        q.apply_settings(settings);
+        q.apply_settings(settings, &mut Vec::new());
 
         // As if earlier dead parents had been forgotten to stay within the limit.
         q.dead_removed.restore_forgotten(7);

@@ -721,3 +721,46 @@ fn a_foreign_parent_holds_its_children_as_last_learned() {
     s.settle_foreign(id(900), ParentState::GoneDead);
     assert_eq!(s.state(id(1)), Some(MessageState::Dead));
 }
+
+/// Per subscriber: a child's copy goes to a subscriber as soon as that one has the parent, the
+/// other copy waits for the other subscriber; a parent dead for one subscriber kills only that
+/// copy under `dead_letter`, and a subscriber that does not take the parent gets the child at
+/// once.
+#[test]
+fn per_subscriber_a_copy_waits_only_for_its_own_subscriber() {
+    let (mut s, sl) = with_subscribers(OnParentDead::DeadLetter, 3);
+    assert!(s.set_causality(Causality::PerSubscriber).is_empty());
+    let (a, b, c) = (sl[0], sl[1], sl[2]);
+    let ab = Slots(a.bit() | b.bit());
+    s.publish(id(1), &[], ab, (), false).unwrap();
+    let events = s
+        .publish(id(2), &[ParentLink::Held(id(1))], s.all_slots(), (), false)
+        .unwrap();
+    // C does not take the parent: its copy goes at once.
+    assert!(events.contains(&Event::Released {
+        message: id(2),
+        slots: Slots(c.bit())
+    }));
+    assert_eq!(s.state(id(2)), Some(MessageState::Waiting));
+    assert_eq!(s.next(c), Some(id(2)));
+    assert_eq!(s.next(a), Some(id(1)));
+    assert_eq!(s.next(a), None, "A has not acknowledged the parent yet");
+    let events = s.ack(id(1), a);
+    assert!(events.contains(&Event::Released {
+        message: id(2),
+        slots: Slots(a.bit())
+    }));
+    assert_eq!(s.next(a), Some(id(2)), "A has the parent: its copy goes");
+    assert_eq!(s.next(b), Some(id(1)));
+    let events = s.give_up(id(1), b);
+    assert!(events.contains(&Event::CopyDead {
+        message: id(2),
+        slot: b
+    }));
+    assert_eq!(s.next(b), None, "B's copy died with the parent");
+    s.ack(id(2), a);
+    s.ack(id(2), c);
+    assert_eq!(s.state(id(2)), Some(MessageState::Dead));
+    assert_eq!(s.delivery_state(id(2), a), Some(DeliveryState::Acked));
+    assert_eq!(s.delivery_state(id(2), b), Some(DeliveryState::Dead));
+}

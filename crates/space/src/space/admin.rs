@@ -108,7 +108,9 @@ impl Space {
                         settings: settings_bytes(&settings),
                     }])
                     .await?;
-                q.lock().apply_settings(settings);
+                let mut wake = Vec::new();
+                q.lock().apply_settings(settings, &mut wake);
+                wake_all(wake);
                 false
             }
             Err(_) => {

@@ -76,7 +76,7 @@ impl Replay {
                 let settings: QueueSettings = serde_json::from_slice(&settings)
                     .map_err(|e| bad(format!("queue {queue}: unreadable settings: {e}")))?;
                 if let Some(q) = self.queues.get_mut(&queue) {
-                    q.apply_settings(settings);
+                    q.apply_settings(settings, &mut wake);
                 }
             }
             Record::QueueDeleted { queue } => {
