@@ -250,17 +250,8 @@ pub(crate) async fn replay(
 ) -> ApiResult<Response> {
     let id = message_id(&id, "message")?;
     let r: ReplayRequest = json(&body(b)?)?;
-    let scope = match r.scope.as_deref() {
-        None | Some("message") => space::RedriveScope::Message,
-        Some("subtree") => space::RedriveScope::Subtree,
-        Some(other) => {
-            return Err(Problem::bad_request(format!(
-                "unknown scope {other:?}: use message or subtree"
-            )));
-        }
-    };
     let options = space::ReplayOptions {
-        scope,
+        scope: crate::scope(r.scope.as_deref())?,
         as_new: r.as_new.unwrap_or(false),
         dry_run: r.dry_run.unwrap_or(false),
     };

@@ -496,6 +496,17 @@ async fn dead_letters(
     .into_response())
 }
 
+/// The `scope` of a redrive or a replay: `message` (the default) or `subtree`.
+fn scope(text: Option<&str>) -> ApiResult<space::RedriveScope> {
+    match text {
+        None | Some("message") => Ok(space::RedriveScope::Message),
+        Some("subtree") => Ok(space::RedriveScope::Subtree),
+        Some(other) => Err(Problem::bad_request(format!(
+            "unknown scope {other:?}: use message or subtree"
+        ))),
+    }
+}
+
 /// What a redrive of one message takes (optional body).
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -516,15 +527,7 @@ async fn redrive(
 ) -> ApiResult<Response> {
     let id = message_id(&id, "message")?;
     let r: RedriveRequest = json(&body(b)?)?;
-    let scope = match r.scope.as_deref() {
-        None | Some("message") => space::RedriveScope::Message,
-        Some("subtree") => space::RedriveScope::Subtree,
-        Some(other) => {
-            return Err(Problem::bad_request(format!(
-                "unknown scope {other:?}: use message or subtree"
-            )));
-        }
-    };
+    let scope = scope(r.scope.as_deref())?;
     let dry_run = r.dry_run.unwrap_or(false);
     let n = api.space.redrive_scoped(&queue, id, scope, dry_run).await?;
     let status = if dry_run {

@@ -90,22 +90,7 @@ async fn a_join_waits_for_every_parent_across_a_kill9() {
     let failing = Arc::new(AtomicBool::new(true));
     let (hook, got) = subscriber(failing.clone()).await;
     let b = serving(dir.path(), &[]);
-    let settings =
-        r#"{"retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
-    call(
-        Method::PUT,
-        &format!("{}/v1/queues/orders", b.url),
-        &[],
-        settings,
-    )
-    .await;
-    call(
-        Method::POST,
-        &format!("{}/v1/queues/orders/subscribers", b.url),
-        &[],
-        json!({ "endpoint": hook }).to_string(),
-    )
-    .await;
+    queue_with(&b.url, "orders", &hook).await;
 
     let (_, order) = publish(&b.url, "order", &[]).await;
     let (_, check) = publish(&b.url, "blocked", &[]).await;

@@ -79,6 +79,21 @@ pub struct Blocker {
     pub pending: Vec<PendingDelivery>,
 }
 
+impl Blocker {
+    /// A blocker this queue does not hold: removed, or in another queue (the Space fills in
+    /// how it stands there).
+    fn unknown(id: MessageId, depth: u32) -> Blocker {
+        Blocker {
+            id,
+            queue: None,
+            depth,
+            state: None,
+            verdict: None,
+            pending: Vec::new(),
+        }
+    }
+}
+
 /// A subscriber's health, as far as an explanation needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriberHealth {
@@ -243,27 +258,13 @@ impl QueueState {
                     || (matches!(known, ParentState::Dead | ParentState::GoneDead)
                         && self.settings.on_parent_dead == OnParentDead::Deliver);
                 if !frees {
-                    blockers.push(Blocker {
-                        id: parent,
-                        queue: None,
-                        depth,
-                        state: None,
-                        verdict: None,
-                        pending: Vec::new(),
-                    });
+                    blockers.push(Blocker::unknown(parent, depth));
                 }
                 continue;
             }
             let Some((state, verdict, pending)) = self.verdict_of(parent) else {
                 if child_verdict == Verdict::ParentDead {
-                    blockers.push(Blocker {
-                        id: parent,
-                        queue: None,
-                        depth,
-                        state: None,
-                        verdict: None,
-                        pending: Vec::new(),
-                    });
+                    blockers.push(Blocker::unknown(parent, depth));
                 }
                 continue;
             };
