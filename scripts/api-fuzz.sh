@@ -15,8 +15,11 @@ fi
 . scripts/lib/broker.sh
 # A queue to aim at, so that operations on /v1/queues/{queue}/… get past the 404.
 target/debug/syncbrok --url "$url" queue create q >/dev/null
+# The events stream never ends by design (it is tested by crates/frontend/tests/watchers.rs
+# and the CLI's tail test): every call would only wait out the client's timeout.
 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
   --checks not_a_server_error \
+  --exclude-path '/v1/queues/{queue}/events' \
   --max-examples "$max_examples" \
   --no-color
 if grep -qi "panicked" "$broker_dir/log"; then

@@ -9,6 +9,7 @@ mod batch;
 pub mod causality;
 pub mod config;
 pub mod deadline;
+mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod legacy;
@@ -60,13 +61,19 @@ impl Default for ApiConfig {
 struct Api {
     space: Space,
     max_body: usize,
+    /// Places for watchers of `…/events`.
+    watchers: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's routes over a Space that has finished recovering.
 pub fn router(space: Space, config: &ApiConfig) -> Router {
     let max_body = config.max_body.min(limits::MAX_BODY_CEILING);
     let body_timeout = config.body_timeout;
-    let api = Api { space, max_body };
+    let api = Api {
+        space,
+        max_body,
+        watchers: std::sync::Arc::new(tokio::sync::Semaphore::new(limits::WATCHERS_MAX)),
+    };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -127,6 +134,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
             "/v1/queues/{queue}/messages/{id}/replay",
             post(causality::replay),
         )
+        .route("/v1/queues/{queue}/events", get(events::events))
         .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
         .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive_all))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
@@ -178,6 +186,7 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         causality::explain,
         causality::lineage,
         causality::replay,
+        events::events,
         discard,
         dead_letters,
         redrive,

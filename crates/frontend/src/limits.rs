@@ -13,6 +13,9 @@ pub const BATCH_JSON_BYTES_MAX: usize = 24 * 1024 * 1024;
 pub const TOKEN_BYTES_MIN: usize = 16;
 /// Page sizes of listings.
 pub const PAGE_DEFAULT: usize = 100;
+/// Watchers of a queue's events (`GET …/events`) at once, over all queues: each holds a
+/// connection and a place in the feed; more are refused with 503.
+pub const WATCHERS_MAX: usize = 64;
 pub const PAGE_MAX: usize = 1000;
 /// Default `server.body_timeout`: a request's body must arrive whole this long after its
 /// headers, so a client dripping a body cannot hold a connection and its buffer for ever.

@@ -55,8 +55,8 @@ pub use queue::image::{MessageImage, QueueImage};
 pub use scheduler::{Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
-    RedriveScope, ReplayOptions, Replayed, Space, SpaceImage, SubscriberUpdate, decode_secret,
-    validate_queue_name,
+    FeedEvent, Happened, RedriveScope, ReplayOptions, Replayed, Space, SpaceImage,
+    SubscriberUpdate, Watcher, decode_secret, validate_queue_name,
 };
 pub use types::{
     BatchEntry, BatchParent, DeadLetter, DeliverAt, DeliveryView, MessageInfo, NewMessage, Page,

@@ -95,6 +95,10 @@ pub const DUE_STALE_SLACK: u64 = 1024;
 /// Scheduled messages released by one `Released` record (the same bound as expiries).
 pub const RELEASED_PER_RECORD_MAX: usize = EXPIRED_PER_RECORD_MAX;
 
+/// The feed keeps this many events for a watcher that reads slower than they come; one that
+/// falls further behind is told how many it missed. Shared by every watcher.
+pub const FEED_EVENTS_BUFFERED: usize = 4096;
+
 /// A replay records at most this many messages sent again per record (a subtree may hold
 /// more: it takes several records, each applied whole).
 pub const REPLAYED_PER_RECORD_MAX: usize = 1000;

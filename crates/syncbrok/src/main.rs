@@ -75,6 +75,9 @@ enum Command {
     /// Send a delivered message (with --subtree, and every delivered message below it, parents
     /// first) to its subscribers again, or publish copies of it with --as-new.
     Replay(client::ReplayArgs),
+    /// Watch what happens to a queue's messages as it happens: published, delivered, failed,
+    /// dead-lettered; a line each, until interrupted (or --count).
+    Tail(client::TailArgs),
     /// Show a message, print its body, or discard it.
     #[command(subcommand)]
     Message(client::MessageCommand),
@@ -433,6 +436,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "http"
     };
+    // Watchers' event streams end when the broker stops, rather than hold the drain up.
+    let (feed, stopping) = (space.clone(), stop.clone());
+    tokio::spawn(async move {
+        stopped(stopping).await;
+        feed.close_feed();
+    });
     tracing::info!(%addr, scheme, "syncbrok listening");
     // One line on stdout once the API is ready, for scripts and tests that start the broker
     // on port 0.
@@ -537,6 +546,9 @@ fn main() -> std::process::ExitCode {
         }
         Command::Replay(args) => {
             runtime().and_then(|rt| rt.block_on(client::replay(&cli.target, args)))
+        }
+        Command::Tail(args) => {
+            runtime().and_then(|rt| rt.block_on(client::tail(&cli.target, args)))
         }
         Command::Message(c) => {
             runtime().and_then(|rt| rt.block_on(client::message(&cli.target, c)))

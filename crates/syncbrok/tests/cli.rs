@@ -501,3 +501,103 @@ async fn the_readme_walkthrough_runs() {
     .await;
     assert!(b.terminate().success());
 }
+
+/// `syncbrok tail` sees a delivery and a dead letter as they happen, each a JSON line with
+/// `-o json`; a queue that does not exist is exit code 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_shows_deliveries_and_dead_letters_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let hook = common::hook_server(|req: hyper::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let mut answer = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        if &body[..] == b"bad" {
+            *answer.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        answer
+    })
+    .await;
+    let u = |p: &str| format!("{}{p}", b.url);
+    call(
+        Method::PUT,
+        &u("/v1/queues/q"),
+        &[],
+        r#"{"retry": {"max_attempts": 1}}"#,
+    )
+    .await;
+    call(
+        Method::POST,
+        &u("/v1/queues/q/subscribers"),
+        &[],
+        json!({ "endpoint": hook }).to_string(),
+    )
+    .await;
+
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["--url", &b.url, "-o", "json", "tail", "q", "--count", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watching = String::new();
+    BufReader::new(tail.stderr.take().unwrap())
+        .read_line(&mut watching)
+        .unwrap();
+    assert!(watching.starts_with("watching queue q"), "{watching:?}");
+    let ok = call(Method::POST, &u("/v1/queues/q/messages"), &[], "ok")
+        .await
+        .json();
+    let bad = call(Method::POST, &u("/v1/queues/q/messages"), &[], "bad")
+        .await
+        .json();
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let mut seen: Vec<(String, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["event"].as_str().unwrap().to_owned(),
+                v["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let (ok, bad) = (ok["id"].as_str().unwrap(), bad["id"].as_str().unwrap());
+    let mut want: Vec<(String, String)> = [
+        ("dead_lettered", bad),
+        ("delivered", ok),
+        ("published", ok),
+        ("published", bad),
+    ]
+    .iter()
+    .map(|(e, id)| (e.to_string(), id.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(seen, want);
+
+    let (code, _, err) = cli_code(&b.url, &["tail", "nope", "--count", "1"], "");
+    assert_eq!(code, 3, "{err}");
+
+    // A watcher does not hold the shutdown up: its stream ends when the broker stops.
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+        .args(["--url", &b.url, "tail", "q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watching = String::new();
+    BufReader::new(watcher.stderr.take().unwrap())
+        .read_line(&mut watching)
+        .unwrap();
+    let stopping = Instant::now();
+    assert!(b.terminate().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the broker waited for its watcher"
+    );
+    watcher.wait().unwrap();
+}

@@ -7,7 +7,8 @@
 //! - [`replay`]: the state rebuilt from a snapshot and the log;
 //! - [`maintenance`]: checkpoints, reclaiming segments, retention;
 //! - [`settler`]: what a queue learns of parents in other queues;
-//! - [`views`]: read-only views for the API and metrics.
+//! - [`views`]: read-only views for the API and metrics;
+//! - [`feed`]: what happens to messages, as it happens, for watchers.
 //!
 //! Every change follows one pattern: start a [`journal::Change`] (the gate, shared), take the
 //! queue's order lock, check and prepare under the queue's state lock, append without it, then
@@ -17,6 +18,7 @@
 mod admin;
 mod controls;
 mod dispatch;
+mod feed;
 mod journal;
 mod maintenance;
 mod messages;
@@ -29,6 +31,7 @@ mod settler;
 mod views;
 
 pub use controls::SubscriberUpdate;
+pub use feed::{FeedEvent, Happened, Watcher};
 pub use messages::RedriveScope;
 pub use resend::{ReplayOptions, Replayed};
 pub use views::SpaceImage;
@@ -105,6 +108,7 @@ struct Inner {
     /// How long an idle delivery lane waits before it ends.
     lane_idle: Duration,
     settler: settler::Settler,
+    feed: feed::Feed,
 }
 
 /// Running totals since the Space was opened.
@@ -169,6 +173,7 @@ impl Space {
                 recent: RecentBodies::new(limits::RECENT_BODIES_BYTES),
                 lane_idle: config.lane_idle,
                 settler,
+                feed: feed::Feed::new(),
             }),
         };
         space.start_settler(settle_requests);

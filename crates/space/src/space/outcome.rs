@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use storage::{Ack, Record};
 
 use super::journal::Change;
-use super::{Queue, Space, wake_all};
+use super::{FeedEvent, Happened, Queue, Space, wake_all};
 use crate::delivery::{Outcome, backoff};
 use crate::limits::ERROR_TEXT_BYTES_MAX;
 use crate::model::{MessageId, SubscriberId};
@@ -98,6 +98,7 @@ impl Space {
         let now = self.now_ms();
         let mut wake = Vec::new();
         let mut applied = 0;
+        let mut told = Vec::new();
         {
             let mut st = queue.lock();
             for &(id, number) in acks {
@@ -114,8 +115,22 @@ impl Space {
                 if st.apply_ack(&ack, &mut wake) {
                     change.ack(ack);
                     applied += 1;
+                    if self.inner.feed.watched() {
+                        told.push((st.name().clone(), id, number));
+                    }
                 }
             }
+        }
+        for (queue, message, attempt) in told {
+            self.tell(|| FeedEvent {
+                queue,
+                message,
+                at_ms: now,
+                what: Happened::Delivered {
+                    subscriber: sub,
+                    attempt,
+                },
+            });
         }
         self.inner
             .totals
@@ -198,9 +213,20 @@ impl Space {
             return false;
         }
         let mut wake = Vec::new();
-        queue
-            .lock()
-            .apply_dead_lettered(f.id, f.sub, f.number, Some(&f.error), f.now, &mut wake);
+        let name = {
+            let mut st = queue.lock();
+            st.apply_dead_lettered(f.id, f.sub, f.number, Some(&f.error), f.now, &mut wake);
+            st.name().clone()
+        };
+        self.tell(|| FeedEvent {
+            queue: name,
+            message: f.id,
+            at_ms: f.now,
+            what: Happened::DeadLettered {
+                subscriber: f.sub,
+                reason: storage::DeadReason::MaxAttempts,
+            },
+        });
         self.inner
             .totals
             .dead_lettered
@@ -237,6 +263,19 @@ impl Space {
             }
         }
         st.schedule_retry(f.sub, f.id, tokio::time::Instant::now() + delay);
+        let name = st.name().clone();
+        drop(st);
+        self.tell(|| FeedEvent {
+            queue: name,
+            message: f.id,
+            at_ms: f.now,
+            what: Happened::Failed {
+                subscriber: f.sub,
+                attempt: f.number,
+                error: f.error.clone(),
+                next_attempt_at_ms: next_at,
+            },
+        });
         self.inner
             .totals
             .failed_attempts

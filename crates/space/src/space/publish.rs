@@ -194,6 +194,15 @@ impl Space {
                     self.inner.recent.insert(p);
                 }
                 reservation.commit(&records, &locations);
+                let name: std::sync::Arc<str> = std::sync::Arc::from(queue);
+                for p in &records {
+                    self.tell(|| super::FeedEvent {
+                        queue: name.clone(),
+                        message: p.id,
+                        at_ms: p.published_at_ms,
+                        what: super::Happened::Published,
+                    });
+                }
                 if !foreign.is_empty() {
                     self.watch_foreign_parents(number, &records);
                 }

@@ -13,8 +13,10 @@ use hyper_util::rt::TokioExecutor;
 
 mod output;
 mod subscribers;
+mod tail;
 use output::View;
 pub use subscribers::{SubscribeArgs, SubscribersCommand, subscribe, subscribers};
+pub use tail::{TailArgs, tail};
 
 /// Where the broker is, and how to authenticate.
 #[derive(clap::Args, Clone)]
@@ -235,6 +237,43 @@ async fn call(
     headers: &[(&str, String)],
     body: Bytes,
 ) -> anyhow::Result<Answer> {
+    let exchange = async {
+        let response = send(target, method, path, headers, body).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok(Answer { status, body })
+    };
+    within_timeout(target, path, exchange).await
+}
+
+/// `fut`, or a timeout failure after `--timeout` seconds.
+async fn within_timeout<T>(
+    target: &Target,
+    path: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let wait = std::time::Duration::from_secs(target.timeout);
+    tokio::time::timeout(wait, fut).await.map_err(|_| {
+        failure(
+            FailureKind::Timeout,
+            format!(
+                "no answer from {}{path} within {}s (--timeout)",
+                target.url.trim_end_matches('/'),
+                target.timeout
+            ),
+        )
+    })?
+}
+
+/// Sends a request to the broker and returns its response as it starts (status and headers;
+/// the body streams). Every command's requests go through here.
+async fn send(
+    target: &Target,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let base = target.url.trim_end_matches('/');
     let https = base.starts_with("https://");
     if !https && !base.starts_with("http://") {
@@ -260,30 +299,15 @@ async fn call(
     let request = req
         .body(Full::new(body))
         .with_context(|| format!("cannot make a request to {url}"))?;
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| {
-            failure(
-                FailureKind::Unavailable,
-                format!(
-                    "cannot reach {url}: {} (is the broker running at {base}? --url or SYNCBROK_URL names it)",
-                    handler::error_chain(&e)
-                ),
-            )
-        })?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        anyhow::Ok(Answer { status, body })
-    };
-    let wait = std::time::Duration::from_secs(target.timeout);
-    tokio::time::timeout(wait, exchange).await.map_err(|_| {
+    client.request(request).await.map_err(|e| {
         failure(
-            FailureKind::Timeout,
+            FailureKind::Unavailable,
             format!(
-                "no answer from {url} within {}s (--timeout)",
-                target.timeout
+                "cannot reach {url}: {} (is the broker running at {base}? --url or SYNCBROK_URL names it)",
+                handler::error_chain(&e)
             ),
         )
-    })?
+    })
 }
 
 /// Fails with the problem's detail unless the answer is a success.
