@@ -601,3 +601,49 @@ async fn tail_shows_deliveries_and_dead_letters_as_they_happen() {
     );
     watcher.wait().unwrap();
 }
+
+/// `publish --ndjson` publishes a batch with parents by line; queue names and message ids are
+/// checked as the command line is read (exit 2, in the CLI's words); `message explain` is
+/// `explain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_batches_and_arguments_checked_in_the_clis_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = serving(dir.path(), &[]);
+    let down = closed_port();
+    assert!(cli(&b.url, &["queue", "create", "q"], "").0);
+    assert!(cli(&b.url, &["subscribe", "q", &down], "").0);
+    let lines = "{\"body\": \"order\"}\n\n{\"body\": \"check\"}\n{\"body\": \"pay\", \"parent_indexes\": [0, 1], \"type\": \"payment\"}\n";
+    let (code, out, err) = cli_code(&b.url, &["publish", "q", "--ndjson", "-"], lines);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<String> = serde_json::from_str::<Value>(&out).unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let (_, out, _) = cli_code(&b.url, &["message", "show", "q", &ids[2]], "");
+    let m: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["parents"], json!([ids[0], ids[1]]));
+    assert_eq!(m["type"], "payment");
+    let (code, out, err) = cli_code(&b.url, &["message", "explain", "q", &ids[2]], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["verdict"],
+        "waiting_for_parent"
+    );
+
+    let (code, _, err) = cli_code(&b.url, &["publish", "q", "--ndjson", "-"], "{}\n[]\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    let (code, _, err) = cli_code(&b.url, &["publish", "bad name", "-"], "x");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a queue name is 1 to 128"), "{err}");
+    let (code, _, err) = cli_code(&b.url, &["message", "show", "q", "nope"], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a message id is the UUID"), "{err}");
+    let (code, _, err) = cli_code(&b.url, &["publish", "q", "--parent", "x", "-"], "body");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--parent"), "{err}");
+    assert!(b.terminate().success());
+}

@@ -160,12 +160,18 @@ fn root_of(blockers: &[Blocker]) -> Option<&Blocker> {
 impl Explanation {
     /// Fills in a blocker in another queue (its queue's name, and how it stands there), and
     /// finds the root blocker and the next change again.
+    /// A blocker that no longer holds anything back (its queue delivered or dropped it, and
+    /// this queue has not learned it yet) is dropped.
     pub(crate) fn fill_foreign(
         &mut self,
         id: MessageId,
         queue: String,
         found: Option<(MessageState, Verdict, Vec<PendingDelivery>)>,
+        frees: bool,
     ) {
+        if frees {
+            self.blockers.retain(|b| b.id != id);
+        }
         for b in self.blockers.iter_mut().filter(|b| b.id == id) {
             b.queue = Some(queue.clone());
             if let Some((state, verdict, pending)) = found.clone() {

@@ -81,14 +81,19 @@ impl Space {
         for parent in foreign {
             let owner =
                 crate::ids::parts(parent).and_then(|(n, _)| self.inner.registry.by_number(n));
-            let (name, found) = match owner {
+            // Delivered or gone there: the settler is about to tell this queue.
+            let (name, found, frees) = match owner {
                 Some(o) => {
                     let st = o.lock();
-                    (st.name().to_string(), st.verdict_of(parent))
+                    let frees = matches!(
+                        st.state_as_parent(parent),
+                        crate::model::ParentState::Delivered | crate::model::ParentState::Gone
+                    );
+                    (st.name().to_string(), st.verdict_of(parent), frees)
                 }
-                None => ("(deleted)".to_owned(), None),
+                None => ("(deleted)".to_owned(), None, true),
             };
-            e.fill_foreign(parent, name, found);
+            e.fill_foreign(parent, name, found, frees);
         }
         Ok(e)
     }

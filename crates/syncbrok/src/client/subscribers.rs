@@ -5,11 +5,13 @@ use anyhow::bail;
 use bytes::Bytes;
 use hyper::Method;
 
-use super::{Target, View, call, finish};
+use super::{QueueName, Target, View, call, finish};
 
 #[derive(clap::Args)]
 pub struct SubscribeArgs {
-    pub queue: String,
+    /// The queue, e.g. `orders`.
+    pub queue: QueueName,
+    /// Where deliveries go, e.g. `https://example.com/hooks/orders`.
     pub endpoint: String,
     /// `webhook` (default) or `legacy`.
     #[arg(long)]
@@ -93,31 +95,57 @@ pub async fn subscribe(target: &Target, args: SubscribeArgs) -> anyhow::Result<(
 #[derive(clap::Subcommand)]
 pub enum SubscribersCommand {
     /// A queue's subscribers (secrets never shown).
-    List { queue: String },
+    List {
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+    },
     /// One subscriber: its settings, state and health.
-    Show { queue: String, id: String },
+    Show {
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
+        id: String,
+    },
     /// Stop sending to it: its messages wait (they are not dead-lettered) until it is resumed.
-    Pause { queue: String, id: String },
+    Pause {
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
+        id: String,
+    },
     /// Send to a paused or disabled subscriber again; its messages go in order.
-    Resume { queue: String, id: String },
+    Resume {
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
+        id: String,
+    },
     /// Set its rate limit: messages a second, or `none`.
     RateLimit {
-        queue: String,
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
         id: String,
+        /// Messages a second at most (1–100000), e.g. `50`; `none` lifts the limit.
         #[arg(value_name = "PER_SECOND|none")]
         limit: String,
     },
     /// Set the event types it takes from now on: exact names, or prefixes followed by `*`;
     /// none for every message.
     Types {
-        queue: String,
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
         id: String,
+        /// Event types it takes, e.g. `order.created 'payment.*'`; none: every message.
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
     },
     /// Give it a new secret; the current one keeps signing beside it for the grace period.
     RotateSecret {
-        queue: String,
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
         id: String,
         /// The new `whsec_` secret.
         #[arg(long, env = "SYNCBROK_NEW_SECRET", hide_env_values = true)]
@@ -128,7 +156,12 @@ pub enum SubscribersCommand {
         grace: Option<String>,
     },
     /// Remove a subscriber by its id (`subscribers list` shows it).
-    Remove { queue: String, id: String },
+    Remove {
+        /// The queue, e.g. `orders`.
+        queue: QueueName,
+        /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
+        id: String,
+    },
 }
 
 pub async fn subscribers(target: &Target, command: SubscribersCommand) -> anyhow::Result<()> {

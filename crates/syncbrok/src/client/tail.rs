@@ -8,12 +8,12 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::output::Format;
-use super::{Answer, Target, check, send, within_timeout};
+use super::{Answer, QueueName, Target, check, send, within_timeout};
 
 #[derive(clap::Args)]
 pub struct TailArgs {
     /// The queue to watch, e.g. `orders`.
-    pub queue: String,
+    pub queue: QueueName,
     /// Stop after this many events (e.g. `--count 10`); without it, watch until interrupted.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
