@@ -50,6 +50,65 @@ struct Cli {
     target: client::Target,
 }
 
+/// `syncbrok serve`, parsed on its own: the broker is no client of a broker, so its help shows
+/// none of the client flags (`--url`, `--token`, `-o`, …).
+#[derive(Parser)]
+#[command(
+    name = "syncbrok serve",
+    bin_name = "syncbrok serve",
+    version,
+    about = "Run the broker"
+)]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+/// `syncbrok sink`, parsed on its own, like `serve`.
+#[derive(Parser)]
+#[command(
+    name = "syncbrok sink",
+    bin_name = "syncbrok sink",
+    version,
+    about = "A subscriber for trying things out: prints every message it receives and acknowledges it"
+)]
+struct SinkOnly {
+    #[command(flatten)]
+    args: sink::SinkArgs,
+}
+
+/// What the command line asks for: `serve` and `sink` (when they come first) are read by
+/// their own parsers, which know no client flags.
+enum Parsed {
+    Serve(ServeArgs),
+    Sink(sink::SinkArgs),
+    Client(Cli),
+}
+
+fn parse_command_line() -> Parsed {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first = argv.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let rest = || {
+        std::iter::once(std::ffi::OsString::from("syncbrok"))
+            .chain(argv.iter().skip(2).cloned())
+            .collect::<Vec<_>>()
+    };
+    match first.as_deref() {
+        Some("serve") => Parsed::Serve(ServeOnly::parse_from(rest()).args),
+        Some("sink") => Parsed::Sink(SinkOnly::parse_from(rest()).args),
+        _ => Parsed::Client(Cli::parse()),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs(args.log_json);
+    runtime().and_then(|rt| rt.block_on(serve(args)))
+}
+
+fn run_sink(args: sink::SinkArgs) -> anyhow::Result<()> {
+    runtime().and_then(|rt| rt.block_on(async { sink::run(args, shutdown_signal()).await }))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
@@ -92,29 +151,34 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Configuration file (YAML). Without it, ./syncbrok.yml, else ./config.yml, else none.
+    /// Configuration file (YAML), e.g. `--config /etc/syncbrok.yml`. Without it,
+    /// ./syncbrok.yml, else ./config.yml, else none.
     #[arg(long, env = "SYNCBROK_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of the HTTP API [default: 127.0.0.1:10000].
+    /// Address of the HTTP API, e.g. `--listen 0.0.0.0:10000` [default: 127.0.0.1:10000].
     #[arg(long, env = "SYNCBROK_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Data directory, created if missing [default: ./syncbrok-data].
+    /// Data directory, created if missing, e.g. `--data /var/lib/syncbrok` [default:
+    /// ./syncbrok-data].
     #[arg(long, env = "SYNCBROK_DATA")]
     data: Option<PathBuf>,
     /// When appends reach the disk: `always` (group commit), `never`, or an interval such as
     /// `10ms` [default: always].
     #[arg(long, env = "SYNCBROK_FSYNC")]
     fsync: Option<String>,
-    /// Largest message body accepted, in bytes, at most 64 MiB [default: 1048576].
+    /// Largest message body accepted, in bytes, at most 64 MiB, e.g. `--max-body 4194304`
+    /// [default: 1048576].
     #[arg(long, env = "SYNCBROK_MAX_BODY")]
     max_body: Option<usize>,
-    /// How long in-flight deliveries may finish at shutdown [default: 10s].
+    /// How long in-flight deliveries may finish at shutdown, e.g. `--shutdown-grace 30s`
+    /// [default: 10s].
     #[arg(long, env = "SYNCBROK_SHUTDOWN_GRACE")]
     shutdown_grace: Option<Span>,
-    /// Serve the API over HTTPS with this certificate chain (PEM); needs --tls-key.
+    /// Serve the API over HTTPS with this certificate chain (PEM), e.g. `--tls-cert
+    /// cert.pem`; needs --tls-key.
     #[arg(long, env = "SYNCBROK_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// The private key (PEM) of --tls-cert.
+    /// The private key (PEM) of --tls-cert, e.g. `--tls-key key.pem`.
     #[arg(long, env = "SYNCBROK_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Logs as JSON lines instead of text.
@@ -519,15 +583,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> std::process::ExitCode {
     return_freed_memory_at_once();
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Parsed::Serve(args) => return exit_with(run_serve(args)),
+        Parsed::Sink(args) => return exit_with(run_sink(args)),
+        Parsed::Client(cli) => cli,
+    };
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_logs(args.log_json);
-            runtime().and_then(|rt| rt.block_on(serve(args)))
-        }
-        Command::Sink(args) => {
-            runtime().and_then(|rt| rt.block_on(async { sink::run(args, shutdown_signal()).await }))
-        }
+        Command::Serve(args) => run_serve(args),
+        Command::Sink(args) => run_sink(args),
         Command::Publish(args) => {
             runtime().and_then(|rt| rt.block_on(client::publish(&cli.target, args)))
         }
@@ -567,11 +630,15 @@ fn main() -> std::process::ExitCode {
                 .map_err(|e| anyhow::anyhow!("cannot write the completion script: {e}"))
         }
     };
+    exit_with(result)
+}
+
+/// The exit status of a command: a client command says why it failed in it (docs/api.md).
+fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("syncbrok: {e:#}");
-            // A client command says why it failed in its exit status (docs/api.md).
             match e.downcast_ref::<client::Failure>() {
                 Some(f) => std::process::ExitCode::from(f.kind.exit_code()),
                 None => std::process::ExitCode::FAILURE,

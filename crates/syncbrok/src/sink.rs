@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 
 #[derive(clap::Args)]
 pub struct SinkArgs {
-    /// Address to listen on; subscribe `http://ADDR/` to a queue.
+    /// Address to listen on, e.g. `--listen 127.0.0.1:20001`; subscribe `http://ADDR/` to a
+    /// queue.
     #[arg(long, env = "SYNCBROK_SINK_LISTEN", default_value = "127.0.0.1:20000")]
     listen: SocketAddr,
 }

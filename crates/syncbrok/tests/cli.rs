@@ -647,3 +647,39 @@ async fn ndjson_batches_and_arguments_checked_in_the_clis_words() {
     assert!(err.contains("--parent"), "{err}");
     assert!(b.terminate().success());
 }
+
+/// `serve` and `sink` are no clients: their help shows none of the client flags, which every
+/// client command's does; their own mistakes are usage errors (exit 2).
+#[test]
+fn serve_and_sink_show_no_client_flags() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for command in ["serve", "sink"] {
+        let (code, text) = help(&[command, "--help"]);
+        assert_eq!(code, Some(0));
+        assert!(
+            text.contains(&format!("Usage: syncbrok {command}")),
+            "{text}"
+        );
+        for flag in ["--url", "--token", "--cacert", "--output", "--quiet"] {
+            assert!(
+                !text.contains(flag),
+                "{command} --help shows {flag}:\n{text}"
+            );
+        }
+        assert_eq!(help(&[command, "--bogus"]).0, Some(2));
+    }
+    let (_, text) = help(&["publish", "--help"]);
+    assert!(
+        text.contains("--url") && text.contains("--timeout"),
+        "{text}"
+    );
+}

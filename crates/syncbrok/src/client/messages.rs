@@ -13,7 +13,7 @@ use super::{
 pub struct MessageArgs {
     /// The queue, e.g. `orders`.
     pub queue: QueueName,
-    /// The message's id.
+    /// The message's id, e.g. `01a21208-2d41-7000-8000-040000000000`.
     pub id: MessageRef,
 }
 
@@ -21,15 +21,15 @@ pub struct MessageArgs {
 pub struct LineageArgs {
     /// The queue, e.g. `orders`.
     pub queue: QueueName,
-    /// The message's id.
+    /// The message's id, e.g. `01a21208-2d41-7000-8000-040000000000`.
     pub id: MessageRef,
-    /// Levels of ancestors (default 32).
+    /// Levels of ancestors (default 32, at most 1000), e.g. `--up 3`.
     #[arg(long)]
     pub up: Option<u32>,
-    /// Levels of descendants (default 32).
+    /// Levels of descendants (default 32, at most 1000), e.g. `--down 1`.
     #[arg(long)]
     pub down: Option<u32>,
-    /// Messages in all (default 500).
+    /// Messages in all (default 500, at most 5000), e.g. `--limit 50`.
     #[arg(long)]
     pub limit: Option<u32>,
 }
@@ -38,7 +38,8 @@ pub struct LineageArgs {
 pub struct ReplayArgs {
     /// The queue, e.g. `orders`.
     pub queue: QueueName,
-    /// The message's id (it must be delivered, and still held: see `retention.delivered`).
+    /// The message's id, e.g. `01a21208-2d41-7000-8000-040000000000` (it must be delivered,
+    /// and still held: see `retention.delivered`).
     pub id: MessageRef,
     /// Also every delivered message below it, parents before children.
     #[arg(long)]
@@ -97,7 +98,8 @@ pub enum MessageCommand {
     List {
         /// The queue, e.g. `orders`.
         queue: QueueName,
-        /// scheduled, waiting, ready, delivering, delivered or dead.
+        /// Only messages in this state: scheduled, waiting, ready, delivering, delivered or dead,
+        /// e.g. `--state waiting`.
         #[arg(long)]
         state: Option<String>,
         #[command(flatten)]

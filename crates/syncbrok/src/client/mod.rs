@@ -88,7 +88,7 @@ pub struct Target {
         global = true
     )]
     pub url: String,
-    /// A bearer token, when the broker has `auth.tokens`.
+    /// A bearer token, when the broker has `auth.tokens`, e.g. `--token "$SYNCBROK_TOKEN"`.
     #[arg(long, env = "SYNCBROK_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// With an https `--url`: a PEM file of certificates to trust besides Mozilla's roots
@@ -98,7 +98,7 @@ pub struct Target {
     /// With an https `--url`: accept any certificate (still encrypted, not authenticated).
     #[arg(long, global = true)]
     pub insecure: bool,
-    /// Seconds to wait for the broker's answer before giving up.
+    /// Seconds to wait for the broker's answer before giving up, e.g. `--timeout 5`.
     #[arg(long, env = "SYNCBROK_TIMEOUT", default_value_t = 30, global = true)]
     pub timeout: u64,
     /// Output: `table` (for people) or `json` (the broker's answer, for scripts).
@@ -307,10 +307,11 @@ fn with_query(mut path: String, params: &[(&str, Option<String>)]) -> String {
 /// Which page of a list.
 #[derive(clap::Args)]
 pub struct Pages {
-    /// Items per page (1–1000, default 100).
+    /// Items per page (1–1000, default 100), e.g. `--limit 500`.
     #[arg(long)]
     limit: Option<u32>,
-    /// Start after this message id (a page's `next`).
+    /// Start after this id: the `next` of the page before, e.g. `--after
+    /// 01a21208-2d41-7000-8000-040000000063`.
     #[arg(long)]
     after: Option<String>,
     /// Every page, one after the other, as one list.

@@ -13,29 +13,34 @@ pub struct SubscribeArgs {
     pub queue: QueueName,
     /// Where deliveries go, e.g. `https://example.com/hooks/orders`.
     pub endpoint: String,
-    /// `webhook` (default) or `legacy`.
+    /// How deliveries are made: `webhook` (the default) or `legacy` (the original broker's JSON),
+    /// e.g. `--handler legacy`.
     #[arg(long)]
     pub handler: Option<String>,
-    /// A `whsec_` secret to sign deliveries with.
+    /// A `whsec_` secret to sign deliveries with, e.g. `--secret
+    /// whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`.
     #[arg(long, env = "SYNCBROK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Requests on the wire to it at once (1–4096, default 64), e.g. `--max-in-flight 8`.
     #[arg(long)]
     pub max_in_flight: Option<u32>,
-    /// Deliver up to this many messages per request, as CloudEvents batches (1–1000).
+    /// Deliver up to this many messages per request, as CloudEvents batches (1–1000), e.g.
+    /// `--batch-max-messages 64`.
     #[arg(long)]
     pub batch_max_messages: Option<u32>,
-    /// Bodies of one batch together, in bytes, at most (default 1 MiB).
+    /// Bodies of one batch together, in bytes, at most (default 1 MiB), e.g.
+    /// `--batch-max-bytes 262144`.
     #[arg(long)]
     pub batch_max_bytes: Option<u32>,
     /// A header sent with every request to it, e.g. --header 'Authorization: Bearer T'
     /// (repeatable; values are never shown back).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// At most this many messages a second to it.
+    /// At most this many messages a second to it (1–100000), e.g. `--rate-limit 50`.
     #[arg(long, value_name = "PER_SECOND")]
     pub rate_limit: Option<u32>,
-    /// Take only messages of this event type: an exact name, or a prefix followed by `*`
-    /// (repeatable; without it, every message).
+    /// Take only messages of this event type: an exact name, or a prefix followed by `*`, e.g.
+    /// `--type 'order.*'` (repeatable; without it, every message).
     #[arg(long = "type", value_name = "PATTERN")]
     pub types: Vec<String>,
 }
@@ -147,7 +152,7 @@ pub enum SubscribersCommand {
         queue: QueueName,
         /// The subscriber's id, as `subscribers list QUEUE` shows it, e.g. `3`.
         id: String,
-        /// The new `whsec_` secret.
+        /// The new `whsec_` secret, e.g. `--secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`.
         #[arg(long, env = "SYNCBROK_NEW_SECRET", hide_env_values = true)]
         secret: String,
         /// How long the current secret keeps signing too, e.g. 24h (the default); 0s switches
