@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{call, eventually, hook_server, serving};
+use common::{call, eventually, hook_server, queue_with, serving};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -90,7 +90,7 @@ async fn a_join_waits_for_every_parent_across_a_kill9() {
     let failing = Arc::new(AtomicBool::new(true));
     let (hook, got) = subscriber(failing.clone()).await;
     let b = serving(dir.path(), &[]);
-    queue_with(&b.url, "orders", &hook).await;
+    queue_with(&b.url, "orders", FAST_RETRIES, &[&hook]).await;
 
     let (_, order) = publish(&b.url, "order", &[]).await;
     let (_, check) = publish(&b.url, "blocked", &[]).await;
@@ -180,15 +180,8 @@ async fn a_join_waits_for_every_parent_across_a_kill9() {
 async fn a_batch_names_joins_by_id_and_by_index() {
     let dir = tempfile::tempdir().unwrap();
     let b = serving(dir.path(), &[]);
-    call(Method::PUT, &format!("{}/v1/queues/orders", b.url), &[], "").await;
     // A subscriber that is down keeps every message held, to be looked at.
-    call(
-        Method::POST,
-        &format!("{}/v1/queues/orders/subscribers", b.url),
-        &[],
-        json!({ "endpoint": common::closed_port() }).to_string(),
-    )
-    .await;
+    queue_with(&b.url, "orders", "{}", &[&common::closed_port()]).await;
     let (_, first) = publish(&b.url, "first", &[]).await;
     let first = first["id"].as_str().unwrap().to_owned();
     let batch = json!({"messages": [
@@ -221,25 +214,9 @@ async fn a_batch_names_joins_by_id_and_by_index() {
     assert!(b.terminate().success());
 }
 
-/// Creates `queue` with fast retries and subscribes `hook`.
-async fn queue_with(url: &str, queue: &str, hook: &str) {
-    let settings =
-        r#"{"retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
-    call(
-        Method::PUT,
-        &format!("{url}/v1/queues/{queue}"),
-        &[],
-        settings,
-    )
-    .await;
-    call(
-        Method::POST,
-        &format!("{url}/v1/queues/{queue}/subscribers"),
-        &[],
-        json!({ "endpoint": hook }).to_string(),
-    )
-    .await;
-}
+/// Retries fast and for long: a failing subscriber holds its messages, not loses them.
+const FAST_RETRIES: &str =
+    r#"{"retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
 
 fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
@@ -255,8 +232,8 @@ async fn an_order_saga_across_two_queues() {
     let failing = Arc::new(AtomicBool::new(true));
     let (hook, got) = subscriber(failing.clone()).await;
     let b = serving(dir.path(), &[]);
-    queue_with(&b.url, "orders", &hook).await;
-    queue_with(&b.url, "payments", &hook).await;
+    queue_with(&b.url, "orders", FAST_RETRIES, &[&hook]).await;
+    queue_with(&b.url, "payments", FAST_RETRIES, &[&hook]).await;
 
     let order = id_of(&publish_to(&b.url, "orders", "order", &[]).await.1);
     let check = id_of(&publish_to(&b.url, "orders", "blocked", &[]).await.1);
@@ -340,20 +317,7 @@ async fn the_cli_replays_a_delivered_subtree() {
     let (hook, got) = subscriber(failing.clone()).await;
     let b = serving(dir.path(), &[]);
     let settings = r#"{"retention": {"delivered": "1h"}, "retry": {"initial_backoff": "20ms"}}"#;
-    call(
-        Method::PUT,
-        &format!("{}/v1/queues/q", b.url),
-        &[],
-        settings,
-    )
-    .await;
-    call(
-        Method::POST,
-        &format!("{}/v1/queues/q/subscribers", b.url),
-        &[],
-        json!({ "endpoint": hook }).to_string(),
-    )
-    .await;
+    queue_with(&b.url, "q", settings, &[&hook]).await;
     let root = id_of(&publish_to(&b.url, "q", "root", &[]).await.1);
     let kid = id_of(&publish_to(&b.url, "q", "kid", &[&root]).await.1);
     eventually("both delivered", || got.lock().unwrap().len() == 2).await;
@@ -402,23 +366,9 @@ async fn per_subscriber_causality_lets_each_subscriber_go_at_its_own_pace() {
     let (slow, slow_got) = subscriber(failing.clone()).await;
     let b = serving(dir.path(), &[]);
     let settings = r#"{"causality": "per_subscriber", "retry": {"max_attempts": 1000, "initial_backoff": "20ms", "max_backoff": "50ms"}}"#;
-    let r = call(
-        Method::PUT,
-        &format!("{}/v1/queues/q", b.url),
-        &[],
-        settings,
-    )
-    .await;
-    assert_eq!(r.json()["settings"]["causality"], "per_subscriber");
-    for hook in [&fast, &slow] {
-        call(
-            Method::POST,
-            &format!("{}/v1/queues/q/subscribers", b.url),
-            &[],
-            json!({ "endpoint": hook }).to_string(),
-        )
-        .await;
-    }
+    queue_with(&b.url, "q", settings, &[&fast, &slow]).await;
+    let q = get(&b.url, "/v1/queues/q").await;
+    assert_eq!(q["settings"]["causality"], "per_subscriber");
     let parent = id_of(&publish_to(&b.url, "q", "blocked", &[]).await.1);
     let kid = id_of(&publish_to(&b.url, "q", "kid", &[&parent]).await.1);
     eventually("the fast subscriber has the child", || {

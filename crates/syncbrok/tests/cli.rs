@@ -520,20 +520,7 @@ async fn tail_shows_deliveries_and_dead_letters_as_they_happen() {
     })
     .await;
     let u = |p: &str| format!("{}{p}", b.url);
-    call(
-        Method::PUT,
-        &u("/v1/queues/q"),
-        &[],
-        r#"{"retry": {"max_attempts": 1}}"#,
-    )
-    .await;
-    call(
-        Method::POST,
-        &u("/v1/queues/q/subscribers"),
-        &[],
-        json!({ "endpoint": hook }).to_string(),
-    )
-    .await;
+    common::queue_with(&b.url, "q", r#"{"retry": {"max_attempts": 1}}"#, &[&hook]).await;
 
     let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_syncbrok"))
         .args(["--url", &b.url, "-o", "json", "tail", "q", "--count", "4"])

@@ -140,6 +140,28 @@ pub async fn call(
     }
 }
 
+/// Creates queue `queue` at the broker `url` with `settings` (JSON) and subscribes `endpoints`.
+pub async fn queue_with(url: &str, queue: &str, settings: &str, endpoints: &[&str]) {
+    let r = call(
+        Method::PUT,
+        &format!("{url}/v1/queues/{queue}"),
+        &[],
+        settings.to_owned(),
+    )
+    .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    for endpoint in endpoints {
+        let r = call(
+            Method::POST,
+            &format!("{url}/v1/queues/{queue}/subscribers"),
+            &[],
+            serde_json::json!({ "endpoint": endpoint }).to_string(),
+        )
+        .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+    }
+}
+
 /// A subscriber that records (message id, body) and answers 200 `true`.
 pub async fn sink() -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
     let got: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
