@@ -191,6 +191,7 @@ async fn http_limit(spec: &Spec, bar: &ProgressBar) -> BenchResult<Outcome> {
                         content_type: "application/octet-stream".into(),
                         event_type: None,
                         parents: Default::default(),
+                        trace: None,
                         published_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
                         number: 1,
                         headers: Default::default(),

@@ -45,6 +45,10 @@ pub(crate) struct BatchItem {
     delay: Option<String>,
     /// Deliver at this RFC 3339 time, as `Syncbrok-Deliver-At` does.
     deliver_at: Option<String>,
+    /// W3C trace context, as the `traceparent` and `tracestate` headers give it to a single
+    /// publish.
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 /// Parses a batch publish body. A body of only whitespace is an empty batch (refused too).
@@ -266,6 +270,8 @@ impl BatchItem {
                 deliver_at: crate::due_time(self.delay.as_deref(), self.deliver_at.as_deref())
                     .map_err(|p| Problem::bad_request(format!("message {i}: {}", p.detail)))?,
                 replay_of: None,
+                traceparent: self.traceparent,
+                tracestate: self.tracestate,
             },
             parents,
         })

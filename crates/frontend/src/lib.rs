@@ -348,7 +348,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a s
         .transpose()
 }
 
-#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id, or a comma-separated list of up to 16 (a join: the message waits until every one is delivered); a parent may be in another queue of the Space"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id, or a comma-separated list of up to 16 (a join: the message waits until every one is delivered); a parent may be in another queue of the Space"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)"), ("traceparent" = Option<String>, Header, description = "W3C trace context, kept with the message and sent with every attempt"), ("tracestate" = Option<String>, Header, description = "W3C trace state (with traceparent), at most 512 bytes")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
     Path(queue): Path<String>,
@@ -363,6 +363,8 @@ async fn publish(
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str())?.map(str::to_owned);
     let idempotency_key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
     let event_type = header_text(&headers, "syncbrok-type")?.map(str::to_owned);
+    let traceparent = header_text(&headers, "traceparent")?.map(str::to_owned);
+    let tracestate = header_text(&headers, "tracestate")?.map(str::to_owned);
     let deliver_at = due_time(
         header_text(&headers, "syncbrok-delay")?,
         header_text(&headers, "syncbrok-deliver-at")?,
@@ -379,6 +381,8 @@ async fn publish(
                 event_type,
                 deliver_at,
                 replay_of: None,
+                traceparent,
+                tracestate,
             },
         )
         .await?;

@@ -280,7 +280,15 @@ fn describe_batch(doc: &mut Value) {
             },
             "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
             "delay": {"type": "string", "pattern": SPAN_PATTERN},
-            "deliver_at": {"type": "string", "format": "date-time"}
+            "deliver_at": {"type": "string", "format": "date-time"},
+            "traceparent": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
+            },
+            "tracestate": {
+                "type": "string", "pattern": "^[ -~]+$",
+                "maxLength": space::limits::TRACESTATE_BYTES_MAX
+            }
         }
     });
     let batch = json!({

@@ -224,6 +224,9 @@ pub struct Message {
     pub deliver_at: Option<String>,
     /// The message it is a copy of, for a copy a replay published.
     pub replay_of: Option<Uuid>,
+    /// Its W3C trace context, if it was published with one (sent with every attempt).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     pub size: u64,
     pub published_at: String,
     pub deliveries: Vec<Delivery>,
@@ -244,6 +247,8 @@ impl From<MessageInfo> for Message {
                 .unwrap_or_else(|| space::limits::EVENT_TYPE_DEFAULT.to_owned()),
             deliver_at: m.deliver_at_ms.map(rfc3339),
             replay_of: m.replay_of,
+            traceparent: m.traceparent,
+            tracestate: m.tracestate,
             size: m.size,
             published_at: rfc3339(m.published_at_ms),
             deliveries: m

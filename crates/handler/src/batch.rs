@@ -59,6 +59,16 @@ fn event(out: &mut Vec<u8>, a: &Attempt) {
     out.put_slice(br#"","syncbrokattempt":"#);
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{}", a.number);
+    if let Some((parent, state)) = &a.trace {
+        out.put_slice(br#","traceparent":""#);
+        json_string_content(out, parent);
+        out.put_u8(b'"');
+        if let Some(state) = state {
+            out.put_slice(br#","tracestate":""#);
+            json_string_content(out, state);
+            out.put_u8(b'"');
+        }
+    }
     // A join's parents are one string, comma-separated: extension attributes are strings.
     if !a.parents.is_empty() {
         out.put_slice(br#","syncbrokparent":""#);
@@ -253,6 +263,12 @@ mod tests {
             parents: (seq > 0)
                 .then(|| space::ids::message_id(1_700_000_000_000, 3, seq - 1))
                 .into(),
+            trace: (seq == 1).then(|| {
+                (
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+                    Some("congo=t61rcWkgMzE".to_owned()),
+                )
+            }),
             published_at_ms: 1_700_000_000_000,
             number: 2,
             headers: Default::default(),
@@ -282,6 +298,12 @@ mod tests {
         assert_eq!(e["datacontenttype"], "application/json; charset=utf-8");
         assert_eq!(e["syncbrokattempt"], 2);
         assert!(e.get("syncbrokparent").is_none());
+        assert!(e.get("traceparent").is_none());
+        assert_eq!(
+            events[1]["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(events[1]["tracestate"], "congo=t61rcWkgMzE");
         assert_eq!(e["data"], serde_json::json!({"a": [1, 2]}));
         assert_eq!(events[1]["data_base64"], "aGkg/w==");
         assert_eq!(

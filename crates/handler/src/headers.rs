@@ -107,6 +107,18 @@ fn fill(
             *slot = value;
         }
     }
+    // The publisher's trace context goes on as it came (W3C, and as the CloudEvents
+    // distributed-tracing extension in binary mode).
+    if let Some((parent, state)) = &a.trace {
+        let value = header(parent)?;
+        headers.insert(http::HeaderName::from_static("traceparent"), value.clone());
+        headers.insert(http::HeaderName::from_static("ce-traceparent"), value);
+        if let Some(state) = state {
+            let value = header(state)?;
+            headers.insert(http::HeaderName::from_static("tracestate"), value.clone());
+            headers.insert(http::HeaderName::from_static("ce-tracestate"), value);
+        }
+    }
     // A join's parents go as one list, as the publisher named them.
     match a.parents.as_slice() {
         [] => {}
@@ -143,6 +155,7 @@ mod tests {
             content_type: "application/json".into(),
             event_type: None,
             parents: parent.then(|| space::MessageId::from_u128(6)).into(),
+            trace: None,
             published_at_ms: 1_700_000_000_000,
             number: 3,
             headers: Default::default(),

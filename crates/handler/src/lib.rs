@@ -420,6 +420,10 @@ mod tests {
             content_type: "application/json".into(),
             event_type: None,
             parents: space::Parents::One(space::ids::message_id(1_700_000_000_000, 3, 8)),
+            trace: Some((
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+                Some("congo=t61rcWkgMzE".to_owned()),
+            )),
             published_at_ms: 1_700_000_000_000,
             number: 2,
             headers: Default::default(),
@@ -449,6 +453,12 @@ mod tests {
         assert_eq!(h["syncbrok-attempt"], "2");
         let parent = a.parents.first().unwrap();
         assert_eq!(h["syncbrok-parent"], parent.to_string().as_str());
+        // The publisher's trace context goes on, W3C and CloudEvents alike.
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(h["traceparent"], traceparent);
+        assert_eq!(h["ce-traceparent"], traceparent);
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+        assert_eq!(h["ce-tracestate"], "congo=t61rcWkgMzE");
         // A join's parents go as one list, in the order they were named.
         let other = space::ids::message_id(1_700_000_000_000, 3, 2);
         let joined = Attempt {
@@ -464,6 +474,7 @@ mod tests {
             secret: None,
             previous_secret: None,
             parents: space::Parents::None,
+            trace: None,
             ..a
         };
         let r = webhook_request(&unsigned, 1).unwrap();

@@ -108,6 +108,8 @@ pub struct Attempt {
     pub event_type: Option<Arc<str>>,
     /// The parents it waited for (`Syncbrok-Parent`, a list for a join).
     pub parents: crate::model::Parents,
+    /// Its W3C trace context (`traceparent`, `tracestate`), sent as it was published.
+    pub trace: Option<(String, Option<String>)>,
     /// Unix milliseconds.
     pub published_at_ms: u64,
     /// 1-based; restarts at 1 after a redrive.

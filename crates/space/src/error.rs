@@ -121,6 +121,10 @@ pub enum PublishError {
     /// Why, in words.
     #[error("invalid due time: {0}")]
     InvalidDelay(String),
+    #[error(
+        "a traceparent is version-traceid-parentid-flags in lowercase hex (e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01), and a tracestate at most 512 bytes of what a header may hold"
+    )]
+    InvalidTraceContext,
     #[error("idempotency keys are 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes")]
     InvalidIdempotencyKey,
     #[error("invalid batch: {0}")]
@@ -148,6 +152,7 @@ impl Classify for PublishError {
             InvalidContentType
             | InvalidEventType
             | TooManyParents(_)
+            | InvalidTraceContext
             | RepeatedParent(_)
             | InvalidDelay(_)
             | InvalidIdempotencyKey

@@ -34,6 +34,7 @@ pub mod settings;
 mod snapshot;
 mod space;
 pub mod time;
+pub mod trace;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};

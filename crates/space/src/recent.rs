@@ -26,6 +26,13 @@ pub(crate) struct RecentBody {
     pub event_type: Option<std::sync::Arc<str>>,
     pub parents: crate::model::Parents,
     pub published_at_ms: u64,
+    /// Its W3C trace context (`traceparent`, `tracestate`), if it has one.
+    pub trace: Option<(String, Option<String>)>,
+}
+
+/// The trace context a record carries.
+pub(crate) fn trace_of(a: &storage::Attributes) -> Option<(String, Option<String>)> {
+    a.traceparent.clone().map(|t| (t, a.tracestate.clone()))
 }
 
 pub(crate) struct RecentBodies {
@@ -72,6 +79,7 @@ impl RecentBodies {
             event_type: event_type.map(std::sync::Arc::from),
             parents: crate::model::Parents::new(&p.parents).unwrap_or_default(),
             published_at_ms: p.published_at_ms,
+            trace: trace_of(&p.attributes),
         };
         let mut st = self.lock();
         if st.bodies.insert(p.id, entry).is_none() {

@@ -61,6 +61,9 @@ pub struct NewMessage {
     /// The message this one is a copy of: set by [`Space::replay`](crate::Space::replay) with
     /// `as_new`, shown as the copy's `replay_of`.
     pub replay_of: Option<MessageId>,
+    /// Its W3C trace context, sent with every attempt (`traceparent`, `tracestate`).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// When a message published for later is due.
@@ -154,6 +157,9 @@ pub struct MessageInfo {
     pub deliver_at_ms: Option<u64>,
     /// The message it is a copy of, for a copy a replay published.
     pub replay_of: Option<MessageId>,
+    /// Its W3C trace context, if it was published with one.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     pub size: u64,
     pub published_at_ms: u64,
     pub deliveries: Vec<DeliveryView>,

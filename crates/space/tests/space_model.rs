@@ -338,6 +338,10 @@ fn message(body: String, parents: Vec<MessageId>, key: Option<u8>) -> NewMessage
         event_type: key.map(|k| ["t.one", "other"][usize::from(k % 2 == 1)].to_owned()),
         deliver_at: delay.map(|s| space::DeliverAt::After(Duration::from_secs(s))),
         replay_of: None,
+        // Some carry a trace context (written in the extended record).
+        traceparent: (key == Some(1))
+            .then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        tracestate: (key == Some(1)).then(|| "congo=t61rcWkgMzE".to_owned()),
     }
 }
 

@@ -115,11 +115,24 @@ pub struct Attributes {
     /// The message it is a copy of, for a copy a replay published (written as kind
     /// `PUBLISHED_EXTENDED`).
     pub replay_of: Option<Uuid>,
+    /// Its W3C trace context (`traceparent`, `tracestate`), if the publisher gave one (written
+    /// as kind `PUBLISHED_EXTENDED`).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 impl Attributes {
+    /// Whether it carries what only kind `PUBLISHED_EXTENDED` has room for.
+    pub fn is_extended(&self) -> bool {
+        self.replay_of.is_some() || self.traceparent.is_some() || self.tracestate.is_some()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.event_type.is_none() && self.deliver_at_ms.is_none() && self.replay_of.is_none()
+        self.event_type.is_none()
+            && self.deliver_at_ms.is_none()
+            && self.replay_of.is_none()
+            && self.traceparent.is_none()
+            && self.tracestate.is_none()
     }
 }
 
@@ -292,9 +305,9 @@ pub(crate) mod kind {
     /// messages without any.
     pub const PUBLISHED_WITH_ATTRIBUTES: u8 = 16;
     pub const RELEASED: u8 = 17;
-    /// `Published` with its attributes, every parent after the first, and what it replays:
-    /// written for a message with more than one parent or a copy a replay made; kinds 6 and 16
-    /// are written for the others.
+    /// `Published` with its attributes, every parent after the first, what it replays and its
+    /// trace context: written for a message with more than one parent, a copy a replay made,
+    /// or a trace context; kinds 6 and 16 are written for the others.
     pub const PUBLISHED_EXTENDED: u8 = 18;
     pub const PARENT_SETTLED: u8 = 19;
     pub const REPLAYED: u8 = 20;
@@ -348,7 +361,7 @@ impl Record {
             Record::SubscriberAdded { .. } => kind::SUBSCRIBER_ADDED_WITH_OPTIONS,
             Record::SubscriberUpdated { .. } => kind::SUBSCRIBER_UPDATED,
             Record::SubscriberRemoved { .. } => kind::SUBSCRIBER_REMOVED,
-            Record::Published(p) if p.parents.len() > 1 || p.attributes.replay_of.is_some() => {
+            Record::Published(p) if p.parents.len() > 1 || p.attributes.is_extended() => {
                 kind::PUBLISHED_EXTENDED
             }
             Record::Published(p) if p.attributes.is_empty() => kind::PUBLISHED,
@@ -437,6 +450,8 @@ impl Record {
                 if kind == kind::PUBLISHED_EXTENDED {
                     e.uuids(p.parents.get(1..).unwrap_or(&[]));
                     e.opt_uuid(&p.attributes.replay_of);
+                    e.opt_str(&p.attributes.traceparent);
+                    e.opt_str(&p.attributes.tracestate);
                 }
                 // The body goes last so that a reader can find it without decoding the rest.
                 e.bytes(&p.body);
@@ -727,6 +742,8 @@ fn decode_published(kind: u8, d: &mut Decoder) -> Result<Published, DecodeError>
             event_type: d.opt_string()?,
             deliver_at_ms: d.opt_u64()?,
             replay_of: None,
+            traceparent: None,
+            tracestate: None,
         }
     };
     let mut parents: Vec<Uuid> = first.into_iter().collect();
@@ -734,6 +751,8 @@ fn decode_published(kind: u8, d: &mut Decoder) -> Result<Published, DecodeError>
     if kind == kind::PUBLISHED_EXTENDED {
         parents.extend(d.uuids()?);
         attributes.replay_of = d.opt_uuid()?;
+        attributes.traceparent = d.opt_string()?;
+        attributes.tracestate = d.opt_string()?;
     }
     Ok(Published {
         queue,

@@ -159,6 +159,7 @@ pub fn attempt(endpoint: &str, n: u128) -> space::Attempt {
         content_type: "application/json".into(),
         event_type: None,
         parents: Default::default(),
+        trace: None,
         published_at_ms: 0,
         number: 1,
         headers: Default::default(),

@@ -127,6 +127,8 @@ mod tests {
                     event_type: None,
                     deliver_at_ms: Some(1_000 + 30 * 86_400_000),
                     replay_of: None,
+                    traceparent: None,
+                    tracestate: None,
                 },
                 body: Bytes::new(),
             };

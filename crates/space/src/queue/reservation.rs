@@ -82,6 +82,8 @@ impl Reserved {
                             _ => None,
                         },
                         replay_of: m.replay_of,
+                        traceparent: m.traceparent.clone(),
+                        tracestate: m.tracestate.clone(),
                     },
                     body: Bytes::clone(&m.body),
                 }

@@ -44,6 +44,7 @@ struct Body {
     content_type: String,
     event_type: Option<Arc<str>>,
     parents: Parents,
+    trace: Option<(String, Option<String>)>,
     published_at_ms: u64,
 }
 
@@ -419,6 +420,7 @@ impl Space {
                 content_type: body.content_type,
                 event_type: body.event_type,
                 parents: body.parents,
+                trace: body.trace,
                 published_at_ms: body.published_at_ms,
                 number,
                 headers,
@@ -436,6 +438,7 @@ impl Space {
                 content_type: r.content_type,
                 event_type: r.event_type,
                 parents: r.parents,
+                trace: r.trace,
                 published_at_ms: r.published_at_ms,
             }));
         }
@@ -444,6 +447,7 @@ impl Space {
             content_type: p.content_type,
             event_type: p.attributes.event_type.as_deref().map(Arc::from),
             parents: crate::model::Parents::new(&p.parents).unwrap_or_default(),
+            trace: crate::recent::trace_of(&p.attributes),
             published_at_ms: p.published_at_ms,
         }))
     }

@@ -77,6 +77,17 @@ fn check_entries(entries: &[BatchEntry]) -> Result<(), PublishError> {
         if u32::try_from(m.body.len()).is_err() {
             return Err(PublishError::BodyTooLarge);
         }
+        let trace_ok = m
+            .traceparent
+            .as_deref()
+            .is_none_or(crate::trace::is_traceparent)
+            && m.tracestate
+                .as_deref()
+                .is_none_or(crate::trace::is_tracestate)
+            && (m.tracestate.is_none() || m.traceparent.is_some());
+        if !trace_ok {
+            return Err(PublishError::InvalidTraceContext);
+        }
         if let Some(key) = &m.idempotency_key {
             if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
                 return Err(PublishError::InvalidIdempotencyKey);

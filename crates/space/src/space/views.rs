@@ -146,10 +146,20 @@ impl Space {
         // Either table may have been full when it was published: then the record says.
         // A scheduled message's due time is in its record only.
         let scheduled = view.state == MessageState::Scheduled;
+        let recent = self.inner.recent.get(id);
         let record = if view.content_type.is_none() || view.event_type.is_none() || scheduled {
             Some(self.read_record(&q, id)?)
+        } else if recent.is_none() {
+            // Only for its trace context: a record that cannot be read back leaves it out
+            // rather than the whole message (its attempts say what is wrong).
+            self.read_record(&q, id).ok()
         } else {
             None
+        };
+        let trace = match (&recent, &record) {
+            (Some(r), _) => r.trace.clone(),
+            (None, Some(r)) => crate::recent::trace_of(&r.attributes),
+            (None, None) => None,
         };
         let content_type = match (view.content_type, &record) {
             (Some(t), _) => t.to_string(),
@@ -175,6 +185,8 @@ impl Space {
             event_type,
             deliver_at_ms,
             replay_of: view.replay_of,
+            traceparent: trace.as_ref().map(|t| t.0.clone()),
+            tracestate: trace.and_then(|t| t.1),
             size: u64::from(view.size),
             published_at_ms: crate::ids::unix_ms(id),
             deliveries: view.deliveries,

@@ -89,7 +89,9 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             (
                 proptest::option::of(text),
                 proptest::option::of(any::<u64>()),
-                proptest::option::of(uuid_strategy())
+                proptest::option::of(uuid_strategy()),
+                proptest::option::of(text),
+                proptest::option::of(text)
             ),
             bytes_strategy()
         )
@@ -107,6 +109,8 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
                             event_type: attrs.0,
                             deliver_at_ms: attrs.1,
                             replay_of: attrs.2,
+                            traceparent: attrs.3,
+                            tracestate: attrs.4,
                         },
                         body,
                     })
@@ -321,6 +325,8 @@ fn only_a_join_or_a_copy_is_written_as_kind_18() {
                 event_type: event_type.map(str::to_owned),
                 deliver_at_ms: None,
                 replay_of: None,
+                traceparent: None,
+                tracestate: None,
             },
             body: Bytes::from_static(b"x"),
         })
