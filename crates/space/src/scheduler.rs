@@ -26,18 +26,23 @@
 use std::collections::{BTreeMap, VecDeque};
 
 mod entry;
+mod parents;
+mod restore;
 mod scope;
 mod slots;
+mod views;
 
 pub use entry::RawEntry;
 use entry::{Children, Cursor, Entry, Finish};
+use parents::Hold;
+pub use parents::ParentLink;
 pub use slots::{Slot, Slots};
 
 use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;
 use crate::model::{
-    Causality, Counts, DeadReason, DeliveryState, MessageId, MessageState, OnParentDead,
-    ParentState, Parents, SubscriberId,
+    Causality, Counts, DeadReason, MessageId, MessageState, OnParentDead, ParentState, Parents,
+    SubscriberId,
 };
 
 /// What the scheduler needs to know of what the Space keeps with a message: its size, so that
@@ -50,42 +55,6 @@ impl Weighed for () {
     fn weight(&self) -> u64 {
         0
     }
-}
-
-/// Where one parent of a new message stands, as the Space knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParentLink {
-    /// A message this scheduler holds.
-    Held(MessageId),
-    /// It was delivered or discarded and has since been removed: it holds nothing back. The
-    /// Space knows this from its ids, the scheduler no longer can.
-    Removed(MessageId),
-    /// It died and retention removed it: it can never be delivered, so the child is dead at
-    /// once (reason `parent_dead`), unless the queue says `deliver`.
-    RemovedDead(MessageId),
-    /// A message of another queue. It holds the child back as this queue last learned its
-    /// state ([`Scheduler::settle_foreign`]); until it learns one, as if not delivered.
-    Foreign(MessageId),
-}
-
-impl ParentLink {
-    pub fn id(self) -> MessageId {
-        match self {
-            ParentLink::Held(id)
-            | ParentLink::Removed(id)
-            | ParentLink::RemovedDead(id)
-            | ParentLink::Foreign(id) => id,
-        }
-    }
-}
-
-/// How the parents of a child hold it back, the strongest of them winning: one parent dead
-/// under `dead_letter` kills the child, one not delivered (or dead under `wait`) holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Hold {
-    Free,
-    Wait,
-    Kill,
 }
 
 /// How a message leaves the scheduler.
@@ -245,22 +214,6 @@ impl<M: Weighed> Scheduler<M> {
         Ok(Slot((self.slots.len() - 1) as u8))
     }
 
-    /// The subscriber in a slot.
-    pub fn subscriber(&self, slot: Slot) -> Option<SubscriberId> {
-        self.slots.get(slot.index())?.as_ref().map(|s| s.id)
-    }
-
-    /// The current fan-out set: every subscriber's slot.
-    pub fn all_slots(&self) -> Slots {
-        Slots(
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_some())
-                .fold(0, |m, (i, _)| m | (1 << i)),
-        )
-    }
-
     /// Removes a subscriber: nothing is sent to it any more and no message waits for it.
     /// Messages for which it was the last one owed are delivered (or dead) now; a message that
     /// was dead only because this subscriber gave up on it is delivered if every other one
@@ -378,83 +331,6 @@ impl<M: Weighed> Scheduler<M> {
         Ok(events)
     }
 
-    fn add_child(&mut self, parent: MessageId, child: MessageId) {
-        match self.children.get_mut(&parent) {
-            Some(kids) => kids.push(child),
-            None => {
-                self.children.insert(parent, Children::One(child));
-            }
-        }
-    }
-
-    /// How a held message holds back its waiting children. A message no longer held holds
-    /// nothing back: when it left, its children were released or killed (see
-    /// [`Scheduler::remove`]).
-    fn hold_of(&self, parent: MessageId) -> Hold {
-        let state = match self.messages.get(&parent) {
-            Some(e) => e.finish().into(),
-            None => match self.foreign.get(&parent) {
-                Some(s) => *s,
-                None => return Hold::Free,
-            },
-        };
-        match (state, self.on_parent_dead) {
-            (ParentState::Delivered | ParentState::Gone, _) => Hold::Free,
-            (ParentState::Open, _) => Hold::Wait,
-            (ParentState::Dead | ParentState::GoneDead, OnParentDead::Deliver) => Hold::Free,
-            (ParentState::Dead, OnParentDead::Wait) => Hold::Wait,
-            (ParentState::Dead, OnParentDead::DeadLetter) | (ParentState::GoneDead, _) => {
-                Hold::Kill
-            }
-        }
-    }
-
-    /// This queue learned where a parent in another queue stands: its waiting children here
-    /// go on, die, or keep waiting, as they would for a parent of this queue reaching that
-    /// state. Nothing happens if no child here names it.
-    pub fn settle_foreign(&mut self, parent: MessageId, state: ParentState) -> Vec<Event> {
-        let mut events = Vec::new();
-        let Some(known) = self.foreign.get_mut(&parent) else {
-            return events;
-        };
-        *known = state;
-        let mut todo = Vec::new();
-        match self.hold_of(parent) {
-            Hold::Free => self.release_children(parent, &mut events, &mut todo),
-            Hold::Kill => self.kill_children(parent, &mut todo),
-            Hold::Wait => {}
-        }
-        self.settle_all(todo, &mut events);
-        events
-    }
-
-    /// Parents in other queues that children here name, as this queue last learned them.
-    pub fn foreign_parents(&self) -> impl Iterator<Item = (MessageId, ParentState)> + '_ {
-        self.foreign.iter().map(|(p, s)| (*p, *s))
-    }
-
-    /// A parent in another queue, as this queue last learned it; `None` if no child here
-    /// names it.
-    pub fn foreign_parent(&self, parent: MessageId) -> Option<ParentState> {
-        self.foreign.get(&parent).copied()
-    }
-
-    /// Where a message of this queue stands, as a parent in another queue sees it.
-    pub fn parent_state(&self, id: MessageId) -> Option<ParentState> {
-        self.messages.get(&id).map(|e| e.finish().into())
-    }
-
-    /// How all of a message's parents hold it back together.
-    fn hold_by_parents(&self, id: MessageId) -> Hold {
-        self.messages.get(&id).map_or(Hold::Free, |e| {
-            e.parents
-                .iter()
-                .map(|p| self.hold_of(p))
-                .max()
-                .unwrap_or(Hold::Free)
-        })
-    }
-
     /// A scheduled message is due: it goes to its subscribers as if published now (unless it
     /// still waits for its parent, or died with it). Anything else is left as it is.
     pub fn release_scheduled(&mut self, id: MessageId) -> Vec<Event> {
@@ -527,48 +403,6 @@ impl<M: Weighed> Scheduler<M> {
                     }
                 }
             }
-        }
-    }
-
-    /// The children of `parent` still waiting for it.
-    fn waiting_children(&self, parent: MessageId) -> Vec<MessageId> {
-        let Some(kids) = self.children.get(&parent) else {
-            return Vec::new();
-        };
-        kids.to_vec()
-            .into_iter()
-            .filter(|c| {
-                self.messages
-                    .get(c)
-                    .is_some_and(|e| e.waiting && e.parents.contains(parent))
-            })
-            .collect()
-    }
-
-    fn release_children(
-        &mut self,
-        parent: MessageId,
-        events: &mut Vec<Event>,
-        todo: &mut Vec<MessageId>,
-    ) {
-        // A child of a join goes only when none of its other parents holds it back.
-        for child in self.waiting_children(parent) {
-            if self.per_subscriber() {
-                self.refresh_copies(child, events, todo);
-            } else if self.hold_by_parents(child) == Hold::Free {
-                self.release_one(child, events, todo);
-            }
-        }
-    }
-
-    /// The waiting children of `parent` go dead with it (reason `parent_dead`).
-    fn kill_children(&mut self, parent: MessageId, todo: &mut Vec<MessageId>) {
-        for child in self.waiting_children(parent) {
-            self.change(child, |c| {
-                c.waiting = false;
-                c.parent_dead = true;
-            });
-            todo.push(child);
         }
     }
 
@@ -848,163 +682,6 @@ impl<M: Weighed> Scheduler<M> {
         }
         self.settle_all(todo, &mut events);
         Ok((e.meta, events))
-    }
-
-    /// What the Space keeps with a message.
-    pub fn meta(&self, id: MessageId) -> Option<&M> {
-        self.messages.get(&id).map(|e| &e.meta)
-    }
-
-    pub fn meta_mut(&mut self, id: MessageId) -> Option<&mut M> {
-        self.messages.get_mut(&id).map(|e| &mut e.meta)
-    }
-
-    /// Messages in id (publish) order from `after` (exclusive), with their states.
-    pub fn iter_from(
-        &self,
-        after: Option<MessageId>,
-    ) -> impl Iterator<Item = (MessageId, MessageState, &M)> + '_ {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.messages
-            .range((start, Bound::Unbounded))
-            .map(|(id, e)| (*id, e.state(), &e.meta))
-    }
-
-    /// Messages in id (publish) order from `from` (inclusive).
-    pub fn iter_at(
-        &self,
-        from: Option<MessageId>,
-    ) -> impl Iterator<Item = (MessageId, MessageState, &M)> + '_ {
-        use std::ops::Bound;
-        let start = from.map_or(Bound::Unbounded, Bound::Included);
-        self.messages
-            .range((start, Bound::Unbounded))
-            .map(|(id, e)| (*id, e.state(), &e.meta))
-    }
-
-    pub fn contains(&self, id: MessageId) -> bool {
-        self.messages.contains_key(&id)
-    }
-
-    pub fn state(&self, id: MessageId) -> Option<MessageState> {
-        self.messages.get(&id).map(Entry::state)
-    }
-
-    /// A message's parents, in the order they were named.
-    pub fn parents(&self, id: MessageId) -> Option<&Parents> {
-        self.messages.get(&id).map(|e| &e.parents)
-    }
-
-    /// The children of a held message that are still held, in publish order.
-    pub fn children(&self, id: MessageId) -> Vec<MessageId> {
-        self.children
-            .get(&id)
-            .map(Children::to_vec)
-            .unwrap_or_default()
-    }
-
-    /// The message's fan-out set.
-    pub fn fanout(&self, id: MessageId) -> Option<Slots> {
-        self.messages.get(&id).map(|e| Slots(e.fanout))
-    }
-
-    /// One subscriber's view of one message, if it is in the fan-out set.
-    pub fn delivery_state(&self, id: MessageId, slot: Slot) -> Option<DeliveryState> {
-        let e = self.messages.get(&id)?;
-        let bit = slot.bit();
-        if e.fanout & bit == 0 {
-            return None;
-        }
-        Some(if e.acked & bit != 0 {
-            DeliveryState::Acked
-        } else if e.dead & bit != 0 || e.parent_dead {
-            DeliveryState::Dead
-        } else if e.active & bit != 0 {
-            DeliveryState::InFlight
-        } else {
-            DeliveryState::Pending
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
-    /// Counts per state, kept as messages change.
-    pub fn counts(&self) -> Counts {
-        self.counts
-    }
-
-    /// Weights (body bytes) of waiting, ready and delivering messages.
-    pub fn undelivered_bytes(&self) -> u64 {
-        self.undelivered_bytes
-    }
-
-    /// A message's durable scheduling state.
-    pub fn raw(&self, id: MessageId) -> Option<RawEntry<&M>> {
-        self.messages.get(&id).map(|e| RawEntry {
-            meta: &e.meta,
-            parents: e.parents.clone(),
-            fanout: Slots(e.fanout),
-            acked: Slots(e.acked),
-            dead: Slots(e.dead),
-            waiting: e.waiting,
-            scheduled: e.scheduled,
-            parent_dead: e.parent_dead,
-        })
-    }
-
-    /// Puts back a message exactly as a snapshot stored it. Call [`Scheduler::finish_restore`]
-    /// once every message is back.
-    pub fn restore(&mut self, id: MessageId, raw: RawEntry<M>) -> Result<(), ScheduleError> {
-        if self.messages.contains_key(&id) {
-            return Err(ScheduleError::Duplicate(id));
-        }
-        let live = self.all_slots().0;
-        let mut e = Entry {
-            meta: raw.meta,
-            parents: raw.parents,
-            fanout: raw.fanout.0 & live,
-            acked: raw.acked.0 & live,
-            dead: raw.dead.0 & live,
-            active: 0,
-            waiting: raw.waiting,
-            scheduled: raw.scheduled,
-            parent_dead: raw.parent_dead,
-            reported: Finish::Open,
-        };
-        e.reported = e.finish();
-        let state = e.state();
-        self.counts.add(state);
-        if state.is_undelivered() {
-            self.undelivered_bytes += e.meta.weight();
-        }
-        self.messages.insert(id, e);
-        Ok(())
-    }
-
-    /// Puts back what a snapshot stored of a parent in another queue.
-    pub fn restore_foreign(&mut self, parent: MessageId, state: ParentState) {
-        self.foreign.insert(parent, state);
-    }
-
-    /// Rebuilds what restored messages imply: the children of every parent.
-    pub fn finish_restore(&mut self) {
-        self.children.clear();
-        let pairs: Vec<(MessageId, MessageId)> = self
-            .messages
-            .iter()
-            .flat_map(|(id, e)| e.parents.iter().map(move |p| (p, *id)))
-            .filter(|(p, _)| self.messages.contains_key(p) || self.foreign.contains_key(p))
-            .collect();
-        for (parent, child) in pairs {
-            self.add_child(parent, child);
-        }
     }
 }
 

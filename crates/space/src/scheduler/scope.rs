@@ -8,18 +8,10 @@
 //! queues hold every copy alike (their subscribers are not this queue's).
 
 use super::entry::Entry;
+use super::parents::hold_for;
 use super::{Event, Hold, Scheduler, Slots, Weighed};
 use crate::idhash::IdMap;
 use crate::model::{MessageId, OnParentDead, ParentState};
-
-/// How a parent that is dead (for one subscriber, or as a whole) holds back a child's copy.
-fn dead_hold(policy: OnParentDead) -> Hold {
-    match policy {
-        OnParentDead::Deliver => Hold::Free,
-        OnParentDead::Wait => Hold::Wait,
-        OnParentDead::DeadLetter => Hold::Kill,
-    }
-}
 
 /// How the parents of `child` hold back its copy for the subscriber of slot bit `bit`. A free
 /// function over the fields it reads, so that a dispatcher's walk may ask while it holds its
@@ -33,15 +25,13 @@ pub(super) fn slot_hold<M>(
 ) -> Hold {
     let one = |parent: MessageId| match messages.get(&parent) {
         Some(p) if p.fanout & bit == 0 || p.acked & bit != 0 => Hold::Free,
-        Some(p) if p.dead & bit != 0 || p.parent_dead => dead_hold(policy),
+        // Dead for this subscriber (or as a whole): as a dead parent.
+        Some(p) if p.dead & bit != 0 || p.parent_dead => hold_for(ParentState::Dead, policy),
         Some(_) => Hold::Wait,
-        None => match foreign.get(&parent) {
-            None | Some(ParentState::Delivered | ParentState::Gone) => Hold::Free,
-            Some(ParentState::Open) => Hold::Wait,
-            Some(ParentState::Dead) => dead_hold(policy),
-            Some(ParentState::GoneDead) if policy == OnParentDead::Deliver => Hold::Free,
-            Some(ParentState::GoneDead) => Hold::Kill,
-        },
+        // In another queue: as a whole.
+        None => foreign
+            .get(&parent)
+            .map_or(Hold::Free, |state| hold_for(*state, policy)),
     };
     child.parents.iter().map(one).max().unwrap_or(Hold::Free)
 }

@@ -2,6 +2,7 @@
 //! `crates/space/tests/scheduler_model.rs`.
 
 use super::*;
+use crate::model::DeliveryState;
 use uuid::Uuid;
 
 fn id(n: u128) -> MessageId {
