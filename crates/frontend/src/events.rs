@@ -114,8 +114,6 @@ pub(crate) async fn events(
         .data(json!({ "queue": queue }).to_string());
     let stream =
         stream::once(async { Ok::<_, Infallible>(live) }).chain(stream::unfold(watching, next));
-    // A comment every 10 s keeps a quiet stream from looking idle to the server (whose idle
-    // cut-off is at least that long) and to proxies.
-    let keep_alive = KeepAlive::new().interval(std::time::Duration::from_secs(10));
+    let keep_alive = KeepAlive::new().interval(crate::limits::EVENTS_KEEP_ALIVE);
     Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
 }

@@ -16,6 +16,9 @@ pub const PAGE_DEFAULT: usize = 100;
 /// Watchers of a queue's events (`GET …/events`) at once, over all queues: each holds a
 /// connection and a place in the feed; more are refused with 503.
 pub const WATCHERS_MAX: usize = 64;
+/// A quiet events stream carries a comment this often, so that a proxy, or the server's idle
+/// cut-off (`server.idle_timeout`, default 60 s) when it is longer, does not take it for dead.
+pub const EVENTS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 pub const PAGE_MAX: usize = 1000;
 /// Default `server.body_timeout`: a request's body must arrive whole this long after its
 /// headers, so a client dripping a body cannot hold a connection and its buffer for ever.

@@ -100,7 +100,9 @@ pub enum OpenError {
 pub enum PublishError {
     #[error("queue {0:?} does not exist")]
     QueueNotFound(String),
-    #[error("parent {0} is not a message of this queue")]
+    #[error(
+        "parent {0} was never published by any queue of this broker (or its queue was deleted)"
+    )]
     UnknownParent(MessageId),
     #[error("a message has at most {PARENTS_MAX} parents; {0} were named")]
     TooManyParents(usize),

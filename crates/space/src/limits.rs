@@ -99,6 +99,10 @@ pub const RELEASED_PER_RECORD_MAX: usize = EXPIRED_PER_RECORD_MAX;
 /// falls further behind is told how many it missed. Shared by every watcher.
 pub const FEED_EVENTS_BUFFERED: usize = 4096;
 
+/// A `traceparent` is at most this many bytes: 55 for version 00, room for the fields a later
+/// version may append.
+pub const TRACEPARENT_BYTES_MAX: usize = 512;
+
 /// A `tracestate` is at most this many bytes (the W3C limit is 32 members; 512 bytes is what
 /// it recommends passing on).
 pub const TRACESTATE_BYTES_MAX: usize = 512;

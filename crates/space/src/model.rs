@@ -17,14 +17,14 @@ pub enum Parents {
 }
 
 impl Parents {
-    /// The parents named, in the order given. `None` if an id is listed twice.
-    pub fn new(ids: &[MessageId]) -> Option<Parents> {
+    /// The parents named, in the order given; the first id listed twice is refused.
+    pub fn new(ids: &[MessageId]) -> Result<Parents, MessageId> {
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
-                return None;
+                return Err(*id);
             }
         }
-        Some(match ids {
+        Ok(match ids {
             [] => Parents::None,
             [one] => Parents::One(*one),
             many => Parents::Join(many.into()),

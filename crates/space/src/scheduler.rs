@@ -268,12 +268,18 @@ impl<M: Weighed> Scheduler<M> {
         }
         // Slots that are free now cannot be in a fan-out set.
         let fanout = fanout.0 & self.all_slots().0;
+        // Checked before anything changes: a refused publish leaves no trace.
+        let ids: Vec<MessageId> = parents.iter().map(|l| l.id()).collect();
+        let parents_of = Parents::new(&ids).map_err(ScheduleError::RepeatedParent)?;
+        if let Some(p) = parents.iter().find_map(|l| match *l {
+            ParentLink::Held(p) if !self.messages.contains_key(&p) => Some(p),
+            _ => None,
+        }) {
+            return Err(ScheduleError::UnknownParent(p));
+        }
         let mut hold = Hold::Free;
         for link in parents {
             let h = match *link {
-                ParentLink::Held(p) if !self.messages.contains_key(&p) => {
-                    return Err(ScheduleError::UnknownParent(p));
-                }
                 // Per subscriber, each copy is looked at once the message is in.
                 ParentLink::Held(_) if self.per_subscriber() => Hold::Wait,
                 ParentLink::Held(p) => self.hold_of(p),
@@ -289,11 +295,6 @@ impl<M: Weighed> Scheduler<M> {
             };
             hold = hold.max(h);
         }
-        let ids: Vec<MessageId> = parents.iter().map(|l| l.id()).collect();
-        let parents_of = Parents::new(&ids).ok_or_else(|| {
-            let twice = ids.iter().enumerate().find(|(i, p)| ids[..*i].contains(p));
-            ScheduleError::RepeatedParent(twice.map_or(id, |(_, p)| *p))
-        })?;
         let (waiting, parent_dead) = (hold == Hold::Wait, hold == Hold::Kill);
         let entry = Entry {
             meta,

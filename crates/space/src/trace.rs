@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`): accepted at publish, kept in the message's
 //! record, and sent with every attempt, so that a trace crosses the broker.
 
-use crate::limits::TRACESTATE_BYTES_MAX;
+use crate::limits::{TRACEPARENT_BYTES_MAX, TRACESTATE_BYTES_MAX};
 
 /// Whether `v` is a `traceparent`: `version-traceid-parentid-flags` in lowercase hex (2, 32, 16
 /// and 2 digits); version `ff` and all-zero ids are invalid. A later version may append fields
@@ -28,7 +28,7 @@ pub fn is_traceparent(v: &str) -> bool {
         && parent.bytes().any(|b| b != b'0')
         && hex(flags, 2)
         && rest_ok
-        && v.len() <= 512
+        && v.len() <= TRACEPARENT_BYTES_MAX
 }
 
 /// Whether `v` can be a `tracestate`: at most [`TRACESTATE_BYTES_MAX`] bytes of what a header

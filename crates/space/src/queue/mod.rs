@@ -246,11 +246,6 @@ impl QueueState {
         self.sched.contains(id)
     }
 
-    #[cfg(test)]
-    pub fn state_of(&self, id: MessageId) -> Option<MessageState> {
-        self.sched.state(id)
-    }
-
     /// A held message's state; `None` if the queue no longer holds it.
     pub fn state_of_message(&self, id: MessageId) -> Option<MessageState> {
         self.sched.state(id)

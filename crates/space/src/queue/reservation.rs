@@ -308,12 +308,9 @@ impl QueueState {
                     }
                 },
             };
-            if ids.contains(&id) {
-                return Err(PublishError::RepeatedParent(id));
-            }
             ids.push(id);
         }
-        Ok(Parents::new(&ids).unwrap_or_default())
+        Parents::new(&ids).map_err(PublishError::RepeatedParent)
     }
 
     /// The records of a reservation are in the log: applies them, and lets the reservation go.

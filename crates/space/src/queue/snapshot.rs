@@ -277,8 +277,8 @@ impl QueueState {
         if version >= 5 && flags & JOIN != 0 {
             parents.extend(d.uuids()?);
         }
-        let parents = Parents::new(&parents).ok_or_else(|| {
-            SnapshotError::Inconsistent(format!("message {id} names a parent twice"))
+        let parents = Parents::new(&parents).map_err(|p| {
+            SnapshotError::Inconsistent(format!("message {id} names parent {p} twice"))
         })?;
         let (mut fanout, mut acked, mut dead) = (0u64, 0u64, 0u64);
         for _ in 0..d.count(9)? {
@@ -428,9 +428,12 @@ mod tests {
         assert_eq!(restored.image(0), q.image(0));
         assert_eq!(restored.counts(), q.counts());
         assert_eq!(restored.undelivered_bytes(), q.undelivered_bytes());
-        assert_eq!(restored.state_of(ps[1].id), Some(crate::MessageState::Dead));
         assert_eq!(
-            restored.state_of(ps[3].id),
+            restored.state_of_message(ps[1].id),
+            Some(crate::MessageState::Dead)
+        );
+        assert_eq!(
+            restored.state_of_message(ps[3].id),
             Some(crate::MessageState::Waiting)
         );
         assert!(restored.is_dead_removed(ps[5].id));

@@ -651,6 +651,17 @@ fn a_join_of_removed_parents_and_repeats() {
         Err(ScheduleError::RepeatedParent(id(1)))
     );
     assert!(!s.contains(id(4)));
+    // A refused publish leaves no trace, not even of a parent in another queue it named.
+    let far = ParentLink::Foreign(id(900));
+    assert_eq!(
+        s.publish(id(5), &[far, ParentLink::Held(id(77))], all, (), false),
+        Err(ScheduleError::UnknownParent(id(77)))
+    );
+    assert_eq!(
+        s.publish(id(5), &[far, far], all, (), false),
+        Err(ScheduleError::RepeatedParent(id(900)))
+    );
+    assert_eq!(s.foreign_parent(id(900)), None);
 }
 
 /// Parents cost a message without a join nothing more than the single parent did: the list

@@ -176,8 +176,16 @@ impl Space {
         entries: Vec<BatchEntry>,
     ) -> Result<Vec<PublishedMessage>, PublishError> {
         let q = self.inner.registry.get(queue)?;
-        let number = q.lock().number();
-        let foreign = self.check_foreign_parents(number, &entries)?;
+        // Most publishes name no parent by id: they take no lock for it.
+        let names_ids = entries
+            .iter()
+            .any(|e| e.parents.iter().any(|p| matches!(p, BatchParent::Id(_))));
+        let foreign = if names_ids {
+            let number = q.lock().number();
+            self.check_foreign_parents(number, &entries)?
+        } else {
+            IdSet::default()
+        };
         let change = self.inner.journal.change().await;
         let _order = q.order.read().await;
         let now = self.now_ms();
@@ -205,17 +213,16 @@ impl Space {
                     self.inner.recent.insert(p);
                 }
                 reservation.commit(&records, &locations);
-                let name: std::sync::Arc<str> = std::sync::Arc::from(queue);
                 for p in &records {
                     self.tell(|| super::FeedEvent {
-                        queue: name.clone(),
+                        queue: std::sync::Arc::from(queue),
                         message: p.id,
                         at_ms: p.published_at_ms,
                         what: super::Happened::Published,
                     });
                 }
                 if !foreign.is_empty() {
-                    self.watch_foreign_parents(number, &records);
+                    self.watch_foreign_parents(q.lock().number(), &records);
                 }
                 if records.iter().any(|p| p.attributes.deliver_at_ms.is_some()) {
                     self.inner.due_changed.notify_one();
