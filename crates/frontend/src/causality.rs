@@ -101,7 +101,7 @@ pub struct Explain {
 }
 
 impl Explain {
-    fn of(queue: &str, e: Explanation) -> Explain {
+    pub(crate) fn of(queue: &str, e: Explanation) -> Explain {
         Explain {
             id: e.id,
             state: state_name(e.state),
@@ -167,7 +167,7 @@ pub struct Lineage {
 }
 
 impl Lineage {
-    fn of(queue: &str, g: LineageGraph) -> Lineage {
+    pub(crate) fn of(queue: &str, g: LineageGraph) -> Lineage {
         Lineage {
             nodes: g
                 .nodes

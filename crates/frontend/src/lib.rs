@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 mod subscribers;
+mod ui;
 pub mod views;
 
 use std::collections::HashMap;
@@ -140,7 +141,8 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
         .layer(DefaultBodyLimit::max(limits::JSON_BODY_MAX))
         .with_state(api.clone())
-        .merge(legacy::router(api.space).layer(DefaultBodyLimit::max(max_body)));
+        .merge(legacy::router(api.space.clone()).layer(DefaultBodyLimit::max(max_body)))
+        .merge(ui::router(api.space, &config.tokens, max_body));
     // Without tokens every request is allowed: no layer to pass through at all.
     let router = if config.tokens.is_empty() {
         router

@@ -32,3 +32,7 @@ const _: () = assert!(MAX_BODY_DEFAULT <= MAX_BODY_CEILING);
 // A batch of the Space's largest size, base64-encoded, fits the JSON bound.
 const _: () = assert!(space::limits::BATCH_BYTES_MAX / 3 * 4 < BATCH_JSON_BYTES_MAX);
 const _: () = assert!(PAGE_DEFAULT <= PAGE_MAX);
+
+/// The largest form the dashboard takes (a test message's body counts four times its bytes at
+/// most when form-encoded; the larger of the two bounds applies).
+pub const UI_FORM_BYTES_MAX: usize = 256 * 1024;

@@ -53,7 +53,9 @@ pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
-pub use scheduler::{Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots};
+pub use scheduler::{
+    BlockingRoots, Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots,
+};
 pub use settings::{QueueSettings, SettingsPatch, Span};
 pub use space::{
     FeedEvent, Happened, RedriveScope, ReplayOptions, Replayed, Space, SpaceImage,

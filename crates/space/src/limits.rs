@@ -184,6 +184,12 @@ pub const LINEAGE_NODES_DEFAULT: usize = 500;
 /// … and at most this many.
 pub const LINEAGE_NODES_MAX: usize = 5000;
 
+/// Finding the messages that hold back the most (the dashboard's problems box) looks at most
+/// at this many parents of a queue …
+pub const BLOCKING_ROOTS_SCAN_MAX: usize = 10_000;
+/// … and counts at most this many waiting messages below them.
+pub const BLOCKING_ROOTS_COUNT_MAX: usize = 100_000;
+
 /// A subscriber sends at most this many headers of its own …
 pub const SUBSCRIBER_HEADERS_MAX: usize = 16;
 /// … whose names and values together take at most this many bytes.

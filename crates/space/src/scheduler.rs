@@ -37,6 +37,7 @@ use entry::{Children, Cursor, Entry, Finish};
 use parents::Hold;
 pub use parents::ParentLink;
 pub use slots::{Slot, Slots};
+pub use views::BlockingRoots;
 
 use crate::idhash::IdMap;
 use crate::limits::SUBSCRIBERS_PER_QUEUE_MAX;

@@ -360,6 +360,16 @@ impl QueueState {
         Some((state, verdict, pending))
     }
 
+    /// The messages holding back the most waiting messages below them (see
+    /// [`crate::Scheduler::blocking_roots`]).
+    pub fn blocking_roots(
+        &self,
+        scan_max: usize,
+        count_max: usize,
+    ) -> crate::scheduler::BlockingRoots {
+        self.sched.blocking_roots(scan_max, count_max)
+    }
+
     /// `id` and every message below it that the queue holds, each once, parents before their
     /// children; `None` if it does not hold `id`. A parent is always published before its
     /// children, so the queue's sequence (in every id) is a topological order, joins included.

@@ -776,3 +776,37 @@ fn per_subscriber_a_copy_waits_only_for_its_own_subscriber() {
     assert_eq!(s.delivery_state(id(2), a), Some(DeliveryState::Acked));
     assert_eq!(s.delivery_state(id(2), b), Some(DeliveryState::Dead));
 }
+
+#[test]
+fn blocking_roots_are_the_unwaiting_parents_with_the_most_below_them() {
+    let (mut s, _) = with_subscribers(OnParentDead::Wait, 1);
+    let all = s.all_slots();
+    let publish = |s: &mut Scheduler, n: u128, parent: Option<u128>| {
+        let parents: Vec<ParentLink> = parent
+            .map(|p| ParentLink::Held(id(p)))
+            .into_iter()
+            .collect();
+        s.publish(id(n), &parents, all, (), false).unwrap();
+    };
+    // 1 → 2 → 3 and 1 → 4: three wait behind 1. 10 → 11: one waits behind 10. 20 alone.
+    publish(&mut s, 1, None);
+    publish(&mut s, 2, Some(1));
+    publish(&mut s, 3, Some(2));
+    publish(&mut s, 4, Some(1));
+    publish(&mut s, 10, None);
+    publish(&mut s, 11, Some(10));
+    publish(&mut s, 20, None);
+    let found = s.blocking_roots(100, 100);
+    assert_eq!(
+        found.roots,
+        vec![(id(1), 3), (id(10), 1)],
+        "2 waits itself: not a root"
+    );
+    assert!(!found.cut);
+    // Bounded: counting stops at the budget and says so.
+    let found = s.blocking_roots(100, 2);
+    assert!(found.cut);
+    assert!(found.roots.iter().map(|r| r.1).sum::<usize>() <= 2);
+    let found = s.blocking_roots(1, 100);
+    assert!(found.cut && found.roots.len() <= 1);
+}

@@ -5,6 +5,15 @@ use super::entry::{Children, Entry};
 use super::{Scheduler, Slot, Slots, Weighed};
 use crate::model::{Counts, DeliveryState, MessageId, MessageState, Parents, SubscriberId};
 
+/// What [`Scheduler::blocking_roots`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockingRoots {
+    /// A root and how many waiting messages are below it, most first.
+    pub roots: Vec<(MessageId, usize)>,
+    /// A bound was reached: the counts are lower bounds.
+    pub cut: bool,
+}
+
 impl<M: Weighed> Scheduler<M> {
     /// The subscriber in a slot.
     pub fn subscriber(&self, slot: Slot) -> Option<SubscriberId> {
@@ -74,6 +83,42 @@ impl<M: Weighed> Scheduler<M> {
             .get(&id)
             .map(Children::to_vec)
             .unwrap_or_default()
+    }
+
+    /// The messages holding back the most waiting messages below them, most first: each a
+    /// parent with waiting children that is not waiting itself (a root of what is held back),
+    /// with how many waiting messages are below it. Bounded for any queue: at most `scan_max`
+    /// parents are looked at and `count_max` messages counted in all; `BlockingRoots::cut`
+    /// says a bound was reached (then the counts are lower bounds, and a larger root may be
+    /// missing).
+    pub fn blocking_roots(&self, scan_max: usize, count_max: usize) -> BlockingRoots {
+        let mut cut = self.children.len() > scan_max;
+        let mut budget = count_max;
+        let mut roots = Vec::new();
+        for &parent in self.children.keys().take(scan_max) {
+            if self.state(parent) == Some(MessageState::Waiting) {
+                continue;
+            }
+            let mut below = 0;
+            let mut todo = self.waiting_children(parent);
+            while let Some(child) = todo.pop() {
+                if budget == 0 {
+                    cut = true;
+                    break;
+                }
+                budget -= 1;
+                below += 1;
+                todo.extend(self.waiting_children(child));
+            }
+            if below > 0 {
+                roots.push((parent, below));
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        roots.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        BlockingRoots { roots, cut }
     }
 
     /// The message's fan-out set.

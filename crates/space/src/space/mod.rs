@@ -208,7 +208,8 @@ impl Space {
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    /// The time by the Space's clock (Unix milliseconds).
+    pub fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
     }
 

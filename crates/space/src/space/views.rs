@@ -13,6 +13,7 @@ use crate::error::{MessageError, QueueNotFound};
 use crate::model::{MessageId, MessageState};
 use crate::queue::explain::{Explanation, LineageGraph};
 use crate::queue::image::QueueImage;
+use crate::scheduler::BlockingRoots;
 use crate::types::{DeadLetter, MessageInfo, Page, QueueInfo, SpaceTotals, SubscriberInfo};
 
 /// The durable state of the whole Space in a canonical form (see [`QueueImage`]).
@@ -134,6 +135,15 @@ impl Space {
             }
         }
         Ok(g)
+    }
+
+    /// The messages of a queue holding back the most waiting messages below them, most first
+    /// (bounded by `limits::BLOCKING_ROOTS_*`).
+    pub fn blocking_roots(&self, queue: &str) -> Result<BlockingRoots, QueueNotFound> {
+        use crate::limits::{BLOCKING_ROOTS_COUNT_MAX, BLOCKING_ROOTS_SCAN_MAX};
+        let q = self.inner.registry.get(queue)?;
+        let st = q.lock();
+        Ok(st.blocking_roots(BLOCKING_ROOTS_SCAN_MAX, BLOCKING_ROOTS_COUNT_MAX))
     }
 
     /// A message's state, parent, children and per-subscriber deliveries.
