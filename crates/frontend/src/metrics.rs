@@ -4,10 +4,103 @@
 use std::fmt::Write;
 
 use space::Space;
+use space::latency::{BUCKETS_S, HistogramSnapshot};
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One histogram's series: a bucket per bound (cumulative), `+Inf`, the sum and the count.
+/// `labels` is `name="value",…` without braces.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    for (bound, n) in BUCKETS_S.iter().zip(&h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{labels}}} {}",
+        h.sum_us as f64 / 1_000_000.0
+    );
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// The latency histograms and each subscriber's gauges.
+fn latencies(out: &mut String, queues: &[space::QueueInfo]) {
+    family(
+        out,
+        "syncbrok_publish_to_first_delivery_seconds",
+        "histogram",
+        "From a message's publish to its first acknowledgement by a subscriber, since start.",
+    );
+    for q in queues {
+        let labels = format!("queue=\"{}\"", q.name);
+        histogram(
+            out,
+            "syncbrok_publish_to_first_delivery_seconds",
+            &labels,
+            &q.first_delivery,
+        );
+    }
+    family(
+        out,
+        "syncbrok_parent_ack_to_child_release_seconds",
+        "histogram",
+        "From the acknowledgement completing a parent to each waiting child released, since start.",
+    );
+    for q in queues {
+        let labels = format!("queue=\"{}\"", q.name);
+        histogram(
+            out,
+            "syncbrok_parent_ack_to_child_release_seconds",
+            &labels,
+            &q.release,
+        );
+    }
+    family(
+        out,
+        "syncbrok_attempt_duration_seconds",
+        "histogram",
+        "How long delivery attempts took (request to answer; a batch counts once), per subscriber, since start.",
+    );
+    for q in queues {
+        for s in &q.subscribers {
+            let labels = format!("queue=\"{}\",subscriber=\"{}\"", q.name, s.id);
+            histogram(
+                out,
+                "syncbrok_attempt_duration_seconds",
+                &labels,
+                &s.attempt_duration,
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "syncbrok_subscriber_in_flight",
+            "Delivery requests of a subscriber on the wire.",
+            (|s: &space::SubscriberInfo| u64::from(s.in_flight))
+                as fn(&space::SubscriberInfo) -> u64,
+        ),
+        (
+            "syncbrok_subscriber_consecutive_failures",
+            "Failed attempts of a subscriber since its last acknowledgement.",
+            |s: &space::SubscriberInfo| u64::from(s.consecutive_failures),
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        for q in queues {
+            for s in &q.subscribers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{queue=\"{}\",subscriber=\"{}\"}} {}",
+                    q.name,
+                    s.id,
+                    value(s)
+                );
+            }
+        }
+    }
 }
 
 /// The metrics text. Queue names need no escaping: they are `[A-Za-z0-9._-]`.
@@ -186,6 +279,8 @@ pub fn render(space: &Space) -> String {
             q.subscribers.len()
         );
     }
+
+    latencies(&mut out, &queues);
 
     let stats = space.log_stats();
     for (name, help, value) in [

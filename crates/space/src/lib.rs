@@ -25,6 +25,7 @@ pub mod event_type;
 pub mod fuzzing;
 mod idhash;
 pub mod ids;
+pub mod latency;
 pub mod limits;
 pub mod model;
 mod queue;

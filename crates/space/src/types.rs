@@ -122,6 +122,8 @@ pub struct SubscriberInfo {
     pub consecutive_failures: u32,
     pub last_success_at_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// How long its attempts took, since the broker started.
+    pub attempt_duration: crate::latency::HistogramSnapshot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +137,10 @@ pub struct QueueInfo {
     pub oldest_undelivered_age_ms: Option<u64>,
     /// Dead parents removed by retention that the queue no longer remembers (see
     /// `limits::DEAD_REMOVED_RANGES_PER_QUEUE_MAX`).
+    /// Publish → first delivery, since the broker started.
+    pub first_delivery: crate::latency::HistogramSnapshot,
+    /// A parent's completing acknowledgement → its children released, since the broker started.
+    pub release: crate::latency::HistogramSnapshot,
     pub forgotten_dead_parents: u64,
     /// Idempotency keys remembered.
     pub idempotency_keys: u64,

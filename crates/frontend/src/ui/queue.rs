@@ -73,6 +73,7 @@ pub(crate) async fn page(
                 "Oldest undelivered: " (info.oldest_undelivered_age_ms.map(age).unwrap_or_else(|| "none".into()))
                 " · undelivered bytes: " (bytes(info.bytes))
             }
+            (latencies(&info))
             h2 { "Subscribers" }
             (subscriber_rows(&viewer, &[(queue.as_str(), subscribers.as_slice())], false))
             h2 { "Messages" }
@@ -96,6 +97,26 @@ pub(crate) async fn page(
         (settings_form(&viewer, &queue, &info.settings))
     };
     Ok(layout(&queue, &viewer, Nav::None, content))
+}
+
+/// The queue's latencies since the broker started, as bucket bounds.
+fn latencies(info: &space::QueueInfo) -> Markup {
+    let show = |h: &space::latency::HistogramSnapshot, q: f64| match h.quantile_bound_s(q) {
+        Some(s) if s < 1.0 => format!("≤ {} ms", s * 1000.0),
+        Some(s) => format!("≤ {s} s"),
+        None if h.count == 0 => "—".to_owned(),
+        None => "> 300 s".to_owned(),
+    };
+    html! {
+        table.latency {
+            thead { tr { th { "Since start" } th.n { "Observed" } th.n { "p50" } th.n { "p99" } } }
+            tbody {
+                @for (what, h) in [("publish → first delivery", &info.first_delivery), ("parent acknowledged → child released", &info.release)] {
+                    tr { td { (what) } td.n { (h.count) } td.n { (show(h, 0.5)) } td.n { (show(h, 0.99)) } }
+                }
+            }
+        }
+    }
 }
 
 fn message_table(queue: &str, messages: &[views::Message]) -> Markup {

@@ -153,6 +153,27 @@ impl QueueState {
 
     /// How an attempt of `sub` ended, for its dispatcher's pacing and its health (not
     /// durable state).
+    /// Children released so far (see `released`).
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    /// No subscriber has acknowledged `id` yet (and the queue holds it).
+    pub fn acked_by_none(&self, id: MessageId) -> bool {
+        self.sched.fanout(id).is_some_and(|fanout| {
+            !fanout
+                .iter()
+                .any(|slot| self.sched.delivery_state(id, slot) == Some(DeliveryState::Acked))
+        })
+    }
+
+    /// An attempt of `sub` took `took` (a batch counts once).
+    pub fn observe_attempt(&self, sub: SubscriberId, took: std::time::Duration) {
+        if let Some(s) = self.subscribers.get(&sub) {
+            s.attempt_duration.observe(took);
+        }
+    }
+
     pub fn record_answer(&mut self, sub: SubscriberId, answer: Answered<'_>) {
         if let Some(s) = self.subscribers.get_mut(&sub) {
             s.record_answer(answer);

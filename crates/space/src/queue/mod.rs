@@ -186,6 +186,9 @@ pub(crate) struct QueueState {
     settler: Option<SettlerHandle>,
     /// Copies a replay published, and the message each copies.
     replays: IdMap<MessageId, MessageId>,
+    /// Children released since the queue was built (live or by replay): a live change tells
+    /// how many it released by the difference (its latency is observed per child).
+    released: u64,
 }
 
 impl QueueState {
@@ -213,6 +216,7 @@ impl QueueState {
             oldest_hint: std::cell::Cell::new(None),
             deleted: false,
             watched: IdMap::default(),
+            released: 0,
             settler: None,
             replays: IdMap::default(),
         }
@@ -714,6 +718,7 @@ impl QueueState {
         for e in events {
             match e {
                 Event::Released { message, slots } => {
+                    self.released += 1;
                     self.note_undelivered(message);
                     for s in self.subscribers.values() {
                         if slots.contains(s.slot) {

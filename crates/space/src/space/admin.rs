@@ -72,6 +72,7 @@ pub(super) fn subscriber_info(id: SubscriberId, s: &Subscriber, now_ms: u64) -> 
         consecutive_failures: health.consecutive_failures,
         last_success_at_ms: health.last_success_at_ms,
         last_error: health.last_error,
+        attempt_duration: s.attempt_duration.snapshot(),
     }
 }
 

@@ -265,7 +265,7 @@ impl Space {
         permit: OwnedSemaphorePermit,
         channel: &mut Channel,
     ) {
-        let (number, settings, outcome) = match self.prepare_attempt(queue, sub, id) {
+        let (number, settings, outcome, took) = match self.prepare_attempt(queue, sub, id) {
             Prepared::Gone => return,
             Prepared::Unreadable(number, settings, error) => (
                 number,
@@ -274,10 +274,12 @@ impl Space {
                     error,
                     retry_after: None,
                 },
+                None,
             ),
             Prepared::Ready(attempt, settings) => {
                 let number = attempt.number;
                 let timeout = settings.delivery_timeout.0;
+                let started = std::time::Instant::now();
                 let sent = self.inner.deliverer.deliver_on(*attempt, channel);
                 let outcome = match tokio::time::timeout(timeout, sent).await {
                     Ok(o) => o,
@@ -286,12 +288,12 @@ impl Space {
                         retry_after: None,
                     },
                 };
-                (number, settings, outcome)
+                (number, settings, outcome, Some(started.elapsed()))
             }
         };
         // The request is off the wire: the slot is free for the next one.
         drop(permit);
-        self.record_outcome(queue, sub, id, number, &settings, outcome)
+        self.record_outcome(queue, sub, (id, number), &settings, outcome, took)
             .await;
     }
 
@@ -334,13 +336,17 @@ impl Space {
         let Some(settings) = settings else {
             return;
         };
+        let mut took = None;
         if !attempts.is_empty() {
+            let started = std::time::Instant::now();
             let sent: Vec<(MessageId, u32)> =
                 attempts.iter().map(|a| (a.message, a.number)).collect();
             let timeout = settings.delivery_timeout.0;
             let delivered = self.inner.deliverer.deliver_batch_on(attempts, channel);
             // What each message without an outcome fails with.
-            let (outcomes, error) = match tokio::time::timeout(timeout, delivered).await {
+            let answered = tokio::time::timeout(timeout, delivered).await;
+            took = Some(started.elapsed());
+            let (outcomes, error) = match answered {
                 Ok(outcomes) => {
                     if outcomes.len() != sent.len() {
                         tracing::warn!(
@@ -367,7 +373,8 @@ impl Space {
         }
         // The request is off the wire: the slot is free for the next one.
         drop(permit);
-        self.record_outcomes(queue, sub, &settings, results).await;
+        self.record_outcomes(queue, sub, &settings, results, took)
+            .await;
     }
 
     /// What the next attempt needs, if the message is still owed to the subscriber.

@@ -69,6 +69,9 @@ pub(crate) struct Queue {
     /// makes the order in which non-commuting changes reach the log the order in which they
     /// are applied, so that replay rebuilds what live operation built.
     order: tokio::sync::RwLock<()>,
+    /// Its latencies since the broker started (observed by live changes only, never by
+    /// replay).
+    latency: crate::latency::QueueLatency,
 }
 
 impl Queue {
@@ -76,6 +79,7 @@ impl Queue {
         Queue {
             state: Mutex::new(state),
             order: tokio::sync::RwLock::new(()),
+            latency: crate::latency::QueueLatency::default(),
         }
     }
 

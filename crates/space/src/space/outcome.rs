@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use storage::{Ack, Record};
 
@@ -38,17 +39,21 @@ struct Failure {
     error: String,
     retry_after: Option<std::time::Duration>,
     now: u64,
+    /// How long the attempt took, when this failure is the one to count it by.
+    took: Option<Duration>,
 }
 
 impl Space {
     /// Applies and records how the messages of a batch ended: the acks together (one change,
-    /// one pass under the queue's lock), then each failure.
+    /// one pass under the queue's lock), then each failure. The request's duration (`took`)
+    /// is counted once.
     pub(super) async fn record_outcomes(
         &self,
         queue: &Arc<Queue>,
         sub: SubscriberId,
         settings: &QueueSettings,
         results: Vec<(MessageId, u32, Outcome)>,
+        mut took: Option<Duration>,
     ) {
         let mut acked = Vec::with_capacity(results.len());
         let mut failed = Vec::new();
@@ -60,26 +65,30 @@ impl Space {
                 }
             }
         }
-        self.record_acks(queue, sub, &acked).await;
-        for f in failed {
+        if !acked.is_empty() {
+            self.record_acks(queue, sub, &acked, took.take()).await;
+        }
+        for mut f in failed {
+            f.took = took.take();
             self.record_failure(queue, settings, f).await;
         }
     }
 
-    /// Applies and records how an attempt ended.
+    /// Applies and records how attempt `number` of `id` ended, and how long it took.
     pub(super) async fn record_outcome(
         &self,
         queue: &Arc<Queue>,
         sub: SubscriberId,
-        id: MessageId,
-        number: u32,
+        (id, number): (MessageId, u32),
         settings: &QueueSettings,
         outcome: Outcome,
+        took: Option<Duration>,
     ) {
         match outcome {
-            Outcome::Acked => self.record_acks(queue, sub, &[(id, number)]).await,
+            Outcome::Acked => self.record_acks(queue, sub, &[(id, number)], took).await,
             Outcome::Failed { error, retry_after } => {
-                let f = self.failure(id, sub, number, error, retry_after);
+                let mut f = self.failure(id, sub, number, error, retry_after);
+                f.took = took;
                 self.record_failure(queue, settings, f).await;
             }
         }
@@ -88,11 +97,19 @@ impl Space {
     /// Applies acknowledgements of `sub` ((message, attempt number)), each queued to the log
     /// under the queue's lock right after its effect: any change that sees the effect comes
     /// after it in the log. Messages no longer in flight (discarded, expired, their subscriber
-    /// or queue removed meanwhile) are skipped.
-    async fn record_acks(&self, queue: &Queue, sub: SubscriberId, acks: &[(MessageId, u32)]) {
+    /// or queue removed meanwhile) are skipped. Observes the attempt's duration (`took`),
+    /// each message's publish → first delivery, and each child's release after `arrived`.
+    async fn record_acks(
+        &self,
+        queue: &Queue,
+        sub: SubscriberId,
+        acks: &[(MessageId, u32)],
+        took: Option<Duration>,
+    ) {
         if acks.is_empty() {
             return;
         }
+        let arrived = Instant::now();
         let change = self.inner.journal.change().await;
         let _shared = queue.order.read().await;
         let now = self.now_ms();
@@ -101,10 +118,15 @@ impl Space {
         let mut told = Vec::new();
         {
             let mut st = queue.lock();
+            if let Some(took) = took {
+                st.observe_attempt(sub, took);
+            }
             for &(id, number) in acks {
                 if !st.is_in_flight(id, sub) {
                     continue;
                 }
+                let first = st.acked_by_none(id);
+                let released = st.released();
                 let ack = Ack {
                     message: id,
                     subscriber: sub,
@@ -115,6 +137,17 @@ impl Space {
                 if st.apply_ack(&ack, &mut wake) {
                     change.ack(ack);
                     applied += 1;
+                    if first {
+                        let waited = now.saturating_sub(crate::ids::unix_ms(id));
+                        queue
+                            .latency
+                            .first_delivery
+                            .observe(Duration::from_millis(waited));
+                    }
+                    let hop = arrived.elapsed();
+                    for _ in released..st.released() {
+                        queue.latency.release.observe(hop);
+                    }
                     if self.inner.feed.watched() {
                         told.push((st.name().clone(), id, number));
                     }
@@ -155,6 +188,7 @@ impl Space {
             error: cut(error),
             retry_after,
             now: self.now_ms(),
+            took: None,
         }
     }
 
@@ -174,6 +208,9 @@ impl Space {
         }
         let disable = {
             let mut st = queue.lock();
+            if let Some(took) = f.took {
+                st.observe_attempt(f.sub, took);
+            }
             if !st.is_in_flight(f.id, f.sub) {
                 // Discarded, expired, or its subscriber or queue removed meanwhile.
                 return;

@@ -45,6 +45,8 @@ impl Space {
             oldest_undelivered_age_ms: st
                 .oldest_undelivered_age(now)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            first_delivery: q.latency.first_delivery.snapshot(),
+            release: q.latency.release.snapshot(),
             forgotten_dead_parents: st.forgotten_dead_parents(),
             idempotency_keys: st.idempotency_keys().0,
             idempotency_keys_forgotten: st.idempotency_keys().1,

@@ -58,6 +58,8 @@ pub(crate) struct Subscriber {
     failing_since_ms: Option<u64>,
     /// Its disabling (after `disable_after` of failures) has been asked for.
     pub disabling: bool,
+    /// How long its attempts took, since the broker started.
+    pub attempt_duration: crate::latency::Histogram,
 }
 
 /// How an attempt ended, for a subscriber's pacing and health (not durable state).
@@ -101,6 +103,7 @@ impl Subscriber {
             last_error: None,
             failing_since_ms: None,
             disabling: false,
+            attempt_duration: crate::latency::Histogram::default(),
         };
         s.update(spec)?;
         Ok(s)
