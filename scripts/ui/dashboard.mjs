@@ -133,6 +133,7 @@ try {
 
   let P;
   let C;
+  let subscriber;
   await step('queue and subscriber created through the API', async () => {
     // Two quick attempts make P dead within a second. Delivered messages are kept for an hour
     // (the default, 0s, removes them at once and their page would be a 404).
@@ -145,10 +146,10 @@ try {
         on_parent_dead: 'wait',
       }),
     });
-    await api('POST', `/v1/queues/${queue}/subscribers`, {
+    subscriber = (await api('POST', `/v1/queues/${queue}/subscribers`, {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ endpoint: sinkUrl }),
-    });
+    })).id;
   });
 
   await step('parent P goes dead, child C waits for it', async () => {
@@ -231,6 +232,24 @@ try {
     if (pAt < 0 || cAt < 0) fail(`the sink did not accept both: ${JSON.stringify(received)}`);
     if (pAt > cAt) fail(`the sink got C before P: ${JSON.stringify(received)}`);
     if (received[cAt].parent !== P) fail(`C came with syncbrok-parent ${received[cAt].parent}, expected ${P}`);
+  });
+
+  await step('an open page follows its message live, without a reload by the test', async () => {
+    await api('POST', `/v1/queues/${queue}/subscribers/${subscriber}/pause`);
+    const E = (await api('POST', `/v1/queues/${queue}/messages`, {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ order: 2 }),
+    })).id;
+    await page.goto(messagePage(E));
+    const before = await textOf(page, '#state');
+    if (before !== 'ready') fail(`#state reads "${before}" while its subscriber is paused, expected "ready"`);
+    await api('POST', `/v1/queues/${queue}/subscribers/${subscriber}/resume`);
+    // The page's own script notices the change and shows it.
+    await until('the open page to read delivered', async () => (await textOf(page, '#state')) === 'delivered', {
+      timeout: 15000,
+      interval: 250,
+      describe: () => textOf(page, '#state'),
+    });
   });
 
   await step('dead letters, subscribers and queue pages answer', async () => {

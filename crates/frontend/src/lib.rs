@@ -8,6 +8,7 @@ pub mod auth;
 mod batch;
 pub mod causality;
 pub mod config;
+mod cross_site;
 pub mod deadline;
 mod events;
 #[doc(hidden)]
@@ -46,6 +47,8 @@ pub struct ApiConfig {
     pub tokens: Vec<auth::Token>,
     /// How long a request's body may take to arrive, from its headers (`server.body_timeout`).
     pub body_timeout: std::time::Duration,
+    /// Served over TLS: the dashboard's session cookie is `Secure`.
+    pub https: bool,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +57,7 @@ impl Default for ApiConfig {
             max_body: limits::MAX_BODY_DEFAULT,
             tokens: Vec::new(),
             body_timeout: limits::BODY_TIMEOUT_DEFAULT,
+            https: false,
         }
     }
 }
@@ -142,7 +146,12 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(limits::JSON_BODY_MAX))
         .with_state(api.clone())
         .merge(legacy::router(api.space.clone()).layer(DefaultBodyLimit::max(max_body)))
-        .merge(ui::router(api.space, &config.tokens, max_body));
+        .merge(ui::router(
+            api.space,
+            &config.tokens,
+            max_body,
+            config.https,
+        ));
     // Without tokens every request is allowed: no layer to pass through at all.
     let router = if config.tokens.is_empty() {
         router
@@ -152,11 +161,13 @@ pub fn router(space: Space, config: &ApiConfig) -> Router {
             auth::check,
         ))
     };
-    router.layer(axum::middleware::map_request(
-        move |request: axum::extract::Request| async move {
-            deadline::with_deadline(request, body_timeout)
-        },
-    ))
+    router
+        .layer(axum::middleware::from_fn(cross_site::refuse))
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| async move {
+                deadline::with_deadline(request, body_timeout)
+            },
+        ))
 }
 
 /// The OpenAPI 3.1 document of the API v1 as generated from the handlers and types (served
@@ -481,7 +492,18 @@ async fn get_body(
 ) -> ApiResult<Response> {
     let id = message_id(&id, "message")?;
     let (body, content_type) = api.space.body(&queue, id)?;
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    // A body is whatever its publisher sent: a browser must never run it as a page of this
+    // origin (where the dashboard lives).
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_SECURITY_POLICY, "sandbox".to_owned()),
+            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/queues/{queue}/messages/{id}", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("id" = String, Path, description = "Message id")), responses((status = 204, description = "Discarded; waiting children released"), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]

@@ -33,6 +33,6 @@ const _: () = assert!(MAX_BODY_DEFAULT <= MAX_BODY_CEILING);
 const _: () = assert!(space::limits::BATCH_BYTES_MAX / 3 * 4 < BATCH_JSON_BYTES_MAX);
 const _: () = assert!(PAGE_DEFAULT <= PAGE_MAX);
 
-/// The largest form the dashboard takes (a test message's body counts four times its bytes at
-/// most when form-encoded; the larger of the two bounds applies).
+/// The largest form the dashboard takes (settings, an action); a test message's form may be
+/// larger, up to three times `limits.max_body` (its body, form-encoded).
 pub const UI_FORM_BYTES_MAX: usize = 256 * 1024;

@@ -57,6 +57,10 @@ struct Broker {
 
 impl Broker {
     async fn start(tokens: bool) -> Broker {
+        Self::start_with(tokens, false).await
+    }
+
+    async fn start_with(tokens: bool, https: bool) -> Broker {
         let (space, _) = Space::open(
             Arc::new(SimDisk::new(7)),
             SpaceConfig::new(storage::Config::default()),
@@ -79,6 +83,7 @@ impl Broker {
             } else {
                 Vec::new()
             },
+            https,
             ..frontend::ApiConfig::default()
         };
         let router = frontend::router(space.clone(), &config);
@@ -362,4 +367,168 @@ async fn lists_are_paged_bodies_escaped_and_cut_and_errors_are_pages() {
     assert!(r.text.contains("class=\"error\""));
     let r = b.get("/ui/queues/q/messages/not-an-id", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_renewed_at_login_and_secure_over_https() {
+    let b = Broker::start_with(true, true).await;
+    let r = b.login(READ).await;
+    assert!(
+        r.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
+    let first = r.session().unwrap();
+    // Logging in again (with the old cookie) ends the old session.
+    let r = b
+        .send(
+            Method::POST,
+            "/ui/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", first.as_str()),
+            ],
+            &format!("token={ADMIN}"),
+        )
+        .await;
+    let second = r.session().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(b.get("/ui", Some(&first)).await.location(), "/ui/login");
+    assert_eq!(b.get("/ui", Some(&second)).await.status, StatusCode::OK);
+    // The login form is small: a huge one is refused before it is read.
+    let huge = format!("token={}", "x".repeat(8 * 1024));
+    assert_eq!(
+        b.form("/ui/login", None, &huge).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_another_site_are_refused_and_bodies_never_run_as_pages() {
+    let b = Broker::start(false).await;
+    b.queue_with_subscriber().await;
+    let csrf = b.get("/ui/queues/q", None).await.csrf();
+    let form = format!("csrf={csrf}");
+    let pause = |site: &'static str| {
+        let form = form.clone();
+        let b = &b;
+        async move {
+            b.send(
+                Method::POST,
+                "/ui/queues/q/subscribers/1/pause",
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("sec-fetch-site", site),
+                ],
+                &form,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(pause("cross-site").await, StatusCode::FORBIDDEN);
+    assert_eq!(subscriber_state(&b.space), space::SubscriberState::Active);
+    assert_eq!(pause("same-origin").await, StatusCode::SEE_OTHER);
+    // The API without tokens: a page elsewhere cannot publish through a visitor's browser, a
+    // client that is not a browser can.
+    let evil = b
+        .send(
+            Method::POST,
+            "/v1/queues/q/messages",
+            &[
+                ("origin", "http://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+            "<html><script>steal()</script></html>",
+        )
+        .await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    let r = b
+        .send(
+            Method::POST,
+            "/v1/queues/q/messages",
+            &[("content-type", "text/html")],
+            "<html><script>steal()</script></html>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = serde_json::from_str::<serde_json::Value>(&r.text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = b
+        .get(&format!("/v1/queues/q/messages/{id}/body"), None)
+        .await;
+    assert_eq!(body.headers[header::CONTENT_SECURITY_POLICY], "sandbox");
+    assert_eq!(body.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_find_messages_of_other_queues_and_a_discard_goes_back_to_the_queue() {
+    let b = Broker::start(false).await;
+    for q in ["a", "b"] {
+        assert!(
+            b.api(Method::PUT, &format!("/v1/queues/{q}"), "{}")
+                .await
+                .status
+                .is_success()
+        );
+    }
+    // A paused subscriber of b: the child stays (a queue without subscribers is done with a
+    // message at once).
+    let r = b
+        .api(
+            Method::POST,
+            "/v1/queues/b/subscribers",
+            r#"{"endpoint": "http://127.0.0.1:9/"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    b.space
+        .update_subscriber("b", 1, space::SubscriberUpdate::Pause)
+        .await
+        .unwrap();
+    let r = b.api(Method::POST, "/v1/queues/a/messages", "{}").await;
+    let parent = serde_json::from_str::<serde_json::Value>(&r.text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .send(
+            Method::POST,
+            "/v1/queues/b/messages",
+            &[("syncbrok-parent", parent.as_str())],
+            "x".repeat(70_000).as_str(),
+        )
+        .await;
+    let child = serde_json::from_str::<serde_json::Value>(&r.text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = b.get(&format!("/ui/queues/b/messages/{child}"), None).await;
+    let link = format!("/ui/messages/{parent}");
+    assert!(
+        page.text.contains(&link),
+        "the parent is linked by its id alone"
+    );
+    let r = b.get(&link, None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), format!("/ui/queues/a/messages/{parent}"));
+    // A body too large to pretty-print is not parsed.
+    let json = b
+        .get(&format!("/ui/queues/b/messages/{child}?view=json"), None)
+        .await;
+    assert!(json.text.contains("Too large to format"));
+
+    let csrf = page.csrf();
+    let r = b
+        .form(
+            &format!("/ui/queues/b/messages/{child}/discard"),
+            None,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(r.location(), "/ui/queues/b?done=discarded");
+    assert_eq!(b.get(r.location(), None).await.status, StatusCode::OK);
 }

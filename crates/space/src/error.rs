@@ -188,7 +188,7 @@ pub enum SnapshotError {
 pub enum QueueError {
     #[error("queue {0:?} does not exist")]
     QueueNotFound(String),
-    #[error("invalid queue name {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ -")]
+    #[error("invalid queue name {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ - (not . or ..)")]
     InvalidQueueName(String),
     #[error("invalid settings: {0}")]
     Settings(#[from] SettingsError),

@@ -493,6 +493,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map(|a| a.tokens.clone())
                 .unwrap_or_default(),
             body_timeout: settings.body_timeout,
+            https: settings.tls.is_some(),
         },
     ));
     let scheme = if settings.tls.is_some() {

@@ -9,14 +9,14 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::session::Action;
-use super::widgets::{badge, message_link, notice};
+use super::widgets::{badge, message_link, notice, queue_page, queue_pager};
 use super::{Nav, Ui, UiResult, Viewer, done, layout};
 use crate::views::DeadLetterView;
 
-/// Dead letters of a queue read to group them (the newest are counted on the queue's own
-/// page when there are more).
-pub const DEAD_LETTERS_GROUPED_MAX: usize = 1000;
-/// Dead letters listed one by one per queue.
+/// Dead letters of a queue read to group them (the oldest; the queue's page lists them all,
+/// paged).
+pub const DEAD_LETTERS_GROUPED_MAX: usize = 200;
+/// Dead messages linked one by one per queue.
 pub const DEAD_LETTERS_LISTED_MAX: usize = 20;
 
 pub(crate) async fn page(
@@ -24,14 +24,19 @@ pub(crate) async fn page(
     Extension(viewer): Extension<Viewer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    // Only queues with dead messages, a page of them at a time.
+    let with_dead: Vec<String> = ui
+        .space
+        .queue_names()
+        .into_iter()
+        .filter(|n| ui.space.queue_info(n).is_ok_and(|i| i.counts.dead > 0))
+        .collect();
+    let (names, next) = queue_page(with_dead, query.get("after"));
     let mut sections = Vec::new();
-    for name in ui.space.queue_names() {
+    for name in names {
         let Ok(info) = ui.space.queue_info(&name) else {
             continue;
         };
-        if info.counts.dead == 0 {
-            continue;
-        }
         let Ok((letters, next)) = ui.space.dead_letters(&name, None, DEAD_LETTERS_GROUPED_MAX)
         else {
             continue;
@@ -51,6 +56,7 @@ pub(crate) async fn page(
         div data-live {
             @if sections.is_empty() { p.ok-note { "No dead letters." } }
             @for s in sections { (s) }
+            (queue_pager("/ui/dead-letters", next))
         }
     };
     layout("Dead letters", &viewer, Nav::DeadLetters, content)
@@ -87,10 +93,10 @@ fn queue_section(
                     }
                 }
             }
-            @if more { p.muted { "Grouped: the first " (DEAD_LETTERS_GROUPED_MAX) " dead letters." } }
+            @if more { p.muted { "Grouped: the oldest " (DEAD_LETTERS_GROUPED_MAX) " dead letters." } }
             p {
-                "Latest: "
-                @for d in letters.iter().take(DEAD_LETTERS_LISTED_MAX) { (message_link(queue, d.id)) " " }
+                "Oldest: "
+                @for id in oldest(letters) { (message_link(queue, id)) " " }
             }
             @if viewer.can_act() {
                 form method="post" action={ "/ui/queues/" (queue) "/dead-letters/redrive" } {
@@ -100,6 +106,20 @@ fn queue_section(
             }
         }
     }
+}
+
+/// The first dead messages (a message dead for several subscribers once).
+fn oldest(letters: &[DeadLetterView]) -> Vec<uuid::Uuid> {
+    let mut ids: Vec<uuid::Uuid> = Vec::with_capacity(DEAD_LETTERS_LISTED_MAX);
+    for d in letters {
+        if ids.len() == DEAD_LETTERS_LISTED_MAX {
+            break;
+        }
+        if !ids.contains(&d.id) {
+            ids.push(d.id);
+        }
+    }
+    ids
 }
 
 /// Without `confirm`: the dry run, how many would be sent again, and the button that does

@@ -7,12 +7,13 @@ use std::fmt::Write;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use maud::{Markup, html};
 use space::limits::{LINEAGE_LEVELS_DEFAULT, LINEAGE_NODES_DEFAULT};
 use space::{RedriveScope, ReplayOptions};
 
 use super::session::Action;
-use super::widgets::{badge, bytes, message_link, notice};
+use super::widgets::{any_message_link, badge, bytes, message_link, notice};
 use super::{Nav, Ui, UiError, UiResult, Viewer, dag, done, layout};
 use crate::causality::{Explain, Lineage};
 use crate::problem::Problem;
@@ -22,15 +23,36 @@ use crate::views;
 pub const BODY_SHOWN_MAX: usize = 64 * 1024;
 /// … and as a hex dump.
 pub const BODY_HEX_SHOWN_MAX: usize = 8 * 1024;
+/// Children listed (a parent may have millions).
+pub const CHILDREN_SHOWN_MAX: usize = 50;
+
+/// `/ui/messages/{id}`: a message of whichever queue issued it (its id names the queue).
+pub(crate) async fn find(State(ui): State<Ui>, Path(id): Path<String>) -> UiResult {
+    let id = crate::message_id(&id, "message")?;
+    match ui.space.queue_of(id) {
+        Some(queue) => Ok(
+            axum::response::Redirect::to(&super::widgets::message_href(&queue, id)).into_response(),
+        ),
+        None => Err(UiError(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "message {id} was never published by a queue of this broker (or its queue was deleted)"
+            ),
+        ))),
+    }
+}
 
 pub(crate) async fn page(
     State(ui): State<Ui>,
     Extension(viewer): Extension<Viewer>,
     Path((queue, id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> UiResult {
     let id = crate::message_id(&id, "message")?;
     let m = views::Message::from(ui.space.message(&queue, id)?);
+    // The live refresh swaps only the live part: the body (read from the log) is not in it.
+    let live_refresh = headers.contains_key("x-syncbrok-live");
     let explain = Explain::of(&queue, ui.space.explain(&queue, id)?);
     let graph = Lineage::of(
         &queue,
@@ -43,7 +65,11 @@ pub(crate) async fn page(
         )?,
     );
     let view = query.get("view").map(String::as_str).unwrap_or("text");
-    let body = ui.space.body(&queue, id).map(|(b, _)| b);
+    let body = if live_refresh {
+        Ok(bytes::Bytes::new())
+    } else {
+        ui.space.body(&queue, id).map(|(b, _)| b)
+    };
     let content = html! {
         h1 { "Message " code { (m.id) } }
         (notice(&query))
@@ -51,7 +77,7 @@ pub(crate) async fn page(
             p { span #state class={ "badge s-" (m.state) } { (m.state) } " in queue " a href={ "/ui/queues/" (queue) } { (queue) } }
             (facts(&queue, &m))
             h2 { "Why it is where it is" }
-            (explanation(&queue, &explain))
+            (explanation(&explain))
             h2 { "Attempts per subscriber" }
             (deliveries(&m))
             h2 { "Lineage" }
@@ -88,8 +114,12 @@ fn facts(queue: &str, m: &views::Message) -> Markup {
             dt { "Size" } dd { (bytes(m.size)) }
             dt { "Published" } dd { (m.published_at) }
             @if let Some(at) = &m.deliver_at { dt { "Due" } dd { (at) } }
-            dt { "Parents" } dd { @if m.parents.is_empty() { "none" } @for p in &m.parents { (message_link(queue, *p)) " " } }
-            dt { "Children" } dd { @if m.children.is_empty() { "none held" } @for c in &m.children { (message_link(queue, *c)) " " } }
+            dt { "Parents" } dd { @if m.parents.is_empty() { "none" } @for p in &m.parents { (any_message_link(*p)) " " } }
+            dt { "Children" } dd {
+                @if m.children.is_empty() { "none held" }
+                @for c in m.children.iter().take(CHILDREN_SHOWN_MAX) { (message_link(queue, *c)) " " }
+                @if m.children.len() > CHILDREN_SHOWN_MAX { "and " (m.children.len() - CHILDREN_SHOWN_MAX) " more" }
+            }
             @if let Some(r) = m.replay_of { dt { "Copy of" } dd { (message_link(queue, r)) } }
             @if let Some(t) = &m.traceparent { dt { "traceparent" } dd { code { (t) } } }
             @if let Some(t) = &m.tracestate { dt { "tracestate" } dd { code { (t) } } }
@@ -120,12 +150,12 @@ fn verdict_text(verdict: &str) -> &'static str {
     }
 }
 
-fn explanation(queue: &str, e: &Explain) -> Markup {
+fn explanation(e: &Explain) -> Markup {
     html! {
         section #explain {
             p { (badge(e.verdict)) " " (verdict_text(e.verdict)) }
             @if let Some(root) = e.root_blocker {
-                p { "The one to look at: " (message_link(queue, root)) }
+                p { "The one to look at: " (any_message_link(root)) }
             }
             @if !e.blockers.is_empty() {
                 table {
@@ -229,6 +259,9 @@ fn show_body(body: &[u8], view: &str) -> Markup {
             @if let Some(c) = cut(BODY_HEX_SHOWN_MAX) { p.muted { (c) } }
             pre { (hex_dump(&body[..body.len().min(BODY_HEX_SHOWN_MAX)])) }
         },
+        "json" if body.len() > BODY_SHOWN_MAX => html! {
+            p.muted { "Too large to format (" (bytes(body.len() as u64)) "): see it as text." }
+        },
         "json" => match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(v) => html! { pre { (serde_json::to_string_pretty(&v).unwrap_or_default()) } },
             Err(e) => html! { p.error { "Not JSON: " (e) } },
@@ -288,7 +321,8 @@ pub(crate) async fn act(
         }
         "discard" => {
             ui.space.discard(&queue, id).await?;
-            Ok(done(&here, "discarded"))
+            // A discarded message is gone: back to its queue.
+            Ok(done(&format!("/ui/queues/{queue}"), "discarded"))
         }
         "replay" => {
             let options = ReplayOptions {

@@ -1,7 +1,8 @@
 //! The dashboard at `/ui` (docs/dashboard.md): server-rendered pages over the Space the API
 //! serves. Every page works without JavaScript; one small script (`assets/live.js`) refreshes
-//! the part of a page marked `data-live`. Every list is paged and each page's work is bounded
-//! by what it shows, so pages stay fast on a queue of millions.
+//! the part of a page marked `data-live`. Every list is paged and what a page reads of a queue
+//! is bounded by what it shows, so pages stay fast on a queue of millions (docs/dashboard.md,
+//! "Bounds").
 //!
 //! With `auth.tokens` set, a login form trades a `read` or `admin` token for a session cookie
 //! (HttpOnly, SameSite=Strict); `read` sees, `admin` acts. A handler that changes anything
@@ -38,19 +39,25 @@ pub(crate) struct Ui {
     space: Space,
     sessions: Arc<session::Sessions>,
     rates: Arc<rates::Rates>,
+    /// The messages holding back the most, found at most every few seconds.
+    blocking: Arc<overview::Blocking>,
     /// Largest body of a test message published from the queue page (`limits.max_body`).
     max_body: usize,
 }
 
 /// The dashboard's routes. Authentication is its own (sessions), so the API's bearer check
 /// lets `/ui` through.
-pub(crate) fn router(space: Space, tokens: &[Token], max_body: usize) -> Router {
+pub(crate) fn router(space: Space, tokens: &[Token], max_body: usize, https: bool) -> Router {
     let ui = Ui {
         rates: rates::Rates::start(space.clone()),
+        blocking: Arc::new(overview::Blocking::default()),
         space,
-        sessions: Arc::new(session::Sessions::new(tokens.to_vec())),
+        sessions: Arc::new(session::Sessions::new(tokens.to_vec(), https)),
         max_body,
     };
+    // A test message's body may be up to `limits.max_body`, form-encoded (up to 3 bytes per
+    // byte): only its own route takes that much.
+    let publish_form_max = crate::limits::UI_FORM_BYTES_MAX.max(max_body.saturating_mul(3));
     let pages = Router::new()
         .route("/ui", get(overview::page))
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
@@ -58,7 +65,11 @@ pub(crate) fn router(space: Space, tokens: &[Token], max_body: usize) -> Router 
         .route("/ui/subscribers", get(subscribers::page))
         .route("/ui/queues/{queue}", get(queue::page))
         .route("/ui/queues/{queue}/settings", post(queue::save_settings))
-        .route("/ui/queues/{queue}/publish", post(queue::publish))
+        .route(
+            "/ui/queues/{queue}/publish",
+            post(queue::publish).layer(DefaultBodyLimit::max(publish_form_max)),
+        )
+        .route("/ui/messages/{id}", get(message::find))
         .route(
             "/ui/queues/{queue}/subscribers/{id}/{action}",
             post(subscribers::act),
@@ -78,13 +89,15 @@ pub(crate) fn router(space: Space, tokens: &[Token], max_body: usize) -> Router 
             session::gate,
         ));
     Router::new()
-        .route("/ui/login", get(session::login_page).post(session::login))
+        .route(
+            "/ui/login",
+            get(session::login_page)
+                .post(session::login)
+                .layer(DefaultBodyLimit::max(session::LOGIN_FORM_BYTES_MAX)),
+        )
         .route("/ui/assets/ui.css", get(css))
         .route("/ui/assets/live.js", get(script))
-        .merge(pages)
-        .layer(DefaultBodyLimit::max(
-            crate::limits::UI_FORM_BYTES_MAX.max(max_body.saturating_mul(4)),
-        ))
+        .merge(pages.layer(DefaultBodyLimit::max(crate::limits::UI_FORM_BYTES_MAX)))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(ui)
 }

@@ -1,6 +1,8 @@
 //! `/ui`: rates, queues with their counts, the disk, and what needs looking at.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -8,11 +10,67 @@ use axum::response::Response;
 use maud::{Markup, html};
 use space::QueueInfo;
 
-use super::widgets::{age, bytes, message_link, notice};
+use super::widgets::{age, any_message_link, bytes, notice, queue_page, queue_pager};
 use super::{Nav, Ui, Viewer, layout, rates};
 
 /// Problems listed per kind at most.
 const PROBLEMS_SHOWN_MAX: usize = 10;
+/// How long the messages found holding back the most are shown before they are looked for
+/// again (however many tabs refresh the overview).
+pub const BLOCKING_REFRESH: Duration = Duration::from_secs(5);
+
+/// A message holding back `below` waiting messages (at least, when `cut`).
+#[derive(Clone)]
+struct Root {
+    queue: String,
+    id: uuid::Uuid,
+    below: usize,
+    cut: bool,
+}
+
+/// The messages holding back the most, across queues, found at most every
+/// [`BLOCKING_REFRESH`] and within one budget for all queues together.
+#[derive(Default)]
+pub(crate) struct Blocking {
+    found: Mutex<Option<(Instant, Vec<Root>)>>,
+}
+
+impl Blocking {
+    fn get(&self, ui: &Ui, queues: &[QueueInfo]) -> Vec<Root> {
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, roots)) = found.as_ref()
+            && at.elapsed() < BLOCKING_REFRESH
+        {
+            return roots.clone();
+        }
+        let mut roots = Vec::new();
+        let mut counted = 0;
+        for q in queues.iter().filter(|q| q.counts.waiting > 0) {
+            if counted >= space::limits::BLOCKING_ROOTS_COUNT_MAX {
+                break;
+            }
+            let Ok(f) = ui.space.blocking_roots(&q.name) else {
+                continue;
+            };
+            counted += f.roots.iter().map(|r| r.1).sum::<usize>();
+            roots.extend(
+                f.roots
+                    .into_iter()
+                    .take(PROBLEMS_SHOWN_MAX)
+                    .map(|(id, below)| Root {
+                        queue: q.name.clone(),
+                        id,
+                        below,
+                        cut: f.cut,
+                    }),
+            );
+        }
+        roots.sort_by_key(|r| std::cmp::Reverse(r.below));
+        roots.truncate(PROBLEMS_SHOWN_MAX);
+        *found = Some((Instant::now(), roots.clone()));
+        roots
+    }
+}
 
 pub(crate) async fn page(
     State(ui): State<Ui>,
@@ -26,6 +84,15 @@ pub(crate) async fn page(
         .filter_map(|n| ui.space.queue_info(&n).ok())
         .collect();
     let series = ui.rates.series(&ui.space);
+    let (names, next) = queue_page(
+        queues.iter().map(|q| q.name.clone()).collect(),
+        query.get("after"),
+    );
+    let shown: Vec<QueueInfo> = queues
+        .iter()
+        .filter(|q| names.binary_search(&q.name).is_ok())
+        .cloned()
+        .collect();
     let now = series.last().copied();
     let totals = ui.space.totals();
     let content = html! {
@@ -47,7 +114,8 @@ pub(crate) async fn page(
             h2 { "Problems" }
             (problems(&ui, &queues))
             h2 { "Queues" }
-            (queue_table(&queues))
+            (queue_table(&shown))
+            (queue_pager("/ui", next))
             h2 { "Disk" }
             (disk(&ui))
         }
@@ -71,26 +139,13 @@ fn problems(ui: &Ui, queues: &[QueueInfo]) -> Markup {
         .flat_map(|q| q.subscribers.iter().map(move |s| (q, s)))
         .filter(|(_, s)| s.consecutive_failures > 0 || s.state == space::SubscriberState::Disabled)
         .collect();
-    let mut blocking: Vec<(String, uuid::Uuid, usize, bool)> = Vec::new();
-    for q in queues.iter().filter(|q| q.counts.waiting > 0) {
-        if let Ok(found) = ui.space.blocking_roots(&q.name) {
-            blocking.extend(
-                found
-                    .roots
-                    .into_iter()
-                    .take(PROBLEMS_SHOWN_MAX)
-                    .map(|(id, n)| (q.name.clone(), id, n, found.cut)),
-            );
-        }
-    }
-    blocking.sort_by_key(|b| std::cmp::Reverse(b.2));
-    blocking.truncate(PROBLEMS_SHOWN_MAX);
+    let blocking = ui.blocking.get(ui, queues);
     html! {
         @if dead.is_empty() && failing.is_empty() && blocking.is_empty() {
             p.ok-note { "Nothing needs looking at." }
         } @else {
             ul.problems {
-                @for q in &dead {
+                @for q in dead.iter().take(PROBLEMS_SHOWN_MAX) {
                     li { a href={ "/ui/dead-letters#q-" (q.name) } { (q.counts.dead) " dead" }
                         " in " a href={ "/ui/queues/" (q.name) } { (q.name) } }
                 }
@@ -103,9 +158,13 @@ fn problems(ui: &Ui, queues: &[QueueInfo]) -> Markup {
                         @if let Some(e) = &s.last_error { ", last: " span.muted { (e) } }
                     }
                 }
-                @for (queue, id, n, cut) in &blocking {
-                    li { (message_link(queue, *id)) " in " (queue) " holds back "
-                        @if *cut { "at least " } (n) " waiting message" @if *n != 1 { "s" } }
+                @if dead.len() > PROBLEMS_SHOWN_MAX {
+                    li.muted { "… and " (dead.len() - PROBLEMS_SHOWN_MAX) " more queues with dead messages" }
+                }
+                @for r in &blocking {
+                    li { (any_message_link(r.id)) " holds back "
+                        @if r.cut { "at least " } (r.below) " waiting message" @if r.below != 1 { "s" }
+                        " in " a href={ "/ui/queues/" (r.queue) } { (r.queue) } }
                 }
             }
         }

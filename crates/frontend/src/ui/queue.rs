@@ -11,7 +11,7 @@ use space::{MessageState, NewMessage, SettingsPatch};
 
 use super::session::Action;
 use super::subscribers::subscriber_rows;
-use super::widgets::{age, badge, bytes, message_link, notice, pager};
+use super::widgets::{age, any_message_link, badge, bytes, message_link, notice, pager};
 use super::{Nav, Ui, UiError, UiResult, Viewer, done, layout};
 use crate::problem::Problem;
 use crate::views::{self, parse_state, state_name};
@@ -134,7 +134,7 @@ fn message_table(queue: &str, messages: &[views::Message]) -> Markup {
                             td { (m.event_type) }
                             td.n { (bytes(m.size)) }
                             td { (m.published_at) }
-                            td { @for p in &m.parents { (message_link(queue, *p)) " " } }
+                            td { @for p in &m.parents { (any_message_link(*p)) " " } }
                             td { @for d in &m.deliveries { (badge(d.state)) " " } }
                         }
                     }
@@ -178,6 +178,8 @@ pub(crate) async fn save_settings(
     Path(queue): Path<String>,
     action: Action,
 ) -> UiResult {
+    // Saving a form must not bring back a queue deleted meanwhile.
+    ui.space.queue_info(&queue)?;
     let text = action.field("settings").unwrap_or("{}");
     let patch: SettingsPatch = serde_json::from_str(text)
         .map_err(|e| Problem::bad_request(format!("the settings are not valid: {e}")))?;

@@ -2,8 +2,8 @@
 //! and the CSRF-checked forms ([`Signed`], [`Action`]) every change goes through.
 //!
 //! Sessions live in memory: a restart signs everyone out. Without `auth.tokens` there is no
-//! login and everyone acts, but forms still carry a CSRF token (one per process), so another
-//! site cannot make a browser change a broker on its network.
+//! login and everyone acts, but forms still carry a CSRF token (one per process); changes a
+//! browser says another site asked for are refused on every route (`cross_site`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,8 +22,11 @@ use crate::auth::{Role, Token, same};
 
 /// How long a session lasts from login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at once; a login beyond ends the oldest.
+/// Sessions kept at once; a login beyond ends the oldest of its own role (so that logins with
+/// a read token cannot sign the admins out).
 pub const SESSIONS_MAX: usize = 1024;
+/// The largest login form (a token and its name).
+pub const LOGIN_FORM_BYTES_MAX: usize = 4 * 1024;
 /// The session cookie's name (scoped to `/ui`).
 const COOKIE: &str = "syncbrok_session";
 
@@ -35,6 +38,8 @@ struct Session {
 
 pub(crate) struct Sessions {
     tokens: Vec<Token>,
+    /// The cookie is `Secure` (the broker serves https).
+    https: bool,
     /// The CSRF token of every form when authentication is off.
     anonymous_csrf: Arc<str>,
     open: Mutex<HashMap<String, Session>>,
@@ -48,9 +53,10 @@ fn random_hex() -> Result<String, getrandom::Error> {
 }
 
 impl Sessions {
-    pub fn new(tokens: Vec<Token>) -> Sessions {
+    pub fn new(tokens: Vec<Token>, https: bool) -> Sessions {
         Sessions {
             tokens,
+            https,
             // Without the OS's randomness the process could not have started its runtime;
             // should it fail here, forms get a token nobody can guess either way: none match.
             anonymous_csrf: random_hex().unwrap_or_else(|_| String::new()).into(),
@@ -79,8 +85,10 @@ impl Sessions {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, s| s.expires > now);
         if open.len() >= SESSIONS_MAX {
+            let same_role = open.values().any(|s| s.role == role);
             let oldest = open
                 .iter()
+                .filter(|(_, s)| !same_role || s.role == role)
                 .min_by_key(|(_, s)| s.expires)
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
@@ -279,7 +287,11 @@ pub(crate) struct Login {
     token: String,
 }
 
-pub(crate) async fn login(State(ui): State<Ui>, Form(login): Form<Login>) -> Response {
+pub(crate) async fn login(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Form(login): Form<Login>,
+) -> Response {
     let refuse = |status: StatusCode, why: &str| {
         (status, Html(login_form(Some(why)).into_string())).into_response()
     };
@@ -296,6 +308,10 @@ pub(crate) async fn login(State(ui): State<Ui>, Form(login): Form<Login>) -> Res
         }
         Some(role) => role,
     };
+    // A new session for a new login: whatever session the browser had ends.
+    if let Some((old, _)) = ui.sessions.viewer(&headers) {
+        ui.sessions.close(&old);
+    }
     let Ok(id) = ui.sessions.open(role) else {
         return refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -303,8 +319,9 @@ pub(crate) async fn login(State(ui): State<Ui>, Form(login): Form<Login>) -> Res
         );
     };
     let cookie = format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if ui.sessions.https { "; Secure" } else { "" }
     );
     let mut r = Redirect::to("/ui").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -348,16 +365,18 @@ mod tests {
 
     #[test]
     fn sessions_are_bounded_and_end() {
-        let s = Sessions::new(vec![Token {
-            token: "t".into(),
-            role: Role::Read,
-        }]);
+        let s = Sessions::new(Vec::new(), false);
+        let admin = s.open(Role::Admin).unwrap();
         let first = s.open(Role::Read).unwrap();
-        for _ in 1..SESSIONS_MAX + 1 {
+        for _ in 2..SESSIONS_MAX + 1 {
             s.open(Role::Read).unwrap();
         }
         let open = s.open.lock().unwrap();
         assert_eq!(open.len(), SESSIONS_MAX);
-        assert!(!open.contains_key(&first), "the oldest session ended");
+        assert!(!open.contains_key(&first), "the oldest read session ended");
+        assert!(
+            open.contains_key(&admin),
+            "logins with a read token end no admin session"
+        );
     }
 }

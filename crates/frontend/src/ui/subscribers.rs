@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use space::SubscriberUpdate;
 
 use super::session::Action;
-use super::widgets::{badge, notice};
+use super::widgets::{badge, notice, queue_page, queue_pager};
 use super::{Nav, Ui, UiError, UiResult, Viewer, done, layout};
 use crate::problem::Problem;
 use crate::views;
@@ -20,8 +20,9 @@ pub(crate) async fn page(
     Extension(viewer): Extension<Viewer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let (names, next) = queue_page(ui.space.queue_names(), query.get("after"));
     let mut all: Vec<(String, Vec<views::Subscriber>)> = Vec::new();
-    for name in ui.space.queue_names() {
+    for name in names {
         if let Ok(subs) = ui.space.subscribers(&name) {
             all.push((
                 name,
@@ -36,7 +37,10 @@ pub(crate) async fn page(
     let content = html! {
         h1 { "Subscribers" }
         (notice(&query))
-        div data-live { (subscriber_rows(&viewer, &groups, true)) }
+        div data-live {
+            (subscriber_rows(&viewer, &groups, true))
+            (queue_pager("/ui/subscribers", next))
+        }
     };
     layout("Subscribers", &viewer, Nav::Subscribers, content)
 }

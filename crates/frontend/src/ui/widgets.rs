@@ -26,6 +26,41 @@ pub fn message_link(queue: &str, id: Uuid) -> Markup {
     html! { a.id href=(message_href(queue, id)) title=(id) { code { (short(id)) } } }
 }
 
+/// A link to a message of any queue (its id names its queue: `/ui/messages/{id}` finds it).
+pub fn any_message_link(id: Uuid) -> Markup {
+    html! { a.id href={ "/ui/messages/" (id) } title=(id) { code { (short(id)) } } }
+}
+
+/// Queues listed on a page of a list of queues …
+pub const QUEUES_PER_PAGE: usize = 50;
+
+/// … the page of `names` (sorted) after `after`, and the name to go on after, if any.
+pub fn queue_page(mut names: Vec<String>, after: Option<&String>) -> (Vec<String>, Option<String>) {
+    names.sort_unstable();
+    let start = after.map_or(0, |a| names.partition_point(|n| n <= a));
+    let page: Vec<String> = names
+        .into_iter()
+        .skip(start)
+        .take(QUEUES_PER_PAGE + 1)
+        .collect();
+    if page.len() > QUEUES_PER_PAGE {
+        let shown = page[..QUEUES_PER_PAGE].to_vec();
+        let next = shown.last().cloned();
+        (shown, next)
+    } else {
+        (page, None)
+    }
+}
+
+/// "Next queues" when there are more.
+pub fn queue_pager(base: &str, next: Option<String>) -> Markup {
+    html! {
+        @if let Some(n) = next {
+            p.pager { a href={ (base) "?after=" (n) } { "Next queues →" } }
+        }
+    }
+}
+
 /// Milliseconds as a short duration: `850 ms`, `12 s`, `4 min`, `3 h`, `2 d`.
 pub fn age(ms: u64) -> String {
     match ms {
@@ -91,6 +126,18 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 * 1024 + 205), "3.2 KiB");
         assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn queues_page_by_name() {
+        let names: Vec<String> = (0..120).map(|i| format!("q{i:03}")).rev().collect();
+        let (first, next) = queue_page(names.clone(), None);
+        assert_eq!((first.len(), first[0].as_str()), (QUEUES_PER_PAGE, "q000"));
+        assert_eq!(next.as_deref(), Some("q049"));
+        let (third, next) = queue_page(names.clone(), Some(&"q099".to_owned()));
+        assert_eq!((third.len(), third[0].as_str(), next), (20, "q100", None));
+        let (exact, next) = queue_page(names[..50].to_vec(), None);
+        assert_eq!((exact.len(), next), (50, None));
     }
 
     #[test]

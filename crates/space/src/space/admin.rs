@@ -15,9 +15,12 @@ use crate::queue::{QueueState, Subscriber, SubscriberSpec};
 use crate::settings::{QueueSettings, SettingsPatch};
 use crate::types::{QueueInfo, SubscriberInfo};
 
-/// Checks a queue name: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+/// Checks a queue name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not `.` or `..` (which clients and
+/// browsers resolve away as path segments).
 pub fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= QUEUE_NAME_BYTES_MAX
         && name
             .bytes()
@@ -290,6 +293,16 @@ mod tests {
         Space::open(Arc::new(disk), config, Arc::new(Down))
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn queue_names_are_bounded_and_never_a_dot_segment() {
+        for ok in ["q", "a.b", "...", ".hidden", "x-y_z.9", &"n".repeat(128)] {
+            assert!(validate_queue_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"n".repeat(129)] {
+            assert!(validate_queue_name(bad).is_err(), "{bad}");
+        }
     }
 
     /// A publish holds its queue's order lock (shared) from before its append until it is

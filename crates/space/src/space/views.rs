@@ -139,6 +139,14 @@ impl Space {
         Ok(g)
     }
 
+    /// The queue a message id was issued by (an id names its queue), if that queue exists.
+    pub fn queue_of(&self, id: MessageId) -> Option<String> {
+        let (number, _) = crate::ids::parts(id)?;
+        let q = self.inner.registry.by_number(number)?;
+        let name = q.lock().name().to_string();
+        Some(name)
+    }
+
     /// The messages of a queue holding back the most waiting messages below them, most first
     /// (bounded by `limits::BLOCKING_ROOTS_*`).
     pub fn blocking_roots(&self, queue: &str) -> Result<BlockingRoots, QueueNotFound> {
