@@ -57,6 +57,10 @@ impl Salt {
         }
     }
 
+    pub(crate) fn value(&self) -> u32 {
+        self.value
+    }
+
     /// A fresh salt from the operating system's randomness (through std's hash seeds).
     pub(crate) fn random() -> Salt {
         use std::hash::{BuildHasher, Hasher};

@@ -21,6 +21,7 @@ mod inbox;
 pub mod io;
 pub mod limits;
 mod log;
+pub mod raft;
 mod record;
 mod recovery;
 mod reserve;
