@@ -184,6 +184,9 @@ pub(crate) struct QueueState {
     /// Where changes of watched messages go (the Space's settler); `None` during replay, where
     /// the records say what the other queues learned.
     settler: Option<SettlerHandle>,
+    /// Where deaths decided inside the queue's own transitions (children dead with a parent)
+    /// are told to watchers; `None` during replay, which tells nothing.
+    feed: Option<crate::space::FeedSender>,
     /// Copies a replay published, and the message each copies.
     replays: IdMap<MessageId, MessageId>,
     /// Children released since the queue was built (live or by replay): a live change tells
@@ -218,6 +221,7 @@ impl QueueState {
             watched: IdMap::default(),
             released: 0,
             settler: None,
+            feed: None,
             replays: IdMap::default(),
         }
     }
@@ -410,7 +414,10 @@ impl QueueState {
     }
 
     /// Where changes of watched messages go from now on.
-    pub fn set_settler(&mut self, settler: SettlerHandle) {
+    /// The queue is live: changes of watched messages go to `settler`, deaths inside its
+    /// transitions to `feed`.
+    pub fn go_live(&mut self, settler: SettlerHandle, feed: crate::space::FeedSender) {
+        self.feed = Some(feed);
         self.settler = Some(settler);
     }
 
@@ -713,6 +720,21 @@ impl QueueState {
     }
 
     /// Books what the scheduler reports: retention, dead letters, wake-ups.
+    /// Tells watchers that `message` died with a parent (for `sub` only, or for all).
+    fn tell_dead(&self, message: MessageId, sub: Option<SubscriberId>, at_ms: u64) {
+        if let Some(feed) = &self.feed {
+            feed.tell(|| crate::space::FeedEvent {
+                queue: self.name.clone(),
+                message,
+                at_ms,
+                what: crate::space::Happened::DeadLettered {
+                    subscriber: sub,
+                    reason: DeadReason::ParentDead,
+                },
+            });
+        }
+    }
+
     fn handle(&mut self, events: Vec<Event>, at_ms: u64, wake: &mut Wake) {
         let mut remove_now = Vec::new();
         for e in events {
@@ -738,6 +760,7 @@ impl QueueState {
                 Event::Dead { message, reason } => {
                     self.parent_changed(message, false);
                     if reason == DeadReason::ParentDead {
+                        self.tell_dead(message, None, at_ms);
                         self.deliveries.insert(
                             (message, None),
                             DeliveryInfo {
@@ -754,10 +777,11 @@ impl QueueState {
                     // One subscriber's copy died with a parent: a dead letter of that
                     // subscriber, reason `parent_dead`.
                     if let Some((sub, _)) = self.subscribers.iter().find(|(_, s)| s.slot == slot) {
-                        let key = (message, Some(*sub));
+                        let (sub, key) = (*sub, (message, Some(*sub)));
                         self.deliveries.entry(key).or_default().dead =
                             Some((DeadReason::ParentDead, at_ms));
                         self.dead_letters.insert(key);
+                        self.tell_dead(message, Some(sub), at_ms);
                     }
                 }
                 Event::Reopened { message } => {

@@ -129,7 +129,7 @@ impl Space {
                     }])
                     .await?;
                 let mut st = QueueState::new(name, number, settings);
-                st.set_settler(self.inner.settler.sender());
+                st.go_live(self.inner.settler.sender(), self.inner.feed.sender());
                 self.inner.registry.insert(Arc::new(Queue::new(st)));
                 true
             }

@@ -38,9 +38,11 @@ pub enum Happened {
         error: String,
         next_attempt_at_ms: u64,
     },
-    /// A subscriber gave up on it.
+    /// A subscriber gave up on it (its attempts ran out), or it died with a parent
+    /// (`parent_dead`): for every subscriber at once (`subscriber` is `None`), or, under
+    /// per-subscriber causality, for one.
     DeadLettered {
-        subscriber: SubscriberId,
+        subscriber: Option<SubscriberId>,
         reason: DeadReason,
     },
 }
@@ -61,6 +63,20 @@ pub(crate) struct Feed {
     closed: watch::Sender<bool>,
 }
 
+/// Where a queue tells what happens inside its own transitions (a child dead with its
+/// parent); queues built by replay have none.
+#[derive(Clone)]
+pub(crate) struct FeedSender(broadcast::Sender<FeedEvent>);
+
+impl FeedSender {
+    /// Tells the watchers, if any (the event is built only then).
+    pub fn tell(&self, event: impl FnOnce() -> FeedEvent) {
+        if self.0.receiver_count() > 0 {
+            let _ = self.0.send(event());
+        }
+    }
+}
+
 impl Feed {
     pub fn new() -> Feed {
         Feed {
@@ -77,6 +93,10 @@ impl Feed {
     pub fn send(&self, event: FeedEvent) {
         // No watcher left since `watched`: nothing to do.
         let _ = self.tx.send(event);
+    }
+
+    pub fn sender(&self) -> FeedSender {
+        FeedSender(self.tx.clone())
     }
 }
 

@@ -260,7 +260,7 @@ impl Space {
             message: f.id,
             at_ms: f.now,
             what: Happened::DeadLettered {
-                subscriber: f.sub,
+                subscriber: Some(f.sub),
                 reason: storage::DeadReason::MaxAttempts,
             },
         });

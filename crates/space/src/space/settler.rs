@@ -58,12 +58,14 @@ impl Settler {
 }
 
 impl Space {
-    /// Every queue passes its watched messages' changes to the settler from now on; each
-    /// queue's foreign parents are watched by their own queues, and looked at once.
+    /// Every queue passes its watched messages' changes to the settler from now on (and tells
+    /// watchers of the deaths inside its transitions); each queue's foreign parents are
+    /// watched by their own queues, and looked at once.
     pub(super) fn start_settler(&self, rx: mpsc::UnboundedReceiver<ParentChanged>) {
         let queues = self.inner.registry.all();
         for q in &queues {
-            q.lock().set_settler(self.inner.settler.sender());
+            q.lock()
+                .go_live(self.inner.settler.sender(), self.inner.feed.sender());
         }
         for q in &queues {
             let (number, foreign) = {
