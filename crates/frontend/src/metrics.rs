@@ -28,35 +28,23 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) 
 
 /// The latency histograms and each subscriber's gauges.
 fn latencies(out: &mut String, queues: &[space::QueueInfo]) {
-    family(
-        out,
-        "syncbrok_publish_to_first_delivery_seconds",
-        "histogram",
-        "From a message's publish to its first acknowledgement by a subscriber, since start.",
-    );
-    for q in queues {
-        let labels = format!("queue=\"{}\"", q.name);
-        histogram(
-            out,
+    type Pick = fn(&space::QueueInfo) -> &HistogramSnapshot;
+    for (name, help, pick) in [
+        (
             "syncbrok_publish_to_first_delivery_seconds",
-            &labels,
-            &q.first_delivery,
-        );
-    }
-    family(
-        out,
-        "syncbrok_parent_ack_to_child_release_seconds",
-        "histogram",
-        "From the acknowledgement completing a parent to each waiting child released, since start.",
-    );
-    for q in queues {
-        let labels = format!("queue=\"{}\"", q.name);
-        histogram(
-            out,
+            "From a message's publish to its first acknowledgement by a subscriber, since start.",
+            (|q| &q.first_delivery) as Pick,
+        ),
+        (
             "syncbrok_parent_ack_to_child_release_seconds",
-            &labels,
-            &q.release,
-        );
+            "From the acknowledgement completing a parent to each waiting child released, since start.",
+            |q| &q.release,
+        ),
+    ] {
+        family(out, name, "histogram", help);
+        for q in queues {
+            histogram(out, name, &format!("queue=\"{}\"", q.name), pick(q));
+        }
     }
     family(
         out,

@@ -21,6 +21,7 @@ pub mod delivery;
 pub mod endpoints;
 pub mod error;
 pub mod event_type;
+mod feed_event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idhash;

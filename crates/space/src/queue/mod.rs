@@ -15,6 +15,7 @@
 mod dead_removed;
 mod dispatch;
 mod due;
+mod effects;
 pub mod explain;
 mod idempotency;
 pub(crate) mod image;
@@ -186,7 +187,7 @@ pub(crate) struct QueueState {
     settler: Option<SettlerHandle>,
     /// Where deaths decided inside the queue's own transitions (children dead with a parent)
     /// are told to watchers; `None` during replay, which tells nothing.
-    feed: Option<crate::space::FeedSender>,
+    feed: Option<crate::feed_event::FeedSender>,
     /// Copies a replay published, and the message each copies.
     replays: IdMap<MessageId, MessageId>,
     /// Children released since the queue was built (live or by replay): a live change tells
@@ -416,7 +417,7 @@ impl QueueState {
     /// Where changes of watched messages go from now on.
     /// The queue is live: changes of watched messages go to `settler`, deaths inside its
     /// transitions to `feed`.
-    pub fn go_live(&mut self, settler: SettlerHandle, feed: crate::space::FeedSender) {
+    pub fn go_live(&mut self, settler: SettlerHandle, feed: crate::feed_event::FeedSender) {
         self.feed = Some(feed);
         self.settler = Some(settler);
     }
@@ -717,82 +718,5 @@ impl QueueState {
         self.parent_changed(id, true);
         self.handle(events, at_ms, wake);
         Ok(())
-    }
-
-    /// Books what the scheduler reports: retention, dead letters, wake-ups.
-    /// Tells watchers that `message` died with a parent (for `sub` only, or for all).
-    fn tell_dead(&self, message: MessageId, sub: Option<SubscriberId>, at_ms: u64) {
-        if let Some(feed) = &self.feed {
-            feed.tell(|| crate::space::FeedEvent {
-                queue: self.name.clone(),
-                message,
-                at_ms,
-                what: crate::space::Happened::DeadLettered {
-                    subscriber: sub,
-                    reason: DeadReason::ParentDead,
-                },
-            });
-        }
-    }
-
-    fn handle(&mut self, events: Vec<Event>, at_ms: u64, wake: &mut Wake) {
-        let mut remove_now = Vec::new();
-        for e in events {
-            match e {
-                Event::Released { message, slots } => {
-                    self.released += 1;
-                    self.note_undelivered(message);
-                    for s in self.subscribers.values() {
-                        if slots.contains(s.slot) {
-                            wake.push(s.notify.clone());
-                        }
-                    }
-                }
-                Event::Delivered { message } => {
-                    self.parent_changed(message, false);
-                    let keep = self.settings.retention.delivered.as_millis();
-                    if keep == 0 {
-                        remove_now.push(message);
-                    } else {
-                        self.expiry.schedule(message, at_ms.saturating_add(keep));
-                    }
-                }
-                Event::Dead { message, reason } => {
-                    self.parent_changed(message, false);
-                    if reason == DeadReason::ParentDead {
-                        self.tell_dead(message, None, at_ms);
-                        self.deliveries.insert(
-                            (message, None),
-                            DeliveryInfo {
-                                dead: Some((DeadReason::ParentDead, at_ms)),
-                                ..DeliveryInfo::default()
-                            },
-                        );
-                        self.dead_letters.insert((message, None));
-                    }
-                    let keep = self.settings.retention.dead.as_millis();
-                    self.expiry.schedule(message, at_ms.saturating_add(keep));
-                }
-                Event::CopyDead { message, slot } => {
-                    // One subscriber's copy died with a parent: a dead letter of that
-                    // subscriber, reason `parent_dead`.
-                    if let Some((sub, _)) = self.subscribers.iter().find(|(_, s)| s.slot == slot) {
-                        let (sub, key) = (*sub, (message, Some(*sub)));
-                        self.deliveries.entry(key).or_default().dead =
-                            Some((DeadReason::ParentDead, at_ms));
-                        self.dead_letters.insert(key);
-                        self.tell_dead(message, Some(sub), at_ms);
-                    }
-                }
-                Event::Reopened { message } => {
-                    self.parent_changed(message, false);
-                    self.expiry.cancel(message);
-                    self.note_undelivered(message);
-                }
-            }
-        }
-        for m in remove_now {
-            let _ = self.remove_message(m, Removal::Expired, at_ms, wake);
-        }
     }
 }

@@ -4,77 +4,16 @@
 //! [`FEED_EVENTS_BUFFERED`] events behind is told how many it missed. Nothing is built for it
 //! while nobody watches.
 
-use std::sync::Arc;
-
 use tokio::sync::{broadcast, watch};
 
 use super::Space;
+use crate::feed_event::FeedSender;
+pub use crate::feed_event::{FeedEvent, Happened};
 use crate::limits::FEED_EVENTS_BUFFERED;
-use crate::model::{DeadReason, MessageId, SubscriberId};
-
-/// Something that happened to a message of a queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEvent {
-    pub queue: Arc<str>,
-    pub message: MessageId,
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    pub what: Happened,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Happened {
-    /// Accepted (durable).
-    Published,
-    /// A subscriber acknowledged it.
-    Delivered {
-        subscriber: SubscriberId,
-        attempt: u32,
-    },
-    /// An attempt failed; the next one is due then.
-    Failed {
-        subscriber: SubscriberId,
-        attempt: u32,
-        error: String,
-        next_attempt_at_ms: u64,
-    },
-    /// A subscriber gave up on it (its attempts ran out), or it died with a parent
-    /// (`parent_dead`): for every subscriber at once (`subscriber` is `None`), or, under
-    /// per-subscriber causality, for one.
-    DeadLettered {
-        subscriber: Option<SubscriberId>,
-        reason: DeadReason,
-    },
-}
-
-impl Happened {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Happened::Published => "published",
-            Happened::Delivered { .. } => "delivered",
-            Happened::Failed { .. } => "failed",
-            Happened::DeadLettered { .. } => "dead_lettered",
-        }
-    }
-}
 
 pub(crate) struct Feed {
     tx: broadcast::Sender<FeedEvent>,
     closed: watch::Sender<bool>,
-}
-
-/// Where a queue tells what happens inside its own transitions (a child dead with its
-/// parent); queues built by replay have none.
-#[derive(Clone)]
-pub(crate) struct FeedSender(broadcast::Sender<FeedEvent>);
-
-impl FeedSender {
-    /// Tells the watchers, if any (the event is built only then).
-    pub fn tell(&self, event: impl FnOnce() -> FeedEvent) {
-        if self.0.receiver_count() > 0 {
-            let _ = self.0.send(event());
-        }
-    }
 }
 
 impl Feed {
@@ -96,7 +35,7 @@ impl Feed {
     }
 
     pub fn sender(&self) -> FeedSender {
-        FeedSender(self.tx.clone())
+        FeedSender::new(self.tx.clone())
     }
 }
 

@@ -31,7 +31,6 @@ mod settler;
 mod views;
 
 pub use controls::SubscriberUpdate;
-pub(crate) use feed::FeedSender;
 pub use feed::{FeedEvent, Happened, Watcher};
 pub use messages::RedriveScope;
 pub use resend::{ReplayOptions, Replayed};

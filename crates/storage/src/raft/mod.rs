@@ -209,7 +209,8 @@ impl RaftLog {
         }))
     }
 
-    /// Segments wholly at or below the purged index (a purge that crashed before deleting).
+    /// Deletes the segments wholly at or below the purged index: after a purge, and at open
+    /// (a purge that crashed before deleting).
     fn drop_purged_segments(&mut self) -> Result<(), RaftLogError> {
         let Some((purged, _)) = self.meta.purged else {
             return Ok(());
@@ -429,20 +430,7 @@ impl RaftLog {
         next.write(&self.backend, self.salt)
             .map_err(io_error(meta::META))?;
         self.meta = next;
-        let mut removed = false;
-        while self
-            .segments
-            .first()
-            .is_some_and(|s| s.all_at_or_below(index))
-        {
-            let s = self.segments.remove(0);
-            self.backend.remove(&s.name).map_err(io_error(&s.name))?;
-            removed = true;
-        }
-        if removed {
-            self.backend.sync_dir().map_err(io_error("."))?;
-        }
-        Ok(())
+        self.drop_purged_segments()
     }
 
     /// The entries held in `range`, in order (fewer at either end when it reaches past what
