@@ -53,4 +53,8 @@ for want in \
   grep -qxF "$want" "$metrics" || { echo "missing: $want"; grep -E '_count|subscriber_' "$metrics"; exit 1; }
 done
 promtool check metrics <"$metrics"
+# The subscriber's health in the API says the same of its attempts.
+health=$(curl -fsS "$url/v1/queues/m/subscribers/1")
+echo "$health" | grep -q '"attempts_timed":2' || { echo "subscriber health: $health"; exit 1; }
+echo "$health" | grep -q '"attempt_p99_ms":[0-9]' || { echo "subscriber health: $health"; exit 1; }
 echo "metrics-check: promtool accepts /metrics; every histogram observed"

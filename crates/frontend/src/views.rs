@@ -94,6 +94,13 @@ pub struct SubscriberHealth {
     /// RFC 3339.
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
+    /// Attempts timed since the broker started (a batch counts once).
+    pub attempts_timed: u64,
+    /// Half of those took at most this many milliseconds (the bound of their histogram bucket;
+    /// `null` before any, or past 300 s).
+    pub attempt_p50_ms: Option<f64>,
+    /// 99 % of them took at most this many milliseconds (likewise).
+    pub attempt_p99_ms: Option<f64>,
 }
 
 /// At most `per_second` messages sent to the subscriber in any one-second window (a message
@@ -137,6 +144,12 @@ impl From<SubscriberInfo> for Subscriber {
                 consecutive_failures: s.consecutive_failures,
                 last_success_at: s.last_success_at_ms.map(space::time::rfc3339),
                 last_error: s.last_error,
+                attempts_timed: s.attempt_duration.count,
+                attempt_p50_ms: s.attempt_duration.quantile_bound_s(0.5).map(|b| b * 1000.0),
+                attempt_p99_ms: s
+                    .attempt_duration
+                    .quantile_bound_s(0.99)
+                    .map(|b| b * 1000.0),
             },
         }
     }

@@ -60,6 +60,7 @@ pub(crate) fn subscriber_rows(
             table {
                 thead { tr {
                     th { "Queue" } th { "#" } th { "Endpoint" } th { "State" } th.n { "In flight" }
+                    th.n { "Attempt p50 / p99" }
                     th.n { "Failures in a row" } th { "Last success" } th { "Last error" }
                     th { "Rate limit" } th { "Types" }
                     @if viewer.can_act() { th {} }
@@ -73,6 +74,7 @@ pub(crate) fn subscriber_rows(
                                 td { code { (s.endpoint) } " " span.muted { (s.handler) } }
                                 td { (badge(s.state)) }
                                 td.n { (s.health.in_flight) "/" (s.max_in_flight) }
+                                td.n { (at_most(s.health.attempt_p50_ms)) " / " (at_most(s.health.attempt_p99_ms)) }
                                 td.n { (s.health.consecutive_failures) }
                                 td { (s.health.last_success_at.as_deref().unwrap_or("—")) }
                                 td { span.muted { (s.health.last_error.as_deref().unwrap_or("—")) } }
@@ -88,6 +90,11 @@ pub(crate) fn subscriber_rows(
             }
         }
     }
+}
+
+/// A quantile's bucket bound, as "≤ 25 ms".
+fn at_most(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "—".to_owned(), |ms| format!("≤ {ms} ms"))
 }
 
 fn switch(viewer: &Viewer, queue: &str, s: &views::Subscriber, back_here: bool) -> Markup {
