@@ -245,14 +245,17 @@ impl BatchItem {
                     "message {i}: give parent or parent_index, not both"
                 )));
             }
-            (Some(p), None) => parents.push(BatchParent::Id(crate::message_id(&p, "parent")?)),
+            (Some(p), None) => {
+                parents.push(BatchParent::Id(crate::request::message_id(&p, "parent")?))
+            }
             (None, Some(j)) => parents.push(BatchParent::Index(j)),
             (None, None) => {}
         }
         for p in self.parents.unwrap_or_default() {
-            parents.push(BatchParent::Id(crate::message_id(&p, "parents").map_err(
-                |e| Problem::bad_request(format!("message {i}: {}", e.detail)),
-            )?));
+            parents.push(BatchParent::Id(
+                crate::request::message_id(&p, "parents")
+                    .map_err(|e| Problem::bad_request(format!("message {i}: {}", e.detail)))?,
+            ));
         }
         parents.extend(
             self.parent_indexes

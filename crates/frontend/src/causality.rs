@@ -15,9 +15,10 @@ use space::{Explanation, LineageGraph, PendingDelivery};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::problem::Problem;
+use crate::request::{ApiResult, body, json, message_id};
 use crate::views::state_name;
-use crate::{Api, ApiResult, body, json, message_id};
 
 /// A delivery still owed.
 #[derive(Serialize, ToSchema)]
@@ -251,7 +252,7 @@ pub(crate) async fn replay(
     let id = message_id(&id, "message")?;
     let r: ReplayRequest = json(&body(b)?)?;
     let options = space::ReplayOptions {
-        scope: crate::scope(r.scope.as_deref())?,
+        scope: crate::request::scope(r.scope.as_deref())?,
         as_new: r.as_new.unwrap_or(false),
         dry_run: r.dry_run.unwrap_or(false),
     };

@@ -19,8 +19,9 @@ use space::{FeedEvent, Happened, Watcher};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::api::Api;
 use crate::problem::Problem;
-use crate::{Api, ApiResult};
+use crate::request::ApiResult;
 
 /// One event as a watcher reads it.
 fn event_of(e: &FeedEvent) -> Event {

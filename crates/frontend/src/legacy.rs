@@ -103,7 +103,7 @@ async fn message(
     };
     let body = match body {
         Ok(b) => b,
-        Err(r) => return text(crate::rejection_status(&r), r.body_text()),
+        Err(r) => return text(crate::request::rejection_status(&r), r.body_text()),
     };
     let parent = match headers.get("parentid").map(|v| v.to_str()) {
         None => None,

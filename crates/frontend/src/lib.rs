@@ -4,6 +4,7 @@
 //! The API is a thin layer: it parses and bounds input, calls the [`space::Space`], and shapes
 //! the answer ([`views`]). Status codes for Space errors are decided in [`problem`] only.
 
+mod api;
 pub mod auth;
 mod batch;
 pub mod causality;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+mod request;
 mod subscribers;
 mod ui;
 pub mod views;
@@ -35,7 +37,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use space::{MessageId, NewMessage, SettingsPatch, Space};
 
+use crate::api::Api;
 use crate::problem::Problem;
+use crate::request::{
+    ApiResult, after, body, due_time, header_text, json, message_id, page_limit, parent_list, scope,
+};
 use crate::views::{DeadLetterView, Message, Published, Queue};
 
 /// How the API is served.
@@ -60,14 +66,6 @@ impl Default for ApiConfig {
             https: false,
         }
     }
-}
-
-#[derive(Clone)]
-struct Api {
-    space: Space,
-    max_body: usize,
-    /// Places for watchers of `…/events`.
-    watchers: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's routes over a Space that has finished recovering.
@@ -215,64 +213,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <ApiDoc as utoipa::OpenApi>::openapi()
 }
 
-type ApiResult<T> = Result<T, Problem>;
-
-fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    b.map_err(|r| Problem::new(rejection_status(&r), r.body_text()))
-}
-
-/// The status for a body that could not be read: 408 when it did not arrive in time.
-fn rejection_status(r: &BytesRejection) -> StatusCode {
-    if deadline::timed_out(r) {
-        StatusCode::REQUEST_TIMEOUT
-    } else {
-        r.status()
-    }
-}
-
-fn json<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> ApiResult<T> {
-    if b.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(b).map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))
-}
-
-/// When a message is due, from `Syncbrok-Delay` (a duration, `30s`) or `Syncbrok-Deliver-At`
-/// (RFC 3339), or a batch entry's `delay` or `deliver_at`: at most one of them.
-fn due_time(delay: Option<&str>, at: Option<&str>) -> ApiResult<Option<space::DeliverAt>> {
-    match (delay, at) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(Problem::bad_request(
-            "give a delay or a time to deliver at, not both",
-        )),
-        (Some(d), None) => d
-            .parse::<space::Span>()
-            .map(|s| Some(space::DeliverAt::After(s.0)))
-            .map_err(|e| Problem::bad_request(format!("delay: {e}"))),
-        (None, Some(t)) => space::time::parse_rfc3339(t.trim())
-            .map(|ms| Some(space::DeliverAt::At(ms)))
-            .ok_or_else(|| {
-                Problem::bad_request(format!(
-                    "deliver-at {t:?} is not an RFC 3339 time, e.g. 2026-12-02T10:00:00Z"
-                ))
-            }),
-    }
-}
-
-fn message_id(text: &str, what: &str) -> ApiResult<MessageId> {
-    text.trim()
-        .parse()
-        .map_err(|_| Problem::bad_request(format!("{what} {text:?} is not a message id")))
-}
-
-/// The ids of a `Syncbrok-Parent` header: one, or a comma-separated list (a join). How many
-/// and whether one repeats is the Space's to check, so every way in says it alike.
-fn parent_list(text: &str) -> ApiResult<Vec<MessageId>> {
-    text.split(',')
-        .map(|p| message_id(p, "Syncbrok-Parent"))
-        .collect()
-}
-
 /// Ready unless the log refuses writes: then nothing can be published or acknowledged until
 /// the broker is restarted, and a load balancer should send clients elsewhere.
 async fn ready(State(api): State<Api>) -> Response {
@@ -351,16 +291,6 @@ async fn delete_queue(State(api): State<Api>, Path(queue): Path<String>) -> ApiR
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<Option<&'a str>> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| Problem::bad_request(format!("header {name} is not visible ASCII")))
-        })
-        .transpose()
-}
-
 #[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("syncbrok-parent" = Option<String>, Header, description = "Parent message id, or a comma-separated list of up to 16 (a join: the message waits until every one is delivered); a parent may be in another queue of the Space"), ("idempotency-key" = Option<String>, Header, description = "Idempotency key"), ("syncbrok-type" = Option<String>, Header, description = "Event type (sent as ce-type; subscribers' types filters match it)"), ("syncbrok-delay" = Option<String>, Header, description = "Deliver this long from now, e.g. 30s (at most 30d)"), ("syncbrok-deliver-at" = Option<String>, Header, description = "Deliver at this RFC 3339 time (at most 30 days ahead)"), ("traceparent" = Option<String>, Header, description = "W3C trace context, kept with the message and sent with every attempt"), ("tracestate" = Option<String>, Header, description = "W3C trace state (with traceparent), at most 512 bytes")), request_body(content = Vec<u8>, description = "The raw body", content_type = "application/octet-stream"), responses((status = 201, description = "Accepted, durable", body = views::Published), (status = 200, description = "Repeated idempotency key", body = views::Published), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 409, description = "Idempotency key reused with another body", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 422, description = "Unknown parent", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 429, description = "Queue limit reached", body = problem::ProblemBody, content_type = "application/problem+json")))]
 async fn publish(
     State(api): State<Api>,
@@ -426,23 +356,6 @@ async fn publish_batch(
     let published = api.space.publish_batch(&queue, entries).await?;
     let ids: Vec<MessageId> = published.iter().map(|p| p.id).collect();
     Ok((StatusCode::CREATED, Json(views::BatchPublished { ids })).into_response())
-}
-
-fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {
-    match q.get("limit") {
-        None => Ok(limits::PAGE_DEFAULT),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=limits::PAGE_MAX).contains(&n) => Ok(n),
-            _ => Err(Problem::bad_request(format!(
-                "limit {l:?} is outside 1..={}",
-                limits::PAGE_MAX
-            ))),
-        },
-    }
-}
-
-fn after(q: &HashMap<String, String>) -> ApiResult<Option<MessageId>> {
-    q.get("after").map(|a| message_id(a, "after")).transpose()
 }
 
 #[utoipa::path(get, path = "/v1/queues/{queue}/messages", tag = "messages", params(("queue" = String, Path, description = "Queue name: 1 to 128 of A-Z a-z 0-9 . _ -"), ("state" = Option<String>, Query, description = "scheduled, waiting, ready, delivering, delivered or dead"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("after" = Option<String>, Query, description = "The `next` of the previous page")), responses((status = 200, description = "A page of messages", body = views::MessagePage), (status = 400, description = "Malformed input", body = problem::ProblemBody, content_type = "application/problem+json"), (status = 404, description = "No such queue or message", body = problem::ProblemBody, content_type = "application/problem+json")))]
@@ -531,17 +444,6 @@ async fn dead_letters(
         next,
     })
     .into_response())
-}
-
-/// The `scope` of a redrive or a replay: `message` (the default) or `subtree`.
-fn scope(text: Option<&str>) -> ApiResult<space::RedriveScope> {
-    match text {
-        None | Some("message") => Ok(space::RedriveScope::Message),
-        Some("subtree") => Ok(space::RedriveScope::Subtree),
-        Some(other) => Err(Problem::bad_request(format!(
-            "unknown scope {other:?}: use message or subtree"
-        ))),
-    }
 }
 
 /// What a redrive of one message takes (optional body).

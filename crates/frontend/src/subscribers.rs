@@ -10,9 +10,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use space::{HandlerKind, Span, SubscriberId, SubscriberSpec, SubscriberUpdate};
 
+use crate::api::Api;
 use crate::problem::Problem;
+use crate::request::{ApiResult, body, json};
 use crate::views::{self, Subscriber};
-use crate::{Api, ApiResult, body, json};
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -28,7 +28,7 @@ pub const CHILDREN_SHOWN_MAX: usize = 50;
 
 /// `/ui/messages/{id}`: a message of whichever queue issued it (its id names the queue).
 pub(crate) async fn find(State(ui): State<Ui>, Path(id): Path<String>) -> UiResult {
-    let id = crate::message_id(&id, "message")?;
+    let id = crate::request::message_id(&id, "message")?;
     match ui.space.queue_of(id) {
         Some(queue) => Ok(
             axum::response::Redirect::to(&super::widgets::message_href(&queue, id)).into_response(),
@@ -49,7 +49,7 @@ pub(crate) async fn page(
     Query(query): Query<HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> UiResult {
-    let id = crate::message_id(&id, "message")?;
+    let id = crate::request::message_id(&id, "message")?;
     let m = views::Message::from(ui.space.message(&queue, id)?);
     // The live refresh swaps only the live part: the body (read from the log) is not in it.
     let live_refresh = headers.contains_key("x-syncbrok-live");
@@ -307,7 +307,7 @@ pub(crate) async fn act(
     Path((queue, id, what)): Path<(String, String, String)>,
     action: Action,
 ) -> UiResult {
-    let id = crate::message_id(&id, "message")?;
+    let id = crate::request::message_id(&id, "message")?;
     let scope = if action.field("subtree").is_some() {
         RedriveScope::Subtree
     } else {

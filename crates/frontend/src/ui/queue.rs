@@ -37,7 +37,7 @@ pub(crate) async fn page(
     let info = ui.space.queue_info(&queue)?;
     let state = query.get("state").and_then(|s| parse_state(s));
     let after = match query.get("after") {
-        Some(a) => Some(crate::message_id(a, "after")?),
+        Some(a) => Some(crate::request::message_id(a, "after")?),
         None => None,
     };
     let (ids, next) = ui.space.messages(&queue, state, after, MESSAGES_PER_PAGE)?;
@@ -203,7 +203,7 @@ pub(crate) async fn publish(
         )));
     }
     let parents = match action.field("parents") {
-        Some(list) => crate::parent_list(list)?,
+        Some(list) => crate::request::parent_list(list)?,
         None => Vec::new(),
     };
     let m = ui
