@@ -13,18 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${DASH_MESSAGES:-1000000}
 rounds=${DASH_ROUNDS:-9}
-cargo build --quiet --locked --release -p syncbrok
-dir=$(mktemp -d)
-target/release/syncbrok serve --listen 127.0.0.1:0 --data "$dir/data" >"$dir/out" 2>"$dir/log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-url=""
-for _ in $(seq 100); do
-  url=$(sed -n 's/^syncbrok listening on //p' "$dir/out")
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "the broker did not start"; exit 1; }
+BROKER_PROFILE=release
+. scripts/lib/broker.sh
+pid=$broker_pid
+dir=$broker_dir
 
 curl -fsS -X PUT "$url/v1/queues/big" -d '{}' >/dev/null
 curl -fsS -X POST "$url/v1/queues/big/subscribers" -H 'content-type: application/json' \

@@ -21,12 +21,7 @@ fi
 target/debug/syncbrok sink --listen 127.0.0.1:0 >"$broker_dir/sink" 2>&1 &
 sink_pid=$!
 trap 'kill "$sink_pid" 2>/dev/null || true; stop_broker' EXIT
-sink=""
-for _ in $(seq 100); do
-  sink=$(sed -n 's/^syncbrok sink listening on //p' "$broker_dir/sink")
-  [ -n "$sink" ] && break
-  sleep 0.1
-done
+sink=$(wait_for_line "$broker_dir/sink" "syncbrok sink listening on ")
 [ -n "$sink" ] || { echo "the sink did not start"; exit 1; }
 
 curl -fsS -X PUT "$url/v1/queues/m" -d '{}' >/dev/null

@@ -3,7 +3,7 @@
 # driven by playwright-core (scripts/ui/dashboard.mjs) against a broker with auth on.
 # Screenshots go to target/ui-screenshots/.
 #
-# SYNCBROK_BIN=path runs that binary and skips the build (for a binary built elsewhere).
+# SYNCBROK_BIN=path runs that binary and skips the build (scripts/lib/broker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,22 +30,7 @@ fi
 # variable is a second guard in case a future version grows one.
 (cd scripts/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 
-bin=${SYNCBROK_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --quiet --locked -p syncbrok
-  bin=target/debug/syncbrok
-fi
-
 broker_dir=$(mktemp -d)
-stop_broker() {
-  if [ -n "${broker_pid:-}" ]; then
-    kill -TERM "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-  fi
-  rm -rf "$broker_dir"
-}
-trap stop_broker EXIT
-
 # Fresh tokens each run: the broker is on loopback only, but nothing should depend on a
 # well-known token. The dashboard's login takes the same bearer tokens as the API.
 admin_token="ui-admin-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"
@@ -56,17 +41,8 @@ auth:
     - {token: "$admin_token", role: admin}
     - {token: "$read_token", role: read}
 EOF
-
-"$bin" serve --config "$broker_dir/syncbrok.yml" --listen 127.0.0.1:0 --data "$broker_dir/data" \
-  >"$broker_dir/out" 2>"$broker_dir/log" &
-broker_pid=$!
-url=""
-for _ in $(seq 100); do
-  url=$(sed -n 's/^syncbrok listening on //p' "$broker_dir/out")
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "the broker did not start"; cat "$broker_dir/log"; exit 1; }
+BROKER_CONFIG="$broker_dir/syncbrok.yml"
+. scripts/lib/broker.sh
 
 mkdir -p target/ui-screenshots
 status=0
