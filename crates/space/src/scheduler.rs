@@ -418,19 +418,20 @@ impl<M: Weighed> Scheduler<M> {
         }) else {
             return;
         };
-        if owed != 0 {
-            self.queue_behind(id, owed);
-            events.push(Event::Released {
-                message: id,
-                slots: Slots(owed),
-            });
-        }
+        self.release_to(id, owed, events);
         todo.push(id);
     }
 
-    /// Queues a message for the subscribers of `slots` whose cursors passed it already (the
-    /// others will find it as they walk on).
-    fn queue_behind(&mut self, id: MessageId, slots: u64) {
+    /// Releases `id` to the subscribers of `slots` (an event says so): queued for those whose
+    /// cursors passed it already, the others find it as they walk on.
+    fn release_to(&mut self, id: MessageId, slots: u64, events: &mut Vec<Event>) {
+        if slots == 0 {
+            return;
+        }
+        events.push(Event::Released {
+            message: id,
+            slots: Slots(slots),
+        });
         for slot in Slots(slots).iter() {
             if let Some(Some(sub)) = self.slots.get_mut(slot.index())
                 && sub.is_behind(id)

@@ -161,6 +161,9 @@ fn problems(ui: &Ui, queues: &[QueueInfo]) -> Markup {
                 @if dead.len() > PROBLEMS_SHOWN_MAX {
                     li.muted { "… and " (dead.len() - PROBLEMS_SHOWN_MAX) " more queues with dead messages" }
                 }
+                @if failing.len() > PROBLEMS_SHOWN_MAX {
+                    li.muted { "… and " (failing.len() - PROBLEMS_SHOWN_MAX) " more failing subscribers" }
+                }
                 @for r in &blocking {
                     li { (any_message_link(r.id)) " holds back "
                         @if r.cut { "at least " } (r.below) " waiting message" @if r.below != 1 { "s" }

@@ -82,13 +82,7 @@ impl<M: Weighed> Scheduler<M> {
                 e.waiting = false;
             }
         });
-        if go != 0 {
-            self.queue_behind(id, go);
-            events.push(Event::Released {
-                message: id,
-                slots: Slots(go),
-            });
-        }
+        self.release_to(id, go, events);
         todo.push(id);
     }
 
