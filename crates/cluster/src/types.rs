@@ -45,4 +45,8 @@ impl<'de> Deserialize<'de> for Command {
 pub struct Applied {
     /// The index of the entry the command was applied at.
     pub index: u64,
+    /// Where its records are in this node's broker log (answered to the proposer on the same
+    /// node only, never sent).
+    #[serde(skip)]
+    pub locations: Vec<storage::Location>,
 }

@@ -35,6 +35,37 @@ pub struct FileConfig {
     pub tls: Option<TlsSection>,
     #[serde(default, alias = "Server")]
     pub server: Option<ServerSection>,
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// A cluster node's place (`serve --cluster`): which node this is, every node of the first
+/// membership, the shared secret of the peer transport.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub node_id: Option<u64>,
+    /// Node id → the address its API and peers are served on, e.g. `http://10.0.0.1:10000`.
+    #[serde(default)]
+    pub nodes: BTreeMap<u64, String>,
+    pub secret: Option<String>,
+    /// How often the leader tells the others it leads.
+    pub heartbeat: Option<Span>,
+    /// A follower that hears no leader for this long (up to twice as long, at random) starts
+    /// an election.
+    pub election_timeout: Option<Span>,
+}
+
+impl std::fmt::Debug for ClusterSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ClusterSection")
+            .field("node_id", &self.node_id)
+            .field("nodes", &self.nodes)
+            .field("heartbeat", &self.heartbeat)
+            .field("election_timeout", &self.election_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the API's server treats connections; each has a default.

@@ -52,6 +52,12 @@ pub enum JournalError {
     Io(#[source] std::io::Error),
     #[error(transparent)]
     TooLarge(storage::TooLarge),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    /// Checkpoints and reclaiming are not done on a cluster node's own log (its replicated log
+    /// keeps every entry).
+    #[error("a cluster node does not reclaim its log")]
+    Replicated,
 }
 
 impl From<storage::AppendError> for JournalError {
@@ -74,6 +80,7 @@ impl Classify for JournalError {
             JournalError::Poisoned(_) | JournalError::ShuttingDown => ErrorKind::Unavailable,
             JournalError::Io(_) => ErrorKind::Internal,
             JournalError::TooLarge(_) => ErrorKind::TooLarge,
+            JournalError::Replication(_) | JournalError::Replicated => ErrorKind::Unavailable,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod limits;
 pub mod model;
 mod queue;
 mod recent;
+pub mod replication;
 pub mod scheduler;
 pub mod settings;
 mod snapshot;
@@ -55,6 +56,7 @@ pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
+pub use replication::{Proposal, ReplicationError, Replicator};
 pub use scheduler::{
     BlockingRoots, Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots,
 };

@@ -35,7 +35,7 @@ pub use frame::{FORMAT_VERSION, FRAME_HEADER_BYTES, Location, SEGMENT_HEADER_BYT
 pub use log::{Config, Log, PendingCheckpoint, Relocation, SegmentInfo};
 pub use record::{
     ACK_BYTES, Ack, Attributes, DeadReason, LostRecord, ParentState, Published, QueueNumber,
-    Record, SubscriberId, describe_damaged,
+    Record, SubscriberId, decode_records, describe_damaged, encode_records,
 };
 pub use recovery::{Checkpoint, LostRange, Recovery, RecoveryReport, Replayed, TornTail};
 pub use writer::{FsyncPolicy, LogStats};

@@ -280,6 +280,13 @@ pub enum Record {
         parts: u32,
         state: Bytes,
     },
+    /// On a cluster node: how far this log has applied the replicated log, written in the same
+    /// batch as the records of the entry it names, so the two never disagree after a crash.
+    /// Opaque to storage (the cluster encodes its log position and membership); replay hands it
+    /// out like any record and the Space ignores it.
+    ClusterApplied {
+        state: Bytes,
+    },
 }
 
 /// Kind numbers of the records. Stable on disk.
@@ -311,8 +318,9 @@ pub(crate) mod kind {
     pub const PUBLISHED_EXTENDED: u8 = 18;
     pub const PARENT_SETTLED: u8 = 19;
     pub const REPLAYED: u8 = 20;
+    pub const CLUSTER_APPLIED: u8 = 21;
     /// The last record kind: kinds from `QUEUE_CREATED` to it are records.
-    pub const LAST_RECORD: u8 = REPLAYED;
+    pub const LAST_RECORD: u8 = CLUSTER_APPLIED;
     /// Framing, not a record: several records appended atomically (one checksum over all).
     pub const BATCH: u8 = 64;
     /// Framing, not a record: a live record copied forward by compaction, with its origin.
@@ -343,6 +351,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::RELEASED => "released",
         kind::PARENT_SETTLED => "parent settled",
         kind::REPLAYED => "replayed",
+        kind::CLUSTER_APPLIED => "cluster applied",
         kind::BATCH => "batch",
         kind::RELOCATED => "relocated",
         kind::SYNC_MARK => "sync mark",
@@ -376,6 +385,7 @@ impl Record {
             Record::ParentSettled { .. } => kind::PARENT_SETTLED,
             Record::Replayed { .. } => kind::REPLAYED,
             Record::Checkpoint { .. } => kind::CHECKPOINT,
+            Record::ClusterApplied { .. } => kind::CLUSTER_APPLIED,
         }
     }
 
@@ -549,6 +559,7 @@ impl Record {
                 e.u32(*parts);
                 e.bytes(state);
             }
+            Record::ClusterApplied { state } => e.bytes(state),
         }
     }
 
@@ -671,11 +682,43 @@ impl Record {
                 parts: d.u32()?,
                 state: d.bytes()?,
             },
+            kind::CLUSTER_APPLIED => Record::ClusterApplied { state: d.bytes()? },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         d.finish()?;
         Ok(record)
     }
+}
+
+/// Records as one byte string (a count, then each record's kind and payload), to carry the
+/// records of one change elsewhere whole: a cluster replicates them in one entry of its log.
+/// [`decode_records`] reads them back.
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut payload = Vec::new();
+    let mut e = Encoder::new(&mut out);
+    e.u32(crate::codec::saturating_u32(records.len()));
+    for r in records {
+        payload.clear();
+        r.encode_payload(&mut payload);
+        e.u8(r.kind());
+        e.bytes(&payload);
+    }
+    out
+}
+
+/// The records [`encode_records`] wrote; byte fields are slices of `bytes`.
+pub fn decode_records(bytes: Bytes) -> Result<Vec<Record>, DecodeError> {
+    let mut d = Decoder::new(bytes);
+    // Each record takes at least its kind and a payload length.
+    let count = d.count(1 + 4)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let kind = d.u8()?;
+        records.push(Record::decode(kind, d.bytes()?)?);
+    }
+    d.finish()?;
+    Ok(records)
 }
 
 /// A `Published` record of one of its three kinds.

@@ -25,3 +25,12 @@ pub const IDLE_TIMEOUT_DEFAULT_S: u64 = 60;
 /// retrying at once would only spin.
 pub const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
 pub const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Default `cluster.heartbeat`: how often the leader tells the others it leads.
+pub const CLUSTER_HEARTBEAT_DEFAULT_MS: u64 = 100;
+/// Default `cluster.election_timeout`: a follower that hears no leader for this long (up to
+/// twice as long, at random) starts an election. With the heartbeat's default, a leader's
+/// death is noticed within 0.5–1 s, and a heartbeat lost now and then elects no one.
+pub const CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS: u64 = 500;
+/// Segment size of a node's replicated log.
+pub const CLUSTER_SEGMENT_BYTES: u64 = storage::raft::RAFT_SEGMENT_BYTES_DEFAULT;

@@ -4,6 +4,7 @@
 
 mod client;
 mod limits;
+mod node;
 mod server;
 mod sink;
 mod tls;
@@ -189,6 +190,8 @@ struct ServeArgs {
     /// with "corrupted at byte N".
     #[arg(long)]
     repair: bool,
+    #[command(flatten)]
+    cluster: node::ClusterArgs,
 }
 
 /// The settings in force: flags > environment > configuration file > defaults.
@@ -204,6 +207,7 @@ struct Settings {
     tls: Option<(PathBuf, PathBuf)>,
     server: server::ServerConfig,
     body_timeout: std::time::Duration,
+    cluster: Option<node::ClusterSettings>,
     file: frontend::config::FileConfig,
 }
 
@@ -285,6 +289,7 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             _ => file.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
         },
+        cluster: node::resolve(&args.cluster, file.cluster.as_ref())?,
         file,
     })
 }
@@ -469,6 +474,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.server.clone(),
         stopped(stop.clone()),
     ));
+    if settings.cluster.is_some() {
+        return serve_cluster(settings, args.repair, routes, server, addr).await;
+    }
     tracing::info!(%addr, data = %settings.data.display(), "recovering the log; /healthz answers meanwhile");
     let space = tokio::select! {
         space = open_space(&settings, args.repair) => space?,
@@ -482,25 +490,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     frontend::config::bootstrap(&space, &settings.file)
         .await
         .context("cannot apply the configuration file")?;
-    routes.recovered(frontend::router(
-        space.clone(),
-        &frontend::ApiConfig {
-            max_body: settings.max_body,
-            tokens: settings
-                .file
-                .auth
-                .as_ref()
-                .map(|a| a.tokens.clone())
-                .unwrap_or_default(),
-            body_timeout: settings.body_timeout,
-            https: settings.tls.is_some(),
-        },
-    ));
-    let scheme = if settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    routes.recovered(frontend::router(space.clone(), &api_config(&settings)));
+    let scheme = scheme(&settings);
     // Watchers' event streams end when the broker stops, rather than hold the drain up.
     let (feed, stopping) = (space.clone(), stop.clone());
     tokio::spawn(async move {
@@ -520,18 +511,95 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Recovers the Space from the data directory, on a blocking thread (recovery reads the whole
-/// log), and reports what recovery found.
-async fn open_space(settings: &Settings, repair: bool) -> anyhow::Result<Space> {
+fn api_config(settings: &Settings) -> frontend::ApiConfig {
+    frontend::ApiConfig {
+        max_body: settings.max_body,
+        tokens: settings
+            .file
+            .auth
+            .as_ref()
+            .map(|a| a.tokens.clone())
+            .unwrap_or_default(),
+        body_timeout: settings.body_timeout,
+        https: settings.tls.is_some(),
+    }
+}
+
+fn scheme(settings: &Settings) -> &'static str {
+    if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// `serve --cluster`: the node starts, serves its peers and `/v1/cluster`, and the API while it
+/// leads (see `node.rs`).
+async fn serve_cluster(
+    mut settings: Settings,
+    repair: bool,
+    routes: server::Routes,
+    server: tokio::task::JoinHandle<()>,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let Some(cluster_settings) = settings.cluster.take() else {
+        anyhow::bail!("not in cluster mode");
+    };
+    let (storage, config, deliverer) = space_parts(&settings, repair)?;
+    let api = api_config(&settings);
+    let tokens = frontend::auth::Tokens(std::sync::Arc::new(api.tokens.clone()));
+    let file = Arc::new(std::mem::take(&mut settings.file));
+    tracing::info!(data = %settings.data.display(), "starting the cluster node");
+    let (node, router) = node::run(
+        cluster_settings,
+        &settings.data,
+        storage,
+        move |backend, replicator| {
+            let (space, report) =
+                Space::open_replicated(backend, config.clone(), deliverer.clone(), replicator)?;
+            report_repairs(&report);
+            Ok(space)
+        },
+        move |space| frontend::router(space, &api),
+        move |space| {
+            let file = file.clone();
+            Box::pin(async move {
+                frontend::config::bootstrap(&space, &file)
+                    .await
+                    .context("cannot apply the configuration file")
+            })
+        },
+        tokens,
+    )
+    .await?;
+    routes.recovered(router);
+    let scheme = scheme(&settings);
+    tracing::info!(%addr, scheme, "syncbrok listening (cluster node)");
+    println!("syncbrok listening on {scheme}://{addr}");
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "the HTTP server stopped");
+    }
+    tracing::info!("shutting down");
+    if let Some(space) = node.live().borrow().clone() {
+        space.close_feed();
+    }
+    node.shutdown(settings.shutdown_grace.0).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What opening the Space takes: the log's settings, the Space's, the deliverer.
+fn space_parts(
+    settings: &Settings,
+    repair: bool,
+) -> anyhow::Result<(storage::Config, SpaceConfig, Arc<handler::HttpDeliverer>)> {
     let storage = storage::Config {
         fsync: settings.fsync,
         repair,
         segment_bytes: settings.segment_bytes,
         ..storage::Config::default()
     };
-    let backend = FsBackend::open(&settings.data)
-        .with_context(|| format!("cannot open the data directory {}", settings.data.display()))?;
-    let started = std::time::Instant::now();
+
     let endpoint_allow = match settings
         .file
         .endpoints
@@ -549,8 +617,18 @@ async fn open_space(settings: &Settings, repair: bool) -> anyhow::Result<Space> 
     let config = SpaceConfig {
         endpoint_policy,
         reclaim_interval: settings.reclaim_interval.0,
-        ..SpaceConfig::new(storage)
+        ..SpaceConfig::new(storage.clone())
     };
+    Ok((storage, config, deliverer))
+}
+
+/// Recovers the Space from the data directory, on a blocking thread (recovery reads the whole
+/// log), and reports what recovery found.
+async fn open_space(settings: &Settings, repair: bool) -> anyhow::Result<Space> {
+    let (_, config, deliverer) = space_parts(settings, repair)?;
+    let backend = FsBackend::open(&settings.data)
+        .with_context(|| format!("cannot open the data directory {}", settings.data.display()))?;
+    let started = std::time::Instant::now();
     let opened =
         tokio::task::spawn_blocking(move || Space::open(Arc::new(backend), config, deliverer))
             .await

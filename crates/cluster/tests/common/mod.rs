@@ -75,6 +75,7 @@ impl RaftStateMachine<C> for Kept {
             if let Some(r) = responder {
                 r.send(Applied {
                     index: entry.log_id.index,
+                    locations: Vec::new(),
                 });
             }
         }

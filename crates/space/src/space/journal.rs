@@ -13,25 +13,42 @@
 //!   [`Settled`] proof: what is live was decided with every change held off, and then the log
 //!   was synced, acks included. No message can then come back after a crash with its record
 //!   gone.
+//! - **On a cluster node, records are committed before they are written here.** With a
+//!   [`Replicator`], every append is proposed to the replicated log and resolves once committed
+//!   and written to this log by the one that applies the replicated log
+//!   ([`Journal::append_committed`]); acks are proposed in the order they are applied.
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use storage::{Ack, Location, Log, LogStats, ReadError, Record, Relocation, SegmentInfo};
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::error::JournalError;
+use crate::replication::Replicator;
 
 pub(crate) struct Journal {
     log: Log,
     gate: RwLock<()>,
+    /// Set on a cluster node: appends go through the replicated log.
+    replicator: Option<Arc<dyn Replicator>>,
 }
 
 /// One change under way: it may append, and memory may be changed under it; no checkpoint is
 /// taken until it is dropped.
 pub(crate) struct Change<'a> {
-    log: &'a Log,
+    journal: &'a Journal,
     _gate: RwLockReadGuard<'a, ()>,
+}
+
+/// How an append waits, on a single node.
+#[derive(Clone, Copy)]
+enum Wait {
+    Durable,
+    Lazy,
+    DurableFreeing,
+    LazyFreeing,
 }
 
 /// A value computed with every change held off, after which the log was synced: everything
@@ -47,19 +64,45 @@ impl<T> Deref for Settled<T> {
 }
 
 impl Journal {
-    pub fn new(log: Log) -> Journal {
+    pub fn new(log: Log, replicator: Option<Arc<dyn Replicator>>) -> Journal {
         Journal {
             log,
             gate: RwLock::new(()),
+            replicator,
         }
     }
 
     /// Starts a change.
     pub async fn change(&self) -> Change<'_> {
         Change {
-            log: &self.log,
+            journal: self,
             _gate: self.gate.read().await,
         }
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicator.is_some()
+    }
+
+    /// Writes records the replicated log committed, in its order (on a cluster node, by the one
+    /// that applies it). Takes no gate: the change that proposed them holds it.
+    pub async fn append_committed(
+        &self,
+        records: &[Record],
+    ) -> Result<Vec<Location>, JournalError> {
+        Ok(self.log.append_lazy(records).await?)
+    }
+
+    async fn write(&self, records: &[Record], wait: Wait) -> Result<Vec<Location>, JournalError> {
+        if let Some(r) = &self.replicator {
+            return Ok(r.propose(records.to_vec()).await?);
+        }
+        Ok(match wait {
+            Wait::Durable => self.log.append(records).await?,
+            Wait::Lazy => self.log.append_lazy(records).await?,
+            Wait::DurableFreeing => self.log.append_freeing(records).await?,
+            Wait::LazyFreeing => self.log.append_lazy_freeing(records).await?,
+        })
     }
 
     /// Writes a checkpoint of what `snapshot` returns, taken with every change held off, and
@@ -70,6 +113,9 @@ impl Journal {
         &self,
         snapshot: impl FnOnce() -> Vec<Bytes>,
     ) -> Result<Location, JournalError> {
+        if self.is_replicated() {
+            return Err(JournalError::Replicated);
+        }
         let pending = {
             let _exclusive = self.gate.write().await;
             let parts = snapshot();
@@ -80,6 +126,9 @@ impl Journal {
 
     /// Computes `f` with every change held off, then syncs the log.
     pub async fn settled<T>(&self, f: impl FnOnce() -> T) -> Result<Settled<T>, JournalError> {
+        if self.is_replicated() {
+            return Err(JournalError::Replicated);
+        }
         let value = {
             let _exclusive = self.gate.write().await;
             f()
@@ -149,20 +198,20 @@ impl Change<'_> {
     /// Appends records atomically; returns once the fsync policy is met (on disk for
     /// `always`).
     pub async fn append(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
-        Ok(self.log.append(records).await?)
+        self.journal.write(records, Wait::Durable).await
     }
 
     /// Appends records without waiting for an fsync: what losing costs only a redelivery or a
     /// repeated attempt (failures, dead letters, expiries). They are synced with the next
     /// durable append, or within 50 ms.
     pub async fn append_lazy(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
-        Ok(self.log.append_lazy(records).await?)
+        self.journal.write(records, Wait::Lazy).await
     }
 
     /// [`Change::append`] for a change that lets space go (a deletion, a discard): on a full
     /// disk it may use the log's reserve, which publishes may not.
     pub async fn append_freeing(&self, records: &[Record]) -> Result<Vec<Location>, JournalError> {
-        Ok(self.log.append_freeing(records).await?)
+        self.journal.write(records, Wait::DurableFreeing).await
     }
 
     /// [`Change::append_lazy`] for a change that lets space go (an expiry, a dead letter).
@@ -170,13 +219,17 @@ impl Change<'_> {
         &self,
         records: &[Record],
     ) -> Result<Vec<Location>, JournalError> {
-        Ok(self.log.append_lazy_freeing(records).await?)
+        self.journal.write(records, Wait::LazyFreeing).await
     }
 
     /// Queues an ack whose effect was just applied (call it under the queue's lock, right
     /// after applying it).
     pub fn ack(&self, ack: Ack) {
-        if let Err(e) = self.log.append_ack(ack) {
+        if let Some(r) = &self.journal.replicator {
+            r.propose_ack(ack);
+            return;
+        }
+        if let Err(e) = self.journal.log.append_ack(ack) {
             tracing::warn!(error = %e, message = %ack.message, "could not queue an ack for the log; the message will be sent again after a restart");
         }
     }
@@ -185,7 +238,6 @@ impl Change<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use storage::sim::SimDisk;
 
     fn open(disk: &SimDisk) -> (Log, Vec<Record>) {
@@ -203,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn an_ack_queued_before_a_settled_value_is_durable_with_it() {
         let disk = SimDisk::new(3);
-        let journal = Journal::new(open(&disk).0);
+        let journal = Journal::new(open(&disk).0, None);
         let ack = Ack {
             message: uuid::Uuid::from_u128(7),
             subscriber: 1,
@@ -227,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_waits_for_the_changes_under_way() {
         let disk = SimDisk::new(4);
-        let journal = Arc::new(Journal::new(open(&disk).0));
+        let journal = Arc::new(Journal::new(open(&disk).0, None));
         let change = journal.change().await;
         let j = journal.clone();
         let checkpoint =

@@ -146,6 +146,39 @@ impl Space {
         config: SpaceConfig,
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), OpenError> {
+        Space::open_with(backend, config, deliverer, None)
+    }
+
+    /// [`Space::open`] on a cluster node that leads: every change goes through `replicator`
+    /// (see [`crate::replication`]), and the node's log is neither checkpointed nor reclaimed.
+    /// The log must hold every committed entry up to the leader's term (the cluster waits for
+    /// that before it opens the Space).
+    pub fn open_replicated(
+        backend: Arc<dyn Backend>,
+        config: SpaceConfig,
+        deliverer: Arc<dyn Deliverer>,
+        replicator: Arc<dyn crate::replication::Replicator>,
+    ) -> Result<(Space, RecoveryReport), OpenError> {
+        Space::open_with(backend, config, deliverer, Some(replicator))
+    }
+
+    /// Writes records the replicated log committed to this node's log, in the replicated
+    /// log's order, and returns their locations; only the one that applies the replicated log
+    /// calls it (see [`crate::replication`]). Memory is changed by the change that proposed
+    /// them, once this returns.
+    pub async fn append_committed(
+        &self,
+        records: &[storage::Record],
+    ) -> Result<Vec<storage::Location>, JournalError> {
+        self.inner.journal.append_committed(records).await
+    }
+
+    fn open_with(
+        backend: Arc<dyn Backend>,
+        config: SpaceConfig,
+        deliverer: Arc<dyn Deliverer>,
+        replicator: Option<Arc<dyn crate::replication::Replicator>>,
+    ) -> Result<(Space, RecoveryReport), OpenError> {
         let reclaim_interval = config.reclaim_interval.max(Duration::from_millis(1));
         let sweep_interval = config.sweep_interval.max(Duration::from_millis(1));
         let mut recovery = Log::open(backend, config.storage)?;
@@ -162,7 +195,7 @@ impl Space {
         let (settler, settle_requests) = settler::Settler::new();
         let space = Space {
             inner: Arc::new(Inner {
-                journal: Journal::new(log),
+                journal: Journal::new(log, replicator),
                 registry: Registry::new(queues.into_iter().map(Queue::new), counters),
                 admin: tokio::sync::Mutex::new(()),
                 deliverer,
@@ -190,7 +223,9 @@ impl Space {
         // What came due while the broker was down goes at once.
         space.spawn_releaser();
         space.spawn_sweeper(sweep_interval);
-        space.spawn_reclaimer(reclaim_interval);
+        if !space.inner.journal.is_replicated() {
+            space.spawn_reclaimer(reclaim_interval);
+        }
         Ok((space, report))
     }
 

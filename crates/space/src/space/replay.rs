@@ -242,7 +242,7 @@ impl Replay {
                     q.apply_replayed(&messages, replayed_at_ms, &mut wake);
                 }
             }
-            Record::Checkpoint { .. } => {}
+            Record::Checkpoint { .. } | Record::ClusterApplied { .. } => {}
         }
         Ok(())
     }

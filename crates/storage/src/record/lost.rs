@@ -92,6 +92,8 @@ fn describe_payload(k: u8, payload: &[u8]) -> LostRecord {
             }
             None
         }
+        // Names no queue or message.
+        kind::CHECKPOINT | kind::CLUSTER_APPLIED => None,
         _ => {
             messages.extend(d.uuid().ok());
             None

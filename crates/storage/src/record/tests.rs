@@ -210,6 +210,7 @@ pub(crate) fn record_strategy() -> impl Strategy<Value = Record> {
             }),
         (any::<u32>(), any::<u32>(), bytes_strategy())
             .prop_map(|(part, parts, state)| Record::Checkpoint { part, parts, state }),
+        bytes_strategy().prop_map(|state| Record::ClusterApplied { state }),
     ]
 }
 
@@ -223,6 +224,15 @@ proptest! {
     #[test]
     fn every_record_kind_roundtrips(r in record_strategy()) {
         prop_assert_eq!(roundtrip(&r)?, r);
+    }
+
+    /// A change's records carried elsewhere come back as they were; cut short, they are refused.
+    #[test]
+    fn record_lists_roundtrip(records in proptest::collection::vec(record_strategy(), 0..6), cut in any::<proptest::sample::Index>()) {
+        let bytes = super::encode_records(&records);
+        prop_assert_eq!(super::decode_records(Bytes::from(bytes.clone()))?, records);
+        let cut = cut.index(bytes.len());
+        prop_assert!(super::decode_records(Bytes::copy_from_slice(&bytes[..cut])).is_err());
     }
 
     /// Cutting a payload short never decodes to a record, and never panics.

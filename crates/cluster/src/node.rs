@@ -1,0 +1,392 @@
+//! A cluster node: its replicated log, the state machine over its broker log, its peers, and
+//! the Space it runs while it leads.
+//!
+//! Leadership is followed by one task, in the order openraft reports it. On becoming the
+//! committed leader of a term, the node confirms its leadership and waits until every entry
+//! committed before is applied ([`Raft::ensure_linearizable`]), then opens the Space on its log
+//! and starts delivering. On losing it, the Space is stopped at once (dispatchers first, no
+//! grace) and the node keeps its log alone. Whoever serves the API watches [`Node::live`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::alias::CommittedLeaderIdOf;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use space::{OpenError, Replicator, Space};
+use storage::io::Backend;
+use storage::raft::RaftLog;
+use tokio::sync::{mpsc, watch};
+
+use crate::log_store::LogStore;
+use crate::peer::Peers;
+use crate::replicator::RaftReplicator;
+use crate::state_machine::{Local, StateMachine, open_passive};
+use crate::types::TypeConfig;
+
+type C = TypeConfig;
+
+/// Opens the Space on a node's broker log, proposing through the replicator it is given.
+pub type OpenSpace =
+    Arc<dyn Fn(Arc<dyn Backend>, Arc<dyn Replicator>) -> Result<Space, OpenError> + Send + Sync>;
+
+/// A node's place in the cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// Every voter of the first membership, this node included: id → `http://host:port`.
+    pub nodes: BTreeMap<u64, String>,
+    /// Sent with, and required of, every peer request.
+    pub secret: Option<Arc<str>>,
+    pub heartbeat: Duration,
+    /// Elections start after a random wait in this range without a leader's heartbeat.
+    pub election_timeout: (Duration, Duration),
+    /// Segment size of the replicated log.
+    pub segment_bytes: u64,
+}
+
+/// Could not start a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("node {0} is not among the cluster's nodes")]
+    NotAMember(u64),
+    #[error("the replicated log: {0}")]
+    Log(#[from] storage::raft::RaftLogError),
+    #[error("the broker log: {0}")]
+    Broker(#[source] io::Error),
+    #[error("the Raft configuration: {0}")]
+    Config(String),
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+/// A running node.
+pub struct Node {
+    raft: Raft<C, StateMachine>,
+    config: ClusterConfig,
+    sm: StateMachine,
+    live: watch::Receiver<Option<Space>>,
+    _leadership: openraft::WatchChangeHandle<C>,
+}
+
+enum Leadership {
+    Start(CommittedLeaderIdOf<C>),
+    Stop,
+}
+
+impl Node {
+    /// Starts node `config.node_id` on its replicated log (`raft_backend`) and its broker log
+    /// (`broker_backend`). The node with the smallest id starts a new cluster of `nodes` when
+    /// its log is empty.
+    pub async fn start(
+        config: ClusterConfig,
+        raft_backend: Arc<dyn Backend>,
+        broker_backend: Arc<dyn Backend>,
+        broker_storage: storage::Config,
+        open_space: OpenSpace,
+    ) -> Result<Node, StartError> {
+        if !config.nodes.contains_key(&config.node_id) {
+            return Err(StartError::NotAMember(config.node_id));
+        }
+        let raft_config = Config {
+            cluster_name: "syncbrok".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let log = LogStore::new(RaftLog::open(raft_backend, config.segment_bytes)?);
+        let sm = tokio::task::spawn_blocking({
+            let backend = broker_backend.clone();
+            move || StateMachine::open(backend, broker_storage)
+        })
+        .await
+        .map_err(|e| StartError::Broker(io::Error::other(e)))?
+        .map_err(StartError::Broker)?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Peers::new(config.secret.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let (events, queue) = mpsc::unbounded_channel();
+        let (starting, stopping) = (events.clone(), events);
+        let leadership = raft.on_leader_change(
+            move |leader| {
+                let _ = starting.send(Leadership::Start(leader));
+                async {}
+            },
+            move |_| {
+                let _ = stopping.send(Leadership::Stop);
+                async {}
+            },
+        );
+        let (set_live, live) = watch::channel(None);
+        tokio::spawn(follow_leadership(
+            raft.clone(),
+            sm.clone(),
+            open_space,
+            queue,
+            set_live,
+        ));
+
+        let first = config.nodes.keys().next().copied();
+        if first == Some(config.node_id)
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            let members: BTreeMap<u64, BasicNode> = config
+                .nodes
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!(error = %e, "could not start the cluster (another node did?)");
+            }
+        }
+        Ok(Node {
+            raft,
+            config,
+            sm,
+            live,
+            _leadership: leadership,
+        })
+    }
+
+    /// The Space while this node leads, `None` otherwise.
+    pub fn live(&self) -> watch::Receiver<Option<Space>> {
+        self.live.clone()
+    }
+
+    pub fn raft(&self) -> &Raft<C, StateMachine> {
+        &self.raft
+    }
+
+    /// The secret peers send and require.
+    pub fn secret(&self) -> Option<Arc<str>> {
+        self.config.secret.clone()
+    }
+
+    /// The address of the leader, when one is known and it is not this node.
+    pub fn leader_address(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        if leader == self.config.node_id {
+            return None;
+        }
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// What `GET /v1/cluster` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let index = |l: Option<&openraft::alias::LogIdOf<C>>| l.map_or(0, |l| l.index);
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref();
+        let membership = m.membership_config.membership();
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched_index = if *id == m.id {
+                    Some(last)
+                } else {
+                    matched.and_then(|r| r.get(id)).map(|l| index(l.as_ref()))
+                };
+                NodeStatus {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: membership.voter_ids().any(|v| v == *id),
+                    matched: matched_index,
+                    lag: matched_index.map(|i| last.saturating_sub(i)),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node: m.id,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Candidate => "candidate",
+                ServerState::Follower => "follower",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            leader: m.current_leader,
+            leader_address: m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())),
+            term: m.current_term,
+            last_log_index: last,
+            committed: index(m.cluster_committed.as_ref()),
+            applied: index(m.last_applied.as_ref()),
+            serving: self.live.borrow().is_some(),
+            nodes,
+        }
+    }
+
+    /// Stops the Space if it runs, then Raft.
+    pub async fn shutdown(&self, grace: Duration) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not stop cleanly");
+        }
+        let mut inner = self.sm.inner.lock().await;
+        match std::mem::replace(&mut inner.local, Local::Closed) {
+            Local::Live(space) => space.shutdown(grace).await,
+            Local::Passive(log) => {
+                if let Err(e) = log.sync().await {
+                    tracing::error!(error = %e, "final sync of the log failed");
+                }
+                log.close();
+            }
+            Local::Closed => {}
+        }
+    }
+}
+
+/// What `GET /v1/cluster` shows of the cluster, as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub node: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: &'static str,
+    pub leader: Option<u64>,
+    pub leader_address: Option<String>,
+    pub term: u64,
+    /// The last entry in this node's replicated log, the last known committed, the last
+    /// applied to its broker log.
+    pub last_log_index: u64,
+    pub committed: u64,
+    pub applied: u64,
+    /// Whether this node runs the Space (it leads, and has caught up).
+    pub serving: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node of the membership.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub address: String,
+    pub voter: bool,
+    /// The last entry the leader knows this node holds, and how far behind the leader's log
+    /// that is (only on the leader).
+    pub matched: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+/// Follows this node's leadership, one change at a time, in order.
+async fn follow_leadership(
+    raft: Raft<C, StateMachine>,
+    sm: StateMachine,
+    open_space: OpenSpace,
+    mut events: mpsc::UnboundedReceiver<Leadership>,
+    live: watch::Sender<Option<Space>>,
+) {
+    let mut term: Option<Arc<RaftReplicator>> = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            Leadership::Start(leader) => {
+                let started = std::time::Instant::now();
+                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    tracing::info!(error = %e, "leadership not confirmed; not serving");
+                    continue;
+                }
+                let confirmed_ms = started.elapsed().as_millis() as u64;
+                let replicator = Arc::new(RaftReplicator::start(raft.clone(), leader));
+                match promote(&sm, &open_space, replicator.clone()).await {
+                    Ok(space) => {
+                        tracing::info!(
+                            confirmed_ms,
+                            opened_ms = started.elapsed().as_millis() as u64,
+                            "leading: the Space is open and delivering"
+                        );
+                        term = Some(replicator);
+                        live.send_replace(Some(space));
+                    }
+                    Err(e) => {
+                        replicator.stop();
+                        tracing::error!(error = %e, "cannot open the Space as leader; handing the leadership over");
+                        // Let another node lead: this one cannot serve.
+                        let me = *raft.node_id();
+                        if let Some(other) = raft.voter_ids().find(|v| *v != me) {
+                            let _ = raft.trigger().transfer_leader(other).await;
+                        }
+                    }
+                }
+            }
+            Leadership::Stop => {
+                if let Some(r) = term.take() {
+                    r.stop();
+                }
+                live.send_replace(None);
+                if let Err(e) = demote(&sm).await {
+                    tracing::error!(error = %e, "cannot reopen the broker log after leading");
+                }
+            }
+        }
+    }
+}
+
+/// Opens the Space on the broker log (as a restart does), under the state machine's lock.
+async fn promote(
+    sm: &StateMachine,
+    open_space: &OpenSpace,
+    replicator: Arc<RaftReplicator>,
+) -> Result<Space, String> {
+    let mut inner = sm.inner.lock().await;
+    let Local::Passive(log) = std::mem::replace(&mut inner.local, Local::Closed) else {
+        return Err("the broker log is not open".into());
+    };
+    log.sync().await.map_err(|e| e.to_string())?;
+    log.close();
+    let backend = inner.backend.clone();
+    let open = open_space.clone();
+    let opened = tokio::task::spawn_blocking(move || open(backend, replicator))
+        .await
+        .map_err(|e| e.to_string())?;
+    match opened {
+        Ok(space) => {
+            inner.local = Local::Live(space.clone());
+            Ok(space)
+        }
+        Err(e) => {
+            let (log, _) =
+                open_passive(&inner.backend, inner.storage.clone()).map_err(|e| e.to_string())?;
+            inner.local = Local::Passive(log);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Stops the Space at once and keeps the broker log alone.
+async fn demote(sm: &StateMachine) -> Result<(), String> {
+    let mut inner = sm.inner.lock().await;
+    if let Local::Live(space) = std::mem::replace(&mut inner.local, Local::Closed) {
+        tracing::info!("no longer leading: the Space stops");
+        space.shutdown(Duration::ZERO).await;
+    }
+    if matches!(inner.local, Local::Closed) {
+        let backend = inner.backend.clone();
+        let storage = inner.storage.clone();
+        let (log, _) = tokio::task::spawn_blocking(move || open_passive(&backend, storage))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        inner.local = Local::Passive(log);
+    }
+    Ok(())
+}

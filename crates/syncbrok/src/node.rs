@@ -1,0 +1,258 @@
+//! `serve --cluster`: the broker as one node of a cluster (see `crates/cluster`). Every node
+//! serves its peers (`/cluster/raft/…`, behind the shared secret) and `GET /v1/cluster`; the
+//! leader serves the API on its Space; any other node answers the API with a `307` to the
+//! leader (a client that follows redirects resends its request there), or a `503` while no
+//! leader is known.
+//!
+//! Data: the replicated log in `DATA/raft`, the broker log in `DATA/broker`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use space::{Replicator, Space};
+use storage::io::{Backend, FsBackend};
+use tower_service::Service;
+
+use crate::limits::{
+    CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS, CLUSTER_HEARTBEAT_DEFAULT_MS, CLUSTER_SEGMENT_BYTES,
+};
+
+/// The cluster flags of `serve`.
+#[derive(clap::Args, Default)]
+pub struct ClusterArgs {
+    /// Run as a node of a cluster: its id and the nodes come from these flags or the
+    /// `cluster:` section of the configuration.
+    #[arg(long, env = "SYNCBROK_CLUSTER")]
+    pub cluster: bool,
+    /// This node's id among --nodes, e.g. `--node-id 2`.
+    #[arg(long, env = "SYNCBROK_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Every node of the cluster, this one included: `ID=URL` separated by commas, each URL
+    /// where that node serves its API and its peers, e.g. `--nodes
+    /// 1=http://10.0.0.1:10000,2=http://10.0.0.2:10000,3=http://10.0.0.3:10000`.
+    #[arg(long, env = "SYNCBROK_NODES")]
+    pub nodes: Option<String>,
+    /// The secret every node sends its peers and requires of them.
+    #[arg(long, env = "SYNCBROK_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+}
+
+/// The cluster settings in force.
+pub struct ClusterSettings {
+    pub config: cluster::ClusterConfig,
+}
+
+fn parse_nodes(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut nodes = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .with_context(|| format!("--nodes: {part:?} is not ID=URL"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--nodes: {id:?} is not a node id"))?;
+        nodes.insert(id, url.trim().to_owned());
+    }
+    Ok(nodes)
+}
+
+fn check_url(id: u64, url: &str) -> anyhow::Result<()> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .with_context(|| format!("node {id}: {url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        anyhow::bail!(
+            "node {id}: {url:?} must be http://host:port (the peer transport is plain HTTP; put it on a private network)"
+        );
+    }
+    Ok(())
+}
+
+/// The cluster settings, when `--cluster` (or `SYNCBROK_CLUSTER`) asks for cluster mode.
+pub fn resolve(
+    args: &ClusterArgs,
+    file: Option<&frontend::config::ClusterSection>,
+) -> anyhow::Result<Option<ClusterSettings>> {
+    if !args.cluster {
+        return Ok(None);
+    }
+    let node_id = args
+        .node_id
+        .or(file.and_then(|f| f.node_id))
+        .context("--cluster needs a node id (--node-id, or cluster.node_id)")?;
+    let nodes = match &args.nodes {
+        Some(text) => parse_nodes(text)?,
+        None => file.map(|f| f.nodes.clone()).unwrap_or_default(),
+    };
+    if !nodes.contains_key(&node_id) {
+        anyhow::bail!("node {node_id} is not among the nodes (--nodes, or cluster.nodes)");
+    }
+    for (id, url) in &nodes {
+        check_url(*id, url)?;
+    }
+    let secret = args
+        .cluster_secret
+        .clone()
+        .or(file.and_then(|f| f.secret.clone()));
+    if secret.is_none() && nodes.len() > 1 {
+        tracing::warn!("no cluster secret: anyone who reaches this node's port can act as a peer");
+    }
+    let heartbeat = file
+        .and_then(|f| f.heartbeat)
+        .map_or(Duration::from_millis(CLUSTER_HEARTBEAT_DEFAULT_MS), |s| s.0);
+    let election = file.and_then(|f| f.election_timeout).map_or(
+        Duration::from_millis(CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS),
+        |s| s.0,
+    );
+    if heartbeat.is_zero() || election <= heartbeat {
+        anyhow::bail!("cluster.election_timeout must be longer than cluster.heartbeat");
+    }
+    Ok(Some(ClusterSettings {
+        config: cluster::ClusterConfig {
+            node_id,
+            nodes,
+            secret: secret.map(Arc::from),
+            heartbeat,
+            election_timeout: (election, election * 2),
+            segment_bytes: CLUSTER_SEGMENT_BYTES,
+        },
+    }))
+}
+
+/// Applies the configuration file's queues on a Space that has just opened.
+pub type Bootstrap =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// The API of the moment: the leader's, or none.
+type Live = Arc<RwLock<Option<Router>>>;
+
+/// Starts the node, and serves through `routes` until the server stops.
+pub async fn run(
+    settings: ClusterSettings,
+    data: &std::path::Path,
+    storage: storage::Config,
+    open: impl Fn(Arc<dyn Backend>, Arc<dyn Replicator>) -> Result<Space, space::OpenError>
+    + Send
+    + Sync
+    + 'static,
+    api: impl Fn(Space) -> Router + Send + Sync + 'static,
+    bootstrap: impl Fn(Space) -> Bootstrap + Send + Sync + 'static,
+    tokens: frontend::auth::Tokens,
+) -> anyhow::Result<(Arc<cluster::Node>, Router)> {
+    let open_dir = |name: &str| -> anyhow::Result<Arc<dyn Backend>> {
+        let dir = data.join(name);
+        Ok(Arc::new(FsBackend::open(&dir).with_context(|| {
+            format!("cannot open the data directory {}", dir.display())
+        })?))
+    };
+    let node = Arc::new(
+        cluster::Node::start(
+            settings.config,
+            open_dir("raft")?,
+            open_dir("broker")?,
+            storage,
+            Arc::new(open),
+        )
+        .await?,
+    );
+    let live: Live = Arc::new(RwLock::new(None));
+    tokio::spawn(follow_live(node.clone(), live.clone(), api, bootstrap));
+    let status = Router::new()
+        .route("/v1/cluster", get(status))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            frontend::auth::check,
+        ))
+        .with_state(node.clone());
+    let router = Router::new()
+        .fallback(forward)
+        .with_state(Forwarding {
+            node: node.clone(),
+            live,
+        })
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(status)
+        .merge(cluster::peer_routes(node.raft().clone(), node.secret()));
+    Ok((node, router))
+}
+
+/// Puts the leader's API in place when this node starts leading, and takes it away when it
+/// stops.
+async fn follow_live(
+    node: Arc<cluster::Node>,
+    live: Live,
+    api: impl Fn(Space) -> Router,
+    bootstrap: impl Fn(Space) -> Bootstrap,
+) {
+    let mut changes = node.live();
+    loop {
+        let space = changes.borrow_and_update().clone();
+        let router = match space {
+            Some(space) => {
+                if let Err(e) = bootstrap(space.clone()).await {
+                    tracing::error!(error = %e, "cannot apply the configuration file");
+                }
+                Some(api(space))
+            }
+            None => None,
+        };
+        *live.write().unwrap_or_else(|e| e.into_inner()) = router;
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Forwarding {
+    node: Arc<cluster::Node>,
+    live: Live,
+}
+
+async fn status(State(node): State<Arc<cluster::Node>>) -> Response {
+    axum::Json(node.status()).into_response()
+}
+
+/// The leader's API here, or a redirect to the leader.
+async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
+    let api = f.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(mut api) = api {
+        return match api.call(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+    }
+    let Some(leader) = f.node.leader_address() else {
+        let mut r = frontend::problem::Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader yet: the cluster is electing one",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let target = format!("{}{path}", leader.trim_end_matches('/'));
+    match HeaderValue::from_str(&target) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+            format!("the leader is at {leader}\n"),
+        )
+            .into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
