@@ -7,7 +7,9 @@
 //! - [`Node`]: a running node, its leadership followed, its status;
 //! - [`Peers`], [`peer_routes`]: the peer transport over HTTP.
 
+mod leadership;
 mod log_store;
+mod membership;
 mod node;
 mod peer;
 mod replicator;
@@ -15,6 +17,7 @@ mod state_machine;
 mod types;
 
 pub use log_store::LogStore;
+pub use membership::MembershipError;
 pub use node::{ClusterConfig, ClusterStatus, Node, NodeStatus, OpenSpace, StartError};
 pub use peer::{PEER_BODY_BYTES_MAX, Peers, SECRET_HEADER, peer_routes};
 pub use state_machine::StateMachine;

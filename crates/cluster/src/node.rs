@@ -1,30 +1,26 @@
 //! A cluster node: its replicated log, the state machine over its broker log, its peers, and
 //! the Space it runs while it leads.
 //!
-//! Leadership is followed by one task, in the order openraft reports it. On becoming the
-//! committed leader of a term, the node confirms its leadership and waits until every entry
-//! committed before is applied ([`Raft::ensure_linearizable`]), then opens the Space on its log
-//! and starts delivering. On losing it, the Space is stopped at once (dispatchers first, no
-//! grace) and the node keeps its log alone. Whoever serves the API watches [`Node::live`].
+//! Who runs the Space is decided in `leadership.rs`; whoever serves the API watches
+//! [`Node::live`].
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::alias::CommittedLeaderIdOf;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use space::{OpenError, Replicator, Space};
 use storage::io::Backend;
 use storage::raft::RaftLog;
 use tokio::sync::{mpsc, watch};
 
+use crate::leadership::{Follower, Leadership};
 use crate::log_store::LogStore;
 use crate::peer::Peers;
-use crate::replicator::RaftReplicator;
-use crate::state_machine::{Local, StateMachine, open_passive};
+use crate::state_machine::{Local, StateMachine};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -70,11 +66,6 @@ pub struct Node {
     sm: StateMachine,
     live: watch::Receiver<Option<Space>>,
     _leadership: openraft::WatchChangeHandle<C>,
-}
-
-enum Leadership {
-    Start(CommittedLeaderIdOf<C>),
-    Stop,
 }
 
 impl Node {
@@ -132,13 +123,15 @@ impl Node {
             },
         );
         let (set_live, live) = watch::channel(None);
-        tokio::spawn(follow_leadership(
-            raft.clone(),
-            sm.clone(),
+        let follower = Follower {
+            raft: raft.clone(),
+            sm: sm.clone(),
             open_space,
-            queue,
-            set_live,
-        ));
+            live: set_live,
+            quorum_timeout: config.election_timeout.1,
+            check_every: config.heartbeat,
+        };
+        tokio::spawn(follower.follow(queue));
 
         let first = config.nodes.keys().next().copied();
         if first == Some(config.node_id)
@@ -288,105 +281,55 @@ pub struct NodeStatus {
     pub lag: Option<u64>,
 }
 
-/// Follows this node's leadership, one change at a time, in order.
-async fn follow_leadership(
-    raft: Raft<C, StateMachine>,
-    sm: StateMachine,
-    open_space: OpenSpace,
-    mut events: mpsc::UnboundedReceiver<Leadership>,
-    live: watch::Sender<Option<Space>>,
-) {
-    let mut term: Option<Arc<RaftReplicator>> = None;
-    while let Some(event) = events.recv().await {
-        match event {
-            Leadership::Start(leader) => {
-                let started = std::time::Instant::now();
-                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    tracing::info!(error = %e, "leadership not confirmed; not serving");
-                    continue;
-                }
-                let confirmed_ms = started.elapsed().as_millis() as u64;
-                let replicator = Arc::new(RaftReplicator::start(raft.clone(), leader));
-                match promote(&sm, &open_space, replicator.clone()).await {
-                    Ok(space) => {
-                        tracing::info!(
-                            confirmed_ms,
-                            opened_ms = started.elapsed().as_millis() as u64,
-                            "leading: the Space is open and delivering"
-                        );
-                        term = Some(replicator);
-                        live.send_replace(Some(space));
-                    }
-                    Err(e) => {
-                        replicator.stop();
-                        tracing::error!(error = %e, "cannot open the Space as leader; handing the leadership over");
-                        // Let another node lead: this one cannot serve.
-                        let me = *raft.node_id();
-                        if let Some(other) = raft.voter_ids().find(|v| *v != me) {
-                            let _ = raft.trigger().transfer_leader(other).await;
-                        }
-                    }
-                }
+impl ClusterStatus {
+    /// The status as Prometheus metrics (text format), to follow the node's own `/metrics`.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP syncbrok_cluster_{name} {help}\n# TYPE syncbrok_cluster_{name} gauge\nsyncbrok_cluster_{name} {value}"
+            );
+        };
+        gauge("term", "The Raft term this node is in.", self.term);
+        gauge(
+            "leader",
+            "1 if this node leads and runs the Space, else 0.",
+            u64::from(self.serving),
+        );
+        gauge(
+            "last_log_index",
+            "The last entry in this node's replicated log.",
+            self.last_log_index,
+        );
+        gauge(
+            "commit_index",
+            "The last entry known committed.",
+            self.committed,
+        );
+        gauge(
+            "applied_index",
+            "The last entry written to this node's broker log.",
+            self.applied,
+        );
+        let lagging: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.lag.map(|lag| (n.id, lag)))
+            .collect();
+        if self.state == "leader" && !lagging.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP syncbrok_cluster_node_lag_entries How far each node's log is behind the leader's (on the leader).\n# TYPE syncbrok_cluster_node_lag_entries gauge"
+            );
+            for (id, lag) in lagging {
+                let _ = writeln!(
+                    out,
+                    "syncbrok_cluster_node_lag_entries{{node=\"{id}\"}} {lag}"
+                );
             }
-            Leadership::Stop => {
-                if let Some(r) = term.take() {
-                    r.stop();
-                }
-                live.send_replace(None);
-                if let Err(e) = demote(&sm).await {
-                    tracing::error!(error = %e, "cannot reopen the broker log after leading");
-                }
-            }
         }
+        out
     }
-}
-
-/// Opens the Space on the broker log (as a restart does), under the state machine's lock.
-async fn promote(
-    sm: &StateMachine,
-    open_space: &OpenSpace,
-    replicator: Arc<RaftReplicator>,
-) -> Result<Space, String> {
-    let mut inner = sm.inner.lock().await;
-    let Local::Passive(log) = std::mem::replace(&mut inner.local, Local::Closed) else {
-        return Err("the broker log is not open".into());
-    };
-    log.sync().await.map_err(|e| e.to_string())?;
-    log.close();
-    let backend = inner.backend.clone();
-    let open = open_space.clone();
-    let opened = tokio::task::spawn_blocking(move || open(backend, replicator))
-        .await
-        .map_err(|e| e.to_string())?;
-    match opened {
-        Ok(space) => {
-            inner.local = Local::Live(space.clone());
-            Ok(space)
-        }
-        Err(e) => {
-            let (log, _) =
-                open_passive(&inner.backend, inner.storage.clone()).map_err(|e| e.to_string())?;
-            inner.local = Local::Passive(log);
-            Err(e.to_string())
-        }
-    }
-}
-
-/// Stops the Space at once and keeps the broker log alone.
-async fn demote(sm: &StateMachine) -> Result<(), String> {
-    let mut inner = sm.inner.lock().await;
-    if let Local::Live(space) = std::mem::replace(&mut inner.local, Local::Closed) {
-        tracing::info!("no longer leading: the Space stops");
-        space.shutdown(Duration::ZERO).await;
-    }
-    if matches!(inner.local, Local::Closed) {
-        let backend = inner.backend.clone();
-        let storage = inner.storage.clone();
-        let (log, _) = tokio::task::spawn_blocking(move || open_passive(&backend, storage))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        inner.local = Local::Passive(log);
-    }
-    Ok(())
 }

@@ -82,9 +82,11 @@ impl Replicator for RaftReplicator {
             }
             match answer.await {
                 Ok(Ok(written)) => Ok(written.data.locations),
-                Ok(Err(openraft::errors::ClientWriteError::ForwardToLeader(_))) | Err(_) => {
-                    Err(ReplicationError::NotLeader)
-                }
+                Ok(Err(
+                    openraft::errors::ClientWriteError::ForwardToLeader(_)
+                    | openraft::errors::ClientWriteError::LogEntryDiscarded(_),
+                ))
+                | Err(_) => Err(ReplicationError::NotLeader),
                 Ok(Err(e)) => Err(ReplicationError::Failed(e.to_string())),
             }
         })

@@ -32,7 +32,7 @@ fn from_another_site(method: &Method, headers: &HeaderMap) -> bool {
     }
 }
 
-pub(crate) async fn refuse(request: Request, next: Next) -> Response {
+pub async fn refuse(request: Request, next: Next) -> Response {
     if from_another_site(request.method(), request.headers()) {
         return Problem::new(
             StatusCode::FORBIDDEN,

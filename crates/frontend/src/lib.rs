@@ -9,7 +9,7 @@ pub mod auth;
 mod batch;
 pub mod causality;
 pub mod config;
-mod cross_site;
+pub mod cross_site;
 pub mod deadline;
 mod events;
 #[doc(hidden)]

@@ -34,3 +34,8 @@ pub const CLUSTER_HEARTBEAT_DEFAULT_MS: u64 = 100;
 pub const CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS: u64 = 500;
 /// Segment size of a node's replicated log.
 pub const CLUSTER_SEGMENT_BYTES: u64 = storage::raft::RAFT_SEGMENT_BYTES_DEFAULT;
+/// The Space's `/metrics` text a cluster node reads before adding its own: far above what a
+/// Space of thousands of queues writes.
+pub const METRICS_BYTES_MAX: usize = 64 << 20;
+/// A node to add (`POST /v1/cluster/nodes`): an id and an address.
+pub const NEW_NODE_BYTES_MAX: usize = 4096;

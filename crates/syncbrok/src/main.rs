@@ -145,6 +145,9 @@ enum Command {
     /// one.
     #[command(subcommand)]
     Subscribers(client::SubscribersCommand),
+    /// A cluster's status and membership: `status`, `add-node`, `promote`, `remove-node`.
+    #[command(subcommand)]
+    Cluster(client::ClusterCommand),
     /// Print a completion script for a shell, e.g. `syncbrok completion bash >
     /// /etc/bash_completion.d/syncbrok`.
     Completion { shell: clap_complete::Shell },
@@ -697,6 +700,9 @@ fn main() -> std::process::ExitCode {
         }
         Command::Subscribers(c) => {
             runtime().and_then(|rt| rt.block_on(client::subscribers(&cli.target, c)))
+        }
+        Command::Cluster(c) => {
+            runtime().and_then(|rt| rt.block_on(client::cluster(&cli.target, c)))
         }
         Command::Completion { shell } => {
             use clap::CommandFactory;

@@ -15,13 +15,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use space::{Replicator, Space};
 use storage::io::{Backend, FsBackend};
 use tower_service::Service;
 
 use crate::limits::{
     CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS, CLUSTER_HEARTBEAT_DEFAULT_MS, CLUSTER_SEGMENT_BYTES,
+    METRICS_BYTES_MAX, NEW_NODE_BYTES_MAX,
 };
 
 /// The cluster flags of `serve`.
@@ -165,19 +166,25 @@ pub async fn run(
     );
     let live: Live = Arc::new(RwLock::new(None));
     tokio::spawn(follow_live(node.clone(), live.clone(), api, bootstrap));
+    let forwarding = Forwarding {
+        node: node.clone(),
+        live,
+    };
     let status = Router::new()
         .route("/v1/cluster", get(status))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster/nodes", post(add_node))
+        .route("/v1/cluster/nodes/{id}/promote", post(promote_node))
+        .route("/v1/cluster/nodes/{id}", delete(remove_node))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             frontend::auth::check,
         ))
-        .with_state(node.clone());
+        .layer(axum::middleware::from_fn(frontend::cross_site::refuse))
+        .with_state(forwarding.clone());
     let router = Router::new()
         .fallback(forward)
-        .with_state(Forwarding {
-            node: node.clone(),
-            live,
-        })
+        .with_state(forwarding)
         .route("/healthz", get(|| async { "ok" }))
         .merge(status)
         .merge(cluster::peer_routes(node.raft().clone(), node.secret()));
@@ -217,34 +224,121 @@ struct Forwarding {
     live: Live,
 }
 
-async fn status(State(node): State<Arc<cluster::Node>>) -> Response {
-    axum::Json(node.status()).into_response()
+async fn status(State(f): State<Forwarding>) -> Response {
+    axum::Json(f.node.status()).into_response()
 }
 
-/// The leader's API here, or a redirect to the leader.
-async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
+/// The node's cluster metrics, after the Space's while it leads.
+async fn metrics(State(f): State<Forwarding>, request: Request) -> Response {
+    let mut text = String::new();
     let api = f.live.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(mut api) = api {
-        return match api.call(request).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+        let Ok(space) = api.call(request).await;
+        if space.status() != StatusCode::OK {
+            return space;
+        }
+        match axum::body::to_bytes(space.into_body(), METRICS_BYTES_MAX).await {
+            Ok(bytes) => text = String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
     }
-    let Some(leader) = f.node.leader_address() else {
-        let mut r = frontend::problem::Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leader yet: the cluster is electing one",
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+    text.push_str(&f.node.status().prometheus());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// A node to add: `POST /v1/cluster/nodes`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    id: u64,
+    /// Where it serves its API and its peers, `http://host:port`.
+    address: String,
+}
+
+async fn add_node(State(f): State<Forwarding>, request: Request) -> Response {
+    let path = path_of(&request);
+    let body = match axum::body::to_bytes(request.into_body(), NEW_NODE_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
     };
-    let path = request
+    let new: NewNode = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &format!("invalid node: {e}")),
+    };
+    if let Err(e) = check_url(new.id, &new.address) {
+        return problem(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let done = f.node.add_learner(new.id, &new.address).await;
+    membership_answer(&f, done, &path, StatusCode::CREATED)
+}
+
+async fn promote_node(
+    State(f): State<Forwarding>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    request: Request,
+) -> Response {
+    let done = f.node.promote(id).await;
+    membership_answer(&f, done, &path_of(&request), StatusCode::OK)
+}
+
+async fn remove_node(
+    State(f): State<Forwarding>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    request: Request,
+) -> Response {
+    let done = f.node.remove(id).await;
+    membership_answer(&f, done, &path_of(&request), StatusCode::OK)
+}
+
+fn path_of(request: &Request) -> String {
+    request
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
-        .to_owned();
+        .to_owned()
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    frontend::problem::Problem::new(status, detail).into_response()
+}
+
+/// The status after a membership change, or why it did not happen (a follower sends the
+/// client to the leader).
+fn membership_answer(
+    f: &Forwarding,
+    done: Result<(), cluster::MembershipError>,
+    path: &str,
+    ok: StatusCode,
+) -> Response {
+    use cluster::MembershipError as E;
+    match done {
+        Ok(()) => (ok, axum::Json(f.node.status())).into_response(),
+        Err(E::NotLeader { leader: Some(l) }) => redirect(&l, path),
+        Err(E::NotLeader { leader: None }) => no_leader(),
+        Err(E::Refused(why)) => problem(StatusCode::CONFLICT, &why),
+        Err(E::Failed(why)) => problem(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
+}
+
+fn no_leader() -> Response {
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no leader yet: the cluster is electing one",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// A `307` to the same path on the leader.
+fn redirect(leader: &str, path: &str) -> Response {
     let target = format!("{}{path}", leader.trim_end_matches('/'));
     match HeaderValue::from_str(&target) {
         Ok(location) => (
@@ -253,6 +347,19 @@ async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
             format!("the leader is at {leader}\n"),
         )
             .into_response(),
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => no_leader(),
+    }
+}
+
+/// The leader's API here, or a redirect to the leader.
+async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
+    let api = f.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(mut api) = api {
+        let Ok(response) = api.call(request).await;
+        return response;
+    }
+    match f.node.leader_address() {
+        Some(leader) => redirect(&leader, &path_of(&request)),
+        None => no_leader(),
     }
 }

@@ -30,6 +30,9 @@ const PUBLISHERS: usize = 4;
 const CHAIN: usize = 5;
 const SECRET: &str = "cluster-test-secret";
 
+/// One cluster at a time: each is three or four processes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// (message id, subscriber, arrival number, when)
 type Arrivals = Arc<Mutex<Vec<(String, usize, u64, Instant)>>>;
@@ -123,8 +126,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn nodes_flag(&self) -> String {
-        self.ports
+    /// `--nodes` for the first `count` nodes.
+    fn nodes_flag(&self, count: usize) -> String {
+        self.ports[..count]
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1))
@@ -132,25 +136,57 @@ impl Cluster {
             .join(",")
     }
 
+    fn new(nodes: usize) -> Cluster {
+        let cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            ports: free_ports(nodes),
+        };
+        // Small broker segments: a node opens its log again on each change of leadership.
+        std::fs::File::create(cluster.dir.path().join("syncbrok.yml"))
+            .unwrap()
+            .write_all(b"storage:\n  segment_bytes: 1048576\n")
+            .unwrap();
+        cluster
+    }
+
     fn url(&self, node: usize) -> String {
         format!("http://127.0.0.1:{}", self.ports[node - 1])
     }
 
-    /// Starts node `node` (1-based) and waits for it to listen.
+    /// Starts node `node` (1-based) of the first three, and waits for it to listen.
     fn start(&self, node: usize) -> Broker {
+        self.start_among(node, 3)
+    }
+
+    /// Starts node `node` knowing the first `count` nodes.
+    fn start_among(&self, node: usize, count: usize) -> Broker {
         let config = self.dir.path().join("syncbrok.yml");
         let mut command = Command::new(env!("CARGO_BIN_EXE_syncbrok"));
         command
             .args(["serve", "--cluster", "--node-id", &node.to_string()])
-            .args(["--nodes", &self.nodes_flag()])
+            .args(["--nodes", &self.nodes_flag(count)])
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[node - 1])])
             .arg("--data")
             .arg(self.dir.path().join(format!("node{node}")))
             .arg("--config")
             .arg(&config)
             .env("SYNCBROK_CLUSTER_SECRET", SECRET)
-            .stderr(Stdio::null());
-        common::start(command)
+            .env("RUST_LOG", "info,openraft=warn");
+        let log = self.dir.path().join(format!("node{node}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        command.stderr(Stdio::from(file));
+        let started =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| common::start(command)));
+        started.unwrap_or_else(|_| {
+            panic!(
+                "node {node} did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
     }
 }
 
@@ -226,15 +262,8 @@ async fn publisher(n: usize, urls: Vec<String>, stop: Arc<AtomicBool>, accepted:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_loses_no_acknowledged_message_and_breaks_no_chain() {
-    let cluster = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        ports: free_ports(3),
-    };
-    // Small broker segments: a node opens its log again on each change of leadership.
-    std::fs::File::create(cluster.dir.path().join("syncbrok.yml"))
-        .unwrap()
-        .write_all(b"storage:\n  segment_bytes: 1048576\n")
-        .unwrap();
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::new(3);
     let mut nodes: HashMap<usize, Broker> = HashMap::new();
     for n in 1..=3 {
         nodes.insert(n, cluster.start(n));
@@ -401,6 +430,122 @@ async fn a_killed_leader_loses_no_acknowledged_message_and_breaks_no_chain() {
         "a new leader took {delivering_after:?} to deliver"
     );
     for (_, node) in nodes {
+        tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+    }
+}
+
+/// The CLI against `url`: its JSON output, or why it failed.
+fn cli_json(url: &str, args: &[&str]) -> Value {
+    let (ok, out, err) = common::cli(url, args, "");
+    assert!(ok, "syncbrok {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_through_any_node_and_every_node_reports_its_metrics() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::new(4);
+    let mut nodes: Vec<Broker> = (1..=3).map(|n| cluster.start(n)).collect();
+    let http = client();
+    let leader = serving_leader(&http, &cluster, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let via = cluster.url(follower);
+
+    // Node 4 starts knowing the others, and joins as a learner, then as a voter: the CLI asks
+    // a follower, which sends it to the leader.
+    nodes.push(cluster.start_among(4, 4));
+    let address = cluster.url(4);
+    let added = tokio::task::spawn_blocking({
+        let via = via.clone();
+        move || cli_json(&via, &["cluster", "add-node", "4", &address])
+    })
+    .await
+    .unwrap();
+    let four = added["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == 4);
+    assert_eq!(
+        four.map(|n| n["voter"].clone()),
+        Some(Value::Bool(false)),
+        "{added}"
+    );
+    let promoted = tokio::task::spawn_blocking({
+        let via = via.clone();
+        move || cli_json(&via, &["cluster", "promote", "4"])
+    })
+    .await
+    .unwrap();
+    let voters = promoted["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["voter"] == true)
+        .count();
+    assert_eq!(voters, 4, "{promoted}");
+    // The new voter holds the log: its status says it follows the leader, caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(&http, &cluster.url(4)).await.unwrap();
+        let lead = status(&http, &cluster.url(leader)).await.unwrap();
+        if s["leader"] == leader && s["applied"] == lead["committed"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 did not catch up: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Adding it again is refused; removing it leaves three voters.
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let via = via.clone();
+        let address = cluster.url(4);
+        move || common::cli(&via, &["cluster", "add-node", "4", &address], "")
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("voter already"), "{err}");
+    let removed = tokio::task::spawn_blocking({
+        let via = via.clone();
+        move || cli_json(&via, &["cluster", "remove-node", "4"])
+    })
+    .await
+    .unwrap();
+    let left: Vec<u64> = removed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(left, vec![1, 2, 3], "{removed}");
+
+    // Every node reports the cluster in its metrics; the leader the Space's too.
+    for n in 1..=3 {
+        let (code, body) = call(
+            &http,
+            Method::GET,
+            &format!("{}/metrics", cluster.url(n)),
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, StatusCode::OK);
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\nsyncbrok_cluster_term "), "{text}");
+        let serving = if n == leader { 1 } else { 0 };
+        assert!(
+            text.contains(&format!("\nsyncbrok_cluster_leader {serving}\n")),
+            "node {n}: {text}"
+        );
+        assert_eq!(
+            text.contains("syncbrok_log_fsyncs_total"),
+            n == leader,
+            "node {n}"
+        );
+    }
+    for node in nodes {
         tokio::task::spawn_blocking(move || node.terminate())
             .await
             .unwrap();

@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+mod cluster;
 mod dead_letters;
 mod messages;
 mod output;
@@ -17,6 +18,7 @@ mod publish;
 mod queues;
 mod subscribers;
 mod tail;
+pub use cluster::{ClusterCommand, cluster};
 pub use dead_letters::{DeadLettersCommand, dead_letters};
 pub use messages::{
     LineageArgs, MessageArgs, MessageCommand, ReplayArgs, explain, lineage, message, replay,
@@ -233,27 +235,51 @@ async fn send(
         .enable_http1()
         .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let url = format!("{base}{path}");
-    let mut req = hyper::Request::builder().method(method).uri(&url);
-    if let Some(t) = &target.token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    let mut url = format!("{base}{path}");
+    // A cluster node that does not lead answers 307 with the leader's URL: the request goes
+    // there (a few hops at most, during an election).
+    for _ in 0..=REDIRECTS_MAX {
+        let mut req = hyper::Request::builder().method(method.clone()).uri(&url);
+        if let Some(t) = &target.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let request = req
+            .body(Full::new(body.clone()))
+            .with_context(|| format!("cannot make a request to {url}"))?;
+        let response = client.request(request).await.map_err(|e| {
+            failure(
+                FailureKind::Unavailable,
+                format!(
+                    "cannot reach {url}: {} (is the broker running at {base}? --url or SYNCBROK_URL names it)",
+                    handler::error_chain(&e)
+                ),
+            )
+        })?;
+        let redirected = matches!(
+            response.status(),
+            hyper::StatusCode::TEMPORARY_REDIRECT | hyper::StatusCode::PERMANENT_REDIRECT
+        );
+        match response.headers().get(hyper::header::LOCATION) {
+            Some(location) if redirected => {
+                url = location
+                    .to_str()
+                    .context("a redirect to an unreadable location")?
+                    .to_owned();
+            }
+            _ => return Ok(response),
+        }
     }
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let request = req
-        .body(Full::new(body))
-        .with_context(|| format!("cannot make a request to {url}"))?;
-    client.request(request).await.map_err(|e| {
-        failure(
-            FailureKind::Unavailable,
-            format!(
-                "cannot reach {url}: {} (is the broker running at {base}? --url or SYNCBROK_URL names it)",
-                handler::error_chain(&e)
-            ),
-        )
-    })
+    Err(failure(
+        FailureKind::Unavailable,
+        format!("more than {REDIRECTS_MAX} redirects from {base}{path}"),
+    ))
 }
+
+/// Redirects followed per request (a cluster's followers send requests to the leader).
+const REDIRECTS_MAX: usize = 3;
 
 /// Fails with the problem's detail unless the answer is a success.
 fn check(a: &Answer) -> anyhow::Result<()> {
