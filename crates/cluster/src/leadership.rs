@@ -2,11 +2,11 @@
 //! order openraft reports it.
 //!
 //! - **Serving**: on becoming the committed leader of a term, the node confirms its leadership
-//!   and waits until every entry committed before it is applied to its broker log
-//!   ([`Raft::ensure_linearizable`]), then opens the Space on that log (the same replay as a
-//!   restart) and starts delivering. Its changes are proposed for that term only.
+//!   and waits until every entry committed before it is applied ([`Raft::ensure_linearizable`]),
+//!   then opens its Space again as the leader's (the same replay as a restart, from the latest
+//!   checkpoint) and starts delivering. Its changes are proposed for that term only.
 //! - **Stopping**: when the leadership ends, the Space stops at once (dispatchers first, no
-//!   grace; its memory may hold acks that never committed) and the node keeps its log alone.
+//!   grace; its changes under way fail) and opens again as a follower's.
 //! - **A leader cut off from the others stops delivering** once no majority has answered it for
 //!   the longest election timeout (the others may have elected a new leader by then; openraft
 //!   itself keeps an isolated leader leading). It serves again if a majority answers again
@@ -18,27 +18,27 @@ use std::time::Duration;
 use openraft::alias::CommittedLeaderIdOf;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Raft, ReadPolicy, ServerState};
-use space::Space;
-use tokio::sync::{mpsc, watch};
+use space::{Role, Space};
+use tokio::sync::mpsc;
 
-use crate::node::OpenSpace;
 use crate::replicator::RaftReplicator;
-use crate::state_machine::{Local, StateMachine, open_passive};
+use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
 
-/// What openraft reported of this node's leadership.
+/// What openraft reported of this node's leadership, or what the state machine found.
 pub(crate) enum Leadership {
     Start(CommittedLeaderIdOf<C>),
     Stop,
+    /// The leader's log took records its Space did not propose (left over from an earlier
+    /// Space of this node in the same term): its memory must be rebuilt from the log.
+    Resync,
 }
 
 pub(crate) struct Follower {
     pub raft: Raft<C, StateMachine>,
     pub sm: StateMachine,
-    pub open_space: OpenSpace,
-    pub live: watch::Sender<Option<Space>>,
     /// How long a leader may go without a majority's answer before it stops delivering.
     pub quorum_timeout: Duration,
     /// How often that is checked.
@@ -52,8 +52,9 @@ struct Standing {
     leading: Option<CommittedLeaderIdOf<C>>,
     /// The proposing end of the Space it runs, while it runs one.
     serving: Option<Arc<RaftReplicator>>,
-    /// It stopped serving for want of a majority (and may serve again with one).
-    cut_off: bool,
+    /// It leads but does not serve (no majority answered it, or opening failed): it tries
+    /// again at each check.
+    retry: bool,
 }
 
 impl Follower {
@@ -67,13 +68,19 @@ impl Follower {
                     None => return,
                     Some(Leadership::Start(leader)) => {
                         standing.leading = Some(leader);
-                        standing.cut_off = false;
                         self.serve(&mut standing, leader).await;
                     }
                     Some(Leadership::Stop) => {
                         standing.leading = None;
-                        standing.cut_off = false;
+                        standing.retry = false;
                         self.stop_serving(&mut standing, "no longer leading").await;
+                    }
+                    Some(Leadership::Resync) => {
+                        if let Some(leader) = standing.leading
+                            && standing.serving.is_some()
+                        {
+                            self.serve(&mut standing, leader).await;
+                        }
                     }
                 },
                 _ = tick.tick() => self.check_quorum(&mut standing).await,
@@ -81,8 +88,13 @@ impl Follower {
         }
     }
 
-    /// Whether this node leads but no majority answered it for too long.
+    /// Whether this node leads but no majority answered it for too long. A lone voter is its
+    /// own majority.
     fn quorum_lost(&self) -> bool {
+        let me = *self.raft.node_id();
+        if self.raft.voter_ids().all(|v| v == me) {
+            return false;
+        }
         let m = self.raft.metrics().borrow_watched().clone();
         m.state == ServerState::Leader
             && m.last_quorum_acked
@@ -91,39 +103,65 @@ impl Follower {
 
     async fn check_quorum(&self, standing: &mut Standing) {
         if standing.serving.is_some() && self.quorum_lost() {
-            standing.cut_off = true;
+            standing.retry = true;
             self.stop_serving(standing, "no majority answers this leader")
                 .await;
-        } else if standing.cut_off
+        } else if standing.retry
             && standing.serving.is_none()
             && let Some(leader) = standing.leading
             && !self.quorum_lost()
         {
-            standing.cut_off = false;
             self.serve(standing, leader).await;
+        }
+    }
+
+    /// Waits until every entry in this node's log, as it is now, is applied: entries an
+    /// earlier Space of this node proposed in this very term (before it lost its majority, or
+    /// before a restart that kept the leadership) are then in the log the Space opens on.
+    async fn caught_up(&self) -> bool {
+        let last = self.raft.metrics().borrow_watched().last_log_index;
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout * 4;
+        loop {
+            let m = self.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader {
+                return false;
+            }
+            if m.last_applied.map(|l| l.index) >= last {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(self.check_every / 4).await;
         }
     }
 
     async fn serve(&self, standing: &mut Standing, leader: CommittedLeaderIdOf<C>) {
         if standing.serving.is_some() {
-            self.stop_serving(standing, "a new term").await;
+            self.stop_serving(standing, "its Space starts again").await;
         }
+        // Until it serves, it tries again at each check.
+        standing.retry = true;
         let started = std::time::Instant::now();
         if let Err(e) = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            tracing::info!(error = %e, "leadership not confirmed; not serving");
+            tracing::info!(error = %e, "leadership not confirmed; not serving yet");
+            return;
+        }
+        if !self.caught_up().await {
+            tracing::info!("its own log not applied yet; not serving yet");
             return;
         }
         let confirmed_ms = started.elapsed().as_millis() as u64;
         let replicator = Arc::new(RaftReplicator::start(self.raft.clone(), leader));
-        match promote(&self.sm, &self.open_space, replicator.clone()).await {
-            Ok(space) => {
+        match promote(&self.sm, replicator.clone()).await {
+            Ok(_) => {
                 tracing::info!(
                     confirmed_ms,
                     opened_ms = started.elapsed().as_millis() as u64,
                     "leading: the Space is open and delivering"
                 );
                 standing.serving = Some(replicator);
-                self.live.send_replace(Some(space));
+                standing.retry = false;
             }
             Err(e) => {
                 replicator.stop();
@@ -142,58 +180,27 @@ impl Follower {
         };
         tracing::info!(why, "the Space stops");
         replicator.stop();
-        self.live.send_replace(None);
         if let Err(e) = demote(&self.sm).await {
             tracing::error!(error = %e, "cannot reopen the broker log after leading");
         }
     }
 }
 
-/// Opens the Space on the broker log (as a restart does), under the state machine's lock.
-async fn promote(
-    sm: &StateMachine,
-    open_space: &OpenSpace,
-    replicator: Arc<RaftReplicator>,
-) -> Result<Space, String> {
+/// Opens the Space again as the leader's, under the state machine's lock.
+async fn promote(sm: &StateMachine, replicator: Arc<RaftReplicator>) -> Result<Space, String> {
     let mut inner = sm.inner.lock().await;
-    let Local::Passive(log) = std::mem::replace(&mut inner.local, Local::Closed) else {
-        return Err("the broker log is not open".into());
-    };
-    log.sync().await.map_err(|e| e.to_string())?;
-    log.close();
-    let backend = inner.backend.clone();
-    let open = open_space.clone();
-    let opened = tokio::task::spawn_blocking(move || open(backend, replicator))
+    inner
+        .reopen(Role::Leader(replicator))
         .await
-        .map_err(|e| e.to_string())?;
-    match opened {
-        Ok(space) => {
-            inner.local = Local::Live(space.clone());
-            Ok(space)
-        }
-        Err(e) => {
-            let (log, _) =
-                open_passive(&inner.backend, inner.storage.clone()).map_err(|e| e.to_string())?;
-            inner.local = Local::Passive(log);
-            Err(e.to_string())
-        }
-    }
+        .map_err(|e| e.to_string())
 }
 
-/// Stops the Space at once and keeps the broker log alone.
+/// Stops the leader's Space at once and opens it again as a follower's.
 async fn demote(sm: &StateMachine) -> Result<(), String> {
     let mut inner = sm.inner.lock().await;
-    if let Local::Live(space) = std::mem::replace(&mut inner.local, Local::Closed) {
-        space.shutdown(Duration::ZERO).await;
-    }
-    if matches!(inner.local, Local::Closed) {
-        let backend = inner.backend.clone();
-        let storage = inner.storage.clone();
-        let (log, _) = tokio::task::spawn_blocking(move || open_passive(&backend, storage))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        inner.local = Local::Passive(log);
-    }
-    Ok(())
+    inner
+        .reopen(Role::Follower)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -20,5 +20,5 @@ pub use log_store::LogStore;
 pub use membership::MembershipError;
 pub use node::{ClusterConfig, ClusterStatus, Node, NodeStatus, OpenSpace, StartError};
 pub use peer::{PEER_BODY_BYTES_MAX, Peers, SECRET_HEADER, peer_routes};
-pub use state_machine::StateMachine;
+pub use state_machine::{Serving, StateMachine};
 pub use types::{Applied, Command, TypeConfig};

@@ -2,7 +2,7 @@
 //! the Space it runs while it leads.
 //!
 //! Who runs the Space is decided in `leadership.rs`; whoever serves the API watches
-//! [`Node::live`].
+//! [`Node::serving`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,7 +12,12 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use space::{OpenError, Replicator, Space};
+use space::{OpenError, Role, Space};
+
+/// Entries sent to a peer in one request.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// How long sending or installing a snapshot may take.
+const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 60_000;
 use storage::io::Backend;
 use storage::raft::RaftLog;
 use tokio::sync::{mpsc, watch};
@@ -20,14 +25,13 @@ use tokio::sync::{mpsc, watch};
 use crate::leadership::{Follower, Leadership};
 use crate::log_store::LogStore;
 use crate::peer::Peers;
-use crate::state_machine::{Local, StateMachine};
+use crate::state_machine::{Serving, StateMachine};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
 
-/// Opens the Space on a node's broker log, proposing through the replicator it is given.
-pub type OpenSpace =
-    Arc<dyn Fn(Arc<dyn Backend>, Arc<dyn Replicator>) -> Result<Space, OpenError> + Send + Sync>;
+/// Opens the Space on a node's broker log, in a role.
+pub type OpenSpace = Arc<dyn Fn(Arc<dyn Backend>, Role) -> Result<Space, OpenError> + Send + Sync>;
 
 /// A node's place in the cluster.
 #[derive(Clone)]
@@ -42,6 +46,11 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     /// Segment size of the replicated log.
     pub segment_bytes: u64,
+    /// A snapshot is taken after this many entries; the replicated log then keeps the last
+    /// [`ClusterConfig::entries_kept`] before it (for a follower a little behind), and drops
+    /// the rest.
+    pub snapshot_entries: u64,
+    pub entries_kept: u64,
 }
 
 /// Could not start a node.
@@ -64,19 +73,18 @@ pub struct Node {
     raft: Raft<C, StateMachine>,
     config: ClusterConfig,
     sm: StateMachine,
-    live: watch::Receiver<Option<Space>>,
+    serving: watch::Receiver<Option<Serving>>,
     _leadership: openraft::WatchChangeHandle<C>,
 }
 
 impl Node {
     /// Starts node `config.node_id` on its replicated log (`raft_backend`) and its broker log
-    /// (`broker_backend`). The node with the smallest id starts a new cluster of `nodes` when
-    /// its log is empty.
+    /// (`broker_backend`, on which `open_space` opens the Space). The node with the smallest
+    /// id starts a new cluster of `nodes` when its log is empty.
     pub async fn start(
         config: ClusterConfig,
         raft_backend: Arc<dyn Backend>,
         broker_backend: Arc<dyn Backend>,
-        broker_storage: storage::Config,
         open_space: OpenSpace,
     ) -> Result<Node, StartError> {
         if !config.nodes.contains_key(&config.node_id) {
@@ -87,19 +95,23 @@ impl Node {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.0.as_millis() as u64,
             election_timeout_max: config.election_timeout.1.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            max_in_snapshot_log_to_keep: config.entries_kept,
+            // Entries per request to a peer: a few large messages stay within what a peer
+            // takes in one request.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // A snapshot goes whole, in one request: time enough for a large one.
+            install_snapshot_timeout: SNAPSHOT_SEND_TIMEOUT_MS,
             ..Config::default()
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let log = LogStore::new(RaftLog::open(raft_backend, config.segment_bytes)?);
-        let sm = tokio::task::spawn_blocking({
-            let backend = broker_backend.clone();
-            move || StateMachine::open(backend, broker_storage)
-        })
-        .await
-        .map_err(|e| StartError::Broker(io::Error::other(e)))?
-        .map_err(StartError::Broker)?;
+        let (set_serving, serving) = watch::channel(None);
+        let (events, queue) = mpsc::unbounded_channel();
+        let sm = StateMachine::open(broker_backend, open_space, set_serving, events.clone())
+            .await
+            .map_err(StartError::Broker)?;
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -110,7 +122,6 @@ impl Node {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let (events, queue) = mpsc::unbounded_channel();
         let (starting, stopping) = (events.clone(), events);
         let leadership = raft.on_leader_change(
             move |leader| {
@@ -122,12 +133,9 @@ impl Node {
                 async {}
             },
         );
-        let (set_live, live) = watch::channel(None);
         let follower = Follower {
             raft: raft.clone(),
             sm: sm.clone(),
-            open_space,
-            live: set_live,
             quorum_timeout: config.election_timeout.1,
             check_every: config.heartbeat,
         };
@@ -153,18 +161,37 @@ impl Node {
             raft,
             config,
             sm,
-            live,
+            serving,
             _leadership: leadership,
         })
     }
 
-    /// The Space while this node leads, `None` otherwise.
-    pub fn live(&self) -> watch::Receiver<Option<Space>> {
-        self.live.clone()
+    /// The Space this node serves from (the leader's, or a follower's for reads); `None` while
+    /// it switches.
+    pub fn serving(&self) -> watch::Receiver<Option<Serving>> {
+        self.serving.clone()
     }
 
     pub fn raft(&self) -> &Raft<C, StateMachine> {
         &self.raft
+    }
+
+    /// Resolves when Raft stops for good on an error it cannot get past (the replicated log or
+    /// the broker log failing): this node can then do nothing but report it. Never resolves
+    /// for a stop asked for ([`Node::shutdown`]).
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let state = metrics.borrow_watched().running_state.clone();
+            match state {
+                Err(openraft::error::Fatal::Stopped) => std::future::pending::<()>().await,
+                Err(fatal) => return fatal.to_string(),
+                Ok(()) => {}
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The secret peers send and require.
@@ -226,27 +253,24 @@ impl Node {
             last_log_index: last,
             committed: index(m.cluster_committed.as_ref()),
             applied: index(m.last_applied.as_ref()),
-            serving: self.live.borrow().is_some(),
+            snapshot: index(m.snapshot.as_ref()),
+            purged: index(m.purged.as_ref()),
+            serving: self.serving.borrow().as_ref().is_some_and(|s| s.leading),
             nodes,
         }
     }
 
-    /// Stops the Space if it runs, then Raft.
+    /// Stops the Space first, letting deliveries under way finish for up to `grace` (their
+    /// acks still commit), then Raft.
     pub async fn shutdown(&self, grace: Duration) {
+        let serving = self.serving.borrow().clone();
+        if let Some(s) = serving {
+            s.space.shutdown(grace).await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft did not stop cleanly");
         }
-        let mut inner = self.sm.inner.lock().await;
-        match std::mem::replace(&mut inner.local, Local::Closed) {
-            Local::Live(space) => space.shutdown(grace).await,
-            Local::Passive(log) => {
-                if let Err(e) = log.sync().await {
-                    tracing::error!(error = %e, "final sync of the log failed");
-                }
-                log.close();
-            }
-            Local::Closed => {}
-        }
+        self.sm.inner.lock().await.close(Duration::ZERO).await;
     }
 }
 
@@ -264,7 +288,11 @@ pub struct ClusterStatus {
     pub last_log_index: u64,
     pub committed: u64,
     pub applied: u64,
-    /// Whether this node runs the Space (it leads, and has caught up).
+    /// The entry the latest snapshot stands for, and the last entry dropped from the replicated
+    /// log (entries up to it are only in snapshots).
+    pub snapshot: u64,
+    pub purged: u64,
+    /// Whether this node runs the Space as the leader (it leads, and has caught up).
     pub serving: bool,
     pub nodes: Vec<NodeStatus>,
 }

@@ -32,6 +32,7 @@ use openraft::{BasicNode, OptionalSend, Raft, Snapshot};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::types::Command;
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
@@ -149,7 +150,7 @@ impl RaftNetworkV2<C> for Peer {
         cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let request = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let request = (vote, snapshot.meta, Command(snapshot.snapshot.into_inner()));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             answer = self.call("snapshot", &request, option.hard_ttl()) => Ok(answer?),
@@ -221,7 +222,7 @@ where
         .route(
             "/cluster/raft/snapshot",
             post(|State(raft): State<Raft<C, SM>>, body: Bytes| async move {
-                answer(&body, |(vote, meta, data)| async move {
+                answer(&body, |(vote, meta, Command(data))| async move {
                     let snapshot = Snapshot {
                         meta,
                         snapshot: Cursor::new(data),

@@ -1,7 +1,7 @@
 //! How the leader's Space proposes its records: one entry per change, submitted to openraft in
 //! the order the Space proposed them (one channel, one task submitting), each only while this
 //! node still leads the term it was elected for. A change waits for its entry to be applied
-//! here; an ack does not wait.
+//! here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use openraft::Raft;
 use openraft::alias::{CommittedLeaderIdOf, WriteResponderOf};
 use openraft::impls::ProgressResponder;
 use space::{Proposal, ReplicationError, Replicator};
-use storage::{Ack, Record};
+use storage::Record;
 use tokio::sync::mpsc;
 
 use crate::state_machine::StateMachine;
@@ -90,11 +90,5 @@ impl Replicator for RaftReplicator {
                 Ok(Err(e)) => Err(ReplicationError::Failed(e.to_string())),
             }
         })
-    }
-
-    fn propose_ack(&self, ack: Ack) {
-        if !self.submit(&[Record::Acked { acks: vec![ack] }], None) {
-            tracing::debug!(message = %ack.message, "an ack after the term ended; the next leader delivers the message again");
-        }
     }
 }

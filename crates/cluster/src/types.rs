@@ -12,7 +12,7 @@ openraft::declare_raft_types!(
 );
 
 /// What the leader replicates: the broker's records of one change, encoded as its log encodes
-/// them (the Space applies them as replay does).
+/// them (the Space applies them as replay does). Also how a snapshot's bytes travel to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command(pub Vec<u8>);
 

@@ -54,6 +54,9 @@ pub struct ClusterSection {
     /// A follower that hears no leader for this long (up to twice as long, at random) starts
     /// an election.
     pub election_timeout: Option<Span>,
+    /// A snapshot of the state is taken after this many entries of the replicated log, which
+    /// then keeps a quarter of that many before it and drops the rest.
+    pub snapshot_entries: Option<u64>,
 }
 
 impl std::fmt::Debug for ClusterSection {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for ClusterSection {
             .field("nodes", &self.nodes)
             .field("heartbeat", &self.heartbeat)
             .field("election_timeout", &self.election_timeout)
+            .field("snapshot_entries", &self.snapshot_entries)
             .finish_non_exhaustive()
     }
 }

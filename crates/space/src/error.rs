@@ -54,10 +54,9 @@ pub enum JournalError {
     TooLarge(storage::TooLarge),
     #[error(transparent)]
     Replication(#[from] crate::replication::ReplicationError),
-    /// Checkpoints and reclaiming are not done on a cluster node's own log (its replicated log
-    /// keeps every entry).
-    #[error("a cluster node does not reclaim its log")]
-    Replicated,
+    /// A record the replicated log committed cannot be applied (data of another build).
+    #[error("a committed record cannot be applied: {0}")]
+    Apply(String),
 }
 
 impl From<storage::AppendError> for JournalError {
@@ -80,7 +79,8 @@ impl Classify for JournalError {
             JournalError::Poisoned(_) | JournalError::ShuttingDown => ErrorKind::Unavailable,
             JournalError::Io(_) => ErrorKind::Internal,
             JournalError::TooLarge(_) => ErrorKind::TooLarge,
-            JournalError::Replication(_) | JournalError::Replicated => ErrorKind::Unavailable,
+            JournalError::Replication(_) => ErrorKind::Unavailable,
+            JournalError::Apply(_) => ErrorKind::Internal,
         }
     }
 }

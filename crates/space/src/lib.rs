@@ -56,7 +56,7 @@ pub use queue::explain::{
     Blocker, Explanation, LineageGraph, LineageNode, PendingDelivery, SubscriberHealth, Verdict,
 };
 pub use queue::image::{MessageImage, QueueImage};
-pub use replication::{Proposal, ReplicationError, Replicator};
+pub use replication::{Proposal, ReplicationError, Replicator, Role};
 pub use scheduler::{
     BlockingRoots, Event, ParentLink, Removal, ScheduleError, Scheduler, Slot, Slots,
 };

@@ -14,17 +14,21 @@ use crate::queue::QueueState;
 
 /// Version of the snapshot layout written. Version 3 added each subscriber's options, version
 /// 4 each queue's event types and each message's, version 5 the further parents of a join,
-/// version 6 what each queue knows of parents in other queues; a reader takes versions
-/// [`VERSION_OLDEST`] to this one and refuses others.
-pub const VERSION: u32 = 6;
+/// version 6 what each queue knows of parents in other queues, version 7 how far a cluster
+/// node had applied the replicated log; a reader takes versions [`VERSION_OLDEST`] to this one
+/// and refuses others.
+pub const VERSION: u32 = 7;
 /// The oldest snapshot layout read.
 pub const VERSION_OLDEST: u32 = 2;
 
 /// What the Space keeps outside its queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
     pub next_queue_number: u32,
     pub next_subscriber: u64,
+    /// On a cluster node, the state of its last `ClusterApplied` record (opaque here); empty
+    /// elsewhere.
+    pub cluster: Bytes,
 }
 
 /// Encodes the state of every queue.
@@ -37,6 +41,7 @@ pub(crate) fn encode<'a>(
     e.u32(VERSION);
     e.u32(counters.next_queue_number);
     e.u64(counters.next_subscriber);
+    e.bytes(&counters.cluster);
     e.u32(queues.len() as u32);
     for q in queues {
         q.encode(&mut e);
@@ -57,6 +62,11 @@ pub(crate) fn decode(bytes: Bytes) -> Result<(Counters, Vec<QueueState>), Snapsh
     let counters = Counters {
         next_queue_number: d.u32()?,
         next_subscriber: d.u64()?,
+        cluster: if version >= 7 {
+            d.bytes()?
+        } else {
+            Bytes::new()
+        },
     };
     let count = d.count(4 + 4 + 4 + 8)?;
     let mut queues = Vec::with_capacity(count);

@@ -39,3 +39,7 @@ pub const CLUSTER_SEGMENT_BYTES: u64 = storage::raft::RAFT_SEGMENT_BYTES_DEFAULT
 pub const METRICS_BYTES_MAX: usize = 64 << 20;
 /// A node to add (`POST /v1/cluster/nodes`): an id and an address.
 pub const NEW_NODE_BYTES_MAX: usize = 4096;
+/// Default `cluster.snapshot_entries`: entries of the replicated log between snapshots. Each
+/// change is an entry; 20,000 keeps the replicated log to tens of megabytes between snapshots
+/// of typical messages, and a snapshot (the whole state) is taken at most that often.
+pub const CLUSTER_SNAPSHOT_ENTRIES_DEFAULT: u64 = 20_000;

@@ -469,6 +469,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
     };
+    if settings.cluster.is_some() && args.repair {
+        anyhow::bail!(
+            "--repair is not for a cluster node: move its data directory aside and start it empty; it catches up from the others"
+        );
+    }
+    if settings.cluster.is_some() && settings.tls.is_some() {
+        anyhow::bail!(
+            "a cluster node serves plain HTTP (its peers and the API share the port): put the cluster on a private network, or TLS in front of it"
+        );
+    }
     let routes = server::Routes::new(frontend::recovering_router());
     let server = tokio::spawn(server::serve(
         listener,
@@ -548,7 +558,7 @@ async fn serve_cluster(
     let Some(cluster_settings) = settings.cluster.take() else {
         anyhow::bail!("not in cluster mode");
     };
-    let (storage, config, deliverer) = space_parts(&settings, repair)?;
+    let (_, config, deliverer) = space_parts(&settings, repair)?;
     let api = api_config(&settings);
     let tokens = frontend::auth::Tokens(std::sync::Arc::new(api.tokens.clone()));
     let file = Arc::new(std::mem::take(&mut settings.file));
@@ -556,10 +566,9 @@ async fn serve_cluster(
     let (node, router) = node::run(
         cluster_settings,
         &settings.data,
-        storage,
-        move |backend, replicator| {
+        move |backend, role| {
             let (space, report) =
-                Space::open_replicated(backend, config.clone(), deliverer.clone(), replicator)?;
+                Space::open_replicated(backend, config.clone(), deliverer.clone(), role)?;
             report_repairs(&report);
             Ok(space)
         },
@@ -579,12 +588,20 @@ async fn serve_cluster(
     let scheme = scheme(&settings);
     tracing::info!(%addr, scheme, "syncbrok listening (cluster node)");
     println!("syncbrok listening on {scheme}://{addr}");
+    // Raft stopping on an error it cannot get past (a disk failing under the logs) leaves
+    // nothing to serve: the process ends, for whoever supervises it to start it again.
+    let watched = node.clone();
+    tokio::spawn(async move {
+        let why = watched.failed().await;
+        tracing::error!(error = %why, "the cluster node failed; exiting");
+        std::process::exit(1);
+    });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "the HTTP server stopped");
     }
     tracing::info!("shutting down");
-    if let Some(space) = node.live().borrow().clone() {
-        space.close_feed();
+    if let Some(serving) = node.serving().borrow().clone() {
+        serving.space.close_feed();
     }
     node.shutdown(settings.shutdown_grace.0).await;
     tracing::info!("stopped");

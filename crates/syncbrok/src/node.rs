@@ -1,8 +1,9 @@
 //! `serve --cluster`: the broker as one node of a cluster (see `crates/cluster`). Every node
-//! serves its peers (`/cluster/raft/…`, behind the shared secret) and `GET /v1/cluster`; the
-//! leader serves the API on its Space; any other node answers the API with a `307` to the
-//! leader (a client that follows redirects resends its request there), or a `503` while no
-//! leader is known.
+//! serves its peers (`/cluster/raft/…`, behind the shared secret), `GET /v1/cluster` and its
+//! metrics; the leader serves the API on its Space; a follower serves reads (`GET`, `HEAD`)
+//! from its own Space, which is as recent as the entries it has applied, and answers anything
+//! else with a `307` to the leader (a client that follows redirects resends its request there),
+//! or a `503` while no leader is known.
 //!
 //! Data: the replicated log in `DATA/raft`, the broker log in `DATA/broker`.
 
@@ -13,16 +14,16 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use space::{Replicator, Space};
+use space::{Role, Space};
 use storage::io::{Backend, FsBackend};
 use tower_service::Service;
 
 use crate::limits::{
     CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS, CLUSTER_HEARTBEAT_DEFAULT_MS, CLUSTER_SEGMENT_BYTES,
-    METRICS_BYTES_MAX, NEW_NODE_BYTES_MAX,
+    CLUSTER_SNAPSHOT_ENTRIES_DEFAULT, METRICS_BYTES_MAX, NEW_NODE_BYTES_MAX,
 };
 
 /// The cluster flags of `serve`.
@@ -113,6 +114,12 @@ pub fn resolve(
         Duration::from_millis(CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS),
         |s| s.0,
     );
+    let snapshot_entries = file
+        .and_then(|f| f.snapshot_entries)
+        .unwrap_or(CLUSTER_SNAPSHOT_ENTRIES_DEFAULT);
+    if snapshot_entries == 0 {
+        anyhow::bail!("cluster.snapshot_entries must be more than 0");
+    }
     if heartbeat.is_zero() || election <= heartbeat {
         anyhow::bail!("cluster.election_timeout must be longer than cluster.heartbeat");
     }
@@ -124,6 +131,8 @@ pub fn resolve(
             heartbeat,
             election_timeout: (election, election * 2),
             segment_bytes: CLUSTER_SEGMENT_BYTES,
+            snapshot_entries,
+            entries_kept: (snapshot_entries / 4).max(1),
         },
     }))
 }
@@ -132,18 +141,14 @@ pub fn resolve(
 pub type Bootstrap =
     std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 
-/// The API of the moment: the leader's, or none.
-type Live = Arc<RwLock<Option<Router>>>;
+/// The API of the moment, and whether it is the leader's (else a follower's, for reads).
+type Live = Arc<RwLock<Option<(Router, bool)>>>;
 
 /// Starts the node, and serves through `routes` until the server stops.
 pub async fn run(
     settings: ClusterSettings,
     data: &std::path::Path,
-    storage: storage::Config,
-    open: impl Fn(Arc<dyn Backend>, Arc<dyn Replicator>) -> Result<Space, space::OpenError>
-    + Send
-    + Sync
-    + 'static,
+    open: impl Fn(Arc<dyn Backend>, Role) -> Result<Space, space::OpenError> + Send + Sync + 'static,
     api: impl Fn(Space) -> Router + Send + Sync + 'static,
     bootstrap: impl Fn(Space) -> Bootstrap + Send + Sync + 'static,
     tokens: frontend::auth::Tokens,
@@ -159,7 +164,6 @@ pub async fn run(
             settings.config,
             open_dir("raft")?,
             open_dir("broker")?,
-            storage,
             Arc::new(open),
         )
         .await?,
@@ -199,19 +203,18 @@ async fn follow_live(
     api: impl Fn(Space) -> Router,
     bootstrap: impl Fn(Space) -> Bootstrap,
 ) {
-    let mut changes = node.live();
+    let mut changes = node.serving();
     loop {
-        let space = changes.borrow_and_update().clone();
-        let router = match space {
-            Some(space) => {
-                if let Err(e) = bootstrap(space.clone()).await {
-                    tracing::error!(error = %e, "cannot apply the configuration file");
-                }
-                Some(api(space))
-            }
-            None => None,
-        };
+        let serving = changes.borrow_and_update().clone();
+        let leading = serving.as_ref().is_some_and(|s| s.leading);
+        let router = serving.as_ref().map(|s| (api(s.space.clone()), s.leading));
         *live.write().unwrap_or_else(|e| e.into_inner()) = router;
+        if let Some(s) = serving
+            && leading
+            && let Err(e) = bootstrap(s.space).await
+        {
+            tracing::error!(error = %e, "cannot apply the configuration file");
+        }
         if changes.changed().await.is_err() {
             return;
         }
@@ -228,11 +231,11 @@ async fn status(State(f): State<Forwarding>) -> Response {
     axum::Json(f.node.status()).into_response()
 }
 
-/// The node's cluster metrics, after the Space's while it leads.
+/// The node's cluster metrics, after its Space's.
 async fn metrics(State(f): State<Forwarding>, request: Request) -> Response {
     let mut text = String::new();
     let api = f.live.read().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(mut api) = api {
+    if let Some((mut api, _)) = api {
         let Ok(space) = api.call(request).await;
         if space.status() != StatusCode::OK {
             return space;
@@ -351,10 +354,14 @@ fn redirect(leader: &str, path: &str) -> Response {
     }
 }
 
-/// The leader's API here, or a redirect to the leader.
+/// The leader's API here; on a follower, reads from its own Space and a redirect to the
+/// leader for the rest.
 async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
     let api = f.live.read().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(mut api) = api {
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some((mut api, leading)) = api
+        && (leading || reading)
+    {
         let Ok(response) = api.call(request).await;
         return response;
     }

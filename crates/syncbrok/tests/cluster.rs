@@ -137,6 +137,11 @@ impl Cluster {
     }
 
     fn new(nodes: usize) -> Cluster {
+        Cluster::with_config(nodes, "")
+    }
+
+    /// A cluster whose nodes read `extra` in their configuration file.
+    fn with_config(nodes: usize, extra: &str) -> Cluster {
         let cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             ports: free_ports(nodes),
@@ -144,9 +149,13 @@ impl Cluster {
         // Small broker segments: a node opens its log again on each change of leadership.
         std::fs::File::create(cluster.dir.path().join("syncbrok.yml"))
             .unwrap()
-            .write_all(b"storage:\n  segment_bytes: 1048576\n")
+            .write_all(format!("storage:\n  segment_bytes: 1048576\n{extra}").as_bytes())
             .unwrap();
         cluster
+    }
+
+    fn log_of(&self, node: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{node}.log"))).unwrap_or_default()
     }
 
     fn url(&self, node: usize) -> String {
@@ -188,6 +197,15 @@ impl Cluster {
             )
         })
     }
+}
+
+/// The status of a GET answered by this node itself (a follower's read), not followed.
+async fn read_here(client: &HttpClient, url: &str) -> (StatusCode, Value) {
+    let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 async fn status(client: &HttpClient, url: &str) -> Option<Value> {
@@ -373,6 +391,16 @@ async fn a_killed_leader_loses_no_acknowledged_message_and_breaks_no_chain() {
     }
 
     let accepted = accepted.lock().unwrap().clone();
+    // The restarted node serves reads from its own Space: it knows the queue and its
+    // subscribers.
+    let (code, queue) =
+        read_here(&http, &format!("{}/v1/queues/chains", cluster.url(leader))).await;
+    assert_eq!(code, StatusCode::OK, "a follower's read: {queue}");
+    assert_eq!(
+        queue["subscribers"].as_array().map(Vec::len),
+        Some(2),
+        "{queue}"
+    );
     assert!(
         accepted.len() > before_kill && before_kill > 0,
         "too little was published: {before_kill} before the kill, {} in all",
@@ -520,7 +548,7 @@ async fn nodes_join_and_leave_through_any_node_and_every_node_reports_its_metric
         .collect();
     assert_eq!(left, vec![1, 2, 3], "{removed}");
 
-    // Every node reports the cluster in its metrics; the leader the Space's too.
+    // Every node reports the cluster in its metrics, and its Space's.
     for n in 1..=3 {
         let (code, body) = call(
             &http,
@@ -539,15 +567,143 @@ async fn nodes_join_and_leave_through_any_node_and_every_node_reports_its_metric
             text.contains(&format!("\nsyncbrok_cluster_leader {serving}\n")),
             "node {n}: {text}"
         );
-        assert_eq!(
-            text.contains("syncbrok_log_fsyncs_total"),
-            n == leader,
-            "node {n}"
-        );
+        // A follower runs its Space too (for reads): its log's metrics are there.
+        assert!(text.contains("syncbrok_log_fsyncs_total"), "node {n}");
     }
     for node in nodes {
         tokio::task::spawn_blocking(move || node.terminate())
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_from_a_snapshot() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::with_config(3, "cluster:\n  snapshot_entries: 40\n");
+    let mut nodes: HashMap<usize, Broker> = (1..=3).map(|n| (n, cluster.start(n))).collect();
+    let http = client();
+    let leader = serving_leader(&http, &cluster, &[1, 2, 3]).await;
+    let behind = (1..=3).find(|n| *n != leader).unwrap();
+    let base = cluster.url(leader);
+    let json = [("content-type", "application/json")];
+    // Delivered messages are kept an hour (each is delivered at once: no subscriber), so that
+    // every node can be asked about each.
+    let (code, _) = call(
+        &http,
+        Method::PUT,
+        &format!("{base}/v1/queues/far"),
+        &json,
+        r#"{"retention": {"delivered": "1h"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, StatusCode::CREATED);
+
+    // One node goes down; the others take 200 messages, and snapshots, and drop old entries.
+    let down = nodes.remove(&behind).unwrap();
+    tokio::task::spawn_blocking(move || down.kill9())
+        .await
+        .unwrap();
+    let mut last = String::new();
+    for i in 0..200 {
+        let (code, body) = call(
+            &http,
+            Method::POST,
+            &format!("{base}/v1/queues/far/messages"),
+            &[],
+            &format!("message {i}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, StatusCode::CREATED, "{body:?}");
+        last = serde_json::from_slice::<Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let lead = status(&http, &base).await.unwrap();
+    assert!(
+        lead["purged"].as_u64().unwrap() > 0,
+        "nothing purged: {lead}"
+    );
+
+    // Back, it is sent a snapshot (the entries it lacks are gone) and catches up.
+    nodes.insert(behind, cluster.start(behind));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lead = status(&http, &base).await.unwrap();
+        if let Some(s) = status(&http, &cluster.url(behind)).await
+            && s["applied"] == lead["committed"]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {behind} did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.log_of(behind).contains("snapshot installed"),
+        "node {behind} caught up without a snapshot: {}",
+        cluster.log_of(behind)
+    );
+    let (code, queue) = read_here(&http, &format!("{}/v1/queues/far", cluster.url(behind))).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(queue["counts"]["delivered"], 200, "{queue}");
+    let (code, _) = read_here(
+        &http,
+        &format!("{}/v1/queues/far/messages/{last}", cluster.url(behind)),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+
+    // It can lead: the others stop, it and one other elect it or the other, and the state holds.
+    let old = nodes.remove(&leader).unwrap();
+    tokio::task::spawn_blocking(move || old.kill9())
+        .await
+        .unwrap();
+    let alive: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    let new_leader = serving_leader(&http, &cluster, &alive).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let queue = loop {
+        let (code, queue) =
+            read_here(&http, &format!("{}/v1/queues/far", cluster.url(new_leader))).await;
+        if code == StatusCode::OK {
+            break queue;
+        }
+        // The API is put in place just after the node says it serves.
+        assert!(Instant::now() < deadline, "{code}: {queue}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(queue["counts"]["delivered"], 200, "{queue}");
+    for (_, node) in nodes {
+        tokio::task::spawn_blocking(move || node.terminate())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_one_keeps_serving() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::new(1);
+    let node = cluster.start_among(1, 1);
+    let http = client();
+    serving_leader(&http, &cluster, &[1]).await;
+    // Longer than a leader may go without a majority's answer: its own is enough.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = status(&http, &cluster.url(1)).await.unwrap();
+    assert_eq!(s["serving"], true, "{s}");
+    let (code, _) = call(
+        &http,
+        Method::PUT,
+        &format!("{}/v1/queues/one", cluster.url(1)),
+        &[],
+        "{}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, StatusCode::CREATED);
+    tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
 }

@@ -54,6 +54,7 @@ fn must(args: &[&str]) {
 }
 
 /// The hosts: namespaces, links and bridges, removed when dropped.
+#[derive(Clone)]
 struct Hosts {
     tag: String,
     /// The peer and client subnets' third byte.
@@ -88,12 +89,17 @@ impl Hosts {
 
     /// Makes the bridges and `nodes` namespaces; `Err` if this process may not.
     fn make(nodes: usize) -> Result<Hosts, String> {
-        let pid = std::process::id();
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
         let hosts = Hosts {
-            tag: format!("{:x}", pid % 0xfff),
-            net: (pid % 200) as u8 + 20,
+            tag: format!("{:03x}", seed & 0xfff),
+            net: (seed % 200) as u8 + 20,
             nodes,
         };
+        // Whatever a killed run of the same names left behind goes first.
+        drop(hosts.clone());
         ip(&["netns", "add", &hosts.ns(1)])?;
         for (bridge, prefix) in [
             (hosts.peer_bridge(), "10.77"),

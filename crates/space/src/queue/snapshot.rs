@@ -454,6 +454,7 @@ mod tests {
         let counters = crate::snapshot::Counters {
             next_queue_number: 4,
             next_subscriber: 3,
+            cluster: bytes::Bytes::new(),
         };
         let bytes = crate::snapshot::encode(&counters, [&q].into_iter());
         std::fs::write(dir.join("seed-every-state"), bytes).unwrap();

@@ -13,10 +13,12 @@
 //!   [`Settled`] proof: what is live was decided with every change held off, and then the log
 //!   was synced, acks included. No message can then come back after a crash with its record
 //!   gone.
-//! - **On a cluster node, records are committed before they are written here.** With a
-//!   [`Replicator`], every append is proposed to the replicated log and resolves once committed
-//!   and written to this log by the one that applies the replicated log
-//!   ([`Journal::append_committed`]); acks are proposed in the order they are applied.
+//! - **On a cluster node, records are committed before they are written here.** On the
+//!   leader ([`Mode::Leader`]) every append is proposed to the replicated log and resolves once
+//!   committed and written to this log by the one that applies the replicated log
+//!   ([`Journal::append_committed`]); acks too, and they are applied only then, like every
+//!   other record. A follower ([`Mode::Follower`]) makes no change of its own: its log and its
+//!   memory follow the replicated log's committed records only.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -31,8 +33,17 @@ use crate::replication::Replicator;
 pub(crate) struct Journal {
     log: Log,
     gate: RwLock<()>,
-    /// Set on a cluster node: appends go through the replicated log.
-    replicator: Option<Arc<dyn Replicator>>,
+    mode: Mode,
+}
+
+/// Whose records this log takes.
+pub enum Mode {
+    /// A broker on its own: its changes, appended here.
+    Single,
+    /// A cluster's leader: its changes, once the replicated log committed them.
+    Leader(Arc<dyn Replicator>),
+    /// A cluster's follower: the records the replicated log committed, nothing else.
+    Follower,
 }
 
 /// One change under way: it may append, and memory may be changed under it; no checkpoint is
@@ -64,11 +75,11 @@ impl<T> Deref for Settled<T> {
 }
 
 impl Journal {
-    pub fn new(log: Log, replicator: Option<Arc<dyn Replicator>>) -> Journal {
+    pub fn new(log: Log, mode: Mode) -> Journal {
         Journal {
             log,
             gate: RwLock::new(()),
-            replicator,
+            mode,
         }
     }
 
@@ -80,12 +91,17 @@ impl Journal {
         }
     }
 
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
     pub fn is_replicated(&self) -> bool {
-        self.replicator.is_some()
+        !matches!(self.mode, Mode::Single)
     }
 
     /// Writes records the replicated log committed, in its order (on a cluster node, by the one
-    /// that applies it). Takes no gate: the change that proposed them holds it.
+    /// that applies it). Takes no gate: on the leader, the change that proposed them holds it;
+    /// a follower takes a change around this and the records' application.
     pub async fn append_committed(
         &self,
         records: &[Record],
@@ -94,8 +110,10 @@ impl Journal {
     }
 
     async fn write(&self, records: &[Record], wait: Wait) -> Result<Vec<Location>, JournalError> {
-        if let Some(r) = &self.replicator {
-            return Ok(r.propose(records.to_vec()).await?);
+        match &self.mode {
+            Mode::Leader(r) => return Ok(r.propose(records.to_vec()).await?),
+            Mode::Follower => return Err(crate::replication::ReplicationError::NotLeader.into()),
+            Mode::Single => {}
         }
         Ok(match wait {
             Wait::Durable => self.log.append(records).await?,
@@ -113,9 +131,6 @@ impl Journal {
         &self,
         snapshot: impl FnOnce() -> Vec<Bytes>,
     ) -> Result<Location, JournalError> {
-        if self.is_replicated() {
-            return Err(JournalError::Replicated);
-        }
         let pending = {
             let _exclusive = self.gate.write().await;
             let parts = snapshot();
@@ -126,9 +141,6 @@ impl Journal {
 
     /// Computes `f` with every change held off, then syncs the log.
     pub async fn settled<T>(&self, f: impl FnOnce() -> T) -> Result<Settled<T>, JournalError> {
-        if self.is_replicated() {
-            return Err(JournalError::Replicated);
-        }
         let value = {
             let _exclusive = self.gate.write().await;
             f()
@@ -223,10 +235,12 @@ impl Change<'_> {
     }
 
     /// Queues an ack whose effect was just applied (call it under the queue's lock, right
-    /// after applying it).
+    /// after applying it). A broker on its own only: a cluster node appends acks, then applies
+    /// them, like any record.
     pub fn ack(&self, ack: Ack) {
-        if let Some(r) = &self.journal.replicator {
-            r.propose_ack(ack);
+        if self.journal.is_replicated() {
+            debug_assert!(false, "an ack applied before it was committed");
+            tracing::error!(message = %ack.message, "an ack applied before it was committed was dropped");
             return;
         }
         if let Err(e) = self.journal.log.append_ack(ack) {
@@ -255,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn an_ack_queued_before_a_settled_value_is_durable_with_it() {
         let disk = SimDisk::new(3);
-        let journal = Journal::new(open(&disk).0, None);
+        let journal = Journal::new(open(&disk).0, Mode::Single);
         let ack = Ack {
             message: uuid::Uuid::from_u128(7),
             subscriber: 1,
@@ -279,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_waits_for_the_changes_under_way() {
         let disk = SimDisk::new(4);
-        let journal = Arc::new(Journal::new(open(&disk).0, None));
+        let journal = Arc::new(Journal::new(open(&disk).0, Mode::Single));
         let change = journal.change().await;
         let j = journal.clone();
         let checkpoint =

@@ -16,6 +16,7 @@
 //! lock, gate, order lock, state lock; the state lock is never held across an `.await`.
 
 mod admin;
+mod cluster;
 mod controls;
 mod dispatch;
 mod feed;
@@ -75,7 +76,7 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    fn new(state: QueueState) -> Queue {
+    pub(super) fn new(state: QueueState) -> Queue {
         Queue {
             state: Mutex::new(state),
             order: tokio::sync::RwLock::new(()),
@@ -146,38 +147,32 @@ impl Space {
         config: SpaceConfig,
         deliverer: Arc<dyn Deliverer>,
     ) -> Result<(Space, RecoveryReport), OpenError> {
-        Space::open_with(backend, config, deliverer, None)
+        Space::open_with(backend, config, deliverer, journal::Mode::Single)
     }
 
-    /// [`Space::open`] on a cluster node that leads: every change goes through `replicator`
-    /// (see [`crate::replication`]), and the node's log is neither checkpointed nor reclaimed.
-    /// The log must hold every committed entry up to the leader's term (the cluster waits for
-    /// that before it opens the Space).
+    /// [`Space::open`] on a cluster node (see [`crate::replication`]): as the leader, every
+    /// change goes through the replicator; as a follower, nothing runs but reads, checkpoints
+    /// and reclaiming, and [`Space::apply_committed`] brings the records the leader's changes
+    /// committed. The log must hold every committed entry up to the leader's term before a
+    /// leader opens (the cluster waits for that).
     pub fn open_replicated(
         backend: Arc<dyn Backend>,
         config: SpaceConfig,
         deliverer: Arc<dyn Deliverer>,
-        replicator: Arc<dyn crate::replication::Replicator>,
+        role: crate::replication::Role,
     ) -> Result<(Space, RecoveryReport), OpenError> {
-        Space::open_with(backend, config, deliverer, Some(replicator))
-    }
-
-    /// Writes records the replicated log committed to this node's log, in the replicated
-    /// log's order, and returns their locations; only the one that applies the replicated log
-    /// calls it (see [`crate::replication`]). Memory is changed by the change that proposed
-    /// them, once this returns.
-    pub async fn append_committed(
-        &self,
-        records: &[storage::Record],
-    ) -> Result<Vec<storage::Location>, JournalError> {
-        self.inner.journal.append_committed(records).await
+        let mode = match role {
+            crate::replication::Role::Leader(r) => journal::Mode::Leader(r),
+            crate::replication::Role::Follower => journal::Mode::Follower,
+        };
+        Space::open_with(backend, config, deliverer, mode)
     }
 
     fn open_with(
         backend: Arc<dyn Backend>,
         config: SpaceConfig,
         deliverer: Arc<dyn Deliverer>,
-        replicator: Option<Arc<dyn crate::replication::Replicator>>,
+        mode: journal::Mode,
     ) -> Result<(Space, RecoveryReport), OpenError> {
         let reclaim_interval = config.reclaim_interval.max(Duration::from_millis(1));
         let sweep_interval = config.sweep_interval.max(Duration::from_millis(1));
@@ -195,7 +190,7 @@ impl Space {
         let (settler, settle_requests) = settler::Settler::new();
         let space = Space {
             inner: Arc::new(Inner {
-                journal: Journal::new(log, replicator),
+                journal: Journal::new(log, mode),
                 registry: Registry::new(queues.into_iter().map(Queue::new), counters),
                 admin: tokio::sync::Mutex::new(()),
                 deliverer,
@@ -213,6 +208,11 @@ impl Space {
                 feed: feed::Feed::new(),
             }),
         };
+        space.spawn_reclaimer(reclaim_interval);
+        if matches!(space.inner.journal.mode(), journal::Mode::Follower) {
+            // A follower changes nothing of its own: no deliveries, no retention, no releases.
+            return Ok((space, report));
+        }
         space.start_settler(settle_requests);
         for q in space.inner.registry.all() {
             let subs: Vec<_> = q.lock().subscribers().map(|(id, _)| id).collect();
@@ -223,9 +223,6 @@ impl Space {
         // What came due while the broker was down goes at once.
         space.spawn_releaser();
         space.spawn_sweeper(sweep_interval);
-        if !space.inner.journal.is_replicated() {
-            space.spawn_reclaimer(reclaim_interval);
-        }
         Ok((space, report))
     }
 

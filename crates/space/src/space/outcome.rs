@@ -17,6 +17,7 @@ use crate::delivery::{Outcome, backoff};
 use crate::limits::ERROR_TEXT_BYTES_MAX;
 use crate::model::{MessageId, SubscriberId};
 use crate::queue::Answered;
+use crate::queue::QueueState;
 use crate::settings::QueueSettings;
 
 /// Cuts an error text to [`ERROR_TEXT_BYTES_MAX`].
@@ -113,48 +114,58 @@ impl Space {
         let change = self.inner.journal.change().await;
         let _shared = queue.order.read().await;
         let now = self.now_ms();
-        let mut wake = Vec::new();
-        let mut applied = 0;
-        let mut told = Vec::new();
-        {
+        let ack_of = |id, number| Ack {
+            message: id,
+            subscriber: sub,
+            attempt: number,
+            acked_at_ms: now,
+        };
+        let mut acked = Acked {
+            wake: Vec::new(),
+            applied: 0,
+            told: Vec::new(),
+        };
+        if self.inner.journal.is_replicated() {
+            // A cluster node applies an ack once it is committed, like any record: a child is
+            // released only when its parent's delivery is on a majority.
+            let owed: Vec<Ack> = {
+                let st = queue.lock();
+                if let Some(took) = took {
+                    st.observe_attempt(sub, took);
+                }
+                acks.iter()
+                    .filter(|(id, _)| st.is_in_flight(*id, sub))
+                    .map(|&(id, number)| ack_of(id, number))
+                    .collect()
+            };
+            if owed.is_empty() {
+                return;
+            }
+            let record = Record::Acked { acks: owed.clone() };
+            if let Err(e) = change.append(&[record]).await {
+                tracing::warn!(error = %e, queue = %queue.lock().name(), "acks not committed; the leader after this one delivers them again");
+                return;
+            }
+            let mut st = queue.lock();
+            for ack in owed {
+                if st.is_in_flight(ack.message, sub) {
+                    self.apply_ack(queue, &mut st, ack, arrived, &mut acked);
+                }
+            }
+        } else {
             let mut st = queue.lock();
             if let Some(took) = took {
                 st.observe_attempt(sub, took);
             }
             for &(id, number) in acks {
-                if !st.is_in_flight(id, sub) {
-                    continue;
-                }
-                let first = st.acked_by_none(id);
-                let released = st.released();
-                let ack = Ack {
-                    message: id,
-                    subscriber: sub,
-                    attempt: number,
-                    acked_at_ms: now,
-                };
-                st.record_answer(sub, Answered::Acked { at_ms: now });
-                if st.apply_ack(&ack, &mut wake) {
-                    change.ack(ack);
-                    applied += 1;
-                    if first {
-                        let waited = now.saturating_sub(crate::ids::unix_ms(id));
-                        queue
-                            .latency
-                            .first_delivery
-                            .observe(Duration::from_millis(waited));
-                    }
-                    let hop = arrived.elapsed();
-                    for _ in released..st.released() {
-                        queue.latency.release.observe(hop);
-                    }
-                    if self.inner.feed.watched() {
-                        told.push((st.name().clone(), id, number));
-                    }
+                if st.is_in_flight(id, sub)
+                    && self.apply_ack(queue, &mut st, ack_of(id, number), arrived, &mut acked)
+                {
+                    change.ack(ack_of(id, number));
                 }
             }
         }
-        for (queue, message, attempt) in told {
+        for (queue, message, attempt) in acked.told {
             self.tell(|| FeedEvent {
                 queue,
                 message,
@@ -168,8 +179,50 @@ impl Space {
         self.inner
             .totals
             .acked
-            .fetch_add(applied, Ordering::Relaxed);
-        wake_all(wake);
+            .fetch_add(acked.applied, Ordering::Relaxed);
+        wake_all(acked.wake);
+    }
+
+    /// Applies one ack of a message in flight, with what it tells: latencies, the feed.
+    fn apply_ack(
+        &self,
+        queue: &Queue,
+        st: &mut QueueState,
+        ack: Ack,
+        arrived: Instant,
+        acked: &mut Acked,
+    ) -> bool {
+        let first = st.acked_by_none(ack.message);
+        let released = st.released();
+        st.record_answer(
+            ack.subscriber,
+            Answered::Acked {
+                at_ms: ack.acked_at_ms,
+            },
+        );
+        if !st.apply_ack(&ack, &mut acked.wake) {
+            return false;
+        }
+        acked.applied += 1;
+        if first {
+            let waited = ack
+                .acked_at_ms
+                .saturating_sub(crate::ids::unix_ms(ack.message));
+            queue
+                .latency
+                .first_delivery
+                .observe(Duration::from_millis(waited));
+        }
+        let hop = arrived.elapsed();
+        for _ in released..st.released() {
+            queue.latency.release.observe(hop);
+        }
+        if self.inner.feed.watched() {
+            acked
+                .told
+                .push((st.name().clone(), ack.message, ack.attempt));
+        }
+        true
     }
 
     /// A failed attempt of `id` for `sub`, its error cut to size, now.
@@ -318,4 +371,11 @@ impl Space {
             .failed_attempts
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What applying acks did: who to wake, how many applied, what to tell watchers.
+struct Acked {
+    wake: crate::queue::Wake,
+    applied: u64,
+    told: Vec<(Arc<str>, MessageId, u32)>,
 }

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
 
 use super::Queue;
 use crate::error::{QueueError, QueueNotFound};
@@ -15,6 +17,9 @@ pub(super) struct Registry {
     maps: RwLock<Maps>,
     next_queue_number: AtomicU32,
     next_subscriber: AtomicU64,
+    /// On a cluster node: the state of the last `ClusterApplied` record applied (how far the
+    /// replicated log is applied), kept in snapshots.
+    cluster: Mutex<Bytes>,
 }
 
 #[derive(Default)]
@@ -39,6 +44,7 @@ impl Registry {
             maps: RwLock::new(maps),
             next_queue_number: AtomicU32::new(counters.next_queue_number.max(1)),
             next_subscriber: AtomicU64::new(counters.next_subscriber.max(1)),
+            cluster: Mutex::new(counters.cluster),
         }
     }
 
@@ -105,6 +111,29 @@ impl Registry {
         Counters {
             next_queue_number: self.next_queue_number.load(Ordering::SeqCst),
             next_subscriber: self.next_subscriber.load(Ordering::SeqCst),
+            cluster: self.cluster_state(),
         }
+    }
+
+    pub fn cluster_state(&self) -> Bytes {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_cluster_state(&self, state: Bytes) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// A queue number or subscriber id seen in a record: new ones are given after it.
+    pub fn saw_queue_number(&self, number: QueueNumber) {
+        self.next_queue_number
+            .fetch_max(number.saturating_add(1), Ordering::SeqCst);
+    }
+
+    pub fn saw_subscriber(&self, id: SubscriberId) {
+        self.next_subscriber
+            .fetch_max(id.saturating_add(1), Ordering::SeqCst);
     }
 }

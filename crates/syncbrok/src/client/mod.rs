@@ -264,10 +264,14 @@ async fn send(
         );
         match response.headers().get(hyper::header::LOCATION) {
             Some(location) if redirected => {
-                url = location
+                let next = location
                     .to_str()
                     .context("a redirect to an unreadable location")?
                     .to_owned();
+                if url.starts_with("https://") && !next.starts_with("https://") {
+                    bail!("{url} redirects to {next}, which is not https: not followed");
+                }
+                url = next;
             }
             _ => return Ok(response),
         }
