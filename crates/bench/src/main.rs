@@ -9,6 +9,7 @@
 
 mod backlog;
 mod chains;
+mod cluster;
 mod fanout;
 mod joins;
 mod measure;
@@ -54,6 +55,9 @@ enum Workload {
     /// Diamonds of six messages whose last waits for four parents (a join), against the same
     /// diamonds with one parent: deliveries/s, order, RAM per extra parent.
     Joins(joins::Args),
+    /// A cluster of three against a single node on the fan-out workload (publish → ack
+    /// latency, deliveries/s), then failover time over repeated leader kills.
+    Cluster(cluster::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Workload::Backlog(args) => backlog::backlog(args).map_err(|e| e.to_string().into()),
         Workload::Scheduled(args) => scheduled::run(args).map_err(|e| e.to_string().into()),
         Workload::Joins(args) => joins::run(args).map_err(|e| e.to_string().into()),
+        Workload::Cluster(args) => cluster::run(args).map_err(|e| e.to_string().into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

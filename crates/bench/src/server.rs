@@ -53,6 +53,16 @@ impl Server {
     /// Starts `syncbrok serve` on an ephemeral loopback port with its data in `data` and
     /// `fsync: always`; its log goes to `data/../server.log`.
     pub fn start(binary: &Path, data: &Path) -> BenchResult<Self> {
+        Self::start_with(binary, data, "127.0.0.1:0", &[])
+    }
+
+    /// [`Server::start`] listening on `listen`, with `extra` arguments (a cluster node's).
+    pub fn start_with(
+        binary: &Path,
+        data: &Path,
+        listen: &str,
+        extra: &[String],
+    ) -> BenchResult<Self> {
         let log_path = data.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -60,15 +70,9 @@ impl Server {
             .open(&log_path)?;
         let started = Instant::now();
         let mut child = Command::new(binary)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--fsync",
-                "always",
-                "--data",
-            ])
+            .args(["serve", "--listen", listen, "--fsync", "always", "--data"])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -370,3 +370,77 @@ async fn forward(State(f): State<Forwarding>, request: Request) -> Response {
         None => no_leader(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(node_id: Option<u64>, nodes: &str) -> ClusterArgs {
+        ClusterArgs {
+            cluster: true,
+            node_id,
+            nodes: Some(nodes.to_owned()),
+            cluster_secret: Some("s".into()),
+        }
+    }
+
+    #[test]
+    fn nodes_are_read_as_id_equals_url() {
+        let nodes = parse_nodes(" 1=http://a:1 , 2=http://b:2,").unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[&2], "http://b:2");
+        assert!(parse_nodes("1:http://a:1").is_err());
+        assert!(parse_nodes("x=http://a:1").is_err());
+    }
+
+    #[test]
+    fn a_cluster_is_refused_what_it_cannot_run() {
+        let off = ClusterArgs::default();
+        assert!(resolve(&off, None).unwrap().is_none());
+        let err = |a: ClusterArgs| {
+            resolve(&a, None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(args(None, "1=http://a:1")).contains("node id"));
+        assert!(err(args(Some(3), "1=http://a:1,2=http://b:2")).contains("not among"));
+        assert!(err(args(Some(1), "1=https://a:1")).contains("http://host:port"));
+        assert!(err(args(Some(1), "1=http://a:1/x y")).contains("not a URL"));
+        let ok = resolve(
+            &args(Some(2), "1=http://a:1,2=http://b:2,3=http://c:3"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.config.node_id, 2);
+        assert_eq!(ok.config.nodes.len(), 3);
+        assert_eq!(ok.config.entries_kept, CLUSTER_SNAPSHOT_ENTRIES_DEFAULT / 4);
+    }
+
+    #[test]
+    fn the_file_supplies_what_the_flags_leave_out() {
+        let file: frontend::config::FileConfig = frontend::config::parse(
+            std::path::Path::new("c.yml"),
+            "cluster:\n  node_id: 3\n  nodes: {1: 'http://a:1', 3: 'http://c:3'}\n  secret: x\n  snapshot_entries: 0\n",
+        )
+        .unwrap();
+        let flags = ClusterArgs {
+            cluster: true,
+            ..ClusterArgs::default()
+        };
+        let e = resolve(&flags, file.cluster.as_ref())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("snapshot_entries"), "{e}");
+        let file: frontend::config::FileConfig = frontend::config::parse(
+            std::path::Path::new("c.yml"),
+            "cluster:\n  node_id: 3\n  nodes: {1: 'http://a:1', 3: 'http://c:3'}\n",
+        )
+        .unwrap();
+        let s = resolve(&flags, file.cluster.as_ref()).unwrap().unwrap();
+        assert_eq!(s.config.node_id, 3);
+        assert!(s.config.secret.is_none());
+    }
+}
