@@ -27,11 +27,12 @@ pub const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_mi
 pub const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Default `cluster.heartbeat`: how often the leader tells the others it leads.
-pub const CLUSTER_HEARTBEAT_DEFAULT_MS: u64 = 100;
+pub const CLUSTER_HEARTBEAT_DEFAULT_MS: u64 = 50;
 /// Default `cluster.election_timeout`: a follower that hears no leader for this long (up to
-/// twice as long, at random) starts an election. With the heartbeat's default, a leader's
-/// death is noticed within 0.5–1 s, and a heartbeat lost now and then elects no one.
-pub const CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS: u64 = 500;
+/// twice as long, at random) starts an election, once the leader's lease (twice this) has run
+/// out since its last heartbeat. A dead leader is replaced within about 1–1.2 s (measured:
+/// docs/benchmarks.md); six heartbeats must go missing before anyone stands.
+pub const CLUSTER_ELECTION_TIMEOUT_DEFAULT_MS: u64 = 300;
 /// Segment size of a node's replicated log.
 pub const CLUSTER_SEGMENT_BYTES: u64 = storage::raft::RAFT_SEGMENT_BYTES_DEFAULT;
 /// The Space's `/metrics` text a cluster node reads before adding its own: far above what a
