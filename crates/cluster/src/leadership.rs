@@ -22,19 +22,10 @@ use space::{Role, Space};
 use tokio::sync::mpsc;
 
 use crate::replicator::RaftReplicator;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Leadership, StateMachine};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
-
-/// What openraft reported of this node's leadership, or what the state machine found.
-pub(crate) enum Leadership {
-    Start(CommittedLeaderIdOf<C>),
-    Stop,
-    /// The leader's log took records its Space did not propose (left over from an earlier
-    /// Space of this node in the same term): its memory must be rebuilt from the log.
-    Resync,
-}
 
 pub(crate) struct Follower {
     pub raft: Raft<C, StateMachine>,

@@ -12,7 +12,6 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use space::{OpenError, Role, Space};
 
 /// Entries sent to a peer in one request.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -22,16 +21,14 @@ use storage::io::Backend;
 use storage::raft::RaftLog;
 use tokio::sync::{mpsc, watch};
 
-use crate::leadership::{Follower, Leadership};
+use crate::leadership::Follower;
 use crate::log_store::LogStore;
 use crate::peer::Peers;
-use crate::state_machine::{Serving, StateMachine};
+pub use crate::state_machine::OpenSpace;
+use crate::state_machine::{Leadership, Serving, StateMachine};
 use crate::types::TypeConfig;
 
 type C = TypeConfig;
-
-/// Opens the Space on a node's broker log, in a role.
-pub type OpenSpace = Arc<dyn Fn(Arc<dyn Backend>, Role) -> Result<Space, OpenError> + Send + Sync>;
 
 /// A node's place in the cluster.
 #[derive(Clone)]

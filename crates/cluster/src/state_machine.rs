@@ -23,20 +23,32 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::alias::{
+    CommittedLeaderIdOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf,
+};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use space::{Role, Space};
+use space::{OpenError, Role, Space};
 use storage::io::Backend;
 use storage::{Location, Record};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::leadership::Leadership;
-use crate::node::OpenSpace;
 use crate::types::{Applied, Command, TypeConfig};
 
 type C = TypeConfig;
+
+/// What openraft reported of this node's leadership, or what the state machine found.
+pub(crate) enum Leadership {
+    Start(CommittedLeaderIdOf<C>),
+    Stop,
+    /// The leader's log took records its Space did not propose (left over from an earlier
+    /// Space of this node in the same term): its memory must be rebuilt from the log.
+    Resync,
+}
+
+/// Opens the Space on a node's broker log, in a role.
+pub type OpenSpace = Arc<dyn Fn(Arc<dyn Backend>, Role) -> Result<Space, OpenError> + Send + Sync>;
 
 /// The Space this node runs, in its role.
 pub(crate) enum Local {
