@@ -134,9 +134,23 @@ impl Follower {
         // Until it serves, it tries again at each check.
         standing.retry = true;
         let started = std::time::Instant::now();
-        if let Err(e) = self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            tracing::info!(error = %e, "leadership not confirmed; not serving yet");
-            return;
+        // Bounded: a majority lost at this very moment must not hold up the leadership task
+        // (a `Stop` may be waiting behind it); the next check tries again.
+        let confirmed = tokio::time::timeout(
+            self.quorum_timeout * 4,
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await;
+        match confirmed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "leadership not confirmed; not serving yet");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("leadership not confirmed in time; not serving yet");
+                return;
+            }
         }
         if !self.caught_up().await {
             tracing::info!("its own log not applied yet; not serving yet");

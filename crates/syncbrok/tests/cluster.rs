@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Broker;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -51,33 +51,7 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(StatusCode, Bytes)> {
-    let mut url = url.to_owned();
-    for _ in 0..2 {
-        let mut r = Request::builder().method(method.clone()).uri(&url);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.request(r.body(Full::new(Bytes::from(body.to_owned()))).ok()?),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        let status = response.status();
-        if status == StatusCode::TEMPORARY_REDIRECT {
-            url = response
-                .headers()
-                .get(header::LOCATION)?
-                .to_str()
-                .ok()?
-                .to_owned();
-            continue;
-        }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        return Some((status, body));
-    }
-    None
+    common::call_following(client, method, url, headers, body, Duration::from_secs(5)).await
 }
 
 /// A subscriber that records each arrival with a number shared by both, and acknowledges it.

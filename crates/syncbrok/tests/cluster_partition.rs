@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -204,45 +204,7 @@ fn start(hosts: &Hosts, n: usize, dir: &std::path::Path) -> NodeProcess {
     NodeProcess(child)
 }
 
-/// One request with a deadline; a `307` is followed once.
-async fn call(
-    client: &HttpClient,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-    within: Duration,
-) -> Option<(StatusCode, Bytes)> {
-    let mut url = url.to_owned();
-    for _ in 0..2 {
-        let mut r = Request::builder().method(method.clone()).uri(&url);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let request = r.body(Full::new(Bytes::from(body.to_owned()))).ok()?;
-        let response = tokio::time::timeout(within, client.request(request))
-            .await
-            .ok()?
-            .ok()?;
-        if response.status() == StatusCode::TEMPORARY_REDIRECT {
-            url = response
-                .headers()
-                .get(header::LOCATION)?
-                .to_str()
-                .ok()?
-                .to_owned();
-            continue;
-        }
-        let status = response.status();
-        let body = tokio::time::timeout(within, response.into_body().collect())
-            .await
-            .ok()?
-            .ok()?
-            .to_bytes();
-        return Some((status, body));
-    }
-    None
-}
+use common::call_following as call;
 
 async fn status(client: &HttpClient, hosts: &Hosts, n: usize) -> Option<Value> {
     let url = format!("http://{}:{PORT}/v1/cluster", hosts.client_addr(n));

@@ -232,3 +232,44 @@ pub fn cli_code(url: &str, args: &[&str], stdin: &str) -> (i32, String, String) 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One request with a deadline, following a `307` (a cluster's follower sending it to the
+/// leader) once; `None` when it could not be made or answered in time.
+pub async fn call_following(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    within: Duration,
+) -> Option<(StatusCode, Bytes)> {
+    let mut url = url.to_owned();
+    for _ in 0..2 {
+        let mut r = Request::builder().method(method.clone()).uri(&url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let request = r.body(Full::new(Bytes::from(body.to_owned()))).ok()?;
+        let response = tokio::time::timeout(within, client.request(request))
+            .await
+            .ok()?
+            .ok()?;
+        if response.status() == StatusCode::TEMPORARY_REDIRECT {
+            url = response
+                .headers()
+                .get(http::header::LOCATION)?
+                .to_str()
+                .ok()?
+                .to_owned();
+            continue;
+        }
+        let status = response.status();
+        let body = tokio::time::timeout(within, response.into_body().collect())
+            .await
+            .ok()?
+            .ok()?
+            .to_bytes();
+        return Some((status, body));
+    }
+    None
+}
