@@ -39,10 +39,22 @@ fn classify(e: RaftError<C, ClientWriteError<C>>) -> MembershipError {
 }
 
 impl Node {
+    /// Sends the change to the leader without asking openraft first (which logs a request a
+    /// follower must forward as an error).
+    fn leader_only(&self) -> Result<(), MembershipError> {
+        match self.raft().as_leader() {
+            Ok(_) => Ok(()),
+            Err(f) => Err(MembershipError::NotLeader {
+                leader: f.leader_node.map(|n| n.addr),
+            }),
+        }
+    }
+
     /// Adds node `id`, served at `address` (`http://host:port`), as a learner: it starts
     /// receiving the log at once. Answered once the change is committed, without waiting for
     /// the learner to catch up (its lag shows in the status).
     pub async fn add_learner(&self, id: u64, address: &str) -> Result<(), MembershipError> {
+        self.leader_only()?;
         if self.raft().voter_ids().any(|v| v == id) {
             return Err(MembershipError::Refused(format!(
                 "node {id} is a voter already"
@@ -57,6 +69,7 @@ impl Node {
 
     /// Makes learner `id` a voter.
     pub async fn promote(&self, id: u64) -> Result<(), MembershipError> {
+        self.leader_only()?;
         if !self.raft().learner_ids().any(|l| l == id) {
             return Err(MembershipError::Refused(format!(
                 "node {id} is not a learner"
@@ -71,6 +84,7 @@ impl Node {
 
     /// Removes node `id`, voter or learner, from the cluster.
     pub async fn remove(&self, id: u64) -> Result<(), MembershipError> {
+        self.leader_only()?;
         let voter = self.raft().voter_ids().any(|v| v == id);
         let learner = self.raft().learner_ids().any(|l| l == id);
         let change = match (voter, learner) {

@@ -219,10 +219,11 @@ impl Node {
         let nodes = membership
             .nodes()
             .map(|(id, node)| {
-                let matched_index = if *id == m.id {
-                    Some(last)
-                } else {
-                    matched.and_then(|r| r.get(id)).map(|l| index(l.as_ref()))
+                // Only the leader knows what the others hold.
+                let matched_index = match matched {
+                    None => None,
+                    Some(_) if *id == m.id => Some(last),
+                    Some(r) => r.get(id).map(|l| index(l.as_ref())),
                 };
                 NodeStatus {
                     id: *id,
@@ -257,17 +258,27 @@ impl Node {
         }
     }
 
-    /// Stops the Space first, letting deliveries under way finish for up to `grace` (their
-    /// acks still commit), then Raft.
+    /// Stops the node: the leader's Space first, letting deliveries under way finish for up to
+    /// `grace` (their acks still commit), then Raft; a follower's Raft first (no entry then
+    /// comes to a closed Space), then its Space. Each Space is stopped once.
     pub async fn shutdown(&self, grace: Duration) {
         let serving = self.serving.borrow().clone();
-        if let Some(s) = serving {
-            s.space.shutdown(grace).await;
+        let stop_raft = async {
+            if let Err(e) = self.raft.shutdown().await {
+                tracing::warn!(error = %e, "Raft did not stop cleanly");
+            }
+        };
+        match serving {
+            Some(s) if s.leading => {
+                s.space.shutdown(grace).await;
+                stop_raft.await;
+                self.sm.inner.lock().await.forget();
+            }
+            _ => {
+                stop_raft.await;
+                self.sm.inner.lock().await.close().await;
+            }
         }
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "Raft did not stop cleanly");
-        }
-        self.sm.inner.lock().await.close(Duration::ZERO).await;
     }
 }
 

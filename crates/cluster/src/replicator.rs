@@ -1,85 +1,61 @@
-//! How the leader's Space proposes its records: one entry per change, submitted to openraft in
-//! the order the Space proposed them (one channel, one task submitting), each only while this
-//! node still leads the term it was elected for. A change waits for its entry to be applied
-//! here.
+//! How the leader's Space proposes its records: one entry per change, each only while this
+//! node still leads the term it was elected for (`with_leader`). A change waits for its entry
+//! to be applied here before it applies it; changes that do not commute are ordered by the
+//! Space's own locks (the second proposes only once the first is applied), so the order in
+//! which concurrent proposals reach openraft needs no keeping here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use openraft::Raft;
-use openraft::alias::{CommittedLeaderIdOf, WriteResponderOf};
+use openraft::alias::CommittedLeaderIdOf;
 use openraft::impls::ProgressResponder;
 use space::{Proposal, ReplicationError, Replicator};
 use storage::Record;
-use tokio::sync::mpsc;
 
 use crate::state_machine::StateMachine;
 use crate::types::{Command, TypeConfig};
 
 type C = TypeConfig;
 
-struct Submission {
-    command: Command,
-    responder: Option<WriteResponderOf<C>>,
-}
-
 /// The proposing end of the leader's Space for one term.
 pub(crate) struct RaftReplicator {
-    submit: mpsc::UnboundedSender<Submission>,
+    raft: Raft<C, StateMachine>,
+    leader: CommittedLeaderIdOf<C>,
     /// Cleared when the term's leadership ends: nothing more is proposed.
     leading: Arc<AtomicBool>,
 }
 
 impl RaftReplicator {
-    /// Starts submitting for the term `leader` names.
+    /// Proposes for the term `leader` names.
     pub fn start(raft: Raft<C, StateMachine>, leader: CommittedLeaderIdOf<C>) -> RaftReplicator {
-        let (submit, mut queue) = mpsc::unbounded_channel::<Submission>();
-        let leading = Arc::new(AtomicBool::new(true));
-        let still = leading.clone();
-        tokio::spawn(async move {
-            while let Some(s) = queue.recv().await {
-                if !still.load(Ordering::Acquire) {
-                    // Dropping the responder tells the proposer.
-                    continue;
-                }
-                let mut write = raft.write(s.command).with_leader(leader);
-                if let Some(r) = s.responder {
-                    write = write.responder(r);
-                }
-                if let Err(e) = write.await {
-                    tracing::error!(error = %e, "the replicated log stopped");
-                    still.store(false, Ordering::Release);
-                }
-            }
-        });
-        RaftReplicator { submit, leading }
+        RaftReplicator {
+            raft,
+            leader,
+            leading: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     /// The term is over: what is proposed from now on fails at once.
     pub fn stop(&self) {
         self.leading.store(false, Ordering::Release);
     }
-
-    fn submit(&self, records: &[Record], responder: Option<WriteResponderOf<C>>) -> bool {
-        self.leading.load(Ordering::Acquire)
-            && self
-                .submit
-                .send(Submission {
-                    command: Command(storage::encode_records(records)),
-                    responder,
-                })
-                .is_ok()
-    }
 }
 
 impl Replicator for RaftReplicator {
     fn propose(&self, records: Vec<Record>) -> Proposal {
-        let (responder, answer) = ProgressResponder::complete_only();
-        let submitted = self.submit(&records, Some(responder));
+        let (raft, leader, leading) = (self.raft.clone(), self.leader, self.leading.clone());
         Box::pin(async move {
-            if !submitted {
+            if !leading.load(Ordering::Acquire) {
                 return Err(ReplicationError::NotLeader);
             }
+            let (responder, answer) = ProgressResponder::complete_only();
+            let command = Command(storage::encode_records(&records));
+            raft.write(command)
+                .with_leader(leader)
+                .responder(responder)
+                .await
+                .map_err(|e| ReplicationError::Failed(e.to_string()))?;
             match answer.await {
                 Ok(Ok(written)) => Ok(written.data.locations),
                 Ok(Err(

@@ -177,12 +177,19 @@ impl Inner {
         };
     }
 
-    /// Stops the Space for good (shutdown), letting deliveries under way finish for `grace`.
-    pub(crate) async fn close(&mut self, grace: std::time::Duration) {
+    /// Stops the Space for good.
+    pub(crate) async fn close(&mut self) {
+        if let Some(space) = self.forget() {
+            space.shutdown(std::time::Duration::ZERO).await;
+        }
+    }
+
+    /// Lets go of the Space (stopped already, or about to be by whoever holds it).
+    pub(crate) fn forget(&mut self) -> Option<Space> {
         self.serving.send_replace(None);
         match std::mem::replace(&mut self.local, Local::Closed) {
-            Local::Follower(space) | Local::Leader(space) => space.shutdown(grace).await,
-            Local::Closed => {}
+            Local::Follower(space) | Local::Leader(space) => Some(space),
+            Local::Closed => None,
         }
     }
 

@@ -78,8 +78,8 @@ pub(crate) fn decode(bytes: Bytes) -> Result<(Counters, Vec<QueueState>), Snapsh
 }
 
 /// Splits an encoded snapshot into checkpoint parts of at most `part_bytes`.
-pub(crate) fn parts(snapshot: Vec<u8>, part_bytes: usize) -> Vec<Bytes> {
-    let all = Bytes::from(snapshot);
+pub(crate) fn parts(snapshot: impl Into<Bytes>, part_bytes: usize) -> Vec<Bytes> {
+    let all: Bytes = snapshot.into();
     (0..all.len().max(1))
         .step_by(part_bytes)
         .map(|at| all.slice(at..(at + part_bytes).min(all.len())))

@@ -591,7 +591,7 @@ async fn serve_cluster(
     // Raft stopping on an error it cannot get past (a disk failing under the logs) leaves
     // nothing to serve: the process ends, for whoever supervises it to start it again.
     let watched = node.clone();
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         let why = watched.failed().await;
         tracing::error!(error = %why, "the cluster node failed; exiting");
         std::process::exit(1);
@@ -600,6 +600,8 @@ async fn serve_cluster(
         tracing::error!(error = %e, "the HTTP server stopped");
     }
     tracing::info!("shutting down");
+    // From here Raft stops because it was asked to.
+    watcher.abort();
     if let Some(serving) = node.serving().borrow().clone() {
         serving.space.close_feed();
     }

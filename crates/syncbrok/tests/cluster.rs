@@ -544,10 +544,14 @@ async fn nodes_join_and_leave_through_any_node_and_every_node_reports_its_metric
         // A follower runs its Space too (for reads): its log's metrics are there.
         assert!(text.contains("syncbrok_log_fsyncs_total"), "node {n}");
     }
-    for node in nodes {
-        tokio::task::spawn_blocking(move || node.terminate())
+    // SIGTERM: each node stops cleanly (exit 0), its Space stopped once, no error logged.
+    for (n, node) in (1..).zip(nodes) {
+        let stopped = tokio::task::spawn_blocking(move || node.terminate())
             .await
             .unwrap();
+        assert!(stopped.success(), "node {n}: {stopped}");
+        let log = cluster.log_of(n);
+        assert!(!log.contains(" ERROR "), "node {n} logged an error:\n{log}");
     }
 }
 

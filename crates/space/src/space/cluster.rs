@@ -133,7 +133,7 @@ impl Space {
             .map_err(|e| JournalError::Apply(format!("an unreadable snapshot: {e}")))?;
         self.inner
             .journal
-            .checkpoint(|| crate::snapshot::parts(snapshot.to_vec(), CHECKPOINT_PART_BYTES))
+            .checkpoint(|| crate::snapshot::parts(snapshot.clone(), CHECKPOINT_PART_BYTES))
             .await?;
         Ok(())
     }
