@@ -41,12 +41,6 @@ type C = TypeConfig;
 pub const PEER_BODY_BYTES_MAX: usize = 256 << 20;
 /// The header carrying the cluster's shared secret.
 pub const SECRET_HEADER: &str = "syncbrok-cluster-secret";
-/// The least a peer is given to answer. openraft bounds an append by the heartbeat interval
-/// (50 ms by default), less than a follower's `fdatasync` of a large batch under load: a
-/// timed-out append is sent again whole, so a short bound turns a slow disk into resends
-/// (measured: publish→ack p99 over a second). A peer that is really gone refuses the
-/// connection at once; one cut off without a word costs this much per request.
-pub const PEER_ANSWER_WAIT_MIN: Duration = Duration::from_secs(1);
 
 /// Makes a client per peer, all over one pool of connections.
 #[derive(Clone)]
@@ -91,7 +85,6 @@ impl Peer {
         request: &Q,
         ttl: Duration,
     ) -> Result<A, RPCError<C>> {
-        let ttl = ttl.max(PEER_ANSWER_WAIT_MIN);
         let body = serde_json::to_vec(request).map_err(|e| NetworkError::new(&e))?;
         let mut r = http::Request::post(format!("{}/cluster/raft/{path}", self.base))
             .header(header::CONTENT_TYPE, "application/json");

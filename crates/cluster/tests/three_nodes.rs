@@ -70,6 +70,22 @@ async fn stop(node: Node) {
     node.raft.shutdown().await.unwrap();
 }
 
+/// Writes a command through `node`, the leader. Just elected, it may refuse until a majority
+/// has acknowledged its term (its lease): it is asked again, for up to 10 s.
+async fn write(node: &Node, i: u8) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node.raft.client_write(Command(vec![i])).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("write {i}: {e}"),
+        }
+    }
+}
+
 /// What a node says of itself now (copied out: the watch is not held across an await).
 fn metrics(n: &Node) -> RaftMetrics<TypeConfig> {
     n.raft.metrics().borrow_watched().clone()
@@ -143,11 +159,7 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
 
     let on = |id: u64, nodes: &[Node]| nodes.iter().position(|n| n.id == id).unwrap();
     for i in 0..10u8 {
-        nodes[on(leader, &nodes)]
-            .raft
-            .client_write(Command(vec![i]))
-            .await
-            .unwrap();
+        write(&nodes[on(leader, &nodes)], i).await;
     }
     applied_everywhere(&nodes.iter().collect::<Vec<_>>(), 10).await;
 
@@ -163,11 +175,7 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     let failover = stopped.elapsed();
     assert_ne!(new_leader, leader);
     for i in 10..20u8 {
-        nodes[on(new_leader, &nodes)]
-            .raft
-            .client_write(Command(vec![i]))
-            .await
-            .unwrap();
+        write(&nodes[on(new_leader, &nodes)], i).await;
     }
     applied_everywhere(&nodes.iter().collect::<Vec<_>>(), 20).await;
 
